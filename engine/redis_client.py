@@ -1,0 +1,141 @@
+"""One place that turns a Redis URL into a client.
+
+Everything in Arbiter that talks to Redis gets its client here, so that the
+settings that matter on the decision path (bytes in and out, short timeouts,
+no silent retries) are decided once.
+
+Accepted URLs:
+
+- ``redis://[user:password@]host:port[/db]`` and ``rediss://...`` (TLS)
+- ``unix:///absolute/path/redis.sock[?db=N]``
+- ``redis+cluster://host:port`` and ``rediss+cluster://host:port``: a Redis
+  Cluster, reached through that startup node; the rest of the topology is
+  discovered from it.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import redis
+import redis.asyncio
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry as SyncRetry
+
+__all__ = [
+    "AsyncRedisClient",
+    "SyncRedisClient",
+    "connect",
+    "connect_sync",
+    "is_cluster",
+]
+
+AsyncRedisClient = redis.asyncio.Redis | redis.asyncio.RedisCluster
+SyncRedisClient = redis.Redis | redis.RedisCluster
+
+_CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+_PLAIN_SCHEMES = frozenset({"redis", "rediss", "unix"})
+
+# Command-line tools and tests are not on a deadline; a slow CI machine should
+# not turn into flaky failures there.
+_SYNC_SOCKET_TIMEOUT = 5.0
+
+
+def is_cluster(url: str) -> bool:
+    """Tell whether ``url`` names a Redis Cluster (``redis+cluster://``)."""
+    return _scheme(url) in _CLUSTER_SCHEMES
+
+
+def connect(
+    url: str,
+    *,
+    socket_timeout: float = 0.05,
+    connect_timeout: float | None = None,
+) -> AsyncRedisClient:
+    """Return an asyncio client for ``url``; no I/O happens until first use.
+
+    ``socket_timeout`` bounds every read and write (seconds). The default of
+    50 ms suits the decision path, which has a budget of tens of milliseconds;
+    pass a longer one for bulk work. ``connect_timeout`` bounds opening a
+    connection and defaults to ``socket_timeout``.
+
+    The client returns ``bytes`` (``decode_responses=False``), never retries
+    on its own and sends no health-check PINGs: one round trip per call, and
+    a failure surfaces at once so the caller can degrade within its deadline.
+    The caller owns the client and must ``await client.aclose()`` it.
+    """
+    scheme = _checked_scheme(url)
+    # A Retry with zero retries, not None: redis-py substitutes a default
+    # that retries three times with exponential backoff for None.
+    no_retry = AsyncRetry(NoBackoff(), 0)
+    timeout = socket_timeout if connect_timeout is None else connect_timeout
+    if scheme in _CLUSTER_SCHEMES:
+        return redis.asyncio.RedisCluster.from_url(
+            _plain_url(url, scheme),
+            decode_responses=False,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=timeout,
+            retry=no_retry,
+            health_check_interval=0,
+        )
+    return redis.asyncio.Redis.from_url(
+        url,
+        decode_responses=False,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=timeout,
+        retry=no_retry,
+        health_check_interval=0,
+    )
+
+
+def connect_sync(
+    url: str,
+    *,
+    socket_timeout: float = _SYNC_SOCKET_TIMEOUT,
+    connect_timeout: float | None = None,
+) -> SyncRedisClient:
+    """Return a blocking client for ``url``, for command-line tools and tests.
+
+    Same URL forms and the same no-retry, bytes-out behaviour as
+    :func:`connect`, but with a 5 s default timeout since nothing here is on
+    the decision path. The caller must ``close()`` it.
+    """
+    scheme = _checked_scheme(url)
+    no_retry = SyncRetry(NoBackoff(), 0)
+    timeout = socket_timeout if connect_timeout is None else connect_timeout
+    if scheme in _CLUSTER_SCHEMES:
+        return redis.RedisCluster.from_url(
+            _plain_url(url, scheme),
+            decode_responses=False,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=timeout,
+            retry=no_retry,
+            health_check_interval=0,
+        )
+    return redis.Redis.from_url(
+        url,
+        decode_responses=False,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=timeout,
+        retry=no_retry,
+        health_check_interval=0,
+    )
+
+
+def _scheme(url: str) -> str:
+    return urlsplit(url).scheme.lower()
+
+
+def _checked_scheme(url: str) -> str:
+    scheme = _scheme(url)
+    if scheme not in _PLAIN_SCHEMES and scheme not in _CLUSTER_SCHEMES:
+        known = ", ".join(sorted(_PLAIN_SCHEMES | _CLUSTER_SCHEMES.keys()))
+        raise ValueError(f"unsupported Redis URL scheme {scheme!r} in {url!r}; use one of: {known}")
+    return scheme
+
+
+def _plain_url(url: str, scheme: str) -> str:
+    # redis-py's cluster client parses ordinary redis:// URLs; the "+cluster"
+    # marker is ours, so strip it before handing the URL over.
+    return _CLUSTER_SCHEMES[scheme] + url[len(scheme) :]
