@@ -36,6 +36,11 @@ class ModelLoadError(Exception):
         self.path = path
         self.problem = problem
 
+    def __reduce__(self) -> tuple[type[ModelLoadError], tuple[Path, str]]:
+        # Rebuild from (path, problem), not from the formatted message, so the
+        # error survives pickling across worker processes.
+        return (type(self), (self.path, self.problem))
+
 
 class OnnxModel:
     """A binary classifier in ONNX form that scores P(class 1) for rows of features.
@@ -65,11 +70,7 @@ class OnnxModel:
         self.path = path
         self.name = path.stem
         self.version = version
-        (
-            self.input_name,
-            self.input_type,
-            self.n_inputs,
-        ) = _describe_input(session, path)
+        self.input_name, self.input_type, self.n_inputs = _describe_input(session, path)
         self.output_name, probability_width = _find_probability_output(session, path)
         # Everything the per-call path needs is fixed here, once.
         self._dtype = _INPUT_DTYPES[self.input_type]
