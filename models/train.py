@@ -147,9 +147,23 @@ def to_onnx_model(trained: TrainedModel) -> onnx.ModelProto:
         options={id(final_step): {"zipmap": False}},
         target_opset=TARGET_OPSET,
     )
+    _normalise_opset_imports(model)
     model.doc_string = spec.description
     onnx.helper.set_model_props(model, {"name": spec.name, "inputs": json.dumps(list(spec.inputs))})
     return model
+
+
+def _normalise_opset_imports(model: onnx.ModelProto) -> None:
+    # skl2onnx lists opset imports in set order, which follows PYTHONHASHSEED and
+    # sometimes repeats a domain; one sorted entry per domain keeps rebuilds
+    # byte-identical across processes.
+    versions: dict[str, int] = {}
+    for opset in model.opset_import:
+        versions[opset.domain] = max(opset.version, versions.get(opset.domain, 0))
+    del model.opset_import[:]
+    model.opset_import.extend(
+        onnx.helper.make_opsetid(domain, version) for domain, version in sorted(versions.items())
+    )
 
 
 def schema(trained: TrainedModel) -> dict[str, Any]:
