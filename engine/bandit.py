@@ -1,0 +1,436 @@
+"""Contextual bandits on Vowpal Wabbit (``cb_explore_adf``): pmf, learning, sampling, state.
+
+The engine asks a :class:`BanditModel` for one probability per candidate action
+(:meth:`BanditModel.pmf`), draws the action itself with :func:`sample` seeded
+from the decision id (:func:`seed_from_decision_id`), records the probability,
+and later feeds the observed reward back through :meth:`BanditModel.learn`.
+Nothing here touches Redis, the clock or a global RNG: the same model state and
+the same input give the same pmf, bit for bit, and the same seed gives the same
+draw, which is what makes a logged decision replayable.
+
+Features reach VW as text-format lines, one ``shared |s ...`` line for the
+request context and one ``|a ...`` line per action, with the quadratic
+interaction ``s x a`` so that the best action can depend on the context.
+Callers should include something that identifies the action (``{"id": "..."}``)
+among its features, or every action looks alike to the model.
+
+A :class:`BanditModel` is not thread-safe (a VW workspace is not); give each
+thread or worker its own, which is cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final, Literal, cast
+
+import vowpal_wabbit_next as vw
+
+__all__ = [
+    "BanditError",
+    "BanditModel",
+    "BanditStateError",
+    "Exploration",
+    "ExplorationKind",
+    "FeatureValue",
+    "Features",
+    "format_example",
+    "sample",
+    "seed_from_decision_id",
+]
+
+FeatureValue = float | int | str | bool | None
+Features = Mapping[str, FeatureValue]
+ExplorationKind = Literal["epsilon", "softmax", "squarecb"]
+
+SHARED_NAMESPACE: Final = "s"
+ACTION_NAMESPACE: Final = "a"
+
+# --hash all: VW otherwise uses an all-digit feature name as the weight index
+# itself instead of hashing it, so "123" and a hashed name could collide in ways
+# that depend on the data. --interactions sa: without the shared x action
+# cross, shared features add the same score to every action and the model
+# cannot learn that the best action depends on the context.
+_BASE_ARGS: Final = (
+    "--cb_explore_adf",
+    "--quiet",
+    "--hash",
+    "all",
+    "--interactions",
+    SHARED_NAMESPACE + ACTION_NAMESPACE,
+)
+
+# Largest finite float32: VW stores feature values as float32, so a larger
+# finite double would arrive as inf and turn the weights into NaN.
+_FLOAT32_MAX: Final = 3.4028234663852886e38
+
+
+class BanditError(Exception):
+    """Base class of bandit errors; ``code`` is stable and safe to show to users."""
+
+    code = "bandit_error"
+
+
+class BanditStateError(BanditError, ValueError):
+    """Serialized bandit state that cannot be loaded (framing, metadata or VW model)."""
+
+    code = "bandit_state_invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class Exploration:
+    """How a bandit explores; ``rate`` means something different for each kind.
+
+    - ``epsilon``: probability mass spread uniformly over the non-greedy
+      actions, in [0, 1]. Larger explores more.
+    - ``softmax``: VW's ``--lambda``, the inverse temperature of a softmax over
+      the predicted rewards, > 0. Larger is greedier.
+    - ``squarecb``: VW's ``--gamma_scale`` (SquareCB, Foster & Rakhlin 2020),
+      > 0; VW's default is 10. Larger is greedier.
+    """
+
+    kind: ExplorationKind
+    rate: float
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("epsilon", "softmax", "squarecb"):
+            raise ValueError(f"unknown exploration kind {self.kind!r}")
+        rate = self.rate
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not math.isfinite(rate):
+            raise ValueError(f"exploration rate must be a finite number, got {rate!r}")
+        if self.kind == "epsilon" and not 0.0 <= rate <= 1.0:
+            raise ValueError(f"epsilon must be in [0, 1], got {rate!r}")
+        if self.kind != "epsilon" and rate <= 0.0:
+            raise ValueError(f"{self.kind} rate must be > 0, got {rate!r}")
+
+    def vw_args(self) -> list[str]:
+        """VW command-line options selecting this exploration under ``--cb_explore_adf``."""
+        rate = repr(float(self.rate))
+        if self.kind == "epsilon":
+            return ["--epsilon", rate]
+        if self.kind == "softmax":
+            return ["--softmax", "--lambda", rate]
+        return ["--squarecb", "--gamma_scale", rate]
+
+
+# --- feature encoding -------------------------------------------------------
+#
+# VW's text parser splits on ' ', '\t', '|', ':' and '\r' (read_name in
+# parse_example_text.cc) and string values also end at '\n'. Everything it
+# could read as structure is percent-encoded, and so is '%' itself, which keeps
+# the encoding injective: two different names never become the same feature.
+# Control characters are escaped too, and lone surrogates, which a JSON body
+# may carry but which cannot be encoded as UTF-8 on the way into VW.
+#
+# This matters beyond correctness of one example: with vowpal-wabbit-next 0.7
+# (VW 9.9.0) a line VW rejects leaves that namespace letter broken for every
+# later example in the process, even on other workspaces (they parse with no
+# features). So no input may ever produce a line VW rejects.
+_VALUE_ESCAPES: Final[dict[int, str]] = {
+    **{c: f"%{c:02X}" for c in range(0x21)},
+    0x7F: "%7F",
+    ord("|"): "%7C",
+    ord(":"): "%3A",
+    ord("%"): "%25",
+    **{c: f"%u{c:04X}" for c in range(0xD800, 0xE000)},
+}
+# Names also escape '=', the separator of "name=value" indicator features, so
+# that {"a=b": "c"} and {"a": "b=c"} stay two different features.
+_NAME_ESCAPES: Final[dict[int, str]] = {**_VALUE_ESCAPES, ord("="): "%3D"}
+# VW hashes an empty name oddly (":1.5" lands outside the weight table), so an
+# empty name becomes "%", which the escaping above never produces on its own.
+_EMPTY_NAME: Final = "%"
+
+
+def _escape_name(name: str) -> str:
+    return name.translate(_NAME_ESCAPES) if name else _EMPTY_NAME
+
+
+def _format_features(features: Features) -> str:
+    """`` name:value name=value ...`` for one namespace; keys sorted for a canonical line."""
+    parts: list[str] = []
+    for key in sorted(features):
+        value = features[key]
+        if value is None:
+            continue  # missing: VW's own meaning of an absent feature
+        if not isinstance(key, str):
+            raise TypeError(f"feature names must be strings, got {key!r}")
+        name = _escape_name(key)
+        if isinstance(value, bool):  # before int: bool is an int subclass
+            parts.append(f"{name}={'true' if value else 'false'}")
+        elif isinstance(value, str):
+            parts.append(f"{name}={value.translate(_VALUE_ESCAPES)}")
+        elif isinstance(value, int | float):
+            try:
+                number = float(value)
+            except OverflowError:  # an int too large for a double
+                continue
+            # NaN, inf and values beyond float32 are treated as missing: VW
+            # would reject NaN (see above) or poison the weights with inf.
+            if not math.isfinite(number) or abs(number) > _FLOAT32_MAX:
+                continue
+            # repr() of a finite float is always a literal VW's parse_float reads.
+            parts.append(f"{name}:{number!r}")
+        else:
+            raise TypeError(
+                f"feature {key!r} has unsupported type {type(value).__name__}; "
+                "expected float, int, str, bool or None"
+            )
+    return " ".join(parts)
+
+
+def format_example(shared: Features, actions: Sequence[Features]) -> list[str]:
+    """The VW text-format lines for one decision: the shared line, then one line per action.
+
+    Numbers become ``name:value`` features, strings and bools ``name=value``
+    indicator features; ``None``, NaN and infinite numbers are skipped.
+    Everything VW treats specially is percent-encoded, so no value can add a
+    feature, a namespace or a line. Exposed for tests and explanations.
+    """
+    lines = [f"shared |{SHARED_NAMESPACE} {_format_features(shared)}"]
+    lines.extend(f"|{ACTION_NAMESPACE} {_format_features(action)}" for action in actions)
+    return lines
+
+
+# --- serialization ----------------------------------------------------------
+#
+# serialize() framing, all integers big-endian:
+#
+#   offset 0   4 bytes  magic b"ARBB"
+#   offset 4   1 byte   framing version, currently 1
+#   offset 5   4 bytes  unsigned length N of the metadata
+#   offset 9   N bytes  metadata, UTF-8 JSON with sorted keys:
+#                       {"exploration": {"kind": str, "rate": float},
+#                        "version": int, "vw_version": str}
+#   offset 9+N ...      the VW model exactly as Workspace.serialize() returns it
+#                       (with VW's save_resume state, so learning can continue)
+_MAGIC: Final = b"ARBB"
+_FRAMING_VERSION: Final = 1
+_HEADER: Final = struct.Struct(">4sBI")
+
+# Kinds whose rate VW lets us override when loading a saved model (checked
+# against this VW: the loaded model then predicts as if trained with the new
+# rate). Changing squarecb's gamma_scale fails to load, and switching kinds
+# either fails or silently keeps the old kind, so those are refused.
+_RATE_CHANGE_ON_LOAD: Final = frozenset({"epsilon", "softmax"})
+
+
+def _frame(exploration: Exploration, version: int, model: bytes) -> bytes:
+    metadata = json.dumps(
+        {
+            "exploration": {"kind": exploration.kind, "rate": float(exploration.rate)},
+            "version": version,
+            "vw_version": vw.VW_VERSION,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    ).encode()
+    return _HEADER.pack(_MAGIC, _FRAMING_VERSION, len(metadata)) + metadata + model
+
+
+def _unframe(data: bytes) -> tuple[Exploration, int, bytes]:
+    """Split framed state into (saved exploration, version, VW model bytes)."""
+    if len(data) < _HEADER.size:
+        raise BanditStateError("bandit state is truncated (shorter than its header)")
+    magic, framing, length = _HEADER.unpack_from(data)
+    if magic != _MAGIC:
+        raise BanditStateError(f"not bandit state: magic {magic!r}, expected {_MAGIC!r}")
+    if framing != _FRAMING_VERSION:
+        raise BanditStateError(f"unsupported bandit state framing version {framing}")
+    end = _HEADER.size + length
+    if end > len(data):
+        raise BanditStateError("bandit state is truncated (metadata runs past the end)")
+    try:
+        metadata = json.loads(data[_HEADER.size : end])
+        explored = metadata["exploration"]
+        exploration = Exploration(kind=explored["kind"], rate=explored["rate"])
+        version = metadata["version"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BanditStateError(f"bandit state metadata is invalid: {exc}") from exc
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise BanditStateError(f"bandit state version must be an int >= 0, got {version!r}")
+    return exploration, version, data[end:]
+
+
+# --- the model ----------------------------------------------------------------
+
+
+class BanditModel:
+    """One contextual bandit: a VW ``cb_explore_adf`` workspace plus a version counter.
+
+    ``version`` counts the examples learned over the model's whole life (it is
+    saved by :meth:`serialize`), so a decision can record which state produced
+    its pmf.
+
+    Cold start: while ``version == 0`` :meth:`pmf` returns exactly ``1/n`` for
+    each action without asking VW. An untrained VW already gives a near-uniform
+    pmf for all three kinds (every score ties at 0), but SquareCB's comes out
+    as e.g. 0.33333331/0.33333334 in float32; being explicit makes cold start
+    exact, independent of the exploration kind, and free.
+    """
+
+    __slots__ = ("_parser", "_version", "_workspace", "exploration", "name")
+
+    def __init__(self, name: str, exploration: Exploration, state: bytes | None = None) -> None:
+        """A fresh model, or one restored from ``state`` (bytes from :meth:`serialize`).
+
+        When restoring, ``exploration`` may change the rate of an ``epsilon`` or
+        ``softmax`` model (the learned weights are kept); any other difference
+        from the saved exploration raises :class:`BanditStateError`.
+        """
+        self.name = name
+        self.exploration = exploration
+        args = [*_BASE_ARGS, *exploration.vw_args()]
+        if state is None:
+            self._version = 0
+            self._workspace = vw.Workspace(args)
+        else:
+            saved, self._version, model = _unframe(state)
+            if saved != exploration and (
+                saved.kind != exploration.kind or saved.kind not in _RATE_CHANGE_ON_LOAD
+            ):
+                raise BanditStateError(
+                    f"bandit {name!r} was saved with {saved.kind} {saved.rate} and cannot be "
+                    f"loaded as {exploration.kind} {exploration.rate}; start a new model"
+                )
+            try:
+                self._workspace = vw.Workspace(args, model_data=model)
+            except RuntimeError as exc:
+                raise BanditStateError(
+                    f"bandit {name!r}: VW could not load the model: {exc}"
+                ) from exc
+        # Built once per workspace: a parser is bound to its workspace's hashing.
+        self._parser = vw.TextFormatParser(self._workspace)
+
+    @property
+    def version(self) -> int:
+        """Number of examples this model has learned from, across serialize/deserialize."""
+        return self._version
+
+    def _examples(self, shared: Features, actions: Sequence[Features]) -> list[vw.Example]:
+        parse = self._parser.parse_line
+        return [parse(line) for line in format_example(shared, actions)]
+
+    def pmf(self, shared: Features, actions: Sequence[Features]) -> list[float]:
+        """One probability per action, in the order given, summing to 1.
+
+        Deterministic: the same model state and the same input give the same
+        list bit for bit. Raises ``ValueError`` when ``actions`` is empty.
+        """
+        count = len(actions)
+        if count == 0:
+            raise ValueError("pmf needs at least one action")
+        if self._version == 0:
+            return [1.0 / count] * count
+        scored = cast(
+            list[tuple[int, float]], self._workspace.predict_one(self._examples(shared, actions))
+        )
+        # VW returns (action index, probability) sorted by probability; put
+        # them back in input order.
+        probabilities = [0.0] * count
+        for index, probability in scored:
+            probabilities[index] = probability
+        # VW computes in float32, so the sum is 1 only to ~1e-7; renormalise in
+        # double so that the recorded probabilities and the sampler agree.
+        total = math.fsum(probabilities)
+        if not math.isfinite(total) or total <= 0.0:
+            raise BanditError(f"bandit {self.name!r} produced an invalid pmf {probabilities!r}")
+        return [p / total for p in probabilities]
+
+    def learn(
+        self,
+        shared: Features,
+        actions: Sequence[Features],
+        chosen: int,
+        reward: float,
+        probability: float,
+    ) -> None:
+        """Learn from one logged decision: ``actions[chosen]`` was shown with ``probability``.
+
+        VW minimises cost, Arbiter's rewards are better when larger, so the
+        label is ``cost = -reward``. Only the chosen action carries a label;
+        ``probability`` is the one recorded at decision time (the propensity VW
+        uses for its off-policy correction), in (0, 1].
+        """
+        if not 0 <= chosen < len(actions):
+            raise ValueError(f"chosen index {chosen} is out of range for {len(actions)} actions")
+        if not math.isfinite(reward):
+            raise ValueError(f"reward must be finite, got {reward!r}")
+        if not 0.0 < probability <= 1.0:
+            raise ValueError(f"probability must be in (0, 1], got {probability!r}")
+        examples = self._examples(shared, actions)
+        examples[1 + chosen].set_label(vw.CBLabel(label=(-float(reward), float(probability))))
+        self._workspace.learn_one(examples)
+        self._version += 1
+
+    def serialize(self) -> bytes:
+        """The model as bytes: VW model plus our metadata (see the framing above)."""
+        return _frame(self.exploration, self._version, self._workspace.serialize())
+
+    @classmethod
+    def deserialize(cls, name: str, data: bytes) -> BanditModel:
+        """Restore a model from :meth:`serialize` bytes, with the exploration it was saved with."""
+        exploration, _, _ = _unframe(data)
+        return cls(name, exploration, data)
+
+    def __repr__(self) -> str:
+        return f"BanditModel({self.name!r}, {self.exploration!r}, version={self._version})"
+
+
+# --- sampling ---------------------------------------------------------------
+
+_MASK64: Final = (1 << 64) - 1
+
+
+def _splitmix64(seed: int) -> int:
+    """One output of SplitMix64 (Steele, Lea & Flood 2014) for ``seed``.
+
+    Written out rather than taken from ``random`` so the draw is specified
+    here, identical on every Python version and easy to reproduce elsewhere.
+    """
+    z = (seed + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def sample(pmf: Sequence[float], seed: int) -> int:
+    """Draw an index from ``pmf``, deterministically for a given ``seed``.
+
+    ``u`` is the top 53 bits of SplitMix64(seed mod 2**64) scaled to [0, 1);
+    the result is the first index whose cumulative probability exceeds
+    ``u * sum(pmf)``. Scaling by the sum and falling back to the last index
+    with positive probability absorb float round-off at the end of the
+    cumulative sum; an index with probability 0 is never returned.
+    """
+    if not pmf:
+        raise ValueError("cannot sample from an empty pmf")
+    for p in pmf:
+        if not (math.isfinite(p) and p >= 0.0):
+            raise ValueError(f"pmf entries must be finite and >= 0, got {p!r}")
+    total = math.fsum(pmf)
+    if total <= 0.0:
+        raise ValueError("pmf sums to 0")
+    target = (_splitmix64(seed & _MASK64) >> 11) * 2.0**-53 * total
+    cumulative = 0.0
+    last_positive = 0
+    for index, p in enumerate(pmf):
+        if p > 0.0:
+            last_positive = index
+            cumulative += p
+            if target < cumulative:
+                return index
+    return last_positive
+
+
+def seed_from_decision_id(decision_id: str) -> int:
+    """A 64-bit seed from ``decision_id``: BLAKE2b with an 8-byte digest, big-endian.
+
+    A stable hash, unlike ``hash()``, which Python randomises per process.
+    """
+    digest = hashlib.blake2b(decision_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
