@@ -1,0 +1,345 @@
+"""AST node classes for `.rules` files.
+
+Every node carries the `Span` of the source text it was built from, so that
+the checker, the compiler and run-time errors can point back at a line and
+column. Nodes are frozen: later stages build new values instead of mutating.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+JsonValue = Any  # str | float | int | bool | None | list[JsonValue] | dict[str, JsonValue]
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A region of a source file, 1-based lines and columns."""
+
+    file: str
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+NO_SPAN = Span("<generated>", 0, 0, 0, 0)
+
+
+# ---------------------------------------------------------------- expressions
+
+
+@dataclass(frozen=True, slots=True)
+class Expr:
+    span: Span = field(compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Number(Expr):
+    value: float | int
+
+
+@dataclass(frozen=True, slots=True)
+class String(Expr):
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class Bool(Expr):
+    value: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Duration(Expr):
+    """A duration literal such as `24h`; `seconds` is exact."""
+
+    seconds: float
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class TimeLit(Expr):
+    """A date (`2026-12-01`) or date-time literal, as UTC epoch seconds."""
+
+    epoch: float
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Percent(Expr):
+    """`5%` is the fraction 0.05."""
+
+    fraction: float
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListLit(Expr):
+    items: tuple[Expr, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Ref(Expr):
+    """A name: `vip`, `profile.visits`, `context.channel`, `action.value`."""
+
+    parts: tuple[str, ...]
+
+    @property
+    def dotted(self) -> str:
+        return ".".join(self.parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Expr):
+    """A built-in function call such as `days_since(profile.last_purchase_at)`."""
+
+    name: str
+    args: tuple[Expr, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregate(Expr):
+    """An event-window aggregate: `count(add_to_cart within 24h)`, `sum(purchase.amount within 30d)`."""
+
+    fn: Literal["count", "sum", "min", "max", "avg"]
+    event: str
+    prop: str | None
+    window_seconds: int
+    window_text: str
+
+
+@dataclass(frozen=True, slots=True)
+class LastSeen(Expr):
+    """The time of the customer's most recent event of a type (missing if never)."""
+
+    event: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unary(Expr):
+    op: Literal["not", "neg"]
+    operand: Expr
+
+
+BinaryOp = Literal[
+    "+", "-", "*", "/",
+    "==", "!=", "<", "<=", ">", ">=",
+    "in", "not in", "starts with", "ends with", "contains", "matches",
+]  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Binary(Expr):
+    op: BinaryOp
+    left: Expr
+    right: Expr
+
+
+@dataclass(frozen=True, slots=True)
+class BoolOp(Expr):
+    op: Literal["and", "or"]
+    operands: tuple[Expr, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Between(Expr):
+    """`x between lo and hi`, inclusive at both ends."""
+
+    operand: Expr
+    low: Expr
+    high: Expr
+
+
+@dataclass(frozen=True, slots=True)
+class Presence(Expr):
+    """`x is missing` / `x is present`: the only tests that are true of a missing value."""
+
+    operand: Expr
+    present: bool
+
+
+# --------------------------------------------------------------- declarations
+
+
+@dataclass(frozen=True, slots=True)
+class TypeRef:
+    span: Span = field(compare=False)
+    kind: Literal["number", "int", "string", "bool", "time", "set", "enum", "unknown"] = "unknown"
+    members: tuple[str, ...] = ()
+    text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    span: Span = field(compare=False)
+    name: str = ""
+    type: TypeRef = field(default_factory=lambda: TypeRef(NO_SPAN))
+
+
+@dataclass(frozen=True, slots=True)
+class Decl:
+    span: Span = field(compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Include(Decl):
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaDecl(Decl):
+    """A `profile { … }` or `context { … }` block."""
+
+    kind: Literal["profile", "context"]
+    fields: tuple[Field, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EventDecl(Decl):
+    name: str
+    fields: tuple[Field, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelDecl(Decl):
+    name: str
+    path: str
+    inputs: tuple[Expr, ...]
+    per_action: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentDecl(Decl):
+    name: str
+    expr: Expr
+
+
+@dataclass(frozen=True, slots=True)
+class Cap:
+    count: int
+    window_seconds: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Fatigue:
+    """Suppress an action after `rejections` negative outcomes within `window` for `period`."""
+
+    rejections: int
+    window_seconds: int
+    period_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class ActionDecl(Decl):
+    name: str
+    name_span: Span = field(compare=False)
+    value: float = 0.0
+    channels: tuple[str, ...] = ()
+    cap: Cap | None = None
+    consent: str | None = None
+    valid_from: float | None = None
+    valid_until: float | None = None
+    tags: tuple[str, ...] = ()
+    fatigue: Fatigue | None = None
+    payload: dict[str, JsonValue] = field(default_factory=dict)
+    attributes: dict[str, JsonValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule(Decl):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class WhenRule(Rule):
+    condition: Expr
+    action: str
+    action_span: Span = field(compare=False)
+    weight: float = 1.0
+    priority: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SuppressRule(Rule):
+    action: str
+    action_span: Span = field(compare=False)
+    condition: Expr = field(default_factory=lambda: Bool(NO_SPAN, True))
+
+
+@dataclass(frozen=True, slots=True)
+class IfBlock(Rule):
+    condition: Expr
+    then: tuple[Rule, ...]
+    orelse: tuple[Rule, ...]  # an `else if` is a single nested IfBlock here
+
+
+@dataclass(frozen=True, slots=True)
+class BanditDecl(Decl):
+    name: str
+    arms: tuple[str, ...]
+    features: tuple[Expr, ...]
+    exploration: str = "epsilon"
+    rate: float = 0.05
+    reward: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ArbitrateDecl(Decl):
+    formula: Expr
+    top: int | None = None
+    max_per_tag: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HoldoutDecl(Decl):
+    fraction: float
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentDecl(Decl):
+    name: str
+    variants: tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DefaultDecl(Decl):
+    action: str
+
+
+@dataclass(frozen=True, slots=True)
+class ScenarioEvent:
+    event: str
+    prop: str | None
+    amount: float
+    ago_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class ScenarioDecl(Decl):
+    name: str
+    profile: dict[str, JsonValue] = field(default_factory=dict)
+    context: dict[str, JsonValue] = field(default_factory=dict)
+    events: tuple[ScenarioEvent, ...] = ()
+    scores: dict[str, JsonValue] = field(default_factory=dict)
+    now: float | None = None
+    expect: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ruleset:
+    """One parsed `.rules` file (includes not yet resolved)."""
+
+    name: str
+    span: Span = field(compare=False)
+    decls: tuple[Decl, ...] = ()
+    source: str = ""
+
+    def of(self, kind: type[Any]) -> list[Any]:
+        """All top-level declarations of one node class, in source order."""
+        return [d for d in self.decls if isinstance(d, kind)]

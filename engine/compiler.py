@@ -1,0 +1,405 @@
+"""Checked ruleset → `Plan`: a generated Python evaluator plus prepared tables.
+
+The evaluator is one function, generated deterministically: it loads the
+profile and context fields it needs into locals, computes every segment once
+(a segment shared by many rules costs one evaluation), then walks the rules
+as nested `if`s, the decision tree. Each rule runs in its own `try`, so a
+run-time error (division by zero, a value of the wrong type) fails that rule
+only and is reported at its `.rules` line through `rt.error`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from dsl import CheckedRuleset
+from dsl import nodes as n
+from engine import runtime
+from engine.codegen import Constants, ExprCompiler, Writer
+from engine.plan import ActionSpec, AggregateSpec, Needs, Offer, Plan, RuleInfo
+
+#: Bump when generated code changes shape: it is part of every plan's cache key.
+COMPILER_VERSION = "1"
+
+
+@dataclass
+class _Symbols:
+    """Locals the generated function loads once, by kind, in first-use order."""
+
+    profile: dict[str, str]
+    context: dict[str, str]
+    aggregates: dict[AggregateSpec, str]
+    segments: dict[str, str]
+    models: dict[str, str]
+    experiments: dict[str, str]
+
+
+class _Compiler:
+    def __init__(self, checked: CheckedRuleset) -> None:
+        self.c = checked
+        self.consts = Constants()
+        self.sym = _Symbols({}, {}, {}, {}, {}, {})
+        self.rules: list[RuleInfo] = []
+        self.model_index = {name: i for i, name in enumerate(checked.models)}
+        self.segment_index = {name: i for i, name in enumerate(checked.segments)}
+        self.experiment_index = {name: i for i, name in enumerate(checked.experiments)}
+        self.action_index = {name: i for i, name in enumerate(checked.actions)}
+        self.aggregate_index: dict[AggregateSpec, int] = {}
+        self.exprs = ExprCompiler(self.consts, self._resolve)
+        self.exprs.aggregate = self._aggregate
+
+    # --------------------------------------------------------------- names
+
+    def _resolve(self, ref: n.Ref) -> str:
+        head, rest = ref.parts[0], ref.parts[1:]
+        if head == "profile" and rest:
+            return self.sym.profile.setdefault(rest[0], f"p{len(self.sym.profile)}")
+        if head == "context" and rest:
+            return self.sym.context.setdefault(rest[0], f"c{len(self.sym.context)}")
+        if head == "experiment":
+            return self.sym.experiments.setdefault(rest[0], f"x{self.experiment_index[rest[0]]}")
+        if head == "action":
+            return f"act.get({rest[0]!r})"
+        if head in self.segment_index:
+            return self.sym.segments.setdefault(head, f"s{self.segment_index[head]}")
+        if head in self.model_index:
+            i = self.model_index[head]
+            if self.c.models[head].per_action:
+                return f"ms.get({i})"
+            local = self.sym.models.setdefault(head, f"m{i}")
+            return f"({local} if {local} is not UNSET else ({local} := rt.model({i})))"
+        if head in ("value", "weight", "priority"):
+            return head
+        raise ValueError(f"unresolved name {ref.dotted}")  # the checker prevents this
+
+    def _aggregate(self, e: n.Expr) -> str:
+        if isinstance(e, n.LastSeen):
+            spec = AggregateSpec("last", e.event, None, 0)
+        else:
+            assert isinstance(e, n.Aggregate)
+            spec = AggregateSpec(e.fn, e.event, e.prop, e.window_seconds)
+        if spec not in self.aggregate_index:
+            self.aggregate_index[spec] = len(self.aggregate_index)
+        return self.sym.aggregates.setdefault(spec, f"a{self.aggregate_index[spec]}")
+
+    # ------------------------------------------------------------- compile
+
+    def _rule_id(self, kind: str, span: n.Span) -> int:
+        text = _source_line(self.c.sources, span)
+        self.rules.append(RuleInfo(len(self.rules), kind, span, text))
+        return len(self.rules) - 1
+
+    def evaluator(self) -> tuple[str, list[n.Span | None]]:
+        body = Writer()
+        body.indent()
+        segment_locals = []
+        for name, seg in self.c.segments.items():
+            rid = self._rule_id("segment", seg.span)
+            local = self.sym.segments.setdefault(name, f"s{self.segment_index[name]}")
+            segment_locals.append(local)
+            body.line("try:", seg.span)
+            body.indent()
+            t, f = self.exprs.truth(seg.expr), self.exprs.falsity(seg.expr)
+            body.line(f"{local} = True if {t} else (False if {f} else None)", seg.span)
+            body.dedent()
+            body.line("except Exception as exc:")
+            body.indent()
+            body.line(f"{local} = None")
+            body.line(f"rt.error({rid}, exc)")
+            body.dedent()
+        for rule in self.c.rules:
+            self._rule(body, rule)
+        seg_tuple = "(" + "".join(f"{s}, " for s in segment_locals) + ")"
+        body.line(f"return O, S, {seg_tuple}")
+
+        head = Writer()
+        head.line("def evaluate(P, C, A, rt):")
+        head.indent()
+        head.line("NOW = rt.now")
+        head.line("O = []")
+        head.line("S = set()")
+        self._preamble(head)
+        return _join(head, body)
+
+    def _preamble(self, w: Writer) -> None:
+        for field, local in self.sym.profile.items():
+            w.line(f"{local} = P.get({field!r})")
+        for field, local in self.sym.context.items():
+            w.line(f"{local} = C.get({field!r})")
+        for spec, local in self.sym.aggregates.items():
+            w.line(f"{local} = A[{self.aggregate_index[spec]}]")
+        for name, local in self.sym.experiments.items():
+            w.line(f"{local} = rt.variants[{self.experiment_index[name]}]")
+        for local in self.sym.models.values():
+            w.line(f"{local} = UNSET")
+
+    def _rule(self, w: Writer, rule: n.Rule) -> None:
+        if isinstance(rule, n.WhenRule):
+            rid = self._rule_id("when", rule.span)
+            offer = Offer(self.action_index[rule.action], rule.weight, rule.priority, rid)
+            self._guarded(w, rid, rule.span, rule.condition, f"O.append({self.consts.add(offer)})")
+        elif isinstance(rule, n.SuppressRule):
+            rid = self._rule_id("suppress", rule.span)
+            idx = self.action_index[rule.action]
+            self._guarded(w, rid, rule.span, rule.condition, f"S.add({idx})")
+        else:
+            assert isinstance(rule, n.IfBlock)
+            rid = self._rule_id("if", rule.span)
+            var = f"_b{rid}"
+            w.line("try:", rule.span)
+            w.indent()
+            truth = self.exprs.truth(rule.condition)
+            w.line(f"{var} = True if {truth} else False", rule.span)
+            w.dedent()
+            w.line("except Exception as exc:")
+            w.indent()
+            w.line(f"{var} = None")
+            w.line(f"rt.error({rid}, exc)")
+            w.dedent()
+            w.line(f"if {var} is True:")
+            w.indent()
+            for r in rule.then:
+                self._rule(w, r)
+            w.line("pass")
+            w.dedent()
+            if rule.orelse:
+                # An unknown (missing) condition takes the else branch; an error takes neither.
+                w.line(f"elif {var} is False:")
+                w.indent()
+                for r in rule.orelse:
+                    self._rule(w, r)
+                w.dedent()
+
+    def _guarded(self, w: Writer, rid: int, span: n.Span, cond: n.Expr, stmt: str) -> None:
+        w.line("try:", span)
+        w.indent()
+        truth = self.exprs.truth(cond)
+        if truth == "True":
+            w.line(stmt, span)
+        else:
+            w.line(f"if {truth}:", span)
+            w.indent()
+            w.line(stmt, span)
+            w.dedent()
+        w.dedent()
+        w.line("except Exception as exc:")
+        w.indent()
+        w.line(f"rt.error({rid}, exc)")
+        w.dedent()
+
+    def model_inputs(self) -> tuple[str, list[n.Span | None]]:
+        """One function per customer-level model: the input row, or None if any input is missing."""
+        w = Writer()
+        for name, decl in self.c.models.items():
+            if decl.per_action:
+                continue
+            self.sym = _Symbols({}, {}, self.sym.aggregates, {}, {}, {})
+            i = self.model_index[name]
+            body = Writer()
+            body.indent()
+            values = [self.exprs.value(e) for e in decl.inputs]
+            body.line(f"row = [{', '.join(values)}]", decl.span)
+            body.line("return None if None in row else row")
+            head = Writer()
+            head.line(f"def model_inputs_{i}(P, C, A, rt):")
+            head.indent()
+            head.line("NOW = rt.now")
+            self._preamble(head)
+            src, spans = _join(head, body)
+            for line, span in zip(src.splitlines(), spans, strict=True):
+                w.line(line, span)
+        return w.source(), w.spans
+
+    def action_model_inputs(self) -> tuple[str, list[n.Span | None]]:
+        """One function per per-action model: its input row for one candidate action."""
+        w = Writer()
+        for name, decl in self.c.models.items():
+            if not decl.per_action:
+                continue
+            self.sym = _Symbols({}, {}, self.sym.aggregates, {}, {}, {})
+            i = self.model_index[name]
+            body = Writer()
+            body.indent()
+            values = [self.exprs.value(e) for e in decl.inputs]
+            body.line(f"row = [{', '.join(values)}]", decl.span)
+            body.line("return None if None in row else row")
+            head = Writer()
+            head.line(f"def action_model_inputs_{i}(P, C, A, rt, value, act):")
+            head.indent()
+            head.line("NOW = rt.now")
+            self._preamble(head)
+            src, spans = _join(head, body)
+            for line, span in zip(src.splitlines(), spans, strict=True):
+                w.line(line, span)
+        return w.source(), w.spans
+
+    def bandit_features(self) -> tuple[str, list[n.Span | None]]:
+        """One function per bandit: its shared (customer and context) features by name."""
+        w = Writer()
+        for j, decl in enumerate(self.c.bandits.values()):
+            self.sym = _Symbols({}, {}, self.sym.aggregates, {}, {}, {})
+            body = Writer()
+            body.indent()
+            items = [
+                f"{feature_name(e, k)!r}: {self.exprs.value(e)}"
+                for k, e in enumerate(decl.features)
+            ]
+            body.line("return {" + ", ".join(items) + "}", decl.span)
+            head = Writer()
+            head.line(f"def bandit_features_{j}(P, C, A, rt):")
+            head.indent()
+            head.line("NOW = rt.now")
+            self._preamble(head)
+            src, spans = _join(head, body)
+            for line, span in zip(src.splitlines(), spans, strict=True):
+                w.line(line, span)
+        return w.source(), w.spans
+
+    def formula(self) -> tuple[str, list[n.Span | None]]:
+        decl = self.c.arbitrate
+        self.sym = _Symbols({}, {}, self.sym.aggregates, {}, {}, {})
+        body = Writer()
+        body.indent()
+        if decl is None:
+            body.line("return value * weight")
+        else:
+            body.line(f"return {self.exprs.value(decl.formula)}", decl.span)
+        head = Writer()
+        head.line("def formula(P, C, A, rt, value, weight, priority, act, ms):")
+        head.indent()
+        head.line("NOW = rt.now")
+        self._preamble(head)
+        return _join(head, body)
+
+
+def feature_name(e: n.Expr, position: int) -> str:
+    """A bandit feature's name: the dotted path of a reference, else its position."""
+    return e.dotted if isinstance(e, n.Ref) else f"f{position}"
+
+
+def _join(head: Writer, body: Writer) -> tuple[str, list[n.Span | None]]:
+    src = head.source() + body.source()
+    return src, head.spans + body.spans
+
+
+def _source_line(sources: dict[str, str], span: n.Span) -> str:
+    lines = sources.get(span.file, "").splitlines()
+    return lines[span.line - 1].strip() if 0 < span.line <= len(lines) else ""
+
+
+def _actions(checked: CheckedRuleset) -> tuple[ActionSpec, ...]:
+    return tuple(
+        ActionSpec(
+            index=i,
+            name=a.name,
+            value=a.value,
+            channels=frozenset(a.channels),
+            cap=a.cap,
+            consent=a.consent,
+            valid_from=a.valid_from,
+            valid_until=a.valid_until,
+            tags=a.tags,
+            fatigue=a.fatigue,
+            payload=a.payload,
+            attributes=a.attributes,
+        )
+        for i, a in enumerate(checked.actions.values())
+    )
+
+
+def content_hash(checked: CheckedRuleset) -> str:
+    """sha256 over every source file (sorted by name) and the compiler version."""
+    h = hashlib.sha256(COMPILER_VERSION.encode())
+    for name in sorted(checked.sources):
+        h.update(name.encode() + b"\0" + checked.sources[name].encode() + b"\0")
+    return h.hexdigest()
+
+
+_CACHE: OrderedDict[str, Plan] = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+_CACHE_SIZE = 32
+
+
+def compile_plan(checked: CheckedRuleset) -> Plan:
+    """Compile a checked ruleset to a `Plan`, reusing a cached plan with the same content hash."""
+    digest = content_hash(checked)
+    with _CACHE_LOCK:
+        if digest in _CACHE:
+            _CACHE.move_to_end(digest)
+            return _CACHE[digest]
+    plan = _build(checked, digest)
+    with _CACHE_LOCK:
+        _CACHE[digest] = plan
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return plan
+
+
+class GeneratedCodeError(Exception):
+    """Generated source failed to compile: a compiler bug, reported with the rule's place."""
+
+
+def _build(checked: CheckedRuleset, digest: str) -> Plan:
+    comp = _Compiler(checked)
+    parts = [
+        comp.evaluator(),
+        comp.model_inputs(),
+        comp.action_model_inputs(),
+        comp.bandit_features(),
+        comp.formula(),
+    ]
+    source = "".join(src for src, _ in parts)
+    spans = [s for _, sp in parts for s in sp]
+    namespace: dict[str, Any] = dict(runtime.EXPORTED)
+    namespace["K"] = tuple(comp.consts.values)
+    filename = f"<arbiter plan {checked.name} {digest[:12]}>"
+    try:
+        code = compile(source, filename, "exec")
+    except SyntaxError as exc:  # pragma: no cover - would be a compiler bug
+        span = spans[(exc.lineno or 1) - 1] if exc.lineno else None
+        raise GeneratedCodeError(f"{span}: generated code does not compile: {exc.msg}") from exc
+    exec(code, namespace)
+    models = tuple(checked.models)
+    per_action = {i for i, m in enumerate(checked.models.values()) if m.per_action}
+    actions = _actions(checked)
+    needs = Needs(
+        profile_fields=tuple(checked.profile),
+        aggregates=tuple(comp.aggregate_index),
+        capped_actions=tuple(a.name for a in actions if a.cap is not None),
+        fatigued_actions=tuple(a.name for a in actions if a.fatigue is not None),
+        reads_consent=any(a.consent for a in actions),
+    )
+    default = comp.action_index.get(checked.default) if checked.default else None
+    arbitrate = checked.arbitrate
+    return Plan(
+        name=checked.name,
+        version=digest[:12],
+        hash=digest,
+        checked=checked,
+        actions=actions,
+        action_index=comp.action_index,
+        evaluate=namespace["evaluate"],
+        formula=namespace["formula"],
+        needs=needs,
+        rules=tuple(comp.rules),
+        segment_names=tuple(checked.segments),
+        model_names=models,
+        default=default,
+        top=arbitrate.top if arbitrate else None,
+        max_per_tag=arbitrate.max_per_tag if arbitrate else None,
+        source=source,
+        extras={
+            "model_inputs": {
+                i: namespace[f"model_inputs_{i}"] for i in range(len(models)) if i not in per_action
+            },
+            "action_model_inputs": {i: namespace[f"action_model_inputs_{i}"] for i in per_action},
+            "bandit_features": tuple(
+                namespace[f"bandit_features_{j}"] for j in range(len(checked.bandits))
+            ),
+            "line_spans": spans,
+        },
+    )

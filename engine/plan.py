@@ -1,0 +1,109 @@
+"""The compiled, immutable form of a ruleset that decisions run against."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from dsl import CheckedRuleset
+from dsl import nodes as n
+
+#: The generated evaluator: (P, C, A, rt) -> (offers, suppressed action indices, segment values).
+#: P profile dict, C context dict, A aggregates tuple (same order as `Needs.aggregates`).
+Evaluator = Callable[[Mapping[str, Any], Mapping[str, Any], tuple[Any, ...], Any], Any]
+#: The generated arbitration formula for one candidate.
+Formula = Callable[..., Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """One `when … offer …` that fired: which action, with what weight, from which rule."""
+
+    action: int
+    weight: float
+    priority: int
+    rule: int
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateSpec:
+    """An event-window read the store must serve: `fn(event[.prop] within window)`.
+
+    `fn == "last"` is `last_seen(event)` (window 0: all time).
+    """
+
+    fn: str
+    event: str
+    prop: str | None
+    window_seconds: int
+
+    @property
+    def key(self) -> str:
+        prop = f".{self.prop}" if self.prop else ""
+        return f"{self.fn}({self.event}{prop} within {self.window_seconds}s)"
+
+
+@dataclass(frozen=True, slots=True)
+class ActionSpec:
+    """An action as arbitration sees it: everything prepared at compile time."""
+
+    index: int
+    name: str
+    value: float
+    channels: frozenset[str]
+    cap: n.Cap | None
+    consent: str | None
+    valid_from: float | None
+    valid_until: float | None
+    tags: tuple[str, ...]
+    fatigue: n.Fatigue | None
+    payload: Mapping[str, Any]
+    attributes: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Needs:
+    """What one decision reads from the store, so it can be fetched in one round trip."""
+
+    profile_fields: tuple[str, ...]
+    aggregates: tuple[AggregateSpec, ...]
+    capped_actions: tuple[str, ...]
+    fatigued_actions: tuple[str, ...]
+    reads_consent: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RuleInfo:
+    """What a rule id in a trace refers to."""
+
+    id: int
+    kind: str  # when, suppress, if, segment
+    span: n.Span
+    text: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A compiled ruleset. Immutable; swapped whole on reload."""
+
+    name: str
+    version: str  # short content hash, shown to users
+    hash: str  # full content hash (sources + compiler version)
+    checked: CheckedRuleset
+    actions: tuple[ActionSpec, ...]
+    action_index: Mapping[str, int]
+    evaluate: Evaluator
+    formula: Formula | None
+    needs: Needs
+    rules: tuple[RuleInfo, ...]
+    segment_names: tuple[str, ...]
+    model_names: tuple[str, ...]
+    default: int | None
+    top: int | None
+    max_per_tag: int | None
+    source: str  # the generated Python, for debugging and golden tests
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def action(self, name: str) -> ActionSpec:
+        return self.actions[self.action_index[name]]

@@ -1,0 +1,102 @@
+"""The values that cross stage boundaries: request, inputs, decision, decision record.
+
+All are msgspec Structs so that one reused encoder turns them into JSON with
+no intermediate dicts. `DecisionRecord` is versioned (`v`): readers accept
+older versions; writers always write the newest.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+RECORD_VERSION = 1
+
+
+class DecideRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """`POST /v1/decide` body."""
+
+    customer_id: str
+    context: dict[str, Any] = msgspec.field(default_factory=dict)
+    ruleset: str | None = None
+    limit: int = 1
+    explain: bool = False
+
+
+class Inputs(msgspec.Struct):
+    """Everything a decision read from the store, so replay needs no Redis."""
+
+    profile: dict[str, Any] = msgspec.field(default_factory=dict)
+    aggregates: dict[str, Any] = msgspec.field(default_factory=dict)  # AggregateSpec.key -> value
+    caps: dict[str, int] = msgspec.field(default_factory=dict)  # action -> contacts in cap window
+    rejections: dict[str, int] = msgspec.field(default_factory=dict)  # action -> recent rejections
+    degraded: bool = False
+
+
+class RulesetRef(msgspec.Struct):
+    name: str
+    version: str
+
+
+class ActionOut(msgspec.Struct, omit_defaults=True):
+    """One returned action."""
+
+    action: str
+    score: float
+    payload: dict[str, Any] = msgspec.field(default_factory=dict)
+    probability: float | None = None
+
+
+class Decision(msgspec.Struct, omit_defaults=True):
+    """`POST /v1/decide` answer."""
+
+    decision_id: str
+    ruleset: RulesetRef
+    actions: list[ActionOut]
+    degraded: bool = False
+    explanation: dict[str, Any] | None = None
+
+
+class BanditChoice(msgspec.Struct):
+    """What a bandit saw and chose, enough to learn from later and to replay exactly."""
+
+    bandit: str
+    version: int
+    arms: list[str]
+    pmf: list[float]
+    chosen: str
+    probability: float
+    shared: dict[str, Any]
+    arm_features: list[dict[str, Any]]
+
+
+class RecordedRuleset(msgspec.Struct):
+    name: str
+    version: str
+    hash: str
+
+
+class DecisionRecord(msgspec.Struct, omit_defaults=True):
+    """One logged decision: the request, what was read, what was computed, what was answered."""
+
+    decision_id: str
+    ts: float
+    ruleset: RecordedRuleset
+    request: DecideRequest
+    inputs: Inputs
+    seed: int
+    actions: list[ActionOut]
+    scores: dict[str, list[float | None]] = msgspec.field(default_factory=dict)
+    model_versions: dict[str, str] = msgspec.field(default_factory=dict)
+    bandits: list[BanditChoice] = msgspec.field(default_factory=list)
+    holdout: str | None = None
+    variants: dict[str, str] = msgspec.field(default_factory=dict)
+    trace: list[int] = msgspec.field(default_factory=list)
+    errors: list[str] = msgspec.field(default_factory=list)
+    v: int = RECORD_VERSION
+
+
+ENCODER = msgspec.json.Encoder()
+RECORD_DECODER = msgspec.json.Decoder(DecisionRecord)
+REQUEST_DECODER = msgspec.json.Decoder(DecideRequest)
