@@ -532,7 +532,7 @@ class RedisClusterProcesses:
 
     def _create_cluster(self) -> None:
         # What `redis-cli --cluster create` does, minus its one-second polls:
-        # distinct config epochs, contiguous slot ranges, then MEET.
+        # distinct config epochs, contiguous slot ranges, then MEETs.
         per_node, extra = divmod(CLUSTER_SLOTS, self.masters)
         first = 0
         for index, node in enumerate(self.nodes):
@@ -541,9 +541,12 @@ class RedisClusterProcesses:
                 client.execute_command("CLUSTER", "SET-CONFIG-EPOCH", index + 1)
                 client.execute_command("CLUSTER", "ADDSLOTS", *range(first, last))
             first = last
-        with self.nodes[0]._admin_client(timeout=5.0) as client:
-            for port in self.ports[1:]:
-                client.execute_command("CLUSTER", "MEET", "127.0.0.1", port)
+        # Every node meets every other one directly: learning peers through
+        # gossip alone can add a second to the start.
+        for index, node in enumerate(self.nodes):
+            with node._admin_client(timeout=5.0) as client:
+                for port in self.ports[index + 1 :]:
+                    client.execute_command("CLUSTER", "MEET", "127.0.0.1", port)
 
     def _wait_until_ok(self) -> None:
         # A fresh master keeps cluster_state:fail for its first two seconds
