@@ -23,8 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, cast
 
@@ -146,12 +147,29 @@ _NAME_ESCAPES: Final[dict[int, str]] = {**_VALUE_ESCAPES, ord("="): "%3D"}
 _EMPTY_NAME: Final = "%"
 
 
+def _unsafe_search(escapes: dict[int, str]) -> Callable[[str], re.Match[str] | None]:
+    """A search for any character ``escapes`` rewrites, derived from it so the two agree."""
+    return re.compile("[" + "".join(re.escape(chr(c)) for c in sorted(escapes)) + "]").search
+
+
+# Most names and values need no escaping; finding that out with one regex
+# search is ~4x cheaper than running str.translate over them.
+_VALUE_NEEDS_ESCAPE: Final = _unsafe_search(_VALUE_ESCAPES)
+_NAME_NEEDS_ESCAPE: Final = _unsafe_search(_NAME_ESCAPES)
+
+
 def _escape_name(name: str) -> str:
-    return name.translate(_NAME_ESCAPES) if name else _EMPTY_NAME
+    if not name:
+        return _EMPTY_NAME
+    return name.translate(_NAME_ESCAPES) if _NAME_NEEDS_ESCAPE(name) else name
+
+
+def _escape_value(value: str) -> str:
+    return value.translate(_VALUE_ESCAPES) if _VALUE_NEEDS_ESCAPE(value) else value
 
 
 def _format_features(features: Features) -> str:
-    """`` name:value name=value ...`` for one namespace; keys sorted for a canonical line."""
+    """``name:value name=value ...`` for one namespace; keys sorted for a canonical line."""
     parts: list[str] = []
     for key in sorted(features):
         value = features[key]
@@ -160,10 +178,10 @@ def _format_features(features: Features) -> str:
         if not isinstance(key, str):
             raise TypeError(f"feature names must be strings, got {key!r}")
         name = _escape_name(key)
-        if isinstance(value, bool):  # before int: bool is an int subclass
+        if isinstance(value, str):
+            parts.append(f"{name}={_escape_value(value)}")
+        elif isinstance(value, bool):  # before int: bool is an int subclass
             parts.append(f"{name}={'true' if value else 'false'}")
-        elif isinstance(value, str):
-            parts.append(f"{name}={value.translate(_VALUE_ESCAPES)}")
         elif isinstance(value, int | float):
             try:
                 number = float(value)
@@ -191,9 +209,17 @@ def format_example(shared: Features, actions: Sequence[Features]) -> list[str]:
     Everything VW treats specially is percent-encoded, so no value can add a
     feature, a namespace or a line. Exposed for tests and explanations.
     """
-    lines = [f"shared |{SHARED_NAMESPACE} {_format_features(shared)}"]
-    lines.extend(f"|{ACTION_NAMESPACE} {_format_features(action)}" for action in actions)
+    lines = [_shared_line(shared)]
+    lines.extend(_action_line(action) for action in actions)
     return lines
+
+
+def _shared_line(shared: Features) -> str:
+    return f"shared |{SHARED_NAMESPACE} {_format_features(shared)}"
+
+
+def _action_line(action: Features) -> str:
+    return f"|{ACTION_NAMESPACE} {_format_features(action)}"
 
 
 # --- serialization ----------------------------------------------------------
@@ -258,6 +284,9 @@ def _unframe(data: bytes) -> tuple[Exploration, int, bytes]:
 
 # --- the model ----------------------------------------------------------------
 
+_ActionKey = tuple[tuple[tuple[str, FeatureValue], ...], tuple[type, ...]]
+_ACTION_CACHE_SIZE: Final = 4096
+
 
 class BanditModel:
     """One contextual bandit: a VW ``cb_explore_adf`` workspace plus a version counter.
@@ -273,7 +302,7 @@ class BanditModel:
     exact, independent of the exploration kind, and free.
     """
 
-    __slots__ = ("_parser", "_version", "_workspace", "exploration", "name")
+    __slots__ = ("_action_lines", "_parser", "_version", "_workspace", "exploration", "name")
 
     def __init__(self, name: str, exploration: Exploration, state: bytes | None = None) -> None:
         """A fresh model, or one restored from ``state`` (bytes from :meth:`serialize`).
@@ -305,15 +334,35 @@ class BanditModel:
                 ) from exc
         # Built once per workspace: a parser is bound to its workspace's hashing.
         self._parser = vw.TextFormatParser(self._workspace)
+        # Encoded action lines by content. The candidate actions of a plan
+        # repeat on every decision while the context does not, so only action
+        # lines are worth keeping; a hit costs ~0.4 us against ~1.4 us to encode.
+        self._action_lines: dict[_ActionKey, str] = {}
 
     @property
     def version(self) -> int:
         """Number of examples this model has learned from, across serialize/deserialize."""
         return self._version
 
-    def _examples(self, shared: Features, actions: Sequence[Features]) -> list[vw.Example]:
-        parse = self._parser.parse_line
-        return [parse(line) for line in format_example(shared, actions)]
+    def _lines(self, shared: Features, actions: Sequence[Features]) -> list[str]:
+        """What :func:`format_example` returns, with action lines served from the cache."""
+        lines = [_shared_line(shared)]
+        cache = self._action_lines
+        for action in actions:
+            # The value types are part of the key because True == 1 == 1.0 in
+            # Python while True encodes as "x=true" and 1 as "x:1.0".
+            key = (tuple(action.items()), tuple(map(type, action.values())))
+            try:
+                line = cache.get(key)
+            except TypeError:  # an unhashable value: the encoder reports it properly
+                line = _action_line(action)
+            if line is None:
+                line = _action_line(action)
+                if len(cache) >= _ACTION_CACHE_SIZE:
+                    cache.clear()  # bounded, and cheaper than tracking recency
+                cache[key] = line
+            lines.append(line)
+        return lines
 
     def pmf(self, shared: Features, actions: Sequence[Features]) -> list[float]:
         """One probability per action, in the order given, summing to 1.
@@ -324,11 +373,14 @@ class BanditModel:
         count = len(actions)
         if count == 0:
             raise ValueError("pmf needs at least one action")
+        # Encoded even at cold start, so that a bad feature fails the same way
+        # on a fresh model as on a trained one.
+        lines = self._lines(shared, actions)
         if self._version == 0:
             return [1.0 / count] * count
-        scored = cast(
-            list[tuple[int, float]], self._workspace.predict_one(self._examples(shared, actions))
-        )
+        parse = self._parser.parse_line
+        examples = [parse(line) for line in lines]
+        scored = cast(list[tuple[int, float]], self._workspace.predict_one(examples))
         # VW returns (action index, probability) sorted by probability; put
         # them back in input order.
         probabilities = [0.0] * count
@@ -362,7 +414,8 @@ class BanditModel:
             raise ValueError(f"reward must be finite, got {reward!r}")
         if not 0.0 < probability <= 1.0:
             raise ValueError(f"probability must be in (0, 1], got {probability!r}")
-        examples = self._examples(shared, actions)
+        parse = self._parser.parse_line
+        examples = [parse(line) for line in self._lines(shared, actions)]
         examples[1 + chosen].set_label(vw.CBLabel(label=(-float(reward), float(probability))))
         self._workspace.learn_one(examples)
         self._version += 1

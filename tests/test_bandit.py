@@ -463,6 +463,43 @@ def test_encoding_of_values() -> None:
 def test_unsupported_feature_types_are_refused() -> None:
     with pytest.raises(TypeError, match="unsupported type list"):
         format_example({"tags": ["a", "b"]}, [])  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match="feature names must be strings"):
+        format_example({1: "a"}, [])  # type: ignore[dict-item]
+    # The model checks its input even at cold start, when VW is not asked,
+    # and on action lines, which it caches.
+    model = BanditModel("offers", Exploration("epsilon", 0.1))
+    bad: Features = {"id": "arm0", "tags": ["a"]}  # type: ignore[dict-item]
+    for _ in range(2):
+        with pytest.raises(TypeError, match="unsupported type list"):
+            model.pmf({"device": "mobile"}, [bad])
+        with pytest.raises(TypeError, match="unsupported type list"):
+            model.pmf({"tags": ["a"]}, ARMS)  # type: ignore[dict-item]
+
+
+def test_cached_action_lines_match_the_encoder() -> None:
+    model = BanditModel("offers", Exploration("epsilon", 0.1))
+    shared: Features = {"device": "mobile"}
+    # True == 1 == 1.0 in Python, but they are different features.
+    actions: list[Features] = [
+        {"id": "a", "flag": True},
+        {"id": "a", "flag": 1},
+        {"id": "a", "flag": 1.0},
+        {"id": "a", "flag": "1"},
+        {"flag": True, "id": "a"},
+        {"id": "a", "flag": math.nan},
+    ]
+    expected = format_example(shared, actions)
+    assert expected[1:4] == ["|a flag=true id=a", "|a flag:1.0 id=a", "|a flag:1.0 id=a"]
+    for _ in range(3):  # cold, then cached
+        assert model._lines(shared, actions) == expected
+
+
+def test_action_line_cache_is_bounded() -> None:
+    model = BanditModel("offers", Exploration("epsilon", 0.1))
+    for i in range(10_000):
+        action: Features = {"id": f"arm{i}"}
+        assert model._lines({}, [action])[1] == f"|a id=arm{i}"
+    assert len(model._action_lines) <= 4096
 
 
 def test_error_hierarchy() -> None:
