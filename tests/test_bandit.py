@@ -505,3 +505,11 @@ def test_action_line_cache_is_bounded() -> None:
 def test_error_hierarchy() -> None:
     assert issubclass(BanditStateError, BanditError)
     assert issubclass(BanditStateError, ValueError)
+
+
+def test_empty_feature_sets_are_valid_lines() -> None:
+    model = BanditModel("offers", Exploration("epsilon", 0.2))
+    actions: list[Features] = [{}, {"id": "b", "gone": None}]
+    assert format_example({}, actions) == ["shared |s ", "|a ", "|a id=b"]
+    model.learn({}, actions, 1, 1.0, 0.5)
+    assert model.pmf({}, actions) == pytest.approx([0.1, 0.9], abs=1e-6)
