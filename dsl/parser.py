@@ -75,7 +75,8 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, filename: str) -> Diagno
     line = getattr(exc, "line", 1) or 1
     column = getattr(exc, "column", 1) or 1
     if isinstance(exc, UnexpectedCharacters):
-        char = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
+        pos = exc.pos_in_stream or 0
+        char = text[pos] if pos < len(text) else ""
         message = f"unexpected character {char!r}"
         if char == "'":
             message += "; strings use double quotes"
@@ -84,7 +85,7 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, filename: str) -> Diagno
     if isinstance(exc, UnexpectedEOF):
         lines = text.splitlines() or [""]
         line, column = len(lines), len(lines[-1]) + 1
-        expected = _expected_words(exc.expected)
+        expected = _expected_words({str(t) for t in exc.expected})
         span = n.Span(filename, line, column, line, column + 1)
         return Diagnostic("syntax", f"unexpected end of file, expected {expected}", span)
     assert isinstance(exc, UnexpectedToken)

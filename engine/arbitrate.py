@@ -10,11 +10,11 @@ per-tag diversity limit; keep the top N.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from engine.bandit import sample
 from engine.plan import ActionSpec, Offer, Plan
 from engine.records import BanditChoice, DecideRequest, Inputs
 
@@ -30,18 +30,6 @@ class Candidate:
     priority: int
     rule: int
     probability: float | None = None
-
-
-def sample(pmf: Sequence[float], seed: int) -> int:
-    """Draw an index from `pmf` with a PRNG seeded by `seed`: the same seed, the same draw."""
-    u = random.Random(seed).random()
-    acc = 0.0
-    for i, p in enumerate(pmf):
-        acc += p
-        if u < acc:
-            return i
-    # Float round-off can leave the cumulative sum a hair under 1.
-    return max(i for i, p in enumerate(pmf) if p > 0)
 
 
 def _eligible(
@@ -106,9 +94,16 @@ def _score(plan: Plan, rt: EvalRuntime, cands: dict[int, Candidate]) -> None:
         spec = cand.spec
         try:
             value = formula(
-                rt.P, rt.C, rt.A, rt, spec.value, cand.weight, cand.priority,
-                spec.attributes, per_action[idx],
-            )  # fmt: skip
+                rt.P,
+                rt.C,
+                rt.A,
+                rt,
+                spec.value,
+                cand.weight,
+                cand.priority,
+                spec.attributes,
+                per_action[idx],
+            )
         except Exception as exc:
             rt.errors.append(f"arbitrate formula for {spec.name}: {type(exc).__name__}: {exc}")
             value = None
@@ -151,7 +146,7 @@ def _bandits(
                 pmf[pick],
                 shared,
                 arm_features,
-            )  # fmt: skip
+            )
         )
     return choices
 

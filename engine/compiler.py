@@ -369,8 +369,12 @@ def _build(checked: CheckedRuleset, digest: str) -> Plan:
     needs = Needs(
         profile_fields=tuple(checked.profile),
         aggregates=tuple(comp.aggregate_index),
-        capped_actions=tuple(a.name for a in actions if a.cap is not None),
-        fatigued_actions=tuple(a.name for a in actions if a.fatigue is not None),
+        capped_actions=tuple((a.name, a.cap.window_seconds) for a in actions if a.cap),
+        fatigued_actions=tuple(
+            (a.name, a.fatigue.rejections, a.fatigue.window_seconds, a.fatigue.period_seconds)
+            for a in actions
+            if a.fatigue
+        ),
         reads_consent=any(a.consent for a in actions),
     )
     default = comp.action_index.get(checked.default) if checked.default else None

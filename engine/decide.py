@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.arbitrate import Candidate, arbitrate
+from engine.bandit import seed_from_decision_id
 from engine.oracle import Oracle, OracleError
 from engine.plan import Plan, RuleInfo
 from engine.records import (
@@ -32,11 +33,6 @@ def bucket(*parts: str) -> float:
     """A stable number in [0, 1) from the parts: the basis of holdouts and experiments."""
     digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2.0**64
-
-
-def seed_for(decision_id: str) -> int:
-    """The 64-bit RNG seed of a decision, derived from its id."""
-    return int.from_bytes(hashlib.blake2b(decision_id.encode(), digest_size=8).digest(), "big")
 
 
 def assign_variant(plan: Plan, experiment: str, customer_id: str) -> str:
@@ -112,7 +108,7 @@ def decide(
     C = request.context
     A = aggregates_tuple(plan, inputs)
     rt = EvalRuntime(plan, now, variants, oracle, P, C, A)
-    seed = seed_for(decision_id)
+    seed = seed_from_decision_id(decision_id)
 
     offers, suppressed, segments = plan.evaluate(P, C, A, rt)
     holdout_name = None

@@ -68,8 +68,8 @@ class Needs:
 
     profile_fields: tuple[str, ...]
     aggregates: tuple[AggregateSpec, ...]
-    capped_actions: tuple[str, ...]
-    fatigued_actions: tuple[str, ...]
+    capped_actions: tuple[tuple[str, int], ...]  # (action, cap window seconds)
+    fatigued_actions: tuple[tuple[str, int, int, int], ...]  # (action, rejections, window, period)
     reads_consent: bool
 
 
