@@ -10,39 +10,37 @@ from dsl.errors import Diagnostic, RulesError
 from dsl.parser import parse
 
 
-def load(path: str | Path) -> tuple[n.Ruleset, dict[str, str]]:
+def load(path: str | Path, text: str | None = None) -> tuple[n.Ruleset, dict[str, str]]:
     """Parse a file and its includes (paths relative to the including file).
 
-    Included declarations come first, in include order, so the main file reads
-    like it was written after them. Returns the merged ruleset and every source
-    text by file name, for error display.
+    `text`, when given, is used instead of reading `path` (a ruleset uploaded
+    through the API, whose includes still resolve next to `path`). Included
+    declarations come first, in include order. Returns the merged ruleset and
+    every source text by file name, for error display.
     """
     sources: dict[str, str] = {}
     main = Path(path)
-    decls = _collect(main, sources, stack=[])
+    decls = _collect(main, sources, stack=[], text=text)
     root = parse(sources[str(main)], str(main))
     return n.Ruleset(root.name, root.span, tuple(decls), root.source), sources
 
 
-def load_checked(path: str | Path) -> CheckedRuleset:
+def load_checked(path: str | Path, text: str | None = None) -> CheckedRuleset:
     """`load` then `check`."""
-    ruleset, sources = load(path)
+    ruleset, sources = load(path, text)
     return check(ruleset, sources)
 
 
-def _collect(path: Path, sources: dict[str, str], stack: list[Path]) -> list[n.Decl]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RulesError(
-            [
-                Diagnostic(
-                    "file-not-found",
-                    f"cannot read {path}: {exc.strerror}",
-                    n.Span(str(path), 0, 0, 0, 0),
-                )
-            ]
-        ) from None
+def _collect(
+    path: Path, sources: dict[str, str], stack: list[Path], text: str | None = None
+) -> list[n.Decl]:
+    if text is None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            span = n.Span(str(path), 0, 0, 0, 0)
+            message = f"cannot read {path}: {exc.strerror}"
+            raise RulesError([Diagnostic("file-not-found", message, span)]) from None
     sources[str(path)] = text
     ruleset = parse(text, str(path))
     decls: list[n.Decl] = []
@@ -50,22 +48,12 @@ def _collect(path: Path, sources: dict[str, str], stack: list[Path]) -> list[n.D
         if not isinstance(decl, n.Include):
             decls.append(decl)
             continue
-        target = (path.parent / decl.path).resolve()
-        if target in [p.resolve() for p in [*stack, path]]:
-            raise RulesError(
-                [Diagnostic("include-cycle", f"'{decl.path}' includes itself", decl.span)], sources
-            )
-        if not target.exists():
-            raise RulesError(
-                [
-                    Diagnostic(
-                        "file-not-found", f"included file '{decl.path}' does not exist", decl.span
-                    )
-                ],
-                sources,
-            )
-        shown = path.parent / decl.path
-        decls[:0] = []  # included declarations go before this file's own
-        decls.extend(_collect(Path(str(shown)), sources, [*stack, path]))
-    own_and_included = decls
-    return own_and_included
+        target = path.parent / decl.path
+        if target.resolve() in [p.resolve() for p in [*stack, path]]:
+            message = f"'{decl.path}' includes itself"
+            raise RulesError([Diagnostic("include-cycle", message, decl.span)], sources)
+        if not target.is_file():
+            message = f"included file '{decl.path}' does not exist"
+            raise RulesError([Diagnostic("file-not-found", message, decl.span)], sources)
+        decls.extend(_collect(target, sources, [*stack, path]))
+    return decls

@@ -1,0 +1,93 @@
+"""Settings from the environment (and a `.env` file), checked once at start-up.
+
+Invalid values stop the process with a message naming the variable: a server
+that starts with a typo in its Redis timeout is worse than one that does not
+start.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting, with its environment variable in the field metadata."""
+
+    redis_url: str | None = field(default=None, metadata={"env": "ARBITER_REDIS_URL"})
+    admin_key: str | None = field(default=None, metadata={"env": "ARBITER_ADMIN_KEY"})
+    decide_key: str | None = field(default=None, metadata={"env": "ARBITER_DECIDE_KEY"})
+    rules_path: str = field(default="rulesets", metadata={"env": "ARBITER_RULES"})
+    default_ruleset: str | None = field(default=None, metadata={"env": "ARBITER_DEFAULT_RULESET"})
+    data_dir: str = field(default=".arbiter", metadata={"env": "ARBITER_DATA_DIR"})
+    redis_timeout_ms: int = field(default=50, metadata={"env": "ARBITER_REDIS_TIMEOUT_MS"})
+    decision_ttl_s: int = field(default=7 * 86400, metadata={"env": "ARBITER_DECISION_TTL_S"})
+    decision_log_file: str | None = field(default=None, metadata={"env": "ARBITER_DECISION_LOG_FILE"})
+    decision_stream_maxlen: int = field(
+        default=1_000_000, metadata={"env": "ARBITER_DECISION_STREAM_MAXLEN"}
+    )
+    log_queue_max: int = field(default=50_000, metadata={"env": "ARBITER_LOG_QUEUE_MAX"})
+    reload_interval_ms: int = field(default=1000, metadata={"env": "ARBITER_RELOAD_INTERVAL_MS"})
+    learner: str = field(default="inproc", metadata={"env": "ARBITER_LEARNER"})
+    dev: bool = field(default=False, metadata={"env": "ARBITER_DEV"})
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env"
+    ) -> Settings:
+        """Read settings: a `.env` file first, the process environment over it."""
+        values: dict[str, str] = {}
+        if env_file is not None and Path(env_file).is_file():
+            values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+        values.update(os.environ if environ is None else environ)
+        kwargs: dict[str, object] = {}
+        for f in fields(cls):
+            name = f.metadata["env"]
+            raw = values.get(name)
+            if raw is None or raw == "":
+                continue
+            kwargs[f.name] = _convert(name, raw, f.type)
+        settings = cls(**kwargs)  # type: ignore[arg-type]
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Range checks that the types alone do not express."""
+        if self.redis_timeout_ms <= 0:
+            raise SettingsError("ARBITER_REDIS_TIMEOUT_MS must be a positive number of ms")
+        if self.log_queue_max < 100:
+            raise SettingsError("ARBITER_LOG_QUEUE_MAX must be at least 100")
+        if self.learner not in ("inproc", "off"):
+            raise SettingsError("ARBITER_LEARNER must be 'inproc' or 'off'")
+        if self.redis_url is not None and not self.redis_url.startswith(
+            ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
+        ):
+            raise SettingsError(
+                "ARBITER_REDIS_URL must start with redis://, rediss://, unix:// or redis+cluster://"
+            )
+
+
+def _convert(name: str, raw: str, type_: object) -> object:
+    text = str(type_)
+    if "int" in text:
+        try:
+            return int(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if "bool" in text:
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(f"{name} must be true or false, got {raw!r}")
+    return raw
