@@ -34,7 +34,11 @@ class KeyRing:
             raise ApiError(401, "unauthorized", "missing 'Authorization: Bearer <key>' header")
         if self.admin is not None and hmac.compare_digest(token, self.admin):
             return
-        if scope == "decide" and self.decide is not None and hmac.compare_digest(token, self.decide):
+        if (
+            scope == "decide"
+            and self.decide is not None
+            and hmac.compare_digest(token, self.decide)
+        ):
             return
         raise ApiError(403, "forbidden", f"this key does not have the '{scope}' scope")
 

@@ -13,8 +13,9 @@ from typing import Any
 import msgspec
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from server.responses import JSONResponse
 
 log = logging.getLogger("arbiter.server")
 
@@ -76,28 +77,28 @@ def install(app: FastAPI) -> None:
     """Register the handlers that give every error the JSON shape above."""
 
     @app.exception_handler(ApiError)
-    async def api_error(_: Request, exc: ApiError) -> ORJSONResponse:
-        return ORJSONResponse(exc.body(), status_code=exc.status)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> ORJSONResponse:
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         loc = [str(p) for p in first.get("loc", ()) if p != "body"]
         field = ".".join(loc) or None
         message = f"{field}: {first.get('msg')}" if field else str(first.get("msg"))
-        return ORJSONResponse(
+        return JSONResponse(
             ApiError(422, "invalid_request", message, field).body(), status_code=422
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return ORJSONResponse(
+        return JSONResponse(
             ApiError(exc.status_code, code, str(exc.detail)).body(), status_code=exc.status_code
         )
 
     @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> ORJSONResponse:
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
         body = ApiError(500, "internal", "internal error; see the server log").body()
-        return ORJSONResponse(body, status_code=500)
+        return JSONResponse(body, status_code=500)

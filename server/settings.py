@@ -31,7 +31,9 @@ class Settings:
     data_dir: str = field(default=".arbiter", metadata={"env": "ARBITER_DATA_DIR"})
     redis_timeout_ms: int = field(default=50, metadata={"env": "ARBITER_REDIS_TIMEOUT_MS"})
     decision_ttl_s: int = field(default=7 * 86400, metadata={"env": "ARBITER_DECISION_TTL_S"})
-    decision_log_file: str | None = field(default=None, metadata={"env": "ARBITER_DECISION_LOG_FILE"})
+    decision_log_file: str | None = field(
+        default=None, metadata={"env": "ARBITER_DECISION_LOG_FILE"}
+    )
     decision_stream_maxlen: int = field(
         default=1_000_000, metadata={"env": "ARBITER_DECISION_STREAM_MAXLEN"}
     )

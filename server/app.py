@@ -1,0 +1,126 @@
+"""The FastAPI application: `create_app(settings)`.
+
+Resources (Redis clients, the embedded Redis, rulesets, the decision log, the
+learner) live in the lifespan, never in module globals, so tests can build
+many apps in one process with `with TestClient(create_app(...))`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.routing import Route
+
+from engine.decision_log import DecisionLog
+from engine.plan import Plan
+from engine.redis_client import connect
+from engine.redis_server import EmbeddedRedis
+from engine.store import ProfileStore
+from server import errors, openapi
+from server.auth import KeyRing
+from server.metrics import Metrics
+from server.routes_admin import router as admin_router
+from server.routes_decide import decide_endpoint, feedback_endpoint
+from server.rulesets import Resources, RulesetManager
+from server.settings import Settings
+from server.state import AppState
+
+log = logging.getLogger("arbiter.server")
+
+ADMIN_TIMEOUT_S = 5.0
+
+
+def default_resources(plan: Plan, base_dir: Path) -> Mapping[str, Any]:
+    """Load a plan's ONNX models (raises RulesError at the declaration on a mismatch)."""
+    from engine.models import load_models
+
+    return {"models": load_models(plan, base_dir)}
+
+
+def create_app(settings: Settings | None = None, resources: Resources | None = None) -> FastAPI:
+    """Build the app. Settings default to the environment; resources to ONNX model loading."""
+    settings = settings or Settings.from_env()
+    resources = resources or default_resources
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = await _start(settings, resources)
+        app.state.arbiter = state
+        try:
+            yield
+        finally:
+            await _stop(state)
+
+    app = FastAPI(
+        title="Arbiter",
+        version="0.1.0",
+        description="Real-time next-best-action decisions from .rules files.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    # The hot path goes first and skips FastAPI's per-request machinery.
+    app.router.routes.append(Route("/v1/decide", decide_endpoint, methods=["POST"]))
+    app.router.routes.append(Route("/v1/feedback", feedback_endpoint, methods=["POST"]))
+    app.include_router(admin_router)
+    openapi.install(app)
+    return app
+
+
+async def _start(settings: Settings, resources: Resources) -> AppState:
+    embedded = None
+    url = settings.redis_url
+    if url is None:
+        embedded = EmbeddedRedis.attach_or_start(Path(settings.data_dir) / "redis")
+        url = embedded.url
+    redis = connect(url, socket_timeout=settings.redis_timeout_ms / 1000)
+    admin_redis = connect(url, socket_timeout=ADMIN_TIMEOUT_S)
+    store = ProfileStore(redis)
+    admin_store = ProfileStore(admin_redis)
+    decision_log = DecisionLog(
+        admin_redis,
+        admin_store,
+        ttl_seconds=settings.decision_ttl_s,
+        stream_maxlen=settings.decision_stream_maxlen,
+        queue_max=settings.log_queue_max,
+        file_path=settings.decision_log_file,
+    )
+    rulesets = RulesetManager(admin_redis, Path(settings.rules_path), resources)
+    await rulesets.start(settings.default_ruleset)
+    state = AppState(
+        settings=settings,
+        redis=redis,
+        admin_redis=admin_redis,
+        store=store,
+        admin_store=admin_store,
+        log=decision_log,
+        rulesets=rulesets,
+        keys=KeyRing(settings.admin_key, settings.decide_key),
+        metrics=Metrics(),
+        embedded=embedded,
+    )
+    decision_log.start()
+    state.tasks.append(
+        asyncio.get_running_loop().create_task(
+            rulesets.watch(settings.reload_interval_ms / 1000, state.stop), name="ruleset-watch"
+        )
+    )
+    return state
+
+
+async def _stop(state: AppState) -> None:
+    state.stop.set()
+    for task in state.tasks:
+        task.cancel()
+        with suppress(asyncio.CancelledError, Exception):
+            await task
+    await state.log.close()
+    await state.redis.aclose()
+    await state.admin_redis.aclose()
+    if state.embedded is not None:
+        state.embedded.stop()

@@ -1,0 +1,203 @@
+"""Live rulesets: loaded from files, versioned in Redis, swapped atomically.
+
+Every version of a ruleset's text is kept in a Redis list; a pointer names the
+live one. Each worker compiles the live version and polls the pointer, so a
+`PUT` or a rollback on one worker reaches all of them within the reload
+interval. A request keeps the `LiveRuleset` it started with, so a swap never
+changes a decision half-way. A text that fails to parse, check, compile or
+load its models is refused and the live version stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dsl
+from dsl.types import Type
+from engine import keys
+from engine.compiler import compile_plan
+from engine.plan import Plan
+
+log = logging.getLogger("arbiter.rulesets")
+
+#: Loads what a plan needs at run time (ONNX models, bandit policies) or raises RulesError.
+Resources = Callable[[Plan, Path], Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class LiveRuleset:
+    """A compiled ruleset and the run-time resources it uses."""
+
+    name: str
+    plan: Plan
+    text: str
+    version_no: int  # 1-based position in the Redis version list
+    path: Path
+    models: Mapping[str, Any] = field(default_factory=dict)
+    bandits: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def context_schema(self) -> Mapping[str, Type]:
+        return self.plan.checked.context
+
+    @property
+    def profile_schema(self) -> Mapping[str, Type]:
+        return self.plan.checked.profile
+
+
+def rule_files(path: Path) -> list[Path]:
+    """The `.rules` files a path names: the file itself, or every file in the folder."""
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.glob("*.rules") if p.is_file())
+
+
+def build(path: Path, text: str, version_no: int, resources: Resources | None) -> LiveRuleset:
+    """Parse, check, compile and load resources; raises `dsl.RulesError` on any problem."""
+    checked = dsl.load_checked(path, text)
+    plan = compile_plan(checked)
+    loaded = resources(plan, path.parent) if resources else {}
+    return LiveRuleset(
+        checked.name,
+        plan,
+        text,
+        version_no,
+        path,
+        loaded.get("models", {}),
+        loaded.get("bandits", {}),
+    )
+
+
+class RulesetManager:
+    """Holds the live rulesets of this worker."""
+
+    def __init__(self, redis: Any, rules_path: Path, resources: Resources | None = None) -> None:
+        self.redis = redis
+        self.rules_path = rules_path
+        self.resources = resources
+        self.live: dict[str, LiveRuleset] = {}
+        self.default: str | None = None
+
+    def folder(self) -> Path:
+        return self.rules_path if self.rules_path.is_dir() else self.rules_path.parent
+
+    async def start(self, default: str | None = None) -> None:
+        """Load every file; a file that differs from the stored live text becomes a new version."""
+        files = rule_files(self.rules_path)
+        for path in files:
+            text = path.read_text(encoding="utf-8")
+            live = await asyncio.to_thread(build, path, text, 0, self.resources)
+            version_no = await self._store_if_new(live.name, text)
+            self.live[live.name] = LiveRuleset(
+                live.name, live.plan, text, version_no, path, live.models, live.bandits
+            )
+        if default is not None and default not in self.live:
+            raise dsl.RulesError(
+                [
+                    dsl.Diagnostic(
+                        "unknown-ruleset",
+                        f"default ruleset '{default}' is not among {sorted(self.live)}",
+                        dsl.nodes.Span(str(self.rules_path), 0, 0, 0, 0),
+                    )
+                ]
+            )
+        self.default = default or (next(iter(self.live)) if self.live else None)
+
+    async def _store_if_new(self, name: str, text: str) -> int:
+        versions = keys.ruleset_versions(name)
+        pointer = await self.redis.get(keys.ruleset_live(name))
+        if pointer is not None:
+            current = await self.redis.lindex(versions, int(pointer) - 1)
+            if current is not None and current.decode() == text:
+                return int(pointer)
+        count = int(await self.redis.rpush(versions, text.encode()))
+        await self.redis.set(keys.ruleset_live(name), count)
+        await self.redis.sadd(keys.RULESET_NAMES, name)
+        return count
+
+    def get(self, name: str | None) -> LiveRuleset | None:
+        """The live ruleset by name, or the default one."""
+        key = name if name is not None else self.default
+        return self.live.get(key) if key is not None else None
+
+    async def put(self, name: str, text: str) -> LiveRuleset:
+        """Check and compile `text`; if good, store it as a new version and make it live."""
+        path = self.live[name].path if name in self.live else self.folder() / f"{name}.rules"
+        candidate = await asyncio.to_thread(build, path, text, 0, self.resources)
+        if candidate.name != name:
+            raise NameMismatch(name, candidate.name)
+        count = int(await self.redis.rpush(keys.ruleset_versions(name), text.encode()))
+        await self.redis.set(keys.ruleset_live(name), count)
+        await self.redis.sadd(keys.RULESET_NAMES, name)
+        live = LiveRuleset(
+            name, candidate.plan, text, count, path, candidate.models, candidate.bandits
+        )
+        self.live[name] = live
+        if self.default is None:
+            self.default = name
+        return live
+
+    async def rollback(self, name: str) -> LiveRuleset:
+        """Make the version before the live one live again."""
+        current = self.live[name]
+        if current.version_no <= 1:
+            raise NoEarlierVersion(name)
+        target = current.version_no - 1
+        raw = await self.redis.lindex(keys.ruleset_versions(name), target - 1)
+        live = await asyncio.to_thread(build, current.path, raw.decode(), target, self.resources)
+        live = LiveRuleset(
+            name, live.plan, live.text, target, current.path, live.models, live.bandits
+        )
+        await self.redis.set(keys.ruleset_live(name), target)
+        self.live[name] = live
+        return live
+
+    async def versions(self, name: str) -> int:
+        return int(await self.redis.llen(keys.ruleset_versions(name)))
+
+    async def refresh(self) -> None:
+        """Adopt live versions another worker made live (PUT or rollback elsewhere)."""
+        for name, current in list(self.live.items()):
+            pointer = await self.redis.get(keys.ruleset_live(name))
+            if pointer is None or int(pointer) == current.version_no:
+                continue
+            target = int(pointer)
+            raw = await self.redis.lindex(keys.ruleset_versions(name), target - 1)
+            if raw is None:
+                continue
+            try:
+                live = await asyncio.to_thread(
+                    build, current.path, raw.decode(), target, self.resources
+                )
+            except dsl.RulesError as exc:
+                log.error("ruleset %s version %d does not load here: %s", name, target, exc)
+                continue
+            self.live[name] = live
+
+    async def watch(self, interval_s: float, stop: asyncio.Event) -> None:
+        """Poll for versions made live elsewhere until `stop` is set."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval_s)
+            if stop.is_set():
+                return
+            try:
+                await self.refresh()
+            except Exception as exc:
+                log.warning("ruleset refresh failed: %s", exc)
+
+
+class NameMismatch(Exception):
+    def __init__(self, url_name: str, text_name: str) -> None:
+        super().__init__(f"the text declares 'ruleset {text_name}' but was sent to '{url_name}'")
+
+
+class NoEarlierVersion(Exception):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"ruleset '{name}' has no earlier version to roll back to")

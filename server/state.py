@@ -1,0 +1,45 @@
+"""Resources one server process holds for its lifetime, created in the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.decision_log import DecisionLog
+from engine.redis_server import EmbeddedRedis
+from engine.store import ProfileStore
+from server.auth import KeyRing
+from server.metrics import Metrics
+from server.rulesets import RulesetManager
+from server.settings import Settings
+
+
+@dataclass
+class AppState:
+    """Everything the routes use; reached through `request.app.state.arbiter`."""
+
+    settings: Settings
+    redis: Any  # hot-path client: short timeouts
+    admin_redis: Any  # admin and background client: longer timeouts
+    store: ProfileStore
+    admin_store: ProfileStore
+    log: DecisionLog
+    rulesets: RulesetManager
+    keys: KeyRing
+    metrics: Metrics
+    embedded: EmbeddedRedis | None = None
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    redis_ok: bool = True
+
+    def clock(self) -> float:
+        """Wall-clock seconds; the one place a decision's time comes from."""
+        return time.time()
+
+
+def new_decision_id(now: float) -> str:
+    """Time-ordered, unguessable: 48-bit milliseconds then 80 random bits, as hex."""
+    return f"{int(now * 1000):012x}{os.urandom(10).hex()}"
