@@ -329,6 +329,9 @@ class ScenarioDecl(Decl):
     scores: dict[str, JsonValue] = field(default_factory=dict)
     now: float | None = None
     expect: tuple[str, ...] | None = None
+    customer: str | None = None  # None: the runner picks an id (outside the holdout)
+    in_holdout: bool = False
+    variants: dict[str, JsonValue] = field(default_factory=dict)  # experiment -> variant
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,32 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import UnexpectedInput
 from lark.tree import Meta
 
 from dsl import nodes as n
 from dsl.errors import Diagnostic, RulesError
+from dsl.syntax_errors import syntax_diagnostic
 
 _GRAMMAR = Path(__file__).with_name("grammar.lark")
 
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-# How terminals are named in error messages.
-_TERMINAL_WORDS = {
-    "NAME": "a name",
-    "STRING": "a string",
-    "INT": "a whole number",
-    "NUMBER": "a number",
-    "DURATION": "a duration like 24h",
-    "DATE": "a date like 2026-12-01",
-    "DATETIME": "a date-time",
-    "PERCENT": "a percentage like 5%",
-    "COMP_OP": "a comparison",
-    "ADD_OP": "'+' or '-'",
-    "MUL_OP": "'*' or '/'",
-    "AGGREGATE": "an aggregate (count, sum, …)",
-    "$END": "end of file",
-}
 
 
 @cache
@@ -57,7 +41,8 @@ def parse(text: str, filename: str = "<rules>") -> n.Ruleset:
     try:
         tree = _parser().parse(text)
     except UnexpectedInput as exc:
-        raise RulesError([_syntax_diagnostic(exc, text, filename)], {filename: text}) from None
+        diagnostic = syntax_diagnostic(exc, text, filename, _parser())
+        raise RulesError([diagnostic], {filename: text}) from None
     builder = _Builder(filename)
     ruleset: n.Ruleset = builder.transform(tree)
     if builder.errors:
@@ -69,59 +54,6 @@ def parse_file(path: str | Path) -> n.Ruleset:
     """Read and parse one `.rules` file; the span file name is the path as given."""
     p = Path(path)
     return parse(p.read_text(encoding="utf-8"), str(p))
-
-
-def _syntax_diagnostic(exc: UnexpectedInput, text: str, filename: str) -> Diagnostic:
-    line = getattr(exc, "line", 1) or 1
-    column = getattr(exc, "column", 1) or 1
-    if isinstance(exc, UnexpectedCharacters):
-        pos = exc.pos_in_stream or 0
-        char = text[pos] if pos < len(text) else ""
-        message = f"unexpected character {char!r}"
-        if char == "'":
-            message += "; strings use double quotes"
-        span = n.Span(filename, line, column, line, column + 1)
-        return Diagnostic("syntax", message, span)
-    if isinstance(exc, UnexpectedEOF):
-        lines = text.splitlines() or [""]
-        line, column = len(lines), len(lines[-1]) + 1
-        expected = _expected_words({str(t) for t in exc.expected})
-        span = n.Span(filename, line, column, line, column + 1)
-        return Diagnostic("syntax", f"unexpected end of file, expected {expected}", span)
-    assert isinstance(exc, UnexpectedToken)
-    tok = exc.token
-    shown = "end of file" if tok.type == "$END" else repr(str(tok))
-    width = max(1, len(str(tok))) if tok.type != "$END" else 1
-    span = n.Span(filename, line, column, line, column + width)
-    expected = _expected_words(exc.expected)
-    hint = None
-    if tok.type == "NAME" and "NAME" not in exc.expected:
-        hint = f"'{tok}' is not a keyword here"
-    return Diagnostic("syntax", f"unexpected {shown}, expected {expected}", span, hint=hint)
-
-
-def _expected_words(expected: set[str] | frozenset[str]) -> str:
-    words = set()
-    for term in expected:
-        if term in _TERMINAL_WORDS:
-            words.add(_TERMINAL_WORDS[term])
-            continue
-        pattern = _literal_of(term)
-        words.add(f"'{pattern}'" if pattern else term.lower())
-    ordered = sorted(words)
-    if len(ordered) > 8:
-        ordered = [*ordered[:8], "…"]
-    return " or ".join(ordered) if len(ordered) <= 2 else ", ".join(ordered)
-
-
-@cache
-def _literal_of(terminal: str) -> str | None:
-    for term in _parser().terminals:
-        if term.name == terminal:
-            pattern = term.pattern
-            if pattern.type == "str":
-                return str(pattern.value)
-    return None
 
 
 def _span(filename: str, meta: Meta | Token) -> n.Span:
@@ -354,6 +286,15 @@ class _Builder(Transformer[Token, Any]):
 
     def scen_expect_nothing(self, meta: Meta, c: list[Any]) -> tuple[str, Any]:
         return "expect", ()
+
+    def scen_customer(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
+        return "customer", _unquote(c[0])
+
+    def scen_in_holdout(self, meta: Meta, c: list[Any]) -> tuple[str, Any]:
+        return "in_holdout", True
+
+    def scen_variants(self, meta: Meta, c: list[Any]) -> tuple[str, Any]:
+        return "variants", c[0]
 
     def scen_events(self, meta: Meta, c: list[n.ScenarioEvent]) -> tuple[str, Any]:
         return "events", tuple(c)
