@@ -122,7 +122,10 @@ def decide(
 
     if not chosen and plan.default is not None:
         spec = plan.actions[plan.default]
-        chosen = [Candidate(spec, spec.value, 1.0, 0, -1)]
+        channel = request.context.get("channel")
+        # The default obeys its channels like any action: no answer beats a wrong-channel one.
+        if not spec.channels or channel is None or channel in spec.channels:
+            chosen = [Candidate(spec, spec.value, 1.0, 0, -1)]
 
     actions = [ActionOut(c.spec.name, c.score, dict(c.spec.payload), c.probability) for c in chosen]
     ref = RulesetRef(plan.name, plan.version)

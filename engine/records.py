@@ -40,11 +40,11 @@ class RulesetRef(msgspec.Struct):
 
 
 class ActionOut(msgspec.Struct, omit_defaults=True):
-    """One returned action."""
+    """One returned action. `probability` is present when a bandit chose it."""
 
     action: str
     score: float
-    payload: dict[str, Any] = msgspec.field(default_factory=dict)
+    payload: dict[str, Any]
     probability: float | None = None
 
 
@@ -54,7 +54,7 @@ class Decision(msgspec.Struct, omit_defaults=True):
     decision_id: str
     ruleset: RulesetRef
     actions: list[ActionOut]
-    degraded: bool = False
+    degraded: bool  # required, so it is always in the JSON
     explanation: dict[str, Any] | None = None
 
 

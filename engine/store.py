@@ -207,7 +207,7 @@ class ProfileStore:
                 keys.last_seen(ev.customer_id),
                 keys.event_ids(ev.customer_id),
             ]
-            self._ingest(keys=ks, args=args, client=pipe)
+            await self._ingest(keys=ks, args=args, client=pipe)
         results = await pipe.execute()
         return sum(int(r) for r in results)
 
@@ -241,8 +241,13 @@ class ProfileStore:
     async def erase(self, customer_id: str) -> int:
         """Delete every key held on a customer and its decision-log entries; returns keys deleted."""
         index = await self.redis.lrange(keys.decision_index(customer_id), 0, -1)
-        if index:
-            await self.redis.xdel(keys.DECISION_STREAM, *index)
+        stream_ids = [e[2:] for e in index if e.startswith(b"s:")]
+        decision_ids = [e[2:].decode() for e in index if e.startswith(b"d:")]
+        if stream_ids:
+            await self.redis.xdel(keys.DECISION_STREAM, *stream_ids)
+        for decision_id in decision_ids:
+            # One DEL each: decision keys live in other cluster slots than the customer's.
+            await self.redis.delete(keys.decision(decision_id))
         found: list[bytes] = []
         if hasattr(self.redis, "get_node_from_key"):  # Redis Cluster: scan the customer's node
             node = self.redis.get_node_from_key(keys.profile(customer_id))

@@ -47,7 +47,9 @@ async def _redis_call(awaitable: Any) -> Any:
     try:
         return await awaitable
     except (RedisError, OSError) as exc:
-        raise ApiError(503, "unavailable", f"cannot reach Redis: {exc}") from None
+        raise ApiError(
+            503, "unavailable", f"cannot reach Redis: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 # ----------------------------------------------------------------- profiles
@@ -231,7 +233,9 @@ async def put_ruleset(name: str, request: Request, authorization: Auth = None) -
     except NameMismatch as exc:
         raise ApiError(422, "name_mismatch", str(exc), "name") from None
     except (RedisError, OSError) as exc:
-        raise ApiError(503, "unavailable", f"cannot reach Redis: {exc}") from None
+        raise ApiError(
+            503, "unavailable", f"cannot reach Redis: {type(exc).__name__}: {exc}"
+        ) from None
     body = _live_summary(st, name)
     body["warnings"] = [d.to_json() for d in live.plan.checked.warnings]
     return JSONResponse(body)

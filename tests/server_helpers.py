@@ -1,0 +1,23 @@
+"""Building a test app on real Redis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from server.settings import Settings
+
+CASES = Path(__file__).parent / "cases" / "server"
+ADMIN = {"Authorization": "Bearer admin-key"}
+
+
+def settings(redis_url: str, tmp_path: Path, **overrides: object) -> Settings:
+    """Settings for a test app: the shop ruleset, real Redis, an admin key."""
+    values: dict[str, object] = {
+        "redis_url": redis_url,
+        "admin_key": "admin-key",
+        "rules_path": str(CASES / "shop.rules"),
+        "data_dir": str(tmp_path / "data"),
+        "reload_interval_ms": 50,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
