@@ -15,9 +15,10 @@ and its models serving. `check_models` reports the same problems as
 diagnostics, for `arbiter check`.
 
 Model paths are relative to the directory of the `.rules` file that declares
-them (an included file's models are found next to it). A `.rules` file named
-by a relative path (as the HTTP API and the loader do) is itself taken
-relative to ``base_dir``.
+them, so an included file's models are found next to it. The declaring file
+is the one its spans name (as `dsl.load` opened it, relative to the working
+directory); when that is not a file on disk, as for text uploaded through the
+API, ``base_dir`` stands for its directory.
 """
 
 from __future__ import annotations
@@ -34,14 +35,13 @@ __all__ = ["check_models", "load_models", "model_path"]
 
 
 def model_path(decl: n.ModelDecl, base_dir: str | Path = ".") -> Path:
-    """Where the file of a `model` declaration is: next to the `.rules` file declaring it."""
+    """Where the file of a `model` declaration is: relative to the `.rules` file declaring it,
+    or to ``base_dir`` when the declaration's text was not read from a file."""
     declared = Path(decl.path)
     if declared.is_absolute():
         return declared
-    rules_dir = Path(decl.span.file).parent
-    if not rules_dir.is_absolute():
-        rules_dir = Path(base_dir) / rules_dir
-    return rules_dir / declared
+    source = Path(decl.span.file)
+    return (source.parent if source.is_file() else Path(base_dir)) / declared
 
 
 def _load_all(
@@ -92,13 +92,17 @@ def _load_all(
 def check_models(checked: CheckedRuleset, base_dir: str | Path = ".") -> list[Diagnostic]:
     """Every problem with the ruleset's model files, as diagnostics (empty when all load).
 
-    Loads each model once to read its graph; nothing is kept.
+    Loads each model once to read its graph; nothing is kept. ``base_dir``
+    as for `load_models`.
     """
     return _load_all(checked, base_dir)[1]
 
 
 def load_models(plan: Plan, base_dir: str | Path = ".") -> dict[str, OnnxModel]:
     """Load the plan's models, by declared name, each into one onnxruntime session.
+
+    ``base_dir`` is the directory of the `.rules` file; it is used only when
+    the ruleset's text was not read from a file (see `model_path`).
 
     Call once per plan (sessions are created here, never per decision) and
     hand the result to `engine.oracle.LiveOracle`. Raises `dsl.RulesError`
