@@ -78,6 +78,12 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+_FORGET_CONSUMER_LUA: Final = """
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
+  return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+end
+return -1
+"""
 _RELEASE_LUA: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
@@ -161,6 +167,7 @@ class Learner:
         self._claim_idle_ms = self.config.claim_idle_ms or 2 * self.config.lease_ms
         self._renew_script = redis.register_script(_RENEW_LUA)
         self._release_script = redis.register_script(_RELEASE_LUA)
+        self._forget_script = redis.register_script(_FORGET_CONSUMER_LUA)
         self._reset()
 
     @classmethod
@@ -284,6 +291,25 @@ class Learner:
             if start in (b"0-0", "0-0"):
                 return out
 
+    async def _forget_idle_consumers(self) -> None:
+        """Delete consumers of earlier learners that hold nothing and have been idle a while.
+
+        Every learner process reads under a consumer name of its own, so
+        without this each restart would leave one more name in the group.
+        """
+        consumers = await self.redis.xinfo_consumers(keys.REWARD_STREAM, self._keys.group)
+        for info in consumers:
+            name = info["name"]
+            name = name.decode() if isinstance(name, bytes) else str(name)
+            if name == self.consumer or info["pending"] or info["idle"] < self._claim_idle_ms:
+                continue
+            # Deleting a consumer drops its pending entries, so the check that it
+            # has none is repeated atomically with the delete.
+            await cast(
+                Awaitable[Any],
+                self._forget_script(keys=[keys.REWARD_STREAM], args=[self._keys.group, name]),
+            )
+
     async def _read(self) -> list[_StreamEntry]:
         """The next entries to handle: claimed ones first, then new ones."""
         try:
@@ -302,6 +328,7 @@ class Learner:
             self._must_claim_all = False
             self._next_claim = now + self.config.lease_ms / 1000.0
             claimed = await self._claim(min_idle)
+            await self._forget_idle_consumers()
             if claimed:
                 return claimed
         reply = await cast(
