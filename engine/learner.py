@@ -71,10 +71,18 @@ __all__ = ["Learner", "LearnerConfig", "LearnerStats", "learn_main", "run_learne
 
 log = logging.getLogger(__name__)
 
-# Sets the lease only if this learner still holds it; returns 1 if renewed.
-_RENEW_LUA: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+# Takes the lease if it is free or already ours (extending it); 1 if held now.
+# "Already ours" matters after this learner dropped its work (a refused
+# publish): it re-acquires at once instead of waiting out its own lease.
+_LEASE_LUA: Final = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
 end
 return 0
 """
@@ -165,7 +173,7 @@ class Learner:
         self._token = uuid.uuid4().hex
         self.consumer = consumer or f"{socket.gethostname()}:{os.getpid()}:{self._token[:8]}"
         self._claim_idle_ms = self.config.claim_idle_ms or 2 * self.config.lease_ms
-        self._renew_script = redis.register_script(_RENEW_LUA)
+        self._lease_script = redis.register_script(_LEASE_LUA)
         self._release_script = redis.register_script(_RELEASE_LUA)
         self._forget_script = redis.register_script(_FORGET_CONSUMER_LUA)
         self._reset()
@@ -215,23 +223,20 @@ class Learner:
         Returns whether this learner is now the bandit's active learner.
         """
         now = time.monotonic()
+        if self._leader and now < self._renew_at:
+            return True
         lease = self.config.lease_ms
-        if self._leader:
-            if now < self._renew_at:
-                return True
-            renewed = await cast(
-                Awaitable[Any],
-                self._renew_script(keys=[self._keys.leader], args=[self._token, lease]),
-            )
-            if int(renewed) == 1:
-                self._renew_at = now + lease / 3000.0
-                return True
-            log.warning("learner %s/%s lost its lease", self.ruleset, self.bandit)
-            self._reset()
-        acquired = await self.redis.set(self._keys.leader, self._token, nx=True, px=lease)
-        if not acquired:
+        held = await cast(
+            Awaitable[Any], self._lease_script(keys=[self._keys.leader], args=[self._token, lease])
+        )
+        if int(held) != 1:
+            if self._leader:
+                log.warning("learner %s/%s lost its lease", self.ruleset, self.bandit)
+                self._reset()
             return False
         self._renew_at = now + lease / 3000.0
+        if self._leader:
+            return True
         try:
             await self._create_group()
             published = await load_published(self.redis, self.ruleset, self.bandit)

@@ -19,7 +19,7 @@ import pytest
 import dsl
 from engine import keys
 from engine.bandit import BanditModel, Exploration
-from engine.bandit_store import BanditRegistry, bandit_keys, load_published
+from engine.bandit_store import BanditRegistry, bandit_keys, load_published, publish
 from engine.compiler import compile_plan
 from engine.decide import decide
 from engine.learner import Learner, LearnerConfig, learn_main
@@ -329,6 +329,28 @@ def test_only_the_leader_publishes_and_a_standby_takes_over(redis_url: str, plan
         assert (one.stats.published, two.stats.published) == (1, 1)
         # It stands by: its unpublished work is the successor's, already learned.
         assert (await one.run_once()).learned == 30
+        assert await pending(redis) == 0
+
+    run(redis_url, body)
+
+
+def test_a_refused_publish_reloads_and_relearns_at_once(redis_url: str, plan: Plan) -> None:
+    async def body(redis: AsyncRedisClient) -> None:
+        await serve(redis, plan, None, range(10))
+        active = learner(redis, lease_ms=60_000)
+        await active.run_once(publish=False)
+        # Someone else published meanwhile (an operator restoring a model, say).
+        restored = BanditModel("home", EPSILON)
+        restored.learn({}, [{"action": "a1"}, {"action": "a2"}], 0, 1.0, 0.5)
+        await publish(redis, "shop", "home", restored)
+
+        assert await active.flush() is False
+        # Still holding its lease, it starts over from the published model without
+        # waiting for the lease to expire, and learns the redelivered rewards on top.
+        stats = await active.run_once()
+        assert active.is_leader
+        assert (stats.learned, stats.published) == (20, 1)
+        assert await examples_published(redis) == 11
         assert await pending(redis) == 0
 
     run(redis_url, body)
