@@ -20,17 +20,23 @@ Guarantees:
   redelivered reward is recognised and skipped. The state and its processed
   set can never disagree.
 - **One learner per bandit.** The active learner holds a lease, a key set
-  with ``SET NX PX`` and renewed every third of its length. Others stand by
-  and take over when it expires. Publishing checks the lease inside the same
+  if absent with an expiry (``PX``) and renewed every third of its length.
+  Others stand by and take over when it expires, or at once when its holder
+  stops cleanly and releases it. Publishing checks the lease inside the same
   script (fencing), so a learner that lost its lease during a long pause
   cannot overwrite its successor's model.
 
 Rewards that never come are **dropped**: nothing is learned for a decision
-without feedback. Sites that can observe a non-click should send reward 0;
-inventing one after a window would teach the model that every decision whose
-feedback is merely late was a failure. Feedback whose decision record has
-expired (the server keeps it 7 days) is acknowledged and counted as
-``dropped``.
+without feedback. This is the simple, honest choice: the learner never
+guesses, and a late reward is never contradicted by an invented one. The
+price is on the sender: a site must send the failures too (reward 0 for an
+offer shown and not clicked). A model fed only successes sees every arm pay
+and cannot tell them apart. Feedback whose decision record has expired (the
+server keeps it 7 days) is acknowledged and counted as ``dropped``.
+
+Rewards are read from the start of the stream when a bandit's group is
+first created; entries the server trims from the stream (``MAXLEN``) before a
+learner read them are lost to it.
 """
 
 from __future__ import annotations
