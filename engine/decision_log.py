@@ -62,6 +62,8 @@ class DecisionLog:
         self.failures = 0
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        # flush() from a request (erasure) and the background task must not write one batch twice.
+        self._lock = asyncio.Lock()
 
     def start(self) -> None:
         """Start the background writer on the running event loop."""
@@ -115,6 +117,11 @@ class DecisionLog:
                 backoff = min(backoff * 2, 2.0)
 
     async def _write_batch(self) -> None:
+        async with self._lock:
+            if self._queue:
+                await self._write_locked()
+
+    async def _write_locked(self) -> None:
         batch = [self._queue[i] for i in range(min(BATCH_MAX, len(self._queue)))]
         blobs = [ENCODER.encode(e.record) for e in batch]
         pipe = self.redis.pipeline(transaction=False)

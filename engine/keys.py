@@ -22,9 +22,14 @@ def profile(customer_id: str) -> str:
     return f"{_tag(customer_id)}:p"
 
 
-def events(customer_id: str) -> str:
-    """Hash: `<type>|<bucket>` -> count and `<type>.<prop>|<bucket>` -> sum."""
-    return f"{_tag(customer_id)}:ev"
+def hourly_buckets(customer_id: str, day: int) -> str:
+    """Hash of one day's hourly event buckets (see engine.windows)."""
+    return f"{_tag(customer_id)}:eh:{day}"
+
+
+def daily_buckets(customer_id: str, block: int) -> str:
+    """Hash of one 32-day block's daily event buckets (see engine.windows)."""
+    return f"{_tag(customer_id)}:ed:{block}"
 
 
 def last_seen(customer_id: str) -> str:

@@ -1,14 +1,9 @@
 """Customer state in Redis: profile attributes, event windows, contact caps, fatigue.
 
-A decision reads everything it needs in one pipelined round trip
-(`ProfileStore.fetch`), shaped by the plan's `Needs`. Writes that follow a
-decision (contact counters) go in one pipeline behind the response.
-
-Event windows are bucketed counters: hourly buckets (kept 8 days) serve
-windows up to 7 days, daily buckets (kept 400 days) serve longer ones. A
-window of W covers the buckets that start after `now - W`, plus the bucket
-containing `now - W`: counts are exact to one bucket (an hour or a day) at
-the old edge of the window. See docs/profiles.md.
+A decision reads everything it needs in one command (`ProfileStore.fetch`: a
+Lua script shaped by the plan's `Needs`, see `engine.windows`), so one round
+trip to one shard. Writes that follow a decision (contact counters) are queued
+on the decision log's pipeline, behind the response.
 """
 
 from __future__ import annotations
@@ -19,29 +14,12 @@ from typing import Any
 
 import msgspec
 
-from engine import keys
+from engine import keys, windows
 from engine.plan import AggregateSpec, Needs
 from engine.records import Inputs
 
-HOUR = 3600
-DAY = 86400
-HOURLY_MAX_WINDOW = 7 * DAY
-HOURLY_TTL = 8 * DAY
-DAILY_TTL = 400 * DAY
-EVENT_ID_TTL = 2 * DAY
-
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder().decode
-
-
-def bucket_fields(spec: AggregateSpec, now: float) -> list[bytes]:
-    """The hash fields whose sum answers one windowed aggregate at `now`."""
-    size = HOUR if spec.window_seconds <= HOURLY_MAX_WINDOW else DAY
-    unit = "h" if size == HOUR else "d"
-    name = spec.event if spec.prop is None else f"{spec.event}.{spec.prop}"
-    first = int((now - spec.window_seconds) // size)
-    last = int(now // size)
-    return [f"{name}|{unit}{b}".encode() for b in range(first, last + 1)]
 
 
 def encode_profile(attributes: Mapping[str, Any]) -> dict[str, bytes]:
@@ -52,6 +30,10 @@ def encode_profile(attributes: Mapping[str, Any]) -> dict[str, bytes]:
 def decode_profile(raw: Mapping[bytes, bytes]) -> dict[str, Any]:
     """The inverse of `encode_profile`, from Redis bytes."""
     return {k.decode(): _json_decode(v) for k, v in raw.items()}
+
+
+def _decode_pairs(flat: Sequence[bytes]) -> dict[str, Any]:
+    return {flat[i].decode(): _json_decode(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,84 +47,26 @@ class Event:
     event_id: str | None = None
 
 
-# Atomic per-customer ingest: de-duplicate by event id, bump hourly and daily
-# buckets, keep the newest last-seen time, set expiries. One script per event
-# keeps the customer's keys consistent however events interleave.
-_INGEST = """
-local eid = ARGV[1]
-if eid ~= '' then
-  if redis.call('ZSCORE', KEYS[3], eid) then return 0 end
-  redis.call('ZADD', KEYS[3], ARGV[2], eid)
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[2] - ARGV[9])
-  redis.call('EXPIRE', KEYS[3], ARGV[9])
-end
-local etype, ts, hour, day = ARGV[3], tonumber(ARGV[2]), ARGV[4], ARGV[5]
-redis.call('HINCRBY', KEYS[1], etype .. '|h' .. hour, 1)
-redis.call('HINCRBY', KEYS[1], etype .. '|d' .. day, 1)
-local i = 10
-while i <= #ARGV do
-  local name, amount = ARGV[i], ARGV[i + 1]
-  redis.call('HINCRBYFLOAT', KEYS[1], etype .. '.' .. name .. '|h' .. hour, amount)
-  redis.call('HINCRBYFLOAT', KEYS[1], etype .. '.' .. name .. '|d' .. day, amount)
-  i = i + 2
-end
-local seen = tonumber(redis.call('HGET', KEYS[2], etype) or '-1')
-if ts > seen then redis.call('HSET', KEYS[2], etype, ARGV[2]) end
-redis.call('EXPIRE', KEYS[1], ARGV[8])
-redis.call('EXPIRE', KEYS[2], ARGV[8])
-return 1
-"""
-
-
 class ProfileStore:
     """Reads and writes one customer's state; every method is one round trip."""
 
     def __init__(self, redis: Any) -> None:
         self.redis = redis
-        self._ingest = redis.register_script(_INGEST)
+        self._ingest = redis.register_script(windows.INGEST_LUA)
+        self._read = redis.register_script(windows.READ_LUA)
 
     # ---------------------------------------------------------------- reads
 
     async def fetch(self, customer_id: str, needs: Needs, now: float) -> Inputs:
-        """Everything a plan needs about one customer, in one pipeline."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hgetall(keys.profile(customer_id))
-        windowed = [s for s in needs.aggregates if s.fn != "last"]
-        last = [s for s in needs.aggregates if s.fn == "last"]
-        for spec in windowed:
-            pipe.hmget(keys.events(customer_id), bucket_fields(spec, now))
-        if last:
-            pipe.hmget(keys.last_seen(customer_id), [s.event for s in last])
-        for action, window in needs.capped_actions:
-            pipe.zcount(keys.contacts(customer_id, action), f"({now - window!r}", "+inf")
-        for action, *_ in needs.fatigued_actions:
-            pipe.zrange(keys.rejections(customer_id, action), 0, -1, withscores=True)
-        results = await pipe.execute()
-        return self._inputs(results, needs, windowed, last, now)
-
-    def _inputs(
-        self,
-        results: list[Any],
-        needs: Needs,
-        windowed: Sequence[AggregateSpec],
-        last: Sequence[AggregateSpec],
-        now: float,
-    ) -> Inputs:
-        it = iter(results)
-        profile = decode_profile(next(it))
-        aggregates: dict[str, Any] = {}
-        for spec in windowed:
-            values = [float(v) for v in next(it) if v is not None]
-            aggregates[spec.key] = _aggregate(spec.fn, values)
-        if last:
-            for spec, raw in zip(last, next(it), strict=True):
-                aggregates[spec.key] = float(raw) if raw is not None else None
-        caps = {action: int(next(it)) for action, _ in needs.capped_actions}
-        rejections: dict[str, int] = {}
+        """Everything a plan needs about one customer, in one command."""
+        key_list, args = windows.read_command(customer_id, needs, now)
+        reply = await self._read(keys=key_list, args=args, client=self.redis)
+        raw_profile, aggregates, caps, rejection_times = windows.parse_read(reply, needs)
+        rejections = {}
         for action, limit, window, period in needs.fatigued_actions:
-            times = sorted(ts for _, ts in next(it))
+            times = rejection_times[action]
             rejections[action] = limit if fatigued(times, now, limit, window, period) else 0
-        return Inputs(profile, aggregates, caps, rejections)
+        return Inputs(_decode_pairs(raw_profile), aggregates, caps, rejections)
 
     async def get_profile(self, customer_id: str) -> dict[str, Any]:
         """The stored attributes of a customer (empty if unknown)."""
@@ -188,26 +112,10 @@ class ProfileStore:
         """Count events into their customers' windows; returns how many were new."""
         pipe = self.redis.pipeline(transaction=False)
         for ev in events:
-            args: list[Any] = [
-                ev.event_id or "",
-                repr(float(ev.ts)),
-                ev.type,
-                int(ev.ts // HOUR),
-                int(ev.ts // DAY),
-                "",
-                "",
-                DAILY_TTL,
-                EVENT_ID_TTL,
-            ]
-            for name, value in ev.properties.items():
-                if isinstance(value, int | float) and not isinstance(value, bool):
-                    args += [name, repr(float(value))]
-            ks = [
-                keys.events(ev.customer_id),
-                keys.last_seen(ev.customer_id),
-                keys.event_ids(ev.customer_id),
-            ]
-            await self._ingest(keys=ks, args=args, client=pipe)
+            key_list, args = windows.ingest_command(
+                ev.customer_id, ev.type, ev.ts, ev.properties, ev.event_id
+            )
+            await self._ingest(keys=key_list, args=args, client=pipe)
         results = await pipe.execute()
         return sum(int(r) for r in results)
 
@@ -261,18 +169,6 @@ class ProfileStore:
         if found:
             await self.redis.delete(*found)
         return len(found)
-
-
-def _aggregate(fn: str, values: list[float]) -> float | None:
-    if fn in ("count", "sum"):
-        return sum(values)
-    if not values:
-        return None
-    if fn == "min":
-        return min(values)
-    if fn == "max":
-        return max(values)
-    return None  # avg needs counts; the checker admits it only with sum/count pairs
 
 
 def fatigued(times: Sequence[float], now: float, limit: int, window: int, period: int) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from engine import keys
-from engine.redis_client import connect_sync
+from engine.redis_client import connect, connect_sync
+from engine.store import ProfileStore
 from engine.replay import read_stream, replay
 from server.app import create_app
 from tests.server_helpers import ADMIN, settings
@@ -254,19 +256,22 @@ def test_degraded_when_redis_is_down(redis_url: str, tmp_path: Path) -> None:
             json={"visits": 40, "lifetime_value": 5000, "orders_90d": 4},
             headers=ADMIN,
         )
-        real = state.store.redis
-
-        class Down:
-            def pipeline(self, transaction: bool = False) -> Any:
-                raise ConnectionError("injected: Redis is down")
-
-        state.store.redis = Down()
-        d = decide(c, "v1", channel="app")
+        real = state.store
+        # A real client pointed at a port nobody listens on: connection refused.
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            dead_port = s.getsockname()[1]
+        dead = connect(f"redis://127.0.0.1:{dead_port}", socket_timeout=0.05)
+        state.store = ProfileStore(dead)
+        try:
+            d = decide(c, "v1", channel="app")
+        finally:
+            state.store = real
+            c.portal.call(dead.aclose)  # type: ignore[union-attr]
         assert d["degraded"] is True
         assert [a["action"] for a in d["actions"]] == [
             "app_banner"
         ]  # context-only rule still works
-        state.store.redis = real
         d = decide(c, "v1", channel="app")
         assert d["degraded"] is False and d["actions"][0]["action"] == "vip_lounge"
 
