@@ -1,9 +1,11 @@
-"""Parsed AST → checked ruleset: names, types, cycles and reachability.
+"""Parsed AST → checked ruleset: names, types, cycles, reachability, scenarios.
 
 The checker runs an ordered list of named checks (`CHECKS`) over one
-`Ruleset`, collecting every diagnostic instead of stopping at the first. It
-also resolves what parsing cannot know: a bare name compared with an enum
-field (`context.channel == web`) becomes the string literal "web".
+`Ruleset`, collecting every diagnostic instead of stopping at the first;
+errors are sorted by place and capped (`dsl.errors.MAX_DIAGNOSTICS`).
+Expression typing lives in `dsl.expressions`, the "can this ever be true"
+reasoning in `dsl.reachability`, scenario checks in `dsl.scenario_check`.
+Every code it emits is listed in `dsl.codes.CODES`.
 """
 
 from __future__ import annotations
@@ -14,11 +16,17 @@ from typing import Any
 
 from dsl import nodes as n
 from dsl import types as t
-from dsl.errors import Diagnostic, RulesError, did_you_mean, sort_and_cap
+from dsl.codes import CODES
+from dsl.errors import MAX_DIAGNOSTICS, Diagnostic, RulesError, did_you_mean, sort_and_cap
+from dsl.expressions import FORMULA_NAMES, ExprChecker
+from dsl.reachability import Fact, always_true, satisfiable
+from dsl.scenario_check import check_scenarios
 
 EXPLORATIONS = ("epsilon", "softmax", "squarecb")
-#: Names the arbitration formula may use besides models, profile and context.
-FORMULA_NAMES = {"value": t.NUMBER, "weight": t.NUMBER, "priority": t.NUMBER}
+#: Names a declaration may not take: they mean something else in expressions.
+RESERVED = frozenset({"profile", "context", "action", "experiment", *FORMULA_NAMES})
+
+__all__ = ["CHECKS", "EXPLORATIONS", "FORMULA_NAMES", "CheckedRuleset", "check"]
 
 
 @dataclass
@@ -43,35 +51,54 @@ class CheckedRuleset:
     warnings: list[Diagnostic] = field(default_factory=list)
 
 
-class _Checker:
+@dataclass(frozen=True, slots=True)
+class _PathFact:
+    """A fact that holds inside a block, and the `if` it comes from (for messages)."""
+
+    fact: Fact
+    span: n.Span
+
+
+class _Checker(ExprChecker):
     def __init__(self, ruleset: n.Ruleset, sources: dict[str, str]) -> None:
         self.rs = ruleset
         self.out = CheckedRuleset(ruleset.name, sources)
         self.diags: list[Diagnostic] = []
-        self.used: set[str] = set()  # names of segments/models/actions referenced
+        self.used: set[str] = set()  # "segment:x", "model:x", "field:profile.x", "event:x", …
         self.segment_deps: dict[str, set[str]] = {}
         self.where = "condition"
         self.current_segment: str | None = None
+        self._undeclared_events: set[str] = set()
+        # Filled by `rules`: per action, the offering rules that can fire, with their path facts.
+        self._offers: dict[str, list[list[Fact]]] = {}
+        self._always_suppressed: dict[str, n.Span] = {}
 
     def error(self, code: str, message: str, span: n.Span, hint: str | None = None) -> None:
+        assert CODES[code].severity == "error", code
         self.diags.append(Diagnostic(code, message, span, "error", hint))
 
     def warn(self, code: str, message: str, span: n.Span, hint: str | None = None) -> None:
+        assert CODES[code].severity == "warning", code
         self.diags.append(Diagnostic(code, message, span, "warning", hint))
 
-    # ------------------------------------------------------------ the checks
+    def _emit(self, code: str, message: str, span: n.Span, hint: str | None) -> None:
+        if CODES[code].severity == "error":
+            self.error(code, message, span, hint)
+        else:
+            self.warn(code, message, span, hint)
+
+    # ------------------------------------------------------------ declarations
 
     def declarations(self) -> None:
         """Collect schema, events and named declarations; report duplicates."""
         seen: dict[str, n.Span] = {}
 
         def claim(kind: str, name: str, span: n.Span) -> bool:
+            if name in RESERVED:
+                self.error("reserved-name", f"'{name}' is a built-in name; pick another", span)
             if name in seen:
-                self.error(
-                    "duplicate-name",
-                    f"{kind} '{name}' is already defined at {seen[name]}",
-                    span,
-                )
+                message = f"{kind} '{name}' is already defined at {seen[name]}"
+                self.error("duplicate-name", message, span)
                 return False
             seen[name] = span
             return True
@@ -82,6 +109,11 @@ class _Checker:
                 for f in decl.fields:
                     self._declare_field(target, f, decl.kind)
             elif isinstance(decl, n.EventDecl):
+                if decl.name in self.out.events:
+                    self.error(
+                        "duplicate-name", f"event '{decl.name}' is declared twice", decl.span
+                    )
+                    continue
                 fields: dict[str, t.Type] = {}
                 for f in decl.fields:
                     self._declare_field(fields, f, f"event {decl.name}")
@@ -101,29 +133,36 @@ class _Checker:
             elif isinstance(decl, n.ExperimentDecl):
                 if claim("experiment", decl.name, decl.span):
                     self.out.experiments[decl.name] = decl
-            elif isinstance(decl, n.ArbitrateDecl):
-                if self.out.arbitrate is not None:
-                    self.error("duplicate-arbitrate", "only one 'arbitrate' is allowed", decl.span)
-                self.out.arbitrate = decl
-            elif isinstance(decl, n.HoldoutDecl):
-                if self.out.holdout is not None:
-                    self.error("duplicate-holdout", "only one 'holdout' is allowed", decl.span)
-                self.out.holdout = decl
-            elif isinstance(decl, n.DefaultDecl):
-                if self.out.default is not None:
-                    self.error("duplicate-default", "only one 'default' is allowed", decl.span)
-                self.out.default = decl.action
-                self._use_action(decl.action, decl.span)
+            else:
+                self._singleton(decl)
         self.out.scenarios = tuple(self.rs.of(n.ScenarioDecl))
+
+    def _singleton(self, decl: n.Decl) -> None:
+        """`arbitrate`, `holdout` and `default` may each appear once."""
+        if isinstance(decl, n.ArbitrateDecl):
+            if self.out.arbitrate is not None:
+                self.error("duplicate-arbitrate", "only one 'arbitrate' is allowed", decl.span)
+            self.out.arbitrate = decl
+        elif isinstance(decl, n.HoldoutDecl):
+            if self.out.holdout is not None:
+                self.error("duplicate-holdout", "only one 'holdout' is allowed", decl.span)
+            self.out.holdout = decl
+        elif isinstance(decl, n.DefaultDecl):
+            if self.out.default is not None:
+                self.error("duplicate-default", "only one 'default' is allowed", decl.span)
+            self.out.default = decl.action
 
     def _declare_field(self, target: dict[str, t.Type], f: n.Field, owner: str) -> None:
         if f.name in target:
             self.error("duplicate-field", f"{owner} field '{f.name}' is declared twice", f.span)
             return
         if f.type.kind == "unknown":
-            hint = did_you_mean(f.type.text, ["number", "int", "string", "bool", "time"])
+            names = ["number", "int", "string", "bool", "time", "set<string>"]
+            hint = did_you_mean(f.type.text, names)
             self.error("unknown-type", f"unknown type '{f.type.text}'", f.type.span, hint)
         target[f.name] = t.from_decl(f.type)
+
+    # ------------------------------------------------------------ segments, models
 
     def segments(self) -> None:
         """Type-check segment definitions; record their dependencies for the cycle check."""
@@ -177,25 +216,27 @@ class _Checker:
             self.out.models[name] = replace(decl, inputs=tuple(inputs))
         self.where = "condition"
 
+    # ------------------------------------------------------------ rules
+
     def rules(self) -> None:
-        """Rule conditions are booleans; offered and suppressed actions exist."""
+        """Rule conditions are booleans; offered actions exist; unreachable rules are flagged."""
         self.out.rules = tuple(self._rule(r) for r in self.rs.of(n.Rule))
+        segments = {name: s.expr for name, s in self.out.segments.items()}
+        self._reach(self.out.rules, [], {}, segments, top=True)
 
     def _rule(self, rule: n.Rule) -> n.Rule:
         if isinstance(rule, n.WhenRule):
             self._use_action(rule.action, rule.action_span)
-            cond = self.condition(rule.condition)
-            if isinstance(cond, n.Bool) and not cond.value:
-                self.warn("unreachable-rule", "this rule can never fire", rule.span)
-            return replace(rule, condition=cond)
+            if rule.weight < 0:
+                self.error("bad-weight", "a rule's weight must not be negative", rule.span)
+            return replace(rule, condition=self.condition(rule.condition))
         if isinstance(rule, n.SuppressRule):
             self._use_action(rule.action, rule.action_span)
             return replace(rule, condition=self.condition(rule.condition))
         assert isinstance(rule, n.IfBlock)
-        cond = self.condition(rule.condition)
         return replace(
             rule,
-            condition=cond,
+            condition=self.condition(rule.condition),
             then=tuple(self._rule(r) for r in rule.then),
             orelse=tuple(self._rule(r) for r in rule.orelse),
         )
@@ -206,6 +247,88 @@ class _Checker:
             hint = did_you_mean(name, self.out.actions)
             self.error("unknown-action", f"no action named '{name}'", span, hint)
 
+    def _reach(
+        self,
+        rules: tuple[n.Rule, ...],
+        path: list[_PathFact],
+        seen: dict[tuple[Any, ...], n.WhenRule],
+        segments: dict[str, n.Expr],
+        top: bool,
+    ) -> None:
+        """Walk one block with the facts known on its path; warn on what can never happen."""
+        seen = dict(seen)  # rules of an outer block shadow those of an inner one, not back
+        for rule in rules:
+            if isinstance(rule, n.IfBlock):
+                if self._unreachable(rule, rule.condition, path, segments, "this block"):
+                    continue
+                inner = [*path, _PathFact(Fact(rule.condition), rule.span)]
+                self._reach(rule.then, inner, seen, segments, top=False)
+                if rule.orelse:
+                    other = [*path, _PathFact(Fact(rule.condition, not_true=True), rule.span)]
+                    if not satisfiable([p.fact for p in other], segments):
+                        first = rule.orelse[0]
+                        self.warn("unreachable-rule", "this 'else' can never run", first.span)
+                    else:
+                        self._reach(rule.orelse, other, seen, segments, top=False)
+                continue
+            what = "this rule" if isinstance(rule, n.WhenRule) else "this suppress rule"
+            cond = rule.condition if isinstance(rule, n.WhenRule | n.SuppressRule) else None
+            assert cond is not None
+            if self._unreachable(rule, cond, path, segments, what):
+                continue
+            if isinstance(rule, n.SuppressRule):
+                if top and always_true(cond):
+                    self._always_suppressed.setdefault(rule.action, rule.span)
+                continue
+            assert isinstance(rule, n.WhenRule)
+            self._shadowed(rule, seen)
+            facts = [p.fact for p in path] + [Fact(rule.condition)]
+            self._offers.setdefault(rule.action, []).append(facts)
+
+    def _unreachable(
+        self,
+        rule: n.Rule,
+        cond: n.Expr,
+        path: list[_PathFact],
+        segments: dict[str, n.Expr],
+        what: str,
+    ) -> bool:
+        own = Fact(cond)
+        if not satisfiable([own], segments):
+            if always_true(n.Unary(cond.span, "not", cond)):
+                why = "its condition is always false"
+            else:
+                why = "its conditions contradict each other"
+            self.warn("unreachable-rule", f"{what} can never run: {why}", rule.span)
+            return True
+        for j in range(len(path) - 1, -1, -1):
+            facts = [p.fact for p in path[j:]] + [own]
+            if not satisfiable(facts, segments):
+                where = path[j].span
+                kind = "the enclosing 'if'"
+                if path[j].fact.not_true:
+                    kind = "the 'if' whose 'else' it is in"
+                message = f"{what} can never run: its condition contradicts {kind} at {where}"
+                self.warn("unreachable-rule", message, rule.span)
+                return True
+        return False
+
+    def _shadowed(self, rule: n.WhenRule, seen: dict[tuple[Any, ...], n.WhenRule]) -> None:
+        """A `when` identical to an earlier one on its path adds nothing, unless it ranks higher."""
+        key = (rule.condition, rule.action)
+        earlier = seen.get(key)
+        if earlier is None or (rule.priority, rule.weight) > (earlier.priority, earlier.weight):
+            seen[key] = rule
+            return
+        self.warn(
+            "shadowed-rule",
+            f"same condition and action as the rule at {earlier.span}, which already fires",
+            rule.span,
+            hint="remove it, or give it a higher priority or weight",
+        )
+
+    # ------------------------------------------------------------ bandits, arbitration
+
     def bandits(self) -> None:
         """Bandit arms are actions; exploration kind and rate are valid; features typed."""
         for name, decl in list(self.out.bandits.items()):
@@ -213,7 +336,7 @@ class _Checker:
                 if arm not in self.out.actions:
                     hint = did_you_mean(arm, self.out.actions)
                     self.error("unknown-action", f"no action named '{arm}'", decl.span, hint)
-            if len(decl.arms) < 2:
+            if len(set(decl.arms)) < 2:
                 self.error("bandit-arms", f"bandit '{name}' needs at least two arms", decl.span)
             if decl.exploration not in EXPLORATIONS:
                 hint = did_you_mean(decl.exploration, EXPLORATIONS)
@@ -227,6 +350,8 @@ class _Checker:
                 self.error("bad-rate", "epsilon must be between 0 and 1", decl.span)
             elif decl.rate < 0:
                 self.error("bad-rate", "exploration rate must not be negative", decl.span)
+            if decl.reward is not None:
+                self._check_event(decl.reward, decl.span)
             self.where = "feature"
             features = tuple(self.expr(e)[0] for e in decl.features)
             self.where = "condition"
@@ -264,346 +389,122 @@ class _Checker:
             if len(set(names)) != len(names):
                 self.error("duplicate-name", "experiment variants must differ", decl.span)
 
+    # ------------------------------------------------------------ actions
+
     def actions(self) -> None:
-        """Channels exist in the context's channel enum; warn on actions never offered."""
+        """Channels, caps and fatigue are valid; warn on actions never or never really offered."""
+        if self.out.default is not None:
+            span = next(d.span for d in self.rs.of(n.DefaultDecl))
+            self._use_action(self.out.default, span)
         channel = self.out.context.get("channel")
         for name, action in self.out.actions.items():
             if channel is not None and channel.kind == "enum":
                 for ch in action.channels:
                     if ch not in channel.members:
                         hint = did_you_mean(ch, channel.members)
-                        self.error(
-                            "unknown-channel",
-                            f"channel '{ch}' is not one of context.channel's values",
-                            action.span,
-                            hint,
-                        )
-            in_bandit = any(name in b.arms for b in self.out.bandits.values())
-            offered = any(
-                isinstance(r, n.WhenRule) and r.action == name for r in _walk_rules(self.out.rules)
+                        message = f"channel '{ch}' is not one of context.channel's values"
+                        self.error("unknown-channel", message, action.span, hint)
+            self._limits(action)
+            if name == self.out.default:
+                continue
+            if name not in self._offered_names():
+                in_bandit = [b for b, d in self.out.bandits.items() if name in d.arms]
+                message = f"action '{name}' is never offered by any rule"
+                if in_bandit:
+                    message = (
+                        f"action '{name}' is an arm of bandit '{in_bandit[0]}' but no rule "
+                        "offers it; a bandit only chooses among offered actions"
+                    )
+                self.warn("unused-action", message, action.name_span)
+                continue
+            self._offerable(action)
+
+    def _offered_names(self) -> set[str]:
+        return {r.action for r in _walk_rules(self.out.rules) if isinstance(r, n.WhenRule)}
+
+    def _limits(self, action: n.ActionDecl) -> None:
+        if action.cap is not None and (action.cap.count < 1 or action.cap.window_seconds <= 0):
+            self.error(
+                "bad-cap",
+                f"'cap {action.cap.text}' lets no contact through",
+                action.span,
+                hint="a cap needs at least 1 contact over a window longer than zero, "
+                "e.g. cap 1 per 7d",
             )
-            if not offered and self.out.default != name and not in_bandit:
+        fatigue = action.fatigue
+        if fatigue is not None and (
+            fatigue.rejections < 1 or fatigue.window_seconds <= 0 or fatigue.period_seconds <= 0
+        ):
+            self.error(
+                "bad-fatigue",
+                "'suppress after' needs at least 1 rejection and windows longer than zero",
+                action.span,
+            )
+
+    def _offerable(self, action: n.ActionDecl) -> None:
+        """Warn when every rule offering the action is blocked (suppressed, wrong channel, dead)."""
+        name = action.name
+        if name in self._always_suppressed:
+            where = self._always_suppressed[name]
+            self.warn(
+                "unofferable-action",
+                f"action '{name}' is always suppressed (by the rule at {where})",
+                action.name_span,
+            )
+            return
+        paths = self._offers.get(name, [])
+        segments = {k: s.expr for k, s in self.out.segments.items()}
+        if not paths:
+            message = f"no rule that offers action '{name}' can ever fire"
+            self.warn("unofferable-action", message, action.name_span)
+            return
+        if action.channels and "channel" in self.out.context:
+            channel = n.Ref(n.NO_SPAN, ("context", "channel"))
+            items = tuple(n.String(n.NO_SPAN, c) for c in action.channels)
+            wrong = n.Binary(n.NO_SPAN, "not in", channel, n.ListLit(n.NO_SPAN, items))
+            # Arbitration drops an action whose channels exclude the request's channel.
+            if not any(satisfiable([*p, Fact(wrong, not_true=True)], segments) for p in paths):
                 self.warn(
-                    "unused-action",
-                    f"action '{name}' is never offered by any rule",
+                    "unofferable-action",
+                    f"action '{name}' is only for channels [{', '.join(action.channels)}], "
+                    "but every rule that offers it requires another channel",
                     action.name_span,
                 )
 
+    # ------------------------------------------------------------ unused, scenarios
+
     def unused(self) -> None:
-        """Warn on segments and models nothing uses."""
+        """Warn on declarations nothing reads."""
         for name, seg in self.out.segments.items():
             if f"segment:{name}" not in self.used:
                 self.warn("unused-segment", f"segment '{name}' is never used", seg.span)
         for name, model in self.out.models.items():
             if f"model:{name}" not in self.used:
                 self.warn("unused-model", f"model '{name}' is never used", model.span)
-
-    def shadowed(self) -> None:
-        """A rule identical to an earlier one in the same block adds nothing."""
-        self._shadowed_in(self.out.rules)
-
-    def _shadowed_in(self, rules: tuple[n.Rule, ...]) -> None:
-        seen: dict[tuple[Any, ...], n.Span] = {}
-        for rule in rules:
-            if isinstance(rule, n.WhenRule):
-                key = (rule.condition, rule.action)
-                if key in seen:
-                    self.warn(
-                        "shadowed-rule",
-                        f"same condition and action as the rule at {seen[key]}",
-                        rule.span,
-                    )
-                else:
-                    seen[key] = rule.span
-            elif isinstance(rule, n.IfBlock):
-                self._shadowed_in(rule.then)
-                self._shadowed_in(rule.orelse)
+        for decl in self.rs.of(n.EventDecl):
+            if f"event:{decl.name}" not in self.used and decl.name in self.out.events:
+                message = f"event '{decl.name}' is declared but no rule reads it"
+                self.warn("unused-event", message, decl.span)
+        for name, exp in self.out.experiments.items():
+            if f"experiment:{name}" not in self.used:
+                message = f"experiment '{name}' is never used (no rule reads experiment.{name})"
+                self.warn("unused-experiment", message, exp.span)
+        implicit = set()
+        if any(a.channels for a in self.out.actions.values()):
+            implicit.add("context.channel")  # arbitration matches action channels against it
+        if any(a.consent for a in self.out.actions.values()):
+            implicit.add("profile.consents")  # `requires consent` reads it
+        for decl in self.rs.of(n.SchemaDecl):
+            for f in decl.fields:
+                dotted = f"{decl.kind}.{f.name}"
+                if f"field:{dotted}" not in self.used and dotted not in implicit:
+                    self.warn("unused-field", f"{dotted} is declared but never used", f.span)
 
     def scenarios(self) -> None:
-        """Scenario profiles and contexts name declared fields; expected actions exist."""
-        for sc in self.out.scenarios:
-            for kind, values, schema in (
-                ("profile", sc.profile, self.out.profile),
-                ("context", sc.context, self.out.context),
-            ):
-                for key in values:
-                    if key not in schema:
-                        hint = did_you_mean(key, schema)
-                        self.error("unknown-field", f"{kind} has no field '{key}'", sc.span, hint)
-            for action in sc.expect or ():
-                if action not in self.out.actions:
-                    hint = did_you_mean(action, self.out.actions)
-                    self.error("unknown-action", f"no action named '{action}'", sc.span, hint)
-            for key in sc.scores:
-                if key not in self.out.models:
-                    hint = did_you_mean(key, self.out.models)
-                    self.error("unknown-model", f"no model named '{key}'", sc.span, hint)
+        """Scenario literals fit the declarations; expected actions exist."""
+        check_scenarios(self.out, self._emit)
 
-    # ---------------------------------------------------------- expressions
-
-    def condition(self, expr: n.Expr) -> n.Expr:
-        new, ty = self.expr(expr)
-        if ty.kind not in ("bool", "any"):
-            self.error("type-mismatch", f"a condition must be true or false, not {ty}", expr.span)
-        return new
-
-    def expr(self, expr: n.Expr) -> tuple[n.Expr, t.Type]:
-        method: Callable[[Any], tuple[n.Expr, t.Type]] = getattr(
-            self, f"visit_{type(expr).__name__}"
-        )
-        return method(expr)
-
-    def visit_Number(self, e: n.Number) -> tuple[n.Expr, t.Type]:
-        return e, t.NUMBER
-
-    def visit_Percent(self, e: n.Percent) -> tuple[n.Expr, t.Type]:
-        return e, t.NUMBER
-
-    def visit_String(self, e: n.String) -> tuple[n.Expr, t.Type]:
-        return e, t.STRING
-
-    def visit_Bool(self, e: n.Bool) -> tuple[n.Expr, t.Type]:
-        return e, t.BOOL
-
-    def visit_Duration(self, e: n.Duration) -> tuple[n.Expr, t.Type]:
-        return e, t.DURATION
-
-    def visit_TimeLit(self, e: n.TimeLit) -> tuple[n.Expr, t.Type]:
-        return e, t.TIME
-
-    def visit_ListLit(self, e: n.ListLit) -> tuple[n.Expr, t.Type]:
-        items = tuple(self.expr(i)[0] for i in e.items)
-        return replace(e, items=items), t.LIST
-
-    def visit_Ref(self, e: n.Ref) -> tuple[n.Expr, t.Type]:
-        head, rest = e.parts[0], e.parts[1:]
-        if head in ("profile", "context") and len(rest) == 1:
-            schema = self.out.profile if head == "profile" else self.out.context
-            if rest[0] not in schema:
-                hint = did_you_mean(rest[0], schema)
-                self.error("unknown-field", f"{head} has no field '{rest[0]}'", e.span, hint)
-                return e, t.ANY
-            return e, schema[rest[0]]
-        if head == "experiment" and len(rest) == 1:
-            exp = self.out.experiments.get(rest[0])
-            if exp is None:
-                hint = did_you_mean(rest[0], self.out.experiments)
-                self.error("unknown-name", f"no experiment named '{rest[0]}'", e.span, hint)
-                return e, t.ANY
-            return e, t.Type("enum", tuple(v for v, _ in exp.variants))
-        if head == "action" and len(rest) == 1:
-            if self.where not in ("formula", "model_input_action"):
-                self.error(
-                    "misplaced-name",
-                    "action attributes can only be used in 'arbitrate by' and per-action models",
-                    e.span,
-                )
-            return e, t.ANY
-        if len(e.parts) == 1:
-            name = head
-            if name in self.out.segments:
-                if self.where != "condition":
-                    self.error("misplaced-name", "segments are conditions, not numbers", e.span)
-                self.used.add(f"segment:{name}")
-                if self.current_segment is not None:
-                    self.segment_deps[self.current_segment].add(name)
-                return e, t.BOOL
-            if name in self.out.models:
-                self.used.add(f"model:{name}")
-                model = self.out.models[name]
-                if model.per_action and self.where != "formula":
-                    self.error(
-                        "misplaced-name",
-                        f"model '{name}' is scored per action; use it in 'arbitrate by'",
-                        e.span,
-                    )
-                if self.where.startswith("model_input"):
-                    self.error("misplaced-name", "a model cannot feed another model", e.span)
-                return e, t.NUMBER
-            if self.where == "formula" and name in FORMULA_NAMES:
-                return e, FORMULA_NAMES[name]
-        names = [*self.out.segments, *self.out.models]
-        names += [f"profile.{k}" for k in self.out.profile]
-        names += [f"context.{k}" for k in self.out.context]
-        if self.where == "formula":
-            names += list(FORMULA_NAMES)
-        hint = did_you_mean(e.dotted, names)
-        self.error("unknown-name", f"unknown name '{e.dotted}'", e.span, hint)
-        return e, t.ANY
-
-    def visit_Call(self, e: n.Call) -> tuple[n.Expr, t.Type]:
-        sig = t.BUILTINS.get(e.name)
-        args = [self.expr(a) for a in e.args]
-        new = replace(e, args=tuple(a for a, _ in args))
-        if sig is None:
-            hint = did_you_mean(e.name, t.BUILTINS)
-            self.error("unknown-function", f"unknown function '{e.name}'", e.span, hint)
-            return new, t.ANY
-        params, result = sig
-        if len(args) != len(params):
-            self.error(
-                "wrong-arity",
-                f"{e.name}() takes {len(params)} argument(s), got {len(args)}",
-                e.span,
-            )
-            return new, result
-        for (arg, ty), want in zip(args, params, strict=True):
-            if want.kind != "any" and not t.comparable(ty, want):
-                self.error("type-mismatch", f"{e.name}() expects {want}, got {ty}", arg.span)
-        if e.name == "coalesce":
-            return new, args[0][1]
-        return new, result
-
-    def visit_Aggregate(self, e: n.Aggregate) -> tuple[n.Expr, t.Type]:
-        self._check_event(e.event, e.span)
-        if e.fn == "count" and e.prop is not None:
-            self.error("type-mismatch", "count() counts events; drop the property", e.span)
-        if e.fn != "count" and e.prop is None:
-            self.error(
-                "missing-property",
-                f"{e.fn}() needs an event property, e.g. {e.fn}({e.event}.amount within 30d)",
-                e.span,
-            )
-        if e.prop is not None and e.event in self.out.events:
-            fields = self.out.events[e.event]
-            if e.prop not in fields:
-                hint = did_you_mean(e.prop, fields)
-                self.error(
-                    "unknown-field", f"event {e.event} has no field '{e.prop}'", e.span, hint
-                )
-            elif not fields[e.prop].is_numeric:
-                self.error("type-mismatch", f"{e.fn}() needs a number property", e.span)
-        if e.window_seconds <= 0:
-            self.error("bad-window", "the window must be longer than zero", e.span)
-        return e, t.NUMBER
-
-    def visit_LastSeen(self, e: n.LastSeen) -> tuple[n.Expr, t.Type]:
-        self._check_event(e.event, e.span)
-        return e, t.TIME
-
-    def _check_event(self, name: str, span: n.Span) -> None:
-        # Undeclared events are allowed when none are declared (quick sketches);
-        # once a file declares events, a typo is caught.
-        if self.out.events and name not in self.out.events:
-            hint = did_you_mean(name, self.out.events)
-            self.error("unknown-event", f"no event named '{name}'", span, hint)
-
-    def visit_Unary(self, e: n.Unary) -> tuple[n.Expr, t.Type]:
-        if e.op == "not":
-            return replace(e, operand=self.condition(e.operand)), t.BOOL
-        operand, ty = self.expr(e.operand)
-        if not ty.is_numeric and ty.kind != "duration":
-            self.error("type-mismatch", f"cannot negate {ty}", e.span)
-        return replace(e, operand=operand), ty
-
-    def visit_BoolOp(self, e: n.BoolOp) -> tuple[n.Expr, t.Type]:
-        return replace(e, operands=tuple(self.condition(o) for o in e.operands)), t.BOOL
-
-    def visit_Presence(self, e: n.Presence) -> tuple[n.Expr, t.Type]:
-        return replace(e, operand=self.expr(e.operand)[0]), t.BOOL
-
-    def visit_Between(self, e: n.Between) -> tuple[n.Expr, t.Type]:
-        operand, ty = self.expr(e.operand)
-        low, lt = self.expr(e.low)
-        high, ht = self.expr(e.high)
-        for bound, bt in ((low, lt), (high, ht)):
-            if not t.comparable(ty, bt):
-                self.error("type-mismatch", f"cannot compare {ty} with {bt}", bound.span)
-        return replace(e, operand=operand, low=low, high=high), t.BOOL
-
-    def visit_Binary(self, e: n.Binary) -> tuple[n.Expr, t.Type]:
-        left, lt = self.expr_or_enum(e.left, e.right)
-        right, rt = self.expr_or_enum(e.right, e.left, lt)
-        new = replace(e, left=left, right=right)
-        op = e.op
-        if op in ("+", "-", "*", "/"):
-            return new, self._arith(e, lt, rt)
-        if op in ("==", "!=", "<", "<=", ">", ">="):
-            if not t.comparable(lt, rt):
-                self.error("type-mismatch", f"cannot compare {lt} with {rt}", e.span)
-            elif lt.kind == "enum" and isinstance(right, n.String):
-                self._check_member(right, lt)
-            elif rt.kind == "enum" and isinstance(left, n.String):
-                self._check_member(left, rt)
-            if op not in ("==", "!=") and (lt.kind in ("bool", "set") or rt.kind in ("bool",)):
-                self.error("type-mismatch", f"'{op}' needs numbers, times or text", e.span)
-            return new, t.BOOL
-        if op in ("in", "not in"):
-            if rt.kind not in ("list", "set", "any", "string"):
-                self.error("type-mismatch", f"'{op}' needs a list or set on the right", e.span)
-            if isinstance(right, n.ListLit) and lt.kind == "enum":
-                for item in right.items:
-                    if isinstance(item, n.String):
-                        self._check_member(item, lt)
-            return new, t.BOOL
-        # starts with, ends with, contains, matches
-        if op == "contains" and lt.kind == "set":
-            return new, t.BOOL
-        if not lt.is_text or not rt.is_text:
-            self.error("type-mismatch", f"'{op}' needs text on both sides", e.span)
-        if op == "matches" and isinstance(right, n.String):
-            import re
-
-            try:
-                re.compile(right.value)
-            except re.error as exc:
-                self.error("bad-regex", f"invalid regular expression: {exc}", right.span)
-        return new, t.BOOL
-
-    def expr_or_enum(
-        self, e: n.Expr, other: n.Expr, other_type: t.Type | None = None
-    ) -> tuple[n.Expr, t.Type]:
-        """A bare name compared with an enum value is that member, as a string."""
-        if isinstance(e, n.Ref) and len(e.parts) == 1 and not self._is_known(e.parts[0]):
-            if other_type is None:
-                # Peek at the other side without reporting its errors twice.
-                saved = len(self.diags)
-                _, other_type = self.expr(other)
-                del self.diags[saved:]
-            if other_type.kind == "enum":
-                return n.String(e.span, e.parts[0]), t.STRING
-        if isinstance(e, n.ListLit) and other_type is None:
-            saved = len(self.diags)
-            _, other_type = self.expr(other)
-            del self.diags[saved:]
-        if isinstance(e, n.ListLit) and other_type is not None and other_type.kind == "enum":
-            items = tuple(
-                n.String(i.span, i.parts[0])
-                if isinstance(i, n.Ref) and len(i.parts) == 1 and not self._is_known(i.parts[0])
-                else self.expr(i)[0]
-                for i in e.items
-            )
-            return replace(e, items=items), t.LIST
-        return self.expr(e)
-
-    def _is_known(self, name: str) -> bool:
-        return (
-            name in self.out.segments
-            or name in self.out.models
-            or (self.where == "formula" and name in FORMULA_NAMES)
-        )
-
-    def _check_member(self, lit: n.String, ty: t.Type) -> None:
-        if lit.value not in ty.members:
-            hint = did_you_mean(lit.value, ty.members)
-            self.error("unknown-member", f"'{lit.value}' is not one of {ty}", lit.span, hint)
-
-    def _arith(self, e: n.Binary, lt: t.Type, rt: t.Type) -> t.Type:
-        kinds = (lt.kind, rt.kind)
-        if "any" in kinds:
-            return t.ANY if kinds == ("any", "any") else (rt if lt.kind == "any" else lt)
-        if e.op == "-" and kinds == ("time", "time"):
-            return t.DURATION
-        if e.op in ("+", "-") and kinds == ("time", "duration"):
-            return t.TIME
-        if kinds == ("duration", "duration") and e.op in ("+", "-"):
-            return t.DURATION
-        if e.op in ("*", "/") and kinds in (("duration", "number"), ("number", "duration")):
-            return t.DURATION
-        if lt.is_numeric and rt.is_numeric:
-            return t.NUMBER
-        self.error("type-mismatch", f"cannot apply '{e.op}' to {lt} and {rt}", e.span)
-        return t.ANY
+    # ------------------------------------------------------------ running
 
     def run(self) -> CheckedRuleset:
         for check in CHECKS:
@@ -611,9 +512,27 @@ class _Checker:
         errors = [d for d in self.diags if d.severity == "error"]
         warnings = [d for d in self.diags if d.severity == "warning"]
         if errors:
-            raise RulesError(sort_and_cap(errors), self.out.sources)
-        self.out.warnings = sort_and_cap(warnings)
+            raise RulesError(_capped(errors), self.out.sources)
+        self.out.warnings = sort_and_cap(_dedupe(warnings))
         return self.out
+
+
+def _dedupe(diags: list[Diagnostic]) -> list[Diagnostic]:
+    # A peeked-at expression may be visited twice; report each finding once.
+    return list(dict.fromkeys(diags))
+
+
+def _capped(errors: list[Diagnostic]) -> list[Diagnostic]:
+    """Errors in order, at most `MAX_DIAGNOSTICS`, the last saying how many were left out."""
+    ordered = sort_and_cap(_dedupe(errors))
+    total = len(_dedupe(errors))
+    if total <= MAX_DIAGNOSTICS:
+        return ordered
+    kept = ordered[: MAX_DIAGNOSTICS - 1]
+    hidden = total - len(kept)
+    last = kept[-1].span
+    note = Diagnostic("too-many-errors", f"{hidden} more errors not shown", last)
+    return [*kept, note]
 
 
 def _walk_rules(rules: tuple[n.Rule, ...]) -> Iterator[n.Rule]:
@@ -636,7 +555,6 @@ CHECKS: tuple[Callable[[_Checker], None], ...] = (
     _Checker.splits,
     _Checker.actions,
     _Checker.unused,
-    _Checker.shadowed,
     _Checker.scenarios,
 )
 

@@ -23,6 +23,9 @@ from dsl.syntax_errors import syntax_diagnostic
 
 _GRAMMAR = Path(__file__).with_name("grammar.lark")
 
+#: How action properties read in the source, where that differs from the field name.
+_PROP_WORDS = {"fatigue": "suppress after", "consent": "requires consent"}
+
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -145,7 +148,14 @@ class _Builder(Transformer[Token, Any]):
     def action_decl(self, meta: Meta, children: list[Any]) -> n.ActionDecl:
         name_tok, *props = children
         fields: dict[str, Any] = {"payload": {}, "attributes": {}}
+        given: set[str] = set()
         for key, value in props:
+            shown = value[0] if key == "attribute" else _PROP_WORDS.get(key, key)
+            if shown in given:
+                # A second `value` would silently win; say so instead.
+                message = f"action '{name_tok}' gives '{shown}' twice"
+                self.errors.append(Diagnostic("duplicate-property", message, self._s(name_tok)))
+            given.add(shown)
             if key == "attribute":
                 fields["attributes"][value[0]] = value[1]
             elif key == "valid":
