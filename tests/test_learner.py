@@ -307,8 +307,8 @@ def test_crash_after_publish_before_ack_learns_nothing_twice(redis_url: str, pla
 def test_only_the_leader_publishes_and_a_standby_takes_over(redis_url: str, plan: Plan) -> None:
     async def body(redis: AsyncRedisClient) -> None:
         await serve(redis, plan, None, range(20))
-        one = learner(redis, lease_ms=300)
-        two = learner(redis, lease_ms=300)
+        one = learner(redis, lease_ms=1000)
+        two = learner(redis, lease_ms=1000)
         assert (await one.run_once()).learned == 20
         assert (await two.run_once()).learned == 0
         assert one.is_leader and not two.is_leader
