@@ -122,6 +122,8 @@ class ExprChecker:
                     "action attributes can only be used in 'arbitrate by' and per-action models",
                     e.span,
                 )
+                return e, t.ANY
+            self._check_attribute(e, rest[0])
             return e, t.ANY
         if len(e.parts) == 1:
             found = self._simple_name(e, head)
@@ -129,6 +131,16 @@ class ExprChecker:
                 return e, found
         self._unknown(e)
         return e, t.ANY
+
+    def _check_attribute(self, e: n.Ref, attr: str) -> None:
+        """`action.x` must be an attribute some action sets, or every candidate misses it."""
+        attributes = {k for a in self.out.actions.values() for k in a.attributes}
+        if attr in attributes:
+            return
+        hint = did_you_mean(attr, attributes)
+        if attr == "value":
+            hint = "an action's value is the plain name 'value'"
+        self.error("unknown-field", f"no action sets an attribute '{attr}'", e.span, hint)
 
     def _simple_name(self, e: n.Ref, name: str) -> t.Type | None:
         if name in self.out.segments:
@@ -150,16 +162,21 @@ class ExprChecker:
                     e.span,
                 )
             return t.NUMBER
-        if self.where == "formula" and name in FORMULA_NAMES:
+        if self._formula_name(name):
             return FORMULA_NAMES[name]
         return None
+
+    def _formula_name(self, name: str) -> bool:
+        # Per-action models see the candidate's value; the formula sees all three.
+        if self.where == "model_input_action":
+            return name == "value"
+        return self.where == "formula" and name in FORMULA_NAMES
 
     def _unknown(self, e: n.Ref) -> None:
         names = [*self.out.segments, *self.out.models]
         names += [f"profile.{k}" for k in self.out.profile]
         names += [f"context.{k}" for k in self.out.context]
-        if self.where == "formula":
-            names += list(FORMULA_NAMES)
+        names += [k for k in FORMULA_NAMES if self._formula_name(k)]
         hint = did_you_mean(e.dotted, names)
         if hint is None and len(e.parts) == 1:
             # `visits` for `profile.visits`: the most common slip.
@@ -361,7 +378,7 @@ class ExprChecker:
         return (
             name in self.out.segments
             or name in self.out.models
-            or (self.where == "formula" and name in FORMULA_NAMES)
+            or self._formula_name(name)
         )
 
     def _check_member(self, lit: n.String, ty: t.Type) -> None:

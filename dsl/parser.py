@@ -138,6 +138,10 @@ class _Builder(Transformer[Token, Any]):
         per_action = len(children) > 3
         return n.ModelDecl(self._s(meta), str(name), _unquote(path), inputs, per_action)
 
+    def per_action(self, meta: Meta, children: list[Any]) -> bool:
+        # A named rule: the anonymous "per" "action" tokens alone would leave no trace.
+        return True
+
     def expr_list(self, meta: Meta, children: list[n.Expr]) -> tuple[n.Expr, ...]:
         return tuple(children)
 
