@@ -27,6 +27,7 @@ from engine.store import ProfileStore
 log = logging.getLogger("arbiter.decision_log")
 
 BATCH_MAX = 256
+LINGER_SECONDS = 0.005
 
 
 @dataclass(slots=True)
@@ -107,6 +108,9 @@ class DecisionLog:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            if len(self._queue) < BATCH_MAX:
+                # Linger briefly so that one pipeline carries many records.
+                await asyncio.sleep(LINGER_SECONDS)
             try:
                 await self._write_batch()
                 backoff = 0.05

@@ -16,6 +16,7 @@ import msgspec
 
 from engine import keys, windows
 from engine.plan import AggregateSpec, Needs
+from engine.read_batcher import ReadBatcher
 from engine.records import Inputs
 
 _json_encode = msgspec.json.Encoder().encode
@@ -53,14 +54,14 @@ class ProfileStore:
     def __init__(self, redis: Any) -> None:
         self.redis = redis
         self._ingest = redis.register_script(windows.INGEST_LUA)
-        self._read = redis.register_script(windows.READ_LUA)
+        self.reads = ReadBatcher(redis, windows.READ_LUA)
 
     # ---------------------------------------------------------------- reads
 
     async def fetch(self, customer_id: str, needs: Needs, now: float) -> Inputs:
         """Everything a plan needs about one customer, in one command."""
         key_list, args = windows.read_command(customer_id, needs, now)
-        reply = await self._read(keys=key_list, args=args, client=self.redis)
+        reply = await self.reads.call(key_list, args)
         raw_profile, aggregates, caps, rejection_times = windows.parse_read(reply, needs)
         rejections = {}
         for action, limit, window, period in needs.fatigued_actions:

@@ -24,6 +24,7 @@ from engine.redis_server import EmbeddedRedis
 from engine.store import ProfileStore
 from server import errors, openapi
 from server.auth import KeyRing
+from server.fast_path import decide_asgi
 from server.metrics import Metrics
 from server.routes_admin import router as admin_router
 from server.routes_decide import decide_endpoint, feedback_endpoint
@@ -43,6 +44,21 @@ def default_resources(plan: Plan, base_dir: Path) -> Mapping[str, Any]:
     return {"models": load_models(plan, base_dir)}
 
 
+class ArbiterApp(FastAPI):
+    """FastAPI, with `POST /v1/decide` answered before the middleware stack (see fast_path)."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["path"] == "/v1/decide"
+            and scope["method"] == "POST"
+            and hasattr(self.state, "arbiter")
+        ):
+            await decide_asgi(self.state.arbiter, scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None, resources: Resources | None = None) -> FastAPI:
     """Build the app. Settings default to the environment; resources to ONNX model loading."""
     settings = settings or Settings.from_env()
@@ -57,7 +73,7 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
         finally:
             await _stop(state)
 
-    app = FastAPI(
+    app = ArbiterApp(
         title="Arbiter",
         version="0.1.0",
         description="Real-time next-best-action decisions from .rules files.",

@@ -45,13 +45,12 @@ def _state(request: Request) -> AppState:
     return state
 
 
-async def decide_endpoint(request: Request) -> Response:
-    """Decide the next best action(s) for one customer in one context."""
+async def handle_decide(st: AppState, body: bytes, authorization: str | None) -> bytes:
+    """Decide for one request body; the JSON answer, or `ApiError`."""
     started = time.perf_counter()
-    st = _state(request)
-    st.keys.require("decide", request.headers.get("authorization"))
+    st.keys.require("decide", authorization)
     try:
-        req = REQUEST_DECODER.decode(await request.body())
+        req = REQUEST_DECODER.decode(body)
     except msgspec.DecodeError as exc:
         raise from_msgspec(exc) from None
     if not req.customer_id:
@@ -88,7 +87,15 @@ async def decide_endpoint(request: Request) -> Response:
         st.metrics.rule_errors.labels(live.name).inc(len(record.errors))
     st.metrics.decisions.labels(live.name, "true" if inputs.degraded else "false").inc()
     st.metrics.latency.observe(time.perf_counter() - started)
-    return Response(ENCODER.encode(decision), media_type=_JSON)
+    return ENCODER.encode(decision)
+
+
+async def decide_endpoint(request: Request) -> Response:
+    """Decide the next best action(s) for one customer in one context."""
+    body = await handle_decide(
+        _state(request), await request.body(), request.headers.get("authorization")
+    )
+    return Response(body, media_type=_JSON)
 
 
 async def find_decision(st: AppState, decision_id: str) -> DecisionRecord | None:
