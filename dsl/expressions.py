@@ -357,11 +357,16 @@ class ExprChecker:
         self, e: n.Expr, other: n.Expr, other_type: t.Type | None = None
     ) -> tuple[n.Expr, t.Type]:
         """A bare name compared with an enum value is that member, as a string."""
-        if isinstance(e, n.Ref) and len(e.parts) == 1 and not self._is_known(e.parts[0]):
+        if isinstance(e, n.Ref) and len(e.parts) == 1:
+            name = e.parts[0]
             if other_type is None:
                 other_type = self._peek(other)
-            if other_type.kind == "enum":
-                return n.String(e.span, e.parts[0]), t.STRING
+            # A member wins over a segment of the same name: comparing an enum with a
+            # segment's true/false could never make sense.
+            if other_type.kind == "enum" and (
+                not self._is_known(name) or name in other_type.members
+            ):
+                return n.String(e.span, name), t.STRING
         if isinstance(e, n.ListLit) and other_type is None:
             other_type = self._peek(other)
         if isinstance(e, n.ListLit) and other_type is not None and other_type.kind == "enum":
