@@ -20,7 +20,7 @@ from dsl.codes import CODES
 from dsl.errors import MAX_DIAGNOSTICS, Diagnostic, RulesError, did_you_mean, sort_and_cap
 from dsl.expressions import FORMULA_NAMES, ExprChecker
 from dsl.reachability import Fact, always_true, satisfiable
-from dsl.scenario_check import check_scenarios
+from dsl.scenario_check import Locator, check_scenarios
 
 EXPLORATIONS = ("epsilon", "softmax", "squarecb")
 #: Names a declaration may not take: they mean something else in expressions.
@@ -160,6 +160,8 @@ class _Checker(ExprChecker):
             names = ["number", "int", "string", "bool", "time", "set<string>"]
             hint = did_you_mean(f.type.text, names)
             self.error("unknown-type", f"unknown type '{f.type.text}'", f.type.span, hint)
+            target[f.name] = t.ANY  # reported once here, not again at every use
+            return
         target[f.name] = t.from_decl(f.type)
 
     # ------------------------------------------------------------ segments, models
@@ -398,12 +400,13 @@ class _Checker(ExprChecker):
             self._use_action(self.out.default, span)
         channel = self.out.context.get("channel")
         for name, action in self.out.actions.items():
+            loc = self._locator(action.span)
             if channel is not None and channel.kind == "enum":
                 for ch in action.channels:
                     if ch not in channel.members:
                         hint = did_you_mean(ch, channel.members)
                         message = f"channel '{ch}' is not one of context.channel's values"
-                        self.error("unknown-channel", message, action.span, hint)
+                        self.error("unknown-channel", message, loc.find("channels", ch), hint)
             self._limits(action)
             if name == self.out.default:
                 continue
@@ -422,12 +425,16 @@ class _Checker(ExprChecker):
     def _offered_names(self) -> set[str]:
         return {r.action for r in _walk_rules(self.out.rules) if isinstance(r, n.WhenRule)}
 
+    def _locator(self, span: n.Span) -> Locator:
+        return Locator(self.out.sources.get(span.file, ""), span)
+
     def _limits(self, action: n.ActionDecl) -> None:
+        loc = self._locator(action.span)
         if action.cap is not None and (action.cap.count < 1 or action.cap.window_seconds <= 0):
             self.error(
                 "bad-cap",
                 f"'cap {action.cap.text}' lets no contact through",
-                action.span,
+                loc.find("cap"),
                 hint="a cap needs at least 1 contact over a window longer than zero, "
                 "e.g. cap 1 per 7d",
             )
@@ -438,7 +445,7 @@ class _Checker(ExprChecker):
             self.error(
                 "bad-fatigue",
                 "'suppress after' needs at least 1 rejection and windows longer than zero",
-                action.span,
+                loc.find("suppress"),
             )
 
     def _offerable(self, action: n.ActionDecl) -> None:

@@ -144,11 +144,12 @@ class ExprChecker:
 
     def _simple_name(self, e: n.Ref, name: str) -> t.Type | None:
         if name in self.out.segments:
-            if self.where != "condition":
-                self.error("misplaced-name", "segments are conditions, not numbers", e.span)
             self.used.add(f"segment:{name}")
             if self.current_segment is not None:
                 self.segment_deps[self.current_segment].add(name)
+            if self.where != "condition":
+                self.error("misplaced-name", "segments are conditions, not numbers", e.span)
+                return t.ANY  # reported; no second error about what it is combined with
             return t.BOOL
         if name in self.out.models:
             self.used.add(f"model:{name}")
@@ -380,16 +381,14 @@ class ExprChecker:
         return self.expr(e)
 
     def _is_known(self, name: str) -> bool:
-        return (
-            name in self.out.segments
-            or name in self.out.models
-            or self._formula_name(name)
-        )
+        return name in self.out.segments or name in self.out.models or self._formula_name(name)
 
     def _check_member(self, lit: n.String, ty: t.Type) -> None:
         if lit.value not in ty.members:
             hint = did_you_mean(lit.value, ty.members)
-            self.error("unknown-member", f"'{lit.value}' is not one of {ty}", lit.span, hint)
+            members = ", ".join(ty.members)
+            message = f"'{lit.value}' is not one of the values [{members}]"
+            self.error("unknown-member", message, lit.span, hint)
 
     def _arith(self, e: n.Binary, lt: t.Type, rt: t.Type) -> t.Type:
         kinds = (lt.kind, rt.kind)

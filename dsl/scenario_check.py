@@ -1,7 +1,7 @@
 """Checks of `scenario` blocks: every literal a scenario gives fits what the ruleset declares.
 
 Scenario parts are JSON-like values without spans of their own, so errors are
-placed by finding the key in the scenario's source text (`_Locator`); when it
+placed by finding the key in the scenario's source text (`Locator`); when it
 cannot be found they point at the scenario's first line.
 """
 
@@ -80,8 +80,12 @@ def _describe(value: Any) -> str:
     return repr(value)
 
 
-class _Locator:
-    """Finds a word inside a scenario's source text, for error positions."""
+class Locator:
+    """Finds a word inside a declaration's source text, for error positions.
+
+    Some nodes (scenario values, action properties) have no spans of their own;
+    the word is searched for within the declaration's span instead.
+    """
 
     def __init__(self, source: str, span: n.Span) -> None:
         self.span = span
@@ -114,7 +118,7 @@ def check_scenarios(out: CheckedRuleset, emit: Emit) -> None:
     """Check every scenario of a checked ruleset, reporting through `emit`."""
     seen: dict[str, n.Span] = {}
     for sc in out.scenarios:
-        loc = _Locator(out.sources.get(sc.span.file, ""), sc.span)
+        loc = Locator(out.sources.get(sc.span.file, ""), sc.span)
         if sc.name in seen:
             emit(
                 "duplicate-name",
@@ -147,7 +151,7 @@ def check_scenarios(out: CheckedRuleset, emit: Emit) -> None:
 
 
 def _values(
-    emit: Emit, loc: _Locator, kind: str, values: Mapping[str, Any], schema: Mapping[str, t.Type]
+    emit: Emit, loc: Locator, kind: str, values: Mapping[str, Any], schema: Mapping[str, t.Type]
 ) -> None:
     for key, value in values.items():
         span = loc.find(kind, key)
@@ -162,7 +166,7 @@ def _values(
             emit("scenario-value", f"{kind}.{key}: {problem}", span, hint)
 
 
-def _events(emit: Emit, loc: _Locator, sc: n.ScenarioDecl, out: CheckedRuleset) -> None:
+def _events(emit: Emit, loc: Locator, sc: n.ScenarioDecl, out: CheckedRuleset) -> None:
     for ev in sc.events:
         span = loc.find("events", ev.event)
         if ev.event in out.actions and ev.event not in out.events:
@@ -194,7 +198,7 @@ def _events(emit: Emit, loc: _Locator, sc: n.ScenarioDecl, out: CheckedRuleset) 
             emit("unknown-field", f"event {ev.event} has no field '{ev.prop}'", span, hint)
 
 
-def _scores(emit: Emit, loc: _Locator, sc: n.ScenarioDecl, out: CheckedRuleset) -> None:
+def _scores(emit: Emit, loc: Locator, sc: n.ScenarioDecl, out: CheckedRuleset) -> None:
     for key, value in sc.scores.items():
         span = loc.find("scores", key)
         if key in out.models:
@@ -248,7 +252,7 @@ def _probability(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
 
 
-def _splits(emit: Emit, loc: _Locator, sc: n.ScenarioDecl, out: CheckedRuleset) -> None:
+def _splits(emit: Emit, loc: Locator, sc: n.ScenarioDecl, out: CheckedRuleset) -> None:
     if sc.in_holdout and out.holdout is None:
         emit(
             "no-holdout",

@@ -136,7 +136,7 @@ SYNTAX_CASES: tuple[SyntaxCase, ...] = (
     SyntaxCase(
         "double-equals",
         "'=' assigns; to compare, use '=='",
-        'write: profile.country == "FR"',
+        None,  # the reader's own line, corrected (see syntax_diagnostic)
         (
             "ruleset r\nwhen a = 1 offer x",
             "ruleset r\nwhen a.b = 1 offer x",
@@ -243,7 +243,11 @@ def expected_words(parser: Lark, expected: set[str] | frozenset[str]) -> str:
     ordered = sorted(words)
     if len(ordered) > 8:
         ordered = [*ordered[:8], "…"]
-    return " or ".join(ordered) if len(ordered) <= 2 else ", ".join(ordered)
+    if len(ordered) <= 2:
+        return " or ".join(ordered)
+    if ordered[-1] == "…":
+        return ", ".join(ordered)
+    return ", ".join(ordered[:-1]) + " or " + ordered[-1]
 
 
 @cache
@@ -360,6 +364,15 @@ def syntax_diagnostic(exc: UnexpectedInput, text: str, filename: str, parser: La
         hint = case.hint
         if case.code == "unknown-statement":
             hint = did_you_mean(mistake.token, DECLARATION_KEYWORDS)
+        elif case.code == "double-equals":
+            # Show the reader's own line, corrected.
+            start = text.rfind("\n", 0, mistake.offset) + 1
+            end = text.find("\n", mistake.offset)
+            line_text = text[start : len(text) if end < 0 else end]
+            fixed = (
+                line_text[: mistake.offset - start] + "==" + line_text[mistake.offset - start + 1 :]
+            )
+            hint = f"write: {fixed.strip()}"
         return Diagnostic(case.code, case.message.format(token=mistake.token), span, hint=hint)
     return _generic(exc, mistake, span, parser)
 
