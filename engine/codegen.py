@@ -13,6 +13,7 @@ pasted into the source.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -37,6 +38,12 @@ class Writer:
 
     def dedent(self) -> None:
         self._indent -= 1
+
+    def splice(self, other: Writer) -> None:
+        """Append another writer's lines (and spans) at this writer's indentation."""
+        pad = "    " * self._indent
+        self.lines.extend(pad + line for line in other.lines)
+        self.spans.extend(other.spans)
 
     def source(self) -> str:
         return "\n".join(self.lines) + "\n"
@@ -80,6 +87,9 @@ class ExprCompiler:
         self.k = consts
         self.resolve = resolve
         self.aggregate: Callable[[n.Expr], str] = _unsupported
+        #: Shared predicates -> the local that memoizes their three-valued result.
+        self.memo: dict[n.Expr, str] = {}
+        self._computing: n.Expr | None = None
         self._temp = 0
 
     def _fresh(self) -> str:
@@ -94,6 +104,9 @@ class ExprCompiler:
         return method(e)
 
     def v_Number(self, e: n.Number) -> str:
+        if isinstance(e.value, float) and not math.isfinite(e.value):
+            # `1.0e999` is inf, and repr(inf) is not Python source.
+            return self.k.add(e.value)
         return repr(e.value)
 
     def v_Percent(self, e: n.Percent) -> str:
@@ -185,6 +198,8 @@ class ExprCompiler:
         return self._cond(e, want=False)
 
     def _cond(self, e: n.Expr, want: bool) -> str:
+        if self.memo and e is not self._computing and e in self.memo:
+            return f"({self._memoized(e)} is {want})"
         if isinstance(e, n.Bool):
             return "True" if e.value == want else "False"
         if isinstance(e, n.Unary) and e.op == "not":
@@ -207,6 +222,22 @@ class ExprCompiler:
         # A boolean-valued reference (segment, bool field) or anything else.
         x = self.value(e)
         return f"({x} is {want})"
+
+    def _memoized(self, e: n.Expr) -> str:
+        """The predicate's True/False/None, computed on first use in a decision, then reused.
+
+        Lazy rather than up front, so that a predicate raises (and is reported)
+        exactly where and as often as the unshared code would: a failed
+        computation leaves the local UNSET and the next use tries again.
+        """
+        local = self.memo[e]
+        outer, self._computing = self._computing, e
+        try:
+            t, f = self._cond(e, True), self._cond(e, False)
+        finally:
+            self._computing = outer
+        tri = f"(True if {t} else (False if {f} else None))"
+        return f"({local} if {local} is not UNSET else ({local} := {tri}))"
 
     def _guarded(self, guards: list[str | None], test: str, want: bool) -> str:
         parts = [f"{g} is not None" for g in guards if g is not None]

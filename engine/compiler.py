@@ -3,9 +3,14 @@
 The evaluator is one function, generated deterministically: it loads the
 profile and context fields it needs into locals, computes every segment once
 (a segment shared by many rules costs one evaluation), then walks the rules
-as nested `if`s, the decision tree. Each rule runs in its own `try`, so a
+(`engine.rulegen`): with `optimize=True`, blocks of rules are indexed by the
+attribute values they test (`engine.indexing`), so that a decision runs only
+the rules its values can fire. Each rule runs in its own `try`, so a
 run-time error (division by zero, a value of the wrong type) fails that rule
 only and is reported at its `.rules` line through `rt.error`.
+
+Plans are cached by content hash (sources and `COMPILER_VERSION`) and the
+`optimize` flag.
 """
 
 from __future__ import annotations
@@ -16,14 +21,15 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from dsl import CheckedRuleset
+from dsl import CheckedRuleset, Diagnostic, RulesError
 from dsl import nodes as n
 from engine import runtime
 from engine.codegen import Constants, ExprCompiler, Writer
-from engine.plan import ActionSpec, AggregateSpec, Needs, Offer, Plan, RuleInfo
+from engine.plan import ActionSpec, AggregateSpec, Needs, Plan, RuleInfo
+from engine.rulegen import RuleWriter
 
 #: Bump when generated code changes shape: it is part of every plan's cache key.
-COMPILER_VERSION = "1"
+COMPILER_VERSION = "2"
 
 
 @dataclass
@@ -39,8 +45,10 @@ class _Symbols:
 
 
 class _Compiler:
-    def __init__(self, checked: CheckedRuleset) -> None:
+    def __init__(self, checked: CheckedRuleset, optimize: bool) -> None:
         self.c = checked
+        self.optimize = optimize
+        self._lines = {name: text.splitlines() for name, text in checked.sources.items()}
         self.consts = Constants()
         self.sym = _Symbols({}, {}, {}, {}, {}, {})
         self.rules: list[RuleInfo] = []
@@ -49,12 +57,13 @@ class _Compiler:
         self.experiment_index = {name: i for i, name in enumerate(checked.experiments)}
         self.action_index = {name: i for i, name in enumerate(checked.actions)}
         self.aggregate_index: dict[AggregateSpec, int] = {}
-        self.exprs = ExprCompiler(self.consts, self._resolve)
+        self.exprs = ExprCompiler(self.consts, self.resolve)
         self.exprs.aggregate = self._aggregate
 
     # --------------------------------------------------------------- names
 
-    def _resolve(self, ref: n.Ref) -> str:
+    def resolve(self, ref: n.Ref) -> str:
+        """The source expression a name reads, registering the local it needs."""
         head, rest = ref.parts[0], ref.parts[1:]
         if head == "profile" and rest:
             return self.sym.profile.setdefault(rest[0], f"p{len(self.sym.profile)}")
@@ -88,31 +97,21 @@ class _Compiler:
 
     # ------------------------------------------------------------- compile
 
-    def _rule_id(self, kind: str, span: n.Span) -> int:
-        text = _source_line(self.c.sources, span)
+    def rule_id(self, kind: str, span: n.Span) -> int:
+        """Register a rule (or segment) for traces and error messages; ids follow source order."""
+        lines = self._lines.get(span.file, [])
+        text = lines[span.line - 1].strip() if 0 < span.line <= len(lines) else ""
         self.rules.append(RuleInfo(len(self.rules), kind, span, text))
         return len(self.rules) - 1
 
     def evaluator(self) -> tuple[str, list[n.Span | None]]:
+        rules = RuleWriter(self, self.c, self.optimize)
         body = Writer()
         body.indent()
-        segment_locals = []
-        for name, seg in self.c.segments.items():
-            rid = self._rule_id("segment", seg.span)
-            local = self.sym.segments.setdefault(name, f"s{self.segment_index[name]}")
-            segment_locals.append(local)
-            body.line("try:", seg.span)
-            body.indent()
-            t, f = self.exprs.truth(seg.expr), self.exprs.falsity(seg.expr)
-            body.line(f"{local} = True if {t} else (False if {f} else None)", seg.span)
-            body.dedent()
-            body.line("except Exception as exc:")
-            body.indent()
-            body.line(f"{local} = None")
-            body.line(f"rt.error({rid}, exc)")
-            body.dedent()
-        for rule in self.c.rules:
-            self._rule(body, rule)
+        segment_locals = rules.body(body)
+        # Memo locals belong to `evaluate`; the other generated functions compute afresh.
+        self.exprs.memo = {}
+        rules.epilogue(body)
         seg_tuple = "(" + "".join(f"{s}, " for s in segment_locals) + ")"
         body.line(f"return O, S, {seg_tuple}")
 
@@ -123,6 +122,7 @@ class _Compiler:
         head.line("O = []")
         head.line("S = set()")
         self._preamble(head)
+        rules.preamble(head)
         return _join(head, body)
 
     def _preamble(self, w: Writer) -> None:
@@ -136,60 +136,6 @@ class _Compiler:
             w.line(f"{local} = rt.variants[{self.experiment_index[name]}]")
         for local in self.sym.models.values():
             w.line(f"{local} = UNSET")
-
-    def _rule(self, w: Writer, rule: n.Rule) -> None:
-        if isinstance(rule, n.WhenRule):
-            rid = self._rule_id("when", rule.span)
-            offer = Offer(self.action_index[rule.action], rule.weight, rule.priority, rid)
-            self._guarded(w, rid, rule.span, rule.condition, f"O.append({self.consts.add(offer)})")
-        elif isinstance(rule, n.SuppressRule):
-            rid = self._rule_id("suppress", rule.span)
-            idx = self.action_index[rule.action]
-            self._guarded(w, rid, rule.span, rule.condition, f"S.add({idx})")
-        else:
-            assert isinstance(rule, n.IfBlock)
-            rid = self._rule_id("if", rule.span)
-            var = f"_b{rid}"
-            w.line("try:", rule.span)
-            w.indent()
-            truth = self.exprs.truth(rule.condition)
-            w.line(f"{var} = True if {truth} else False", rule.span)
-            w.dedent()
-            w.line("except Exception as exc:")
-            w.indent()
-            w.line(f"{var} = None")
-            w.line(f"rt.error({rid}, exc)")
-            w.dedent()
-            w.line(f"if {var} is True:")
-            w.indent()
-            for r in rule.then:
-                self._rule(w, r)
-            w.line("pass")
-            w.dedent()
-            if rule.orelse:
-                # An unknown (missing) condition takes the else branch; an error takes neither.
-                w.line(f"elif {var} is False:")
-                w.indent()
-                for r in rule.orelse:
-                    self._rule(w, r)
-                w.dedent()
-
-    def _guarded(self, w: Writer, rid: int, span: n.Span, cond: n.Expr, stmt: str) -> None:
-        w.line("try:", span)
-        w.indent()
-        truth = self.exprs.truth(cond)
-        if truth == "True":
-            w.line(stmt, span)
-        else:
-            w.line(f"if {truth}:", span)
-            w.indent()
-            w.line(stmt, span)
-            w.dedent()
-        w.dedent()
-        w.line("except Exception as exc:")
-        w.indent()
-        w.line(f"rt.error({rid}, exc)")
-        w.dedent()
 
     def model_inputs(self) -> tuple[str, list[n.Span | None]]:
         """One function per customer-level model: the input row, or None if any input is missing."""
@@ -286,11 +232,6 @@ def _join(head: Writer, body: Writer) -> tuple[str, list[n.Span | None]]:
     return src, head.spans + body.spans
 
 
-def _source_line(sources: dict[str, str], span: n.Span) -> str:
-    lines = sources.get(span.file, "").splitlines()
-    return lines[span.line - 1].strip() if 0 < span.line <= len(lines) else ""
-
-
 def _actions(checked: CheckedRuleset) -> tuple[ActionSpec, ...]:
     return tuple(
         ActionSpec(
@@ -319,21 +260,33 @@ def content_hash(checked: CheckedRuleset) -> str:
     return h.hexdigest()
 
 
-_CACHE: OrderedDict[str, Plan] = OrderedDict()
+_CACHE: OrderedDict[tuple[str, bool], Plan] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
 _CACHE_SIZE = 32
 
 
-def compile_plan(checked: CheckedRuleset) -> Plan:
-    """Compile a checked ruleset to a `Plan`, reusing a cached plan with the same content hash."""
+def compile_plan(checked: CheckedRuleset, *, optimize: bool = True) -> Plan:
+    """Compile a checked ruleset to a `Plan`, reusing a cached plan with the same content hash.
+
+    `optimize=False` lays every rule out one after another, as written: the
+    reference the indexed evaluator is tested against. Both give the same
+    decisions; the plan's `hash`/`version` name the ruleset and compiler, not
+    the layout.
+
+    Raises `RulesError` (code `too-complex`) for a ruleset nested deeper than
+    Python can compile.
+    """
     digest = content_hash(checked)
+    key = (digest, optimize)
     with _CACHE_LOCK:
-        if digest in _CACHE:
-            _CACHE.move_to_end(digest)
-            return _CACHE[digest]
-    plan = _build(checked, digest)
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+    plan = _build(checked, digest, optimize)
     with _CACHE_LOCK:
-        _CACHE[digest] = plan
+        # Another thread may have compiled the same text meanwhile: keep one object.
+        plan = _CACHE.setdefault(key, plan)
+        _CACHE.move_to_end(key)
         while len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
     return plan
@@ -343,8 +296,28 @@ class GeneratedCodeError(Exception):
     """Generated source failed to compile: a compiler bug, reported with the rule's place."""
 
 
-def _build(checked: CheckedRuleset, digest: str) -> Plan:
-    comp = _Compiler(checked)
+# What CPython says when source nests deeper than its parser and compiler allow.
+_TOO_DEEP = (
+    "too many nested parentheses",
+    "too many levels of indentation",
+    "too many statically nested blocks",
+)
+
+
+def _too_complex(checked: CheckedRuleset, span: n.Span | None) -> RulesError:
+    where = span or n.Span(next(iter(checked.sources), "<rules>"), 1, 1, 1, 1)
+    diag = Diagnostic(
+        "too-complex",
+        "this is nested too deeply to compile; split it into segments or flatter rules",
+        where,
+    )
+    return RulesError([diag], checked.sources)
+
+
+def _generate(
+    checked: CheckedRuleset, digest: str, optimize: bool
+) -> tuple[_Compiler, str, list[n.Span | None], Any]:
+    comp = _Compiler(checked, optimize)
     parts = [
         comp.evaluator(),
         comp.model_inputs(),
@@ -354,14 +327,32 @@ def _build(checked: CheckedRuleset, digest: str) -> Plan:
     ]
     source = "".join(src for src, _ in parts)
     spans = [s for _, sp in parts for s in sp]
-    namespace: dict[str, Any] = dict(runtime.EXPORTED)
-    namespace["K"] = tuple(comp.consts.values)
     filename = f"<arbiter plan {checked.name} {digest[:12]}>"
     try:
         code = compile(source, filename, "exec")
-    except SyntaxError as exc:  # pragma: no cover - would be a compiler bug
-        span = spans[(exc.lineno or 1) - 1] if exc.lineno else None
-        raise GeneratedCodeError(f"{span}: generated code does not compile: {exc.msg}") from exc
+    except SyntaxError as exc:
+        span = spans[exc.lineno - 1] if exc.lineno and exc.lineno <= len(spans) else None
+        if any(msg in str(exc.msg) for msg in _TOO_DEEP):
+            raise _too_complex(checked, span) from None
+        raise GeneratedCodeError(  # pragma: no cover - would be a compiler bug
+            f"{span}: generated code does not compile: {exc.msg}"
+        ) from exc
+    return comp, source, spans, code
+
+
+def _build(checked: CheckedRuleset, digest: str, optimize: bool) -> Plan:
+    try:
+        try:
+            comp, source, spans, code = _generate(checked, digest, optimize)
+        except RulesError:
+            if not optimize:
+                raise
+            # The indexed layout nests deeper than the naive one; it may still fit.
+            comp, source, spans, code = _generate(checked, digest, False)
+    except RecursionError:
+        raise _too_complex(checked, None) from None
+    namespace: dict[str, Any] = dict(runtime.EXPORTED)
+    namespace["K"] = tuple(comp.consts.values)
     exec(code, namespace)
     models = tuple(checked.models)
     per_action = {i for i, m in enumerate(checked.models.values()) if m.per_action}
