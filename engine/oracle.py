@@ -17,7 +17,8 @@ from engine.records import BanditChoice, DecisionRecord
 class Scorer(Protocol):
     """A propensity model: one batched call, P(class 1) per row."""
 
-    version: str
+    @property
+    def version(self) -> str: ...
 
     def score(self, rows: Sequence[Sequence[float]]) -> list[float]: ...
 
@@ -25,7 +26,8 @@ class Scorer(Protocol):
 class Bandit(Protocol):
     """A contextual bandit's current policy."""
 
-    version: int
+    @property
+    def version(self) -> int: ...
 
     def pmf(
         self, shared: Mapping[str, Any], actions: Sequence[Mapping[str, Any]]

@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.routing import Route
 
+from engine.bandit_store import BanditRegistry
 from engine.decision_log import DecisionLog
 from engine.plan import Plan
 from engine.redis_client import connect
@@ -25,6 +26,7 @@ from engine.store import ProfileStore
 from server import errors, openapi
 from server.auth import KeyRing
 from server.fast_path import decide_asgi
+from server.learning import LearnerSupervisor
 from server.metrics import Metrics
 from server.routes_admin import router as admin_router
 from server.routes_decide import decide_endpoint, feedback_endpoint
@@ -106,7 +108,15 @@ async def _start(settings: Settings, resources: Resources) -> AppState:
         queue_max=settings.log_queue_max,
         file_path=settings.decision_log_file,
     )
-    rulesets = RulesetManager(admin_redis, Path(settings.rules_path), resources)
+    registry = BanditRegistry(admin_redis, check_interval_ms=settings.reload_interval_ms)
+    learners = LearnerSupervisor(admin_redis) if settings.learner == "inproc" else None
+    rulesets = RulesetManager(
+        admin_redis,
+        Path(settings.rules_path),
+        resources,
+        bandits=registry,
+        on_activate=learners.activated if learners else None,
+    )
     await rulesets.start(settings.default_ruleset)
     state = AppState(
         settings=settings,
@@ -119,8 +129,12 @@ async def _start(settings: Settings, resources: Resources) -> AppState:
         keys=KeyRing(settings.admin_key, settings.decide_key),
         metrics=Metrics(),
         embedded=embedded,
+        learners=learners,
     )
     decision_log.start()
+    state.tasks.append(
+        asyncio.get_running_loop().create_task(registry.watch(state.stop), name="bandit-watch")
+    )
     state.tasks.append(
         asyncio.get_running_loop().create_task(
             rulesets.watch(settings.reload_interval_ms / 1000, state.stop), name="ruleset-watch"
@@ -131,6 +145,8 @@ async def _start(settings: Settings, resources: Resources) -> AppState:
 
 async def _stop(state: AppState) -> None:
     state.stop.set()
+    if state.learners is not None:
+        await state.learners.close()
     for task in state.tasks:
         task.cancel()
         with suppress(asyncio.CancelledError, Exception):

@@ -204,11 +204,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
     total = identical = mismatched = changed = skipped = 0
     try:
         for record in records:
-            plan = plans.get(record.ruleset.name)
-            if plan is None:
+            found = plans.get(record.ruleset.name)
+            if found is None:
                 skipped += 1
                 continue
-            result = replay(plan, record)
+            result = replay(found, record)
             total += 1
             if result.identical:
                 identical += 1

@@ -21,6 +21,7 @@ from typing import Any
 import dsl
 from dsl.types import Type
 from engine import keys
+from engine.bandit_store import BanditRegistry
 from engine.compiler import compile_plan
 from engine.plan import Plan
 
@@ -77,12 +78,38 @@ def build(path: Path, text: str, version_no: int, resources: Resources | None) -
 class RulesetManager:
     """Holds the live rulesets of this worker."""
 
-    def __init__(self, redis: Any, rules_path: Path, resources: Resources | None = None) -> None:
+    def __init__(
+        self,
+        redis: Any,
+        rules_path: Path,
+        resources: Resources | None = None,
+        bandits: BanditRegistry | None = None,
+        on_activate: Callable[[LiveRuleset], None] | None = None,
+    ) -> None:
         self.redis = redis
         self.rules_path = rules_path
         self.resources = resources
+        self.registry = bandits
+        self.on_activate = on_activate
         self.live: dict[str, LiveRuleset] = {}
         self.default: str | None = None
+
+    async def _activate(
+        self, path: Path, text: str, version_no: int, name: str | None = None
+    ) -> LiveRuleset:
+        """Build a version and make it live; raises (and changes nothing) if it does not load."""
+        built = await asyncio.to_thread(build, path, text, version_no, self.resources)
+        if name is not None and built.name != name:
+            raise NameMismatch(name, built.name)
+        prepared = await self.registry.prepare(built.plan) if self.registry else None
+        if version_no == 0:
+            version_no = await self._store_if_new(built.name, text)
+        bandits = self.registry.install(prepared) if self.registry and prepared else {}
+        live = LiveRuleset(built.name, built.plan, text, version_no, path, built.models, bandits)
+        self.live[live.name] = live
+        if self.on_activate is not None:
+            self.on_activate(live)
+        return live
 
     def folder(self) -> Path:
         return self.rules_path if self.rules_path.is_dir() else self.rules_path.parent
@@ -91,12 +118,7 @@ class RulesetManager:
         """Load every file; a file that differs from the stored live text becomes a new version."""
         files = rule_files(self.rules_path)
         for path in files:
-            text = path.read_text(encoding="utf-8")
-            live = await asyncio.to_thread(build, path, text, 0, self.resources)
-            version_no = await self._store_if_new(live.name, text)
-            self.live[live.name] = LiveRuleset(
-                live.name, live.plan, text, version_no, path, live.models, live.bandits
-            )
+            await self._activate(path, path.read_text(encoding="utf-8"), 0)
         if default is not None and default not in self.live:
             raise dsl.RulesError(
                 [
@@ -129,16 +151,13 @@ class RulesetManager:
     async def put(self, name: str, text: str) -> LiveRuleset:
         """Check and compile `text`; if good, store it as a new version and make it live."""
         path = self.live[name].path if name in self.live else self.folder() / f"{name}.rules"
-        candidate = await asyncio.to_thread(build, path, text, 0, self.resources)
-        if candidate.name != name:
-            raise NameMismatch(name, candidate.name)
+        built = await asyncio.to_thread(build, path, text, 0, self.resources)
+        if built.name != name:
+            raise NameMismatch(name, built.name)
         count = int(await self.redis.rpush(keys.ruleset_versions(name), text.encode()))
-        await self.redis.set(keys.ruleset_live(name), count)
         await self.redis.sadd(keys.RULESET_NAMES, name)
-        live = LiveRuleset(
-            name, candidate.plan, text, count, path, candidate.models, candidate.bandits
-        )
-        self.live[name] = live
+        live = await self._activate(path, text, count, name)
+        await self.redis.set(keys.ruleset_live(name), count)
         if self.default is None:
             self.default = name
         return live
@@ -150,12 +169,8 @@ class RulesetManager:
             raise NoEarlierVersion(name)
         target = current.version_no - 1
         raw = await self.redis.lindex(keys.ruleset_versions(name), target - 1)
-        live = await asyncio.to_thread(build, current.path, raw.decode(), target, self.resources)
-        live = LiveRuleset(
-            name, live.plan, live.text, target, current.path, live.models, live.bandits
-        )
+        live = await self._activate(current.path, raw.decode(), target, name)
         await self.redis.set(keys.ruleset_live(name), target)
-        self.live[name] = live
         return live
 
     async def versions(self, name: str) -> int:
@@ -172,13 +187,9 @@ class RulesetManager:
             if raw is None:
                 continue
             try:
-                live = await asyncio.to_thread(
-                    build, current.path, raw.decode(), target, self.resources
-                )
+                await self._activate(current.path, raw.decode(), target, name)
             except dsl.RulesError as exc:
                 log.error("ruleset %s version %d does not load here: %s", name, target, exc)
-                continue
-            self.live[name] = live
 
     async def watch(self, interval_s: float, stop: asyncio.Event) -> None:
         """Poll for versions made live elsewhere until `stop` is set."""

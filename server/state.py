@@ -31,6 +31,7 @@ class AppState:
     keys: KeyRing
     metrics: Metrics
     embedded: EmbeddedRedis | None = None
+    learners: Any = None  # server.learning.LearnerSupervisor, when learning in-process
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     redis_ok: bool = True
