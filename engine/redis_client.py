@@ -15,8 +15,10 @@ Accepted URLs:
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit
 
+import hiredis
 import redis
 import redis.asyncio
 from redis.asyncio.retry import Retry as AsyncRetry
@@ -40,6 +42,41 @@ _PLAIN_SCHEMES = frozenset({"redis", "rediss", "unix"})
 # Command-line tools and tests are not on a deadline; a slow CI machine should
 # not turn into flaky failures there.
 _SYNC_SOCKET_TIMEOUT = 5.0
+
+
+class _HiredisPacking:
+    """Packs commands with hiredis' C encoder.
+
+    redis-py's asyncio connections pack commands in pure Python (its sync
+    connections already use hiredis); under load that packing was about a
+    tenth of a decision's CPU time in profiles.
+    """
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        first = args[0]
+        if isinstance(first, str) and " " in first:
+            # Multi-word commands ("SCRIPT LOAD") go to Redis as separate words.
+            args = (*first.split(), *args[1:])
+        return [hiredis.pack_command(args)]
+
+
+class _Connection(_HiredisPacking, redis.asyncio.Connection):
+    pass
+
+
+class _UnixConnection(_HiredisPacking, redis.asyncio.UnixDomainSocketConnection):
+    pass
+
+
+class _SSLConnection(_HiredisPacking, redis.asyncio.SSLConnection):
+    pass
+
+
+_FAST_CLASSES: dict[type[Any], type[Any]] = {
+    redis.asyncio.Connection: _Connection,
+    redis.asyncio.UnixDomainSocketConnection: _UnixConnection,
+    redis.asyncio.SSLConnection: _SSLConnection,
+}
 
 
 def is_cluster(url: str) -> bool:
@@ -73,13 +110,14 @@ def connect(
     if scheme in _CLUSTER_SCHEMES:
         return redis.asyncio.RedisCluster.from_url(
             _plain_url(url, scheme),
+            connection_class=_SSLConnection if scheme.startswith("rediss") else _Connection,
             decode_responses=False,
             socket_timeout=socket_timeout,
             socket_connect_timeout=timeout,
             retry=no_retry,
             health_check_interval=0,
         )
-    return redis.asyncio.Redis.from_url(
+    pool = redis.asyncio.ConnectionPool.from_url(
         url,
         decode_responses=False,
         socket_timeout=socket_timeout,
@@ -87,6 +125,9 @@ def connect(
         retry=no_retry,
         health_check_interval=0,
     )
+    pool.connection_class = _FAST_CLASSES.get(pool.connection_class, pool.connection_class)
+    # from_pool: the client owns the pool, so aclose() closes its connections.
+    return redis.asyncio.Redis.from_pool(pool)
 
 
 def connect_sync(
