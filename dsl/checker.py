@@ -399,18 +399,20 @@ class _Checker(ExprChecker):
             span = next(d.span for d in self.rs.of(n.DefaultDecl))
             self._use_action(self.out.default, span)
         channel = self.out.context.get("channel")
+        # Computed once: per action, it made checking quadratic in the number of rules.
+        offered = self._offered_names()
         for name, action in self.out.actions.items():
-            loc = self._locator(action.span)
             if channel is not None and channel.kind == "enum":
                 for ch in action.channels:
                     if ch not in channel.members:
                         hint = did_you_mean(ch, channel.members)
                         message = f"channel '{ch}' is not one of context.channel's values"
-                        self.error("unknown-channel", message, loc.find("channels", ch), hint)
+                        where = self._locator(action.span).find("channels", ch)
+                        self.error("unknown-channel", message, where, hint)
             self._limits(action)
             if name == self.out.default:
                 continue
-            if name not in self._offered_names():
+            if name not in offered:
                 in_bandit = [b for b, d in self.out.bandits.items() if name in d.arms]
                 message = f"action '{name}' is never offered by any rule"
                 if in_bandit:
@@ -429,12 +431,13 @@ class _Checker(ExprChecker):
         return Locator(self.out.sources.get(span.file, ""), span)
 
     def _limits(self, action: n.ActionDecl) -> None:
-        loc = self._locator(action.span)
+        # A Locator splits the whole source: build one only when there is an error to place.
+        loc = self._locator
         if action.cap is not None and (action.cap.count < 1 or action.cap.window_seconds <= 0):
             self.error(
                 "bad-cap",
                 f"'cap {action.cap.text}' lets no contact through",
-                loc.find("cap"),
+                loc(action.span).find("cap"),
                 hint="a cap needs at least 1 contact over a window longer than zero, "
                 "e.g. cap 1 per 7d",
             )
@@ -445,7 +448,7 @@ class _Checker(ExprChecker):
             self.error(
                 "bad-fatigue",
                 "'suppress after' needs at least 1 rejection and windows longer than zero",
-                loc.find("suppress"),
+                loc(action.span).find("suppress"),
             )
 
     def _offerable(self, action: n.ActionDecl) -> None:
