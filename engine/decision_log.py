@@ -20,14 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from redis.exceptions import NoScriptError
+
 from engine import keys
 from engine.records import ENCODER, DecisionRecord
-from engine.store import ProfileStore
+from engine.store import AFTER_DECISION_LUA, ProfileStore
 
 log = logging.getLogger("arbiter.decision_log")
 
 BATCH_MAX = 256
 LINGER_SECONDS = 0.005
+WRITE_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass(slots=True)
@@ -128,24 +131,15 @@ class DecisionLog:
     async def _write_locked(self) -> None:
         batch = [self._queue[i] for i in range(min(BATCH_MAX, len(self._queue)))]
         blobs = [ENCODER.encode(e.record) for e in batch]
-        pipe = self.redis.pipeline(transaction=False)
-        for entry, blob in zip(batch, blobs, strict=True):
-            rec = entry.record
-            pipe.set(keys.decision(rec.decision_id), blob, ex=self.ttl)
-            pipe.xadd(keys.DECISION_STREAM, {b"r": blob}, maxlen=self.maxlen, approximate=True)
-            if entry.contacts:
-                self.store.record_contacts(
-                    pipe, rec.request.customer_id, entry.contacts, rec.ts, rec.decision_id
-                )
-        results = await pipe.execute()
-        # Stream ids are known only now; index them per customer for erasure.
-        stream_ids = [r for r in results if isinstance(r, bytes) and b"-" in r]
-        index = self.redis.pipeline(transaction=False)
-        for entry, sid in zip(batch, stream_ids, strict=False):
-            key = keys.decision_index(entry.record.request.customer_id)
-            index.rpush(key, b"s:" + sid, b"d:" + entry.record.decision_id.encode())
-            index.expire(key, self.ttl)
-        await index.execute()
+        async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
+            pipe = self.redis.pipeline(transaction=False)
+            for entry, blob in zip(batch, blobs, strict=True):
+                pipe.set(keys.decision(entry.record.decision_id), blob, ex=self.ttl)
+                pipe.xadd(keys.DECISION_STREAM, {b"r": blob}, maxlen=self.maxlen, approximate=True)
+            results = await pipe.execute()
+            # Stream ids are known only now; the customer-side writes need them for erasure.
+            stream_ids = results[1::2]
+            await self._customer_writes(batch, stream_ids)
         if self.file_path is not None:
             await asyncio.to_thread(self._append_file, blobs)
         for _ in batch:
@@ -153,6 +147,27 @@ class DecisionLog:
         for entry in batch:
             self.pending.pop(entry.record.decision_id, None)
         self.written += len(batch)
+
+    async def _customer_writes(self, batch: Sequence[_Entry], stream_ids: Sequence[bytes]) -> None:
+        """Index entries and contact counters: one script call per decision, retried if unloaded."""
+        for attempt in (1, 2):
+            pipe = self.redis.pipeline(transaction=False)
+            for entry, sid in zip(batch, stream_ids, strict=True):
+                rec = entry.record
+                key_list, args = self.store.after_decision_command(
+                    rec.request.customer_id, sid, rec.decision_id, self.ttl, entry.contacts, rec.ts
+                )
+                pipe.evalsha(self.store.after_decision_sha, len(key_list), *key_list, *args)
+            results = await pipe.execute(raise_on_error=False)
+            if not any(isinstance(r, NoScriptError) for r in results):
+                for r in results:
+                    if isinstance(r, Exception):
+                        raise r
+                return
+            if attempt == 1:
+                # A new or restarted Redis has no scripts; the writes are idempotent.
+                await self.redis.script_load(AFTER_DECISION_LUA)
+        raise NoScriptError("after-decision script could not be loaded")
 
     def _append_file(self, blobs: list[bytes]) -> None:
         assert self.file_path is not None

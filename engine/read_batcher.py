@@ -19,8 +19,10 @@ from redis.exceptions import NoScriptError
 class ReadBatcher:
     """Sends queued EVALSHA calls of one script together, on the running loop."""
 
-    def __init__(self, redis: Any, script: str) -> None:
+    def __init__(self, redis: Any, script: str, deadline_s: float | None = None) -> None:
+        """`deadline_s` bounds each batch as a whole (one timer per batch, not per reply)."""
         self.redis = redis
+        self.deadline_s = deadline_s
         self.script = script
         self.sha = hashlib.sha1(script.encode()).hexdigest()
         self._pending: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
@@ -48,7 +50,8 @@ class ReadBatcher:
         self.batches += 1
         self.calls += len(batch)
         try:
-            replies = await self._execute(batch)
+            async with asyncio.timeout(self.deadline_s):
+                replies = await self._execute(batch)
         except NoScriptError:
             # A restarted or new Redis has no scripts cached: load once and retry.
             try:

@@ -87,7 +87,7 @@ def is_cluster(url: str) -> bool:
 def connect(
     url: str,
     *,
-    socket_timeout: float = 0.05,
+    socket_timeout: float | None = 0.05,
     connect_timeout: float | None = None,
 ) -> AsyncRedisClient:
     """Return an asyncio client for ``url``; no I/O happens until first use.

@@ -8,6 +8,7 @@ on the decision log's pipeline, behind the response.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,23 @@ from engine import keys, windows
 from engine.plan import AggregateSpec, Needs
 from engine.read_batcher import ReadBatcher
 from engine.records import Inputs
+
+# One command per decision for everything written under the customer's hash tag:
+# the decision-log index entry (for erasure) and the contact-cap counters.
+AFTER_DECISION_LUA = """
+-- KEYS[1] decision index list, KEYS[2..] contact zsets
+-- ARGV: stream id, decision id, ttl, now, member, then one cap window per contact key
+redis.call('RPUSH', KEYS[1], 's:' .. ARGV[1], 'd:' .. ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+local now = tonumber(ARGV[4])
+for i = 2, #KEYS do
+  local window = tonumber(ARGV[4 + i])
+  redis.call('ZADD', KEYS[i], now, ARGV[5])
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window)
+  redis.call('EXPIRE', KEYS[i], math.floor(window) + 60)
+end
+return 1
+"""
 
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder().decode
@@ -51,10 +69,12 @@ class Event:
 class ProfileStore:
     """Reads and writes one customer's state; every method is one round trip."""
 
-    def __init__(self, redis: Any) -> None:
+    def __init__(self, redis: Any, read_deadline_s: float | None = None) -> None:
+        """`read_deadline_s` bounds a decision's read; give the client no socket timeout then."""
         self.redis = redis
         self._ingest = redis.register_script(windows.INGEST_LUA)
-        self.reads = ReadBatcher(redis, windows.READ_LUA)
+        self.reads = ReadBatcher(redis, windows.READ_LUA, read_deadline_s)
+        self.after_decision_sha = hashlib.sha1(AFTER_DECISION_LUA.encode()).hexdigest()
 
     # ---------------------------------------------------------------- reads
 
@@ -120,21 +140,23 @@ class ProfileStore:
         results = await pipe.execute()
         return sum(int(r) for r in results)
 
-    def record_contacts(
+    def after_decision_command(
         self,
-        pipe: Any,
         customer_id: str,
-        contacts: Iterable[tuple[str, int]],
-        now: float,
+        stream_id: bytes,
         decision_id: str,
-    ) -> None:
-        """Queue contact-cap increments on `pipe`: (action, cap window seconds) pairs."""
-        for action, window in contacts:
-            key = keys.contacts(customer_id, action)
-            # Members must differ per contact; the decision id makes them unique.
-            pipe.zadd(key, {f"{now!r}:{decision_id}": now})
-            pipe.zremrangebyscore(key, "-inf", now - window)
-            pipe.expire(key, int(window) + 60)
+        ttl: int,
+        contacts: Sequence[tuple[str, int]],
+        now: float,
+    ) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of `AFTER_DECISION_LUA`: index the log entry, count the contacts."""
+        key_list = [keys.decision_index(customer_id)]
+        key_list += [keys.contacts(customer_id, action) for action, _ in contacts]
+        # Members must differ per contact; the decision id makes them unique (and a retry
+        # of the same write idempotent).
+        args: list[Any] = [stream_id, decision_id, ttl, repr(now), f"{now!r}:{decision_id}"]
+        args += [window for _, window in contacts]
+        return key_list, args
 
     async def record_rejection(
         self, customer_id: str, action: str, now: float, keep_seconds: int

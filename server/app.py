@@ -96,13 +96,18 @@ async def _start(settings: Settings, resources: Resources) -> AppState:
     if url is None:
         embedded = EmbeddedRedis.attach_or_start(Path(settings.data_dir) / "redis")
         url = embedded.url
-    redis = connect(url, socket_timeout=settings.redis_timeout_ms / 1000)
+    deadline = settings.redis_timeout_ms / 1000
+    # The hot-path and log clients have no per-reply socket timeout: the decision's read
+    # is bounded as a whole batch (ReadBatcher) and log writes per batch, which costs one
+    # timer per batch instead of one per reply.
+    redis = connect(url, socket_timeout=None, connect_timeout=deadline)
     admin_redis = connect(url, socket_timeout=ADMIN_TIMEOUT_S)
-    store = ProfileStore(redis)
+    log_redis = connect(url, socket_timeout=None, connect_timeout=ADMIN_TIMEOUT_S)
+    store = ProfileStore(redis, read_deadline_s=deadline)
     admin_store = ProfileStore(admin_redis)
     decision_log = DecisionLog(
-        admin_redis,
-        admin_store,
+        log_redis,
+        ProfileStore(log_redis),
         ttl_seconds=settings.decision_ttl_s,
         stream_maxlen=settings.decision_stream_maxlen,
         queue_max=settings.log_queue_max,
@@ -122,6 +127,7 @@ async def _start(settings: Settings, resources: Resources) -> AppState:
         settings=settings,
         redis=redis,
         admin_redis=admin_redis,
+        log_redis=log_redis,
         store=store,
         admin_store=admin_store,
         log=decision_log,
@@ -154,5 +160,6 @@ async def _stop(state: AppState) -> None:
     await state.log.close()
     await state.redis.aclose()
     await state.admin_redis.aclose()
+    await state.log_redis.aclose()
     if state.embedded is not None:
         state.embedded.stop()

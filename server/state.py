@@ -24,6 +24,7 @@ class AppState:
     settings: Settings
     redis: Any  # hot-path client: short timeouts
     admin_redis: Any  # admin and background client: longer timeouts
+    log_redis: Any  # decision-log writer: bounded per batch
     store: ProfileStore
     admin_store: ProfileStore
     log: DecisionLog
