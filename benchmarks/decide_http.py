@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._harness import Client, free_port, server, arbiter_argv, summary, timed_loop, wrk  # noqa: E402
-from engine.redis_server import EmbeddedRedis  # noqa: E402
+from benchmarks._harness import Client, arbiter_argv, free_port, server, summary, timed_loop, wrk
+from engine.redis_server import EmbeddedRedis
 
 ADMIN = {"Authorization": "Bearer bench-admin"}
 

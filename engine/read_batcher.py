@@ -57,9 +57,9 @@ class ReadBatcher:
             try:
                 await self.redis.script_load(self.script)
                 replies = await self._execute(batch)
-            except Exception as exc:  # noqa: BLE001 - handed to every waiting decision
+            except Exception as exc:  # handed to every waiting decision
                 replies = [exc] * len(batch)
-        except Exception as exc:  # noqa: BLE001 - handed to every waiting decision
+        except Exception as exc:  # handed to every waiting decision
             replies = [exc] * len(batch)
         for (_, _, fut), reply in zip(batch, replies, strict=True):
             if fut.done():

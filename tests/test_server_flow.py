@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 
 from engine import keys
 from engine.redis_client import connect, connect_sync
-from engine.store import ProfileStore
 from engine.replay import read_stream, replay
+from engine.store import ProfileStore
 from server.app import create_app
 from tests.server_helpers import ADMIN, settings
 
