@@ -15,6 +15,7 @@ Plans are cached by content hash (sources and `COMPILER_VERSION`) and the
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import threading
 from collections import OrderedDict
@@ -282,7 +283,15 @@ def compile_plan(checked: CheckedRuleset, *, optimize: bool = True) -> Plan:
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
-    plan = _build(checked, digest, optimize)
+    # Compiling allocates many small objects over the ruleset's large AST: cyclic GC passes
+    # cost a quarter of the time at 10,000 rules. Reference counting still frees garbage.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        plan = _build(checked, digest, optimize)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     with _CACHE_LOCK:
         # Another thread may have compiled the same text meanwhile: keep one object.
         plan = _CACHE.setdefault(key, plan)
