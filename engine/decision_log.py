@@ -157,7 +157,10 @@ class DecisionLog:
                 key_list, args = self.store.after_decision_command(
                     rec.request.customer_id, sid, rec.decision_id, self.ttl, entry.contacts, rec.ts
                 )
-                pipe.evalsha(self.store.after_decision_sha, len(key_list), *key_list, *args)
+                # Raw EVALSHA: redis-py blocks `pipe.evalsha` on cluster pipelines.
+                pipe.execute_command(
+                    "EVALSHA", self.store.after_decision_sha, len(key_list), *key_list, *args
+                )
             results = await pipe.execute(raise_on_error=False)
             if not any(isinstance(r, NoScriptError) for r in results):
                 for r in results:

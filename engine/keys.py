@@ -12,8 +12,9 @@ PREFIX = "arb"
 
 
 def _tag(customer_id: str) -> str:
-    # Braces inside an id would move the hash tag; escape them.
-    safe = customer_id.replace("{", "%7B").replace("}", "%7D")
+    # Braces inside an id would move the hash tag; escape them, and escape the
+    # escape character first so that "a{b" and "a%7Bb" stay two customers.
+    safe = customer_id.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
     return f"{PREFIX}:{{{safe}}}"
 
 
@@ -58,8 +59,12 @@ def decision_index(customer_id: str) -> str:
 
 
 def customer_pattern(customer_id: str) -> str:
-    """SCAN pattern matching every key of one customer."""
-    return _tag(customer_id).replace("[", "\\[").replace("*", "\\*").replace("?", "\\?") + ":*"
+    """SCAN pattern matching every key of one customer (and no other customer's)."""
+    # Glob metacharacters in an id must match themselves; the backslash first.
+    tag = _tag(customer_id)
+    for ch in "\\[]*?":
+        tag = tag.replace(ch, "\\" + ch)
+    return tag + ":*"
 
 
 def decision(decision_id: str) -> str:

@@ -50,15 +50,15 @@ class ReadBatcher:
         self.batches += 1
         self.calls += len(batch)
         try:
+            # The deadline covers a script reload too: a restarted Redis must not make
+            # the first decision after it wait longer than the others.
             async with asyncio.timeout(self.deadline_s):
-                replies = await self._execute(batch)
-        except NoScriptError:
-            # A restarted or new Redis has no scripts cached: load once and retry.
-            try:
-                await self.redis.script_load(self.script)
-                replies = await self._execute(batch)
-            except Exception as exc:  # handed to every waiting decision
-                replies = [exc] * len(batch)
+                try:
+                    replies = await self._execute(batch)
+                except NoScriptError:
+                    # A restarted or new Redis has no scripts cached: load once and retry.
+                    await self.redis.script_load(self.script)
+                    replies = await self._execute(batch)
         except Exception as exc:  # handed to every waiting decision
             replies = [exc] * len(batch)
         for (_, _, fut), reply in zip(batch, replies, strict=True):
@@ -77,7 +77,9 @@ class ReadBatcher:
             return [await self.redis.evalsha(self.sha, len(keys), *keys, *args)]
         pipe = self.redis.pipeline(transaction=False)
         for keys, args, _ in batch:
-            pipe.evalsha(self.sha, len(keys), *keys, *args)
+            # Not `pipe.evalsha`: redis-py blocks that name on cluster pipelines, while
+            # the raw command is routed by its first key like any other.
+            pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
         if any(isinstance(r, NoScriptError) for r in replies):
             raise NoScriptError("NOSCRIPT")

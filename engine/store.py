@@ -9,16 +9,19 @@ on the decision log's pipeline, behind the response.
 from __future__ import annotations
 
 import hashlib
+import os
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+from redis.exceptions import NoScriptError
 
 from engine import keys, windows
 from engine.plan import AggregateSpec, Needs
 from engine.read_batcher import ReadBatcher
-from engine.records import Inputs
+from engine.records import RECORD_DECODER, Inputs
 
 # One command per decision for everything written under the customer's hash tag:
 # the decision-log index entry (for erasure) and the contact-cap counters.
@@ -67,12 +70,18 @@ class Event:
 
 
 class ProfileStore:
-    """Reads and writes one customer's state; every method is one round trip."""
+    """Reads and writes one customer's state; every method is one round trip.
+
+    Writes that touch several fields of one customer are Lua scripts over
+    that customer's keys (one hash slot), never MULTI, so they are atomic on
+    a single Redis and on Redis Cluster alike.
+    """
 
     def __init__(self, redis: Any, read_deadline_s: float | None = None) -> None:
         """`read_deadline_s` bounds a decision's read; give the client no socket timeout then."""
         self.redis = redis
-        self._ingest = redis.register_script(windows.INGEST_LUA)
+        self._ingest_sha = hashlib.sha1(windows.INGEST_LUA.encode()).hexdigest()
+        self._profile = redis.register_script(windows.PROFILE_LUA)
         self.reads = ReadBatcher(redis, windows.READ_LUA, read_deadline_s)
         self.after_decision_sha = hashlib.sha1(AFTER_DECISION_LUA.encode()).hexdigest()
 
@@ -110,35 +119,71 @@ class ProfileStore:
 
     async def put_profile(self, customer_id: str, attributes: Mapping[str, Any]) -> None:
         """Replace all attributes of a customer."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(keys.profile(customer_id))
-        if attributes:
-            pipe.hset(keys.profile(customer_id), mapping=encode_profile(attributes))
-        await pipe.execute()
+        pairs = [x for kv in encode_profile(attributes).items() for x in kv]
+        await self._profile(
+            keys=[keys.profile(customer_id)], args=["replace", len(pairs) // 2, *pairs]
+        )
 
     async def patch_profile(
         self, customer_id: str, set_: Mapping[str, Any], remove: Iterable[str] = ()
     ) -> None:
         """Merge attributes in; a `None` value in `set_` or a name in `remove` deletes it."""
-        pipe = self.redis.pipeline(transaction=True)
-        to_set = {k: v for k, v in set_.items() if v is not None}
+        to_set = encode_profile({k: v for k, v in set_.items() if v is not None})
         to_del = [k for k, v in set_.items() if v is None] + list(remove)
-        if to_set:
-            pipe.hset(keys.profile(customer_id), mapping=encode_profile(to_set))
-        if to_del:
-            pipe.hdel(keys.profile(customer_id), *to_del)
-        await pipe.execute()
+        if not to_set and not to_del:
+            return
+        pairs = [x for kv in to_set.items() for x in kv]
+        await self._profile(
+            keys=[keys.profile(customer_id)], args=["merge", len(to_set), *pairs, *to_del]
+        )
 
-    async def add_events(self, events: Sequence[Event]) -> int:
-        """Count events into their customers' windows; returns how many were new."""
-        pipe = self.redis.pipeline(transaction=False)
-        for ev in events:
-            key_list, args = windows.ingest_command(
-                ev.customer_id, ev.type, ev.ts, ev.properties, ev.event_id
+    async def add_events(self, events: Sequence[Event], now: float | None = None) -> int:
+        """Count events into their customers' windows; returns how many were new.
+
+        `now` is the arrival time (default: the clock): event ids are remembered
+        for `windows.EVENT_ID_TTL` after arrival, and buckets too old to be read
+        at `now` are not written.
+        """
+        if not events:
+            return 0
+        arrived = time.time() if now is None else now
+        calls = [
+            windows.ingest_command(
+                ev.customer_id, ev.type, ev.ts, ev.properties, ev.event_id, arrived
             )
-            await self._ingest(keys=key_list, args=args, client=pipe)
-        results = await pipe.execute()
-        return sum(int(r) for r in results)
+            for ev in events
+        ]
+        replies = await self._eval_pipelined(windows.INGEST_LUA, self._ingest_sha, calls)
+        return sum(int(r) for r in replies)
+
+    async def _eval_pipelined(
+        self, script: str, sha: str, calls: Sequence[tuple[list[str], list[Any]]]
+    ) -> list[Any]:
+        # EVALSHA through execute_command: redis-py refuses `pipe.evalsha` on a
+        # cluster pipeline, but routes the raw command by its first key.
+        replies = await self._evalsha_all(sha, calls)
+        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        if missing:
+            # A new or restarted Redis has no script cache. Only the calls that
+            # reported NOSCRIPT did not run, so only they are sent again: the
+            # others must not be counted twice.
+            await self.redis.script_load(script)
+            again = await self._evalsha_all(sha, [calls[i] for i in missing])
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    async def _evalsha_all(
+        self, sha: str, calls: Sequence[tuple[list[str], list[Any]]]
+    ) -> list[Any]:
+        pipe = self.redis.pipeline(transaction=False)
+        for key_list, args in calls:
+            pipe.execute_command("EVALSHA", sha, len(key_list), *key_list, *args)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
 
     def after_decision_command(
         self,
@@ -164,34 +209,59 @@ class ProfileStore:
         """Remember a negative outcome of an action, for outcome-based suppression."""
         key = keys.rejections(customer_id, action)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.zadd(key, {repr(now): now})
+        # A random suffix: two rejections at the same instant are two rejections.
+        pipe.zadd(key, {f"{now!r}:{os.urandom(4).hex()}": now})
         pipe.zremrangebyscore(key, "-inf", now - keep_seconds)
         pipe.expire(key, keep_seconds + 60)
         await pipe.execute()
 
     async def erase(self, customer_id: str) -> int:
-        """Delete every key held on a customer and its decision-log entries; returns keys deleted."""
+        """Delete every key held on a customer and its decision-log entries; returns keys deleted.
+
+        The per-customer decision index names the customer's entries on the
+        decision stream and their decision records (in other slots); each
+        record also names the actions whose feedback markers must go. Then a
+        SCAN for the customer's hash tag (on the node that owns it, on a
+        cluster) finds the rest: attributes, windows, caps, rejections, ids.
+        """
         index = await self.redis.lrange(keys.decision_index(customer_id), 0, -1)
         stream_ids = [e[2:] for e in index if e.startswith(b"s:")]
         decision_ids = [e[2:].decode() for e in index if e.startswith(b"d:")]
         if stream_ids:
             await self.redis.xdel(keys.DECISION_STREAM, *stream_ids)
-        for decision_id in decision_ids:
-            # One DEL each: decision keys live in other cluster slots than the customer's.
-            await self.redis.delete(keys.decision(decision_id))
+        if decision_ids:
+            # Non-transactional pipelines may span slots (one batch per node on a cluster).
+            pipe = self.redis.pipeline(transaction=False)
+            for decision_id in decision_ids:
+                pipe.get(keys.decision(decision_id))
+            blobs = await pipe.execute()
+            pipe = self.redis.pipeline(transaction=False)
+            for decision_id, blob in zip(decision_ids, blobs, strict=True):
+                pipe.delete(keys.decision(decision_id))
+                for action in _actions_of(blob):
+                    pipe.delete(keys.feedback_seen(decision_id, action))
+            await pipe.execute()
         found: list[bytes] = []
-        if hasattr(self.redis, "get_node_from_key"):  # Redis Cluster: scan the customer's node
-            node = self.redis.get_node_from_key(keys.profile(customer_id))
-            async for key in self.redis.scan_iter(
-                match=keys.customer_pattern(customer_id), target_nodes=node
-            ):
-                found.append(key)
-        else:
-            async for key in self.redis.scan_iter(match=keys.customer_pattern(customer_id)):
-                found.append(key)
+        scan: dict[str, Any] = {"match": keys.customer_pattern(customer_id), "count": 1000}
+        if hasattr(self.redis, "get_node_from_key"):  # Redis Cluster: the customer's node only
+            scan["target_nodes"] = self.redis.get_node_from_key(keys.profile(customer_id))
+        async for key in self.redis.scan_iter(**scan):
+            found.append(key)
         if found:
+            # All in one slot, so one DEL serves a cluster too.
             await self.redis.delete(*found)
         return len(found)
+
+
+def _actions_of(blob: bytes | None) -> list[str]:
+    """The actions a stored decision record returned (none if it expired or is unreadable)."""
+    if blob is None:
+        return []
+    try:
+        record = RECORD_DECODER.decode(blob)
+    except msgspec.DecodeError:
+        return []
+    return [a.action for a in record.actions]
 
 
 def fatigued(times: Sequence[float], now: float, limit: int, window: int, period: int) -> bool:
