@@ -196,7 +196,7 @@ def aggregate(events: Sequence[_Event], spec: AggregateSpec, now: float) -> floa
         return min(values)
     if spec.fn == "max":
         return max(values)
-    return sum(values) / len(covered)  # avg: per event of the type, as the store divides
+    return sum(values) / len(values)  # avg: over the events that carry the property
 
 
 def scenario_inputs(plan: Plan, scenario: n.ScenarioDecl, now: float) -> Inputs:

@@ -144,7 +144,7 @@ def test_inputs_from_scenario_literals() -> None:
         "count(purchase": 2.0,  # the amount-less purchase counts as an event
         "max(purchase.amount": 40.0,
         "min(purchase.amount": 40.0,
-        "avg(purchase.amount": 20.0,  # 40 over two purchases, as the store divides
+        "avg(purchase.amount": 40.0,  # over purchases with an amount, as the store divides
         "last(view": now - 2 * 3600,
     }
     assert inputs.profile == {"since": at("2026-01-02T00:00:00"), "tags": ["a", "b"]}
