@@ -52,10 +52,11 @@ local eid = ARGV[1]
 if eid ~= '' then
   -- Duplicates are recognised by arrival time, not event time: a retry comes soon
   -- after the first delivery even when the event itself is days old.
-  if redis.call('ZSCORE', KEYS[4], eid) then return 0 end
-  local arrived = tonumber(ARGV[9])
+  local arrived, keep = tonumber(ARGV[9]), tonumber(ARGV[8])
+  local first = redis.call('ZSCORE', KEYS[4], eid)
+  if first and tonumber(first) > arrived - keep then return 0 end
   redis.call('ZADD', KEYS[4], arrived, eid)
-  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', arrived - tonumber(ARGV[8]))
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', arrived - keep)
   redis.call('EXPIRE', KEYS[4], ARGV[8])
 end
 local etype = ARGV[3]
