@@ -55,6 +55,7 @@ class ScenarioResult:
     customer_id: str = ""
     explanation: Mapping[str, Any] = field(default_factory=dict)
     errors: tuple[str, ...] = ()
+    dropped: tuple[tuple[str, str], ...] = ()  # (action, why) for offered actions not returned
 
     @property
     def test_id(self) -> str:
@@ -296,6 +297,7 @@ def run_scenario(plan: Plan, scenario: n.ScenarioDecl) -> ScenarioResult:
         for name in scenario.scores
         if name in plan.checked.models and name not in oracle.scores
     ]
+    explanation = decision.explanation or {}
     return ScenarioResult(
         name=scenario.name,
         span=scenario.span,
@@ -303,9 +305,56 @@ def run_scenario(plan: Plan, scenario: n.ScenarioDecl) -> ScenarioResult:
         expected=expected,
         got=got,
         customer_id=customer,
-        explanation=decision.explanation or {},
+        explanation=explanation,
         errors=(*record.errors, *notes),
+        dropped=_dropped(plan, request, inputs, now, explanation, got),
     )
+
+
+def _dropped(
+    plan: Plan,
+    request: DecideRequest,
+    inputs: Inputs,
+    now: float,
+    explanation: Mapping[str, Any],
+    got: tuple[str, ...],
+) -> tuple[tuple[str, str], ...]:
+    """Why each action a rule offered is not in the answer, for the failure report.
+
+    The checks mirror arbitration's filters in its order (`engine.arbitrate`); this
+    only explains a decision already made, it never changes one.
+    """
+    offered = dict.fromkeys(f["offers"] for f in explanation.get("fired") or ())
+    chosen_by = {b["bandit"]: b["chosen"] for b in explanation.get("bandits") or ()}
+    suppressed = set(explanation.get("suppressed") or ())
+    channel = request.context.get("channel")
+    consents = inputs.profile.get("consents") or ()
+    out: list[tuple[str, str]] = []
+    for name in offered:
+        if name in got:
+            continue
+        spec = plan.action(name)
+        why = f"ranked below the top {len(got) or request.limit} (score, priority, max per tag)"
+        if explanation.get("holdout"):
+            why = f"the customer is in the holdout group '{explanation['holdout']}'"
+        elif name in suppressed:
+            why = "suppressed by a rule"
+        elif spec.channels and channel is not None and channel not in spec.channels:
+            why = f"only for channels [{', '.join(sorted(spec.channels))}], not {channel}"
+        elif spec.valid_from is not None and not (spec.valid_from <= now < (spec.valid_until or 0)):
+            why = "outside its validity dates"
+        elif spec.consent is not None and spec.consent not in consents:
+            why = f'needs consent "{spec.consent}"'
+        elif spec.cap is not None and inputs.caps.get(name, 0) >= spec.cap.count:
+            why = f"contact cap {spec.cap.text} reached ({inputs.caps.get(name, 0)} so far)"
+        elif spec.fatigue is not None and inputs.rejections.get(name, 0) >= spec.fatigue.rejections:
+            why = "fatigued: too many recent rejections"
+        else:
+            for bandit, decl in plan.checked.bandits.items():
+                if name in decl.arms and bandit in chosen_by and chosen_by[bandit] != name:
+                    why = f"bandit '{bandit}' chose {chosen_by[bandit]}"
+        out.append((name, why))
+    return tuple(out)
 
 
 def run_scenarios(plan: Plan) -> list[ScenarioResult]:
@@ -355,8 +404,8 @@ def _failure(r: ScenarioResult) -> list[str]:
     out.append("  fired rules:" if fired else "  fired rules: none")
     for f in fired:
         out.append(f"    {f['rule']}: {f['text']}  -> {f['offers']}")
-    if ex.get("suppressed"):
-        out.append(f"  suppressed: {', '.join(ex['suppressed'])}")
+    for action, why in r.dropped:
+        out.append(f"  not returned: {action}: {why}")
     for b in ex.get("bandits") or []:
         out.append(f"  bandit {b['bandit']} chose {b['chosen']} (pmf {b['pmf']})")
     for err in r.errors:

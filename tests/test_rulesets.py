@@ -58,3 +58,21 @@ def test_retail_uses_the_whole_language() -> None:
     assert any(a.cap for a in actions) and any(a.consent for a in actions)
     assert any(a.fatigue for a in actions) and any(a.valid_from for a in actions)
     assert any(m.per_action for m in ruleset.of(n.ModelDecl))
+
+
+def test_the_language_reference_example_checks_and_passes() -> None:
+    doc = (ROOT / "docs/language.md").read_text(encoding="utf-8")
+    example = doc.split("```\n", 2)[1]
+    assert example.startswith("ruleset ")
+    checked = dsl.check(dsl.parse(example, "example.rules"))
+    assert checked.warnings == []
+    results = run_scenarios(engine.compile_plan(checked))
+    assert results and all(r.passed for r in results), format_report(results)
+
+
+def test_the_language_reference_lists_every_code() -> None:
+    from dsl.codes import CODES
+
+    doc = (ROOT / "docs/language.md").read_text(encoding="utf-8")
+    for code, info in CODES.items():
+        assert f"| `{code}` | {info.severity} |" in doc, code

@@ -254,3 +254,38 @@ def test_the_example_rulesets_scenarios_can_fail() -> None:
     failed = [r for r in results if not r.passed]
     assert len(failed) == 1
     assert failed[0].got == ("cart_recovery_email",)
+
+
+def test_failures_say_why_offered_actions_were_not_returned() -> None:
+    text = """ruleset why
+profile { consents: set<string> }
+context { channel: one of [web, email] }
+action by_email { value 9, channels [email] }
+action needs_consent { value 8, requires consent "email" }
+action capped { value 7, cap 1 per 7d }
+action seasonal { value 6, valid 2026-12-01 .. 2026-12-24 }
+action hidden { value 5 }
+action low { value 1 }
+when true offer by_email
+when true offer needs_consent
+when true offer capped
+when true offer seasonal
+when true offer hidden
+when true offer low
+suppress hidden when true
+scenario "all dropped but one" {
+  context { channel: web }
+  events { capped: 1 1d ago }
+  expect nothing
+}
+"""
+    (result,) = run_scenarios(plan_of(text, "why.rules"))
+    assert result.got == ("low",)
+    assert dict(result.dropped) == {
+        "by_email": "only for channels [email], not web",
+        "needs_consent": 'needs consent "email"',
+        "capped": "contact cap 1 per 7d reached (1 so far)",
+        "seasonal": "outside its validity dates",
+        "hidden": "suppressed by a rule",
+    }
+    assert "  not returned: by_email: only for channels [email], not web" in format_report([result])
