@@ -22,23 +22,29 @@ their declarations would be printed into the including file.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 from dsl import nodes as n
+from dsl.printing import (
+    INDENT,
+    WIDTH,
+    condition_lines,
+    date,
+    duration,
+    expr,
+    json_value,
+    key,
+    list_lines,
+    moment,
+    number,
+    percent,
+    string,
+)
 
-WIDTH = 100
-INDENT = "  "
-
-#: Words a bare JSON-ish value cannot be: they read as literals, not strings.
-_KEYWORDS = frozenset({"true", "false", "null"})
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
+__all__ = ["WIDTH", "duration", "expr", "format_ruleset", "number", "percent"]
 
 # ------------------------------------------------------------------ comments
 
@@ -57,17 +63,17 @@ class _Comments:
         out = cls()
         lines = _lines(source)
         out.last_line = len(lines)
-        for number, text in enumerate(lines, start=1):
+        for line_no, text in enumerate(lines, start=1):
             start = _comment_start(text)
             if start is None:
                 if not text.strip():
-                    out.blank.add(number)
+                    out.blank.add(line_no)
                 continue
             comment = text[start:].rstrip()
             if text[:start].strip():
-                out.trailing[number] = comment
+                out.trailing[line_no] = comment
             else:
-                out.alone[number] = comment
+                out.alone[line_no] = comment
         return out
 
     def take_trailing(self, first: int, last: int) -> list[str]:
@@ -122,242 +128,6 @@ def _with_trailing(line: str, comments: Sequence[str]) -> str:
     return line + "  " + "  ".join(comments) if comments else line
 
 
-# ------------------------------------------------------------------ literals
-
-
-def number(value: float | int) -> str:
-    """A number as the grammar reads it back exactly: no exponent, integers without `.0`."""
-    if isinstance(value, bool):
-        raise TypeError("a bool is not a number")
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, int):
-        return str(value)
-    text = format(Decimal(repr(value)), "f")
-    return text if "." in text else text + ".0"
-
-
-def duration(seconds: float) -> str:
-    """Seconds as the largest whole unit (days, not weeks: `14d` reads better than `2w`)."""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    if seconds == 0:
-        return "0s"
-    return f"{round(seconds * 1000)}ms"
-
-
-def percent(fraction: float) -> str:
-    """`0.05` as `5%`: the shortest decimal that reads back to the same fraction."""
-    scaled = fraction * 100
-    for digits in range(0, 16):
-        text = number(round(scaled, digits))
-        if float(text) / 100.0 == fraction:
-            return text + "%"
-    return number(scaled) + "%"
-
-
-def date(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d")
-
-
-def moment(epoch: float) -> str:
-    """A date at midnight UTC, else a date-time."""
-    when = datetime.fromtimestamp(epoch, UTC)
-    if (when.hour, when.minute, when.second) == (0, 0, 0):
-        return when.strftime("%Y-%m-%d")
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def string(value: str) -> str:
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _key(name: str) -> str:
-    return name if _IDENT.fullmatch(name) and name not in _KEYWORDS else string(name)
-
-
-def json_value(value: Any, bare: bool = False) -> str:
-    """A payload, attribute or scenario value. `bare`: identifier-like strings unquoted."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return number(value)
-    if isinstance(value, str):
-        return _key(value) if bare else string(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(json_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        if not value:
-            return "{}"
-        return (
-            "{ " + ", ".join(f"{_key(k)}: {json_value(v, bare)}" for k, v in value.items()) + " }"
-        )
-    raise TypeError(f"cannot print {type(value).__name__}")
-
-
-# ------------------------------------------------------------------ expressions
-
-# Binding strength of each expression form; an operand weaker than its place needs parens.
-_OR, _AND, _NOT, _COMPARE, _SUM, _PRODUCT, _UNARY, _ATOM = range(1, 9)
-_LEVEL = {"+": _SUM, "-": _SUM, "*": _PRODUCT, "/": _PRODUCT}
-
-
-def _level(e: n.Expr) -> int:
-    if isinstance(e, n.BoolOp):
-        return _OR if e.op == "or" else _AND
-    if isinstance(e, n.Unary):
-        return _NOT if e.op == "not" else _UNARY
-    if isinstance(e, n.Binary):
-        return _LEVEL.get(e.op, _COMPARE)
-    if isinstance(e, n.Between | n.Presence):
-        return _COMPARE
-    if isinstance(e, n.Number) and e.value < 0:
-        return _UNARY
-    return _ATOM
-
-
-def expr(e: n.Expr) -> str:
-    """One expression on one line, with the parentheses precedence requires."""
-    method: Callable[[Any], str] = globals()[f"_x_{type(e).__name__}"]
-    return method(e)
-
-
-def _at(e: n.Expr, least: int) -> str:
-    text = expr(e)
-    return f"({text})" if _level(e) < least else text
-
-
-def _x_Number(e: n.Number) -> str:
-    return number(e.value)
-
-
-def _x_String(e: n.String) -> str:
-    return string(e.value)
-
-
-def _x_Bool(e: n.Bool) -> str:
-    return "true" if e.value else "false"
-
-
-def _x_Duration(e: n.Duration) -> str:
-    return e.text
-
-
-def _x_TimeLit(e: n.TimeLit) -> str:
-    return e.text
-
-
-def _x_Percent(e: n.Percent) -> str:
-    return e.text
-
-
-def _x_ListLit(e: n.ListLit) -> str:
-    return "[" + ", ".join(expr(i) for i in e.items) + "]"
-
-
-def _x_Ref(e: n.Ref) -> str:
-    return e.dotted
-
-
-def _x_Call(e: n.Call) -> str:
-    return f"{e.name}(" + ", ".join(expr(a) for a in e.args) + ")"
-
-
-def _x_Aggregate(e: n.Aggregate) -> str:
-    target = e.event if e.prop is None else f"{e.event}.{e.prop}"
-    return f"{e.fn}({target} within {e.window_text})"
-
-
-def _x_LastSeen(e: n.LastSeen) -> str:
-    return f"last_seen({e.event})"
-
-
-def _x_Unary(e: n.Unary) -> str:
-    if e.op == "not":
-        # `not (a > 3)` parses like `not a > 3`, but reads unambiguously.
-        least = _COMPARE + 1 if _level(e.operand) == _COMPARE else _NOT
-        return "not " + _at(e.operand, least)
-    return "-" + _at(e.operand, _UNARY)
-
-
-def _x_Binary(e: n.Binary) -> str:
-    if e.op in _LEVEL:
-        # Left-associative: the right operand must bind tighter than the operator.
-        level = _LEVEL[e.op]
-        return f"{_at(e.left, level)} {e.op} {_at(e.right, level + 1)}"
-    return f"{_at(e.left, _SUM)} {e.op} {_at(e.right, _SUM)}"
-
-
-def _x_BoolOp(e: n.BoolOp) -> str:
-    least = _NOT if e.op == "and" else _AND
-    return f" {e.op} ".join(_at(o, least) for o in e.operands)
-
-
-def _x_Between(e: n.Between) -> str:
-    return f"{_at(e.operand, _SUM)} between {_at(e.low, _SUM)} and {_at(e.high, _SUM)}"
-
-
-def _x_Presence(e: n.Presence) -> str:
-    return f"{_at(e.operand, _SUM)} is {'present' if e.present else 'missing'}"
-
-
-def _layout(e: n.Expr, col: int, least: int, reserve: int = 0) -> list[str]:
-    """Lines of `e` printed from column `col`: broken before `and` / `or` when too long,
-    nested groups aligned inside their parentheses. Later lines carry their own indent.
-    `reserve` is how much text follows `e` on its last line (`offer x`, a `)`)."""
-    text = _at(e, least)
-    if col + len(text) + reserve <= WIDTH or not isinstance(e, n.BoolOp):
-        return [text]
-    paren = _level(e) < least
-    inner = col + 1 if paren else col
-    operand_least = _NOT if e.op == "and" else _AND
-    lines: list[str] = []
-    last = len(e.operands) - 1
-    for i, operand in enumerate(e.operands):
-        after = (reserve + (1 if paren else 0)) if i == last else 0
-        if i == 0:
-            lines += _layout(operand, inner, operand_least, after)
-            continue
-        prefix = f"{e.op} "
-        sub = _layout(operand, inner + len(prefix), operand_least, after)
-        lines.append(" " * inner + prefix + sub[0])
-        lines += sub[1:]
-    if paren:
-        lines[0] = "(" + lines[0]
-        lines[-1] += ")"
-    return lines
-
-
-def _wrapped_condition(head: str, e: n.Expr, tail: str, indent: str) -> list[str]:
-    """`head + expr + tail`, broken before top-level (and nested) `and`/`or` when too long."""
-    lines = _layout(e, len(indent) + len(head), _OR, len(tail))
-    lines[0] = indent + head + lines[0]
-    lines[-1] += tail
-    return lines
-
-
-def _wrapped_list(head: str, items: Sequence[str], close: str, indent: str) -> list[str]:
-    """`head(item, item, …)close`, continuing under the first item when too long."""
-    one = f"{indent}{head}{', '.join(items)}{close}"
-    if len(one) <= WIDTH or not items:
-        return [one]
-    pad = indent + " " * len(head)
-    lines = [f"{indent}{head}{items[0]}"]
-    for k, item in enumerate(items[1:], start=2):
-        # What must still fit on this line after the item: a comma, or the closing text.
-        after = len(close) if k == len(items) else 1
-        if len(lines[-1]) + 2 + len(item) + after <= WIDTH:
-            lines[-1] += f", {item}"
-        else:
-            lines[-1] += ","
-            lines.append(pad + item)
-    lines[-1] += close
-    return lines
-
-
 # ------------------------------------------------------------------ declarations
 
 
@@ -385,6 +155,9 @@ class _Printer:
             out += self.decl(decl)
             previous_end = decl.span.end_line
         out += self.comments.gap(previous_end + 1, self.comments.last_line, "", at_start=False)
+        # A comment no declaration claimed is kept rather than lost, at the end.
+        leftovers = sorted({**self.comments.alone, **self.comments.trailing}.items())
+        out += [comment for _, comment in leftovers]
         while out and out[-1] == "":
             out.pop()
         return "\n".join(out) + "\n"
@@ -429,13 +202,13 @@ class _Printer:
         one = f"{head} inputs ({', '.join(inputs)}){per}"
         if len(one) <= WIDTH:
             return self._leaf([one], d.span)
-        lines = [head, *_wrapped_list("inputs (", inputs, ")", INDENT)]
+        lines = [head, *list_lines("inputs (", inputs, ")", INDENT)]
         if d.per_action:
             lines.append(INDENT + "per action")
         return self._leaf(lines, d.span)
 
     def d_SegmentDecl(self, d: n.SegmentDecl) -> list[str]:
-        return self._leaf(_wrapped_condition(f"segment {d.name} = ", d.expr, "", ""), d.span)
+        return self._leaf(condition_lines(f"segment {d.name} = ", d.expr, "", ""), d.span)
 
     def d_ActionDecl(self, d: n.ActionDecl) -> list[str]:
         props = _action_props(d)
@@ -445,13 +218,13 @@ class _Printer:
             return self._leaf([one], d.span)
         # One property per line, each with the comment from its source line; a comment
         # on a line of its own goes before the first property that followed it.
-        where = _property_lines(self.rs.source, d, [key for key, _ in props])
+        where = _property_lines(self.rs.source, d, [prop for prop, _ in props])
         alone = {i: self.comments.alone.pop(i) for i in range(d.span.line + 1, d.span.end_line)
                  if i in self.comments.alone}  # fmt: skip
         head = self.comments.take_trailing(d.span.line, d.span.line)
         out = [_with_trailing(f"action {d.name} {{", head)]
-        for key, text in props:
-            line = where.get(key)
+        for prop, text in props:
+            line = where.get(prop)
             trailing: list[str] = []
             if line is not None:
                 for i in sorted(i for i in alone if i < line):
@@ -464,42 +237,60 @@ class _Printer:
         return out
 
     def d_WhenRule(self, d: n.WhenRule, indent: str = "") -> list[str]:
-        return self._leaf(
-            _wrapped_condition("when ", d.condition, _offer(d), indent), d.span, indent
-        )
+        return self._leaf(condition_lines("when ", d.condition, _offer(d), indent), d.span, indent)
 
     def d_SuppressRule(self, d: n.SuppressRule, indent: str = "") -> list[str]:
         head = f"suppress {d.action} when "
-        return self._leaf(_wrapped_condition(head, d.condition, "", indent), d.span, indent)
+        return self._leaf(condition_lines(head, d.condition, "", indent), d.span, indent)
 
     def d_IfBlock(self, d: n.IfBlock, indent: str = "", keyword: str = "if") -> list[str]:
-        opening = _wrapped_condition(f"{keyword} ", d.condition, " {", indent)
+        then_start = _then_start(d)
+        opening = condition_lines(f"{keyword} ", d.condition, " {", indent)
         opening[-1] = _with_trailing(
-            opening[-1], self.comments.take_trailing(d.span.line, _then_start(d))
+            opening[-1], self.comments.take_trailing(d.span.line, then_start)
         )
         out = opening
-        end_of_then = d.orelse[0].span.line - 1 if d.orelse else d.span.end_line
-        out += self._rules(d.then, _then_start(d), end_of_then, indent + INDENT)
         if not d.orelse:
-            out.append(
-                _with_trailing(
-                    indent + "}", self.comments.take_trailing(d.span.end_line, d.span.end_line)
-                )
-            )
-            return out
+            out += self._rules(d.then, then_start, d.span.end_line, indent + INDENT)
+            return [*out, self._closing(indent, d.span.end_line, d.span.end_line)]
         first = d.orelse[0]
+        else_line = self._else_line(d, then_start)
+        out += self._rules(d.then, then_start, else_line, indent + INDENT)
         if len(d.orelse) == 1 and isinstance(first, n.IfBlock):
             # `else { if … }` and `else if …` parse alike; the canonical form is `else if`.
+            # Comments between `else` and `if` end the then-block.
+            out += [
+                indent + INDENT + c
+                for c in self.comments.take_alone(else_line, first.span.line - 1)
+            ]
+            trailing = self.comments.take_trailing(else_line, first.span.line - 1)
             nested = self.d_IfBlock(first, indent, keyword="} else if")
-            return out + nested
-        out.append(indent + "} else {")
-        out += self._rules(d.orelse, first.span.line, d.span.end_line, indent + INDENT)
-        out.append(
-            _with_trailing(
-                indent + "}", self.comments.take_trailing(d.span.end_line, d.span.end_line)
+            nested[0] = _with_trailing(nested[0], trailing)
+            # With `else { if … }`, what follows the inner block inside the outer braces.
+            after = self.comments.take_alone(first.span.end_line + 1, d.span.end_line)
+            nested += [indent + c for c in after]
+            nested[-1] = _with_trailing(
+                nested[-1], self.comments.take_trailing(first.span.end_line + 1, d.span.end_line)
             )
-        )
-        return out
+            return out + nested
+        head = self.comments.take_trailing(else_line, else_line)
+        out.append(_with_trailing(indent + "} else {", head))
+        out += self._rules(d.orelse, else_line + 1, d.span.end_line, indent + INDENT)
+        return [*out, self._closing(indent, d.span.end_line, d.span.end_line)]
+
+    def _closing(self, indent: str, first: int, last: int) -> str:
+        return _with_trailing(indent + "}", self.comments.take_trailing(first, last))
+
+    def _else_line(self, d: n.IfBlock, then_start: int) -> int:
+        """The line of the `else` keyword: after the then-block's rules, before the else's."""
+        lines = _lines(self.rs.source)
+        start = d.then[-1].span.end_line if d.then else then_start
+        for i in range(start, d.orelse[0].span.line + 1):
+            text = lines[i - 1]
+            cut = _comment_start(text)
+            if re.search(r"\belse\b", text if cut is None else text[:cut]):
+                return i
+        return d.orelse[0].span.line
 
     def _rules(self, rules: Sequence[n.Rule], first: int, last: int, indent: str) -> list[str]:
         out: list[str] = []
@@ -570,14 +361,14 @@ class _Printer:
             parts.append(
                 _entries(
                     "scores",
-                    [f"{_key(k)}: {json_value(v, bare=True)}" for k, v in d.scores.items()],
+                    [f"{key(k)}: {json_value(v, bare=True)}" for k, v in d.scores.items()],
                 )
             )
         if d.variants:
             parts.append(
                 _entries(
                     "experiments",
-                    [f"{_key(k)}: {json_value(v, bare=True)}" for k, v in d.variants.items()],
+                    [f"{key(k)}: {json_value(v, bare=True)}" for k, v in d.variants.items()],
                 )
             )
         if d.in_holdout:
@@ -597,7 +388,7 @@ class _Printer:
         return out
 
     def _object(self, kind: str, values: Mapping[str, Any], enums: set[str]) -> list[str]:
-        entries = [f"{_key(k)}: {json_value(v, bare=k in enums)}" for k, v in values.items()]
+        entries = [f"{key(k)}: {json_value(v, bare=k in enums)}" for k, v in values.items()]
         return _entries(kind, entries)
 
     def _block(
@@ -686,8 +477,8 @@ def _action_props(d: n.ActionDecl) -> list[tuple[str, str]]:
             f" for {duration(f.period_seconds)}"
         )
         props.append(("suppress", text))
-    for key, value in d.attributes.items():
-        props.append((key, f"{key} {json_value(value)}"))
+    for name, value in d.attributes.items():
+        props.append((name, f"{name} {json_value(value)}"))
     if d.payload:
         props.append(("payload", f"payload {json_value(d.payload)}"))
     return props

@@ -288,3 +288,30 @@ def test_any_expression_prints_to_text_that_parses_back_to_it(e: n.Expr) -> None
     (seg,) = dsl.parse(text, "h.rules").of(n.SegmentDecl)
     assert seg.expr == e
     assert fmt(text, "h.rules") == fmt(fmt(text, "h.rules"), "h.rules")
+
+
+def _commented_everywhere(text: str) -> tuple[str, list[str]]:
+    """The text with a comment after every line that has code and one between every two lines."""
+    out: list[str] = []
+    markers: list[str] = []
+    for i, line in enumerate(text.splitlines()):
+        alone = f"# between-{i}"
+        markers.append(alone)
+        out.append(alone)
+        if line.strip() and "#" not in line:
+            trailing = f"# after-{i}"
+            markers.append(trailing)
+            line += "  " + trailing
+        out.append(line)
+    return "\n".join(out) + "\n", markers
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_comments_anywhere_are_kept_and_change_nothing(path: Path) -> None:
+    text, markers = _commented_everywhere(path.read_text(encoding="utf-8"))
+    before = dsl.parse(text, str(path))
+    once = fmt(text, str(path))
+    assert dsl.parse(once, str(path)).decls == before.decls
+    assert fmt(once, str(path)) == once
+    for marker in markers:
+        assert marker in once, marker
