@@ -25,6 +25,7 @@ command, one small reply.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -308,6 +309,7 @@ def ingest_command(
         LAST_SEEN_TTL,
     ]
     for name, value in properties.items():
-        if isinstance(value, int | float) and not isinstance(value, bool):
+        # NaN and infinities cannot be summed (HINCRBYFLOAT refuses them): not counted.
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
             args += [name, repr(float(value))]
     return key_list, args

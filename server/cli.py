@@ -233,6 +233,22 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 1 if mismatched else 0
 
 
+# ------------------------------------------------------------------ ingest
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """Stream events from a JSON-lines file into Redis (see server/ingest.py)."""
+    from server.ingest import ingest_main
+
+    return ingest_main(
+        args.file,
+        redis_url=_redis_url,
+        batch=args.batch,
+        skip_invalid=args.skip_invalid,
+        rules=args.rules,
+    )
+
+
 # ------------------------------------------------------------------- serve
 
 
@@ -334,6 +350,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("ingest", help="load events from a JSON-lines file into Redis")
+    p.add_argument(
+        "file", help="one event per line: {customer_id, type, ts?, event_id?, properties?}"
+    )
+    p.add_argument("--batch", type=int, default=500, help="events per Redis pipeline")
+    p.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="write the valid lines and report the others (default: write nothing if any is invalid)",
+    )
+    p.add_argument("--rules", default=None, help="check properties against these rules' events")
+    p.set_defaults(func=cmd_ingest)
     return parser
 
 
