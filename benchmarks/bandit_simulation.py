@@ -1,0 +1,495 @@
+"""The learning loop on a synthetic site: does the served bandit learn as well as VW alone?
+
+A site with five homepage banners whose click probability depends on the
+visitor's device and the page (`click_probability`, a known optimum in each
+of the nine contexts, the best arm at least 0.10 above the next). The
+bandit of `benchmarks/rules/sim.rules` chooses among them. For each run the
+same stream of visitors (contexts, and one uniform number per visitor that
+decides whether the shown banner is clicked) is played by four policies:
+
+(a) uniform random;
+(b) the served learning loop: ``arbiter serve --workers 2`` on 127.0.0.1, one
+    ``POST /v1/decide`` per visitor, then ``POST /v1/feedback`` with reward 1
+    (click) or 0 (shown, not clicked); the in-process learner publishes new
+    versions and both workers hot-swap them;
+(c) the same ruleset and VW decided in this process (`engine.decide` over a
+    `BanditModel`), learning after every decision: the loop without a
+    server, a stream, a learner or publishing lag;
+(d) the optimum: the best banner of every context.
+
+Using the same visitors and click draws for every policy (common random
+numbers) removes most of the noise from the comparison. "expected" is the
+mean true click probability of the banners shown, which removes the rest of
+the click noise. Per-run ratios are printed as well as the means, since one
+VW run differs from another by a few percent by chance.
+
+    python benchmarks/bandit_simulation.py [--decisions 8000] [--runs 3] [--threads 4]
+
+Load goes to 127.0.0.1 only and is bounded by ``--decisions`` and
+``--max-seconds``. An embedded Redis is started unless ``ARBITER_REDIS_URL``
+is set, in which case ``--flush-external`` must be given, because each run
+starts from an empty Redis (FLUSHALL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import dsl
+from benchmarks._harness import Client, arbiter_argv, free_port, server
+from engine import keys
+from engine.bandit import BanditModel
+from engine.bandit_store import bandit_keys, exploration_of
+from engine.compiler import compile_plan
+from engine.decide import decide
+from engine.oracle import LiveOracle
+from engine.plan import Plan
+from engine.records import RECORD_DECODER, DecideRequest, Inputs
+from engine.redis_client import connect_sync
+from engine.redis_server import EmbeddedRedis
+
+RULES = Path(__file__).resolve().parent / "rules" / "sim.rules"
+RULESET, BANDIT = "sim", "hero"
+DEVICES = ("mobile", "desktop", "tablet")
+PAGES = ("home", "product", "cart")
+ARMS = (
+    "hero_sale",
+    "hero_new_arrivals",
+    "hero_app_download",
+    "hero_free_shipping",
+    "hero_bestsellers",
+)
+
+# Click probability = base + device effect + page effect: additive, so a
+# linear model over (device x arm) and (page x arm), which is what the
+# bandit's features and VW's shared x action interaction give, can represent
+# it exactly. The optimum still depends on both: the app banner wins on every
+# mobile page, elsewhere the page decides, and the device breaks the tie on
+# the home page of a tablet.
+_BASE = {a: 0.05 for a in ARMS} | {"hero_sale": 0.10}
+_DEVICE = {
+    "mobile": {"hero_app_download": 0.55},
+    "desktop": {"hero_new_arrivals": 0.10},
+    "tablet": {"hero_sale": 0.10},
+}
+_PAGE = {
+    "home": {"hero_new_arrivals": 0.30},
+    "product": {"hero_bestsellers": 0.35},
+    "cart": {"hero_free_shipping": 0.35},
+}
+CONTEXTS = tuple(itertools.product(DEVICES, PAGES))
+
+
+def click_probability(device: str, page: str, arm: str) -> float:
+    """The true probability that a visitor on ``device`` and ``page`` clicks ``arm``."""
+    return _BASE[arm] + _DEVICE[device].get(arm, 0.0) + _PAGE[page].get(arm, 0.0)
+
+
+def best_arm(device: str, page: str) -> str:
+    """The arm with the highest click probability in this context."""
+    return max(ARMS, key=lambda arm: click_probability(device, page, arm))
+
+
+@dataclass(frozen=True)
+class Stream:
+    """The visitors of one run: a context each, and the uniform number that decides a click."""
+
+    contexts: list[tuple[str, str]]
+    uniforms: list[float]
+
+    def reward(self, i: int, arm: str) -> float:
+        """1 if visitor ``i`` clicks ``arm`` (common random numbers across policies), else 0."""
+        device, page = self.contexts[i]
+        return 1.0 if self.uniforms[i] < click_probability(device, page, arm) else 0.0
+
+
+def make_stream(n: int, seed: int) -> Stream:
+    """``n`` visitors, uniform over the nine contexts, from one seeded RNG."""
+    rng = random.Random(seed)
+    contexts = [rng.choice(CONTEXTS) for _ in range(n)]
+    return Stream(contexts, [rng.random() for _ in range(n)])
+
+
+@dataclass
+class Outcome:
+    """What one policy earned on one stream."""
+
+    reward: float = 0.0  # clicks
+    expected: float = 0.0  # sum of the shown arms' true click probabilities
+    n: int = 0
+
+    def add(self, stream: Stream, i: int, arm: str) -> float:
+        """Count visitor ``i`` shown ``arm``; returns the reward."""
+        reward = stream.reward(i, arm)
+        self.reward += reward
+        self.expected += click_probability(*stream.contexts[i], arm)
+        self.n += 1
+        return reward
+
+    @property
+    def mean(self) -> float:
+        """Average reward per decision."""
+        return self.reward / self.n if self.n else float("nan")
+
+    @property
+    def mean_expected(self) -> float:
+        """Average true click probability of the arms shown."""
+        return self.expected / self.n if self.n else float("nan")
+
+
+# --- (a), (c), (d): no server --------------------------------------------------
+
+
+def play_uniform(stream: Stream, seed: int) -> Outcome:
+    """(a): a uniformly random banner for every visitor."""
+    rng = random.Random(seed)
+    out = Outcome()
+    for i in range(len(stream.contexts)):
+        out.add(stream, i, rng.choice(ARMS))
+    return out
+
+
+def play_optimum(stream: Stream) -> Outcome:
+    """(d): the best banner of every context."""
+    out = Outcome()
+    for i, (device, page) in enumerate(stream.contexts):
+        out.add(stream, i, best_arm(device, page))
+    return out
+
+
+def load_plan() -> Plan:
+    """The compiled simulation ruleset."""
+    return compile_plan(dsl.load_checked(RULES))
+
+
+def play_in_process_avg(stream: Stream, plan: Plan, run: int, repeats: int) -> Outcome:
+    """(c) averaged over ``repeats`` exploration seeds on the same stream.
+
+    One VW run on a stream differs from another by a few percent, depending
+    on which arms its first explorations happened to find; averaging several
+    makes (c) a steadier yardstick for the single served run.
+    """
+    total = Outcome()
+    for k in range(repeats):
+        one = play_in_process(stream, plan, run * 1000 + k)
+        total.reward += one.reward / repeats
+        total.expected += one.expected / repeats
+    total.n = len(stream.contexts)
+    return total
+
+
+def play_in_process(stream: Stream, plan: Plan, run: int) -> Outcome:
+    """(c): `engine.decide` with a local `BanditModel` that learns after every decision.
+
+    The same plan, features, exploration and seeded sampling as the server;
+    what is missing is only the distance: HTTP, the decision log, the reward
+    stream, the learner and the publish/hot-swap lag.
+    """
+    model = BanditModel(BANDIT, exploration_of(plan.checked.bandits[BANDIT]))
+    oracle = LiveOracle({}, {BANDIT: model})
+    out = Outcome()
+    for i, (device, page) in enumerate(stream.contexts):
+        request = DecideRequest(f"v{i}", {"device": device, "page": page})
+        decision, record = decide(
+            plan, request, Inputs(), decision_id=f"inproc-{run}-{i}", now=1.7e9 + i, oracle=oracle
+        )
+        arm = decision.actions[0].action
+        reward = out.add(stream, i, arm)
+        choice = record.bandits[0]
+        model.learn(
+            choice.shared, choice.arm_features, choice.arms.index(arm), reward, choice.probability
+        )
+    return out
+
+
+# --- (b): the served loop ------------------------------------------------------
+
+
+@dataclass
+class Served:
+    """(b) and what the loop did: decision ids in stream order, timings."""
+
+    outcome: Outcome
+    decision_ids: list[str | None]
+    seconds: float
+
+
+def play_served(stream: Stream, port: int, threads: int, deadline: float) -> Served:
+    """(b): each visitor decided and rewarded over HTTP, ``threads`` keep-alive connections.
+
+    Visitors are taken in stream order from a shared counter, so the stream is
+    the same as for (c) up to the interleaving of at most ``threads`` requests.
+    Several connections let the kernel spread them over both workers.
+    """
+    n = len(stream.contexts)
+    ids: list[str | None] = [None] * n
+    arms: list[str | None] = [None] * n
+    counter = itertools.count()
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def client_loop() -> None:
+        client = Client(port)
+        try:
+            while time.monotonic() < deadline:
+                with lock:
+                    i = next(counter)
+                if i >= n:
+                    return
+                device, page = stream.contexts[i]
+                status, body = client.call(
+                    "POST",
+                    "/v1/decide",
+                    {"customer_id": f"v{i}", "context": {"device": device, "page": page}},
+                )
+                if status != 200:
+                    raise RuntimeError(f"decide answered {status}: {body[:200]!r}")
+                decision = json.loads(body)
+                arm = decision["actions"][0]["action"]
+                feedback = {
+                    "decision_id": decision["decision_id"],
+                    "action": arm,
+                    # The failures are sent too: the learner drops decisions
+                    # without feedback, and a model fed only clicks cannot
+                    # tell the banners apart.
+                    "reward": stream.reward(i, arm),
+                }
+                status, body = client.call("POST", "/v1/feedback", feedback)
+                if status != 202:
+                    raise RuntimeError(f"feedback answered {status}: {body[:200]!r}")
+                ids[i], arms[i] = decision["decision_id"], arm
+        except BaseException as exc:
+            errors.append(exc)
+
+    started = time.perf_counter()
+    pool = [threading.Thread(target=client_loop, daemon=True) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    seconds = time.perf_counter() - started
+    if errors:
+        raise errors[0]
+    out = Outcome()
+    for i, arm in enumerate(arms):
+        if arm is not None:
+            out.add(stream, i, arm)
+    return Served(out, ids, seconds)
+
+
+@dataclass
+class LoopStats:
+    """What the learner did with the run's feedback, read back from Redis."""
+
+    published: int  # model versions published
+    learned: int  # rewards learned into the latest published model
+    lag_median: float  # rewards sent but not yet in the model a decision used
+    lag_p90: float
+    lag_max: float
+
+
+def wait_for_learner(redis_url: str, expected: int, timeout: float = 20.0) -> tuple[int, int]:
+    """Wait until the published model has learned ``expected`` rewards; (version, learned)."""
+    client = connect_sync(redis_url)
+    key = bandit_keys(RULESET, BANDIT).model
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            version, learned = client.hmget(key, ["version", "examples"])
+            version_n, learned_n = int(version or 0), int(learned or 0)
+            if learned_n >= expected or time.monotonic() > deadline:
+                return version_n, learned_n
+            time.sleep(0.1)
+    finally:
+        client.close()
+
+
+def loop_stats(redis_url: str, served: Served, threads: int) -> LoopStats:
+    """Publish count, rewards learned, and how stale each decision's model was.
+
+    A decision's record holds the version of the model that chose (rewards
+    learned into it). Visitor ``i`` was decided once the feedback of about
+    ``i - threads`` earlier visitors had been sent, so ``i - threads -
+    version`` is the number of rewards not yet in that worker's model: the
+    cost of streaming, learning, publishing and hot-swapping, in visitors.
+    """
+    done = [i for i, d in enumerate(served.decision_ids) if d is not None]
+    version, learned = wait_for_learner(redis_url, len(done))
+    client = connect_sync(redis_url)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for i in done:
+            pipe.get(keys.decision(str(served.decision_ids[i])))
+        raw = pipe.execute()
+    finally:
+        client.close()
+    lags: list[float] = []
+    for i, blob in zip(done, raw, strict=True):
+        if blob is None:
+            continue
+        record = RECORD_DECODER.decode(blob)
+        lags.append(max(0, i - threads - record.bandits[0].version))
+    lags.sort()
+    if not lags:
+        lags = [float("nan")]
+    return LoopStats(
+        published=version,
+        learned=learned,
+        lag_median=statistics.median(lags),
+        lag_p90=lags[int(0.9 * (len(lags) - 1))],
+        lag_max=lags[-1],
+    )
+
+
+# --- reporting -----------------------------------------------------------------
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.3f}" if b else "n/a"
+
+
+def print_table(results: Sequence[dict[str, Outcome]]) -> None:
+    """Mean over runs of each policy's average reward, with ratios to (c) and (d)."""
+
+    def mean(policy: str, attr: str) -> float:
+        return statistics.fmean(getattr(r[policy], attr) for r in results)
+
+    names = {
+        "uniform": "(a) uniform random",
+        "served": "(b) served loop (HTTP, 2 workers)",
+        "inproc": "(c) VW in-process, learn each",
+        "optimum": "(d) optimum",
+    }
+    c, d = mean("inproc", "mean"), mean("optimum", "mean")
+    ce, de = mean("inproc", "mean_expected"), mean("optimum", "mean_expected")
+    print(f"\nmean of {len(results)} run(s), {results[0]['served'].n} decisions each")
+    print(
+        f"{'policy':36}{'reward':>8}{'/ (c)':>8}{'/ (d)':>8}{'expected':>10}{'/ (c)':>8}{'/ (d)':>8}"
+    )
+    for key, label in names.items():
+        m, e = mean(key, "mean"), mean(key, "mean_expected")
+        print(
+            f"{label:36}{m:>8.4f}{_ratio(m, c):>8}{_ratio(m, d):>8}"
+            f"{e:>10.4f}{_ratio(e, ce):>8}{_ratio(e, de):>8}"
+        )
+    b = mean("served", "mean")
+    a = mean("uniform", "mean")
+    verdict = "PASS" if b >= 0.98 * c and b > 1.5 * a else "FAIL"
+    print(
+        f"target (b) >= 0.98 x (c) and well above (a): (b)/(c) = {b / c:.3f}, (b)/(a) = {b / a:.2f}: {verdict}"
+    )
+
+
+# --- main ----------------------------------------------------------------------
+
+
+def main() -> int:
+    """Run the simulation; exit 1 if the served loop misses its target."""
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--decisions", type=int, default=8000, help="visitors per run (max 20000)")
+    ap.add_argument("--runs", type=int, default=3, help="paired runs, each on a new stream")
+    ap.add_argument("--threads", type=int, default=4, help="concurrent keep-alive connections")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--reload-ms", type=int, default=50, help="ARBITER_RELOAD_INTERVAL_MS")
+    ap.add_argument("--max-seconds", type=float, default=900, help="bound on the whole run")
+    ap.add_argument("--seed", type=int, default=2026)
+    ap.add_argument("--inproc-repeats", type=int, default=3, help="(c) runs averaged per stream")
+    ap.add_argument(
+        "--flush-external", action="store_true", help="allow FLUSHALL of ARBITER_REDIS_URL"
+    )
+    args = ap.parse_args()
+    if not 100 <= args.decisions <= 20_000:
+        ap.error("--decisions must be between 100 and 20000")
+    external = os.environ.get("ARBITER_REDIS_URL")
+    if external and not args.flush_external:
+        ap.error("ARBITER_REDIS_URL is set: pass --flush-external to let every run FLUSHALL it")
+    deadline = time.monotonic() + args.max_seconds
+
+    print("contexts (device, page): best arm, its click probability, gap to the next")
+    for device, page in CONTEXTS:
+        ranked = sorted((click_probability(device, page, a) for a in ARMS), reverse=True)
+        print(
+            f"  {device:8}{page:8} {best_arm(device, page):20}{ranked[0]:.2f}  +{ranked[0] - ranked[1]:.2f}"
+        )
+
+    plan = load_plan()
+    results: list[dict[str, Outcome]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        embedded = None if external else EmbeddedRedis(Path(tmp) / "redis", persistent=False)
+        if embedded is not None:
+            embedded.start()
+        url = external or (embedded.url if embedded else "")
+        try:
+            for run in range(args.runs):
+                if time.monotonic() > deadline:
+                    print(f"time bound reached after {run} run(s)")
+                    break
+                stream = make_stream(args.decisions, args.seed + run)
+                flush = connect_sync(url)
+                flush.flushall()
+                flush.close()
+                port = free_port()
+                env = {
+                    "ARBITER_REDIS_URL": url,
+                    "ARBITER_DATA_DIR": str(Path(tmp) / "data"),
+                    "ARBITER_RELOAD_INTERVAL_MS": str(args.reload_ms),
+                    "ARBITER_LEARNER": "inproc",
+                }
+                argv = arbiter_argv(str(RULES), port, workers=args.workers)
+                with server(argv, port, env):
+                    served = play_served(stream, port, args.threads, deadline)
+                    stats = loop_stats(url, served, args.threads)
+                t0 = time.perf_counter()
+                inproc = play_in_process_avg(stream, plan, run, args.inproc_repeats)
+                inproc_s = time.perf_counter() - t0
+                result = {
+                    "uniform": play_uniform(stream, args.seed + 1000 + run),
+                    "served": served.outcome,
+                    "inproc": inproc,
+                    "optimum": play_optimum(stream),
+                }
+                results.append(result)
+                rate = served.outcome.n / served.seconds
+                print(
+                    f"run {run}: (a) {result['uniform'].mean:.4f}  (b) {served.outcome.mean:.4f}  "
+                    f"(c) {inproc.mean:.4f}  (d) {result['optimum'].mean:.4f}  "
+                    f"(b)/(c) {_ratio(served.outcome.mean, inproc.mean)}  "
+                    f"[served {served.outcome.n} in {served.seconds:.1f}s = {rate:.0f} decide+feedback/s; "
+                    f"in-process {inproc_s:.1f}s]"
+                )
+                print(
+                    f"       learner: {stats.published} versions published, {stats.learned} of "
+                    f"{served.outcome.n} rewards learned; rewards not yet in the deciding model: "
+                    f"median {stats.lag_median:.0f}, p90 {stats.lag_p90:.0f}, max {stats.lag_max:.0f} "
+                    f"(median {1000 * stats.lag_median / rate:.0f} ms at this rate)"
+                )
+        finally:
+            if embedded is not None:
+                embedded.stop()
+    if not results:
+        return 1
+    print_table(results)
+    c = statistics.fmean(r["inproc"].mean for r in results)
+    b = statistics.fmean(r["served"].mean for r in results)
+    a = statistics.fmean(r["uniform"].mean for r in results)
+    return 0 if b >= 0.98 * c and b > 1.5 * a else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
