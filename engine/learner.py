@@ -532,6 +532,11 @@ class Learner:
                 wait = self.config.poll_interval
                 if not self._leader:
                     wait = max(wait, self.config.lease_ms / 3000.0)
+                elif self._first_unpublished is not None:
+                    # Wake when the learned rewards are due, not a poll later:
+                    # publish_interval may be shorter than poll_interval.
+                    due = self._first_unpublished + self.config.publish_interval
+                    wait = max(0.0, min(wait, due - self._clock()))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=wait)
         finally:

@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from engine.bandit_store import BanditRegistry
 from engine.decision_log import DecisionLog
+from engine.learner import LearnerConfig
 from engine.plan import Plan
 from engine.redis_client import connect
 from engine.redis_server import EmbeddedRedis
@@ -114,7 +115,13 @@ async def _start(settings: Settings, resources: Resources) -> AppState:
         file_path=settings.decision_log_file,
     )
     registry = BanditRegistry(admin_redis, check_interval_ms=settings.reload_interval_ms)
-    learners = LearnerSupervisor(admin_redis) if settings.learner == "inproc" else None
+    # Publishing more often than workers poll for new versions is wasted work;
+    # less often only adds lag between a reward and the model that uses it.
+    reload_s = settings.reload_interval_ms / 1000
+    learner_config = LearnerConfig(publish_interval=reload_s, poll_interval=min(0.1, reload_s))
+    learners = (
+        LearnerSupervisor(admin_redis, learner_config) if settings.learner == "inproc" else None
+    )
     rulesets = RulesetManager(
         admin_redis,
         Path(settings.rules_path),

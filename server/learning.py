@@ -11,7 +11,7 @@ import logging
 from contextlib import suppress
 from typing import Any
 
-from engine.learner import run_learners
+from engine.learner import LearnerConfig, run_learners
 from server.rulesets import LiveRuleset
 
 log = logging.getLogger("arbiter.learning")
@@ -20,8 +20,9 @@ log = logging.getLogger("arbiter.learning")
 class LearnerSupervisor:
     """Starts, restarts and stops `run_learners` tasks as rulesets are activated."""
 
-    def __init__(self, redis: Any) -> None:
+    def __init__(self, redis: Any, config: LearnerConfig | None = None) -> None:
         self.redis = redis
+        self.config = config
         self._running: dict[str, tuple[Any, asyncio.Event, asyncio.Task[None]]] = {}
 
     def activated(self, live: LiveRuleset) -> None:
@@ -44,7 +45,7 @@ class LearnerSupervisor:
 
     async def _run(self, name: str, decls: Any, stop: asyncio.Event) -> None:
         try:
-            await run_learners(self.redis, name, decls, stop)
+            await run_learners(self.redis, name, decls, stop, config=self.config)
         except asyncio.CancelledError:
             raise
         except Exception:
