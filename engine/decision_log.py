@@ -37,6 +37,9 @@ WRITE_TIMEOUT_SECONDS = 5.0
 class _Entry:
     record: DecisionRecord
     contacts: Sequence[tuple[str, int]]
+    # Set once the record is on the stream: a retry of the batch must not append it
+    # again, or erasure (which follows the index to this id) would miss the copy.
+    stream_id: bytes | None = None
 
 
 class DecisionLog:
@@ -132,14 +135,19 @@ class DecisionLog:
         batch = [self._queue[i] for i in range(min(BATCH_MAX, len(self._queue)))]
         blobs = [ENCODER.encode(e.record) for e in batch]
         async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
-            pipe = self.redis.pipeline(transaction=False)
-            for entry, blob in zip(batch, blobs, strict=True):
-                pipe.set(keys.decision(entry.record.decision_id), blob, ex=self.ttl)
-                pipe.xadd(keys.DECISION_STREAM, {b"r": blob}, maxlen=self.maxlen, approximate=True)
-            results = await pipe.execute()
-            # Stream ids are known only now; the customer-side writes need them for erasure.
-            stream_ids = results[1::2]
-            await self._customer_writes(batch, stream_ids)
+            unwritten = [(e, b) for e, b in zip(batch, blobs, strict=True) if e.stream_id is None]
+            if unwritten:
+                pipe = self.redis.pipeline(transaction=False)
+                for entry, blob in unwritten:
+                    pipe.set(keys.decision(entry.record.decision_id), blob, ex=self.ttl)
+                    pipe.xadd(
+                        keys.DECISION_STREAM, {b"r": blob}, maxlen=self.maxlen, approximate=True
+                    )
+                results = await pipe.execute()
+                # Stream ids are known only now; the customer-side writes need them for erasure.
+                for (entry, _), sid in zip(unwritten, results[1::2], strict=True):
+                    entry.stream_id = sid
+            await self._customer_writes(batch, [e.stream_id or b"" for e in batch])
         if self.file_path is not None:
             await asyncio.to_thread(self._append_file, blobs)
         for _ in batch:
