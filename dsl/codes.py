@@ -35,6 +35,8 @@ CODES: dict[str, Code] = {
     "invalid-date": Code("error", "a date that does not exist, such as 2026-02-30"),
     "invalid-date-range": Code("error", "a `valid A .. B` range that ends before it starts"),
     "duplicate-property": Code("error", "an action property given twice"),
+    # -- nesting (dsl/parser.py; engine/compiler.py for what Python itself cannot compile)
+    "too-complex": Code("error", "expressions or blocks nested too deeply to compile"),
     # -- files (dsl/loader.py)
     "file-not-found": Code("error", "a file or an included file cannot be read"),
     "include-cycle": Code("error", "a file includes itself, directly or indirectly"),

@@ -13,8 +13,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedInput
+from lark import Lark, Token, Transformer, Tree, v_args
+from lark.exceptions import UnexpectedInput, VisitError
 from lark.tree import Meta
 
 from dsl import nodes as n
@@ -27,6 +27,10 @@ _GRAMMAR = Path(__file__).with_name("grammar.lark")
 _PROP_WORDS = {"fatigue": "suppress after", "consent": "requires consent"}
 
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+#: Parse trees nest at most this deep: the stages after parsing walk them recursively,
+#: and Python's stack would overflow long before a real ruleset needed more.
+MAX_NESTING = 100
 
 
 @cache
@@ -46,11 +50,36 @@ def parse(text: str, filename: str = "<rules>") -> n.Ruleset:
     except UnexpectedInput as exc:
         diagnostic = syntax_diagnostic(exc, text, filename, _parser())
         raise RulesError([diagnostic], {filename: text}) from None
+    deep = _too_deep(tree)
+    if deep is not None:
+        message = f"this nests more than {MAX_NESTING} levels deep; split it into segments"
+        diagnostic = Diagnostic("too-complex", message, _span(filename, deep.meta))
+        raise RulesError([diagnostic], {filename: text})
     builder = _Builder(filename)
-    ruleset: n.Ruleset = builder.transform(tree)
+    try:
+        ruleset: n.Ruleset = builder.transform(tree)
+    except VisitError as exc:
+        # A literal Python cannot read: a 5,000-digit number, a string escape JSON rejects.
+        if not isinstance(exc.orig_exc, ValueError):
+            raise
+        where = exc.obj.meta if isinstance(exc.obj, Tree) else exc.obj
+        message = f"cannot read this literal: {exc.orig_exc}"
+        diagnostic = Diagnostic("syntax", message, _span(filename, where))
+        raise RulesError([diagnostic], {filename: text}) from None
     if builder.errors:
         raise RulesError(builder.errors, {filename: text})
     return n.Ruleset(ruleset.name, ruleset.span, ruleset.decls, text)
+
+
+def _too_deep(tree: Tree[Token]) -> Tree[Token] | None:
+    """The first subtree nested deeper than MAX_NESTING, found without recursion."""
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_NESTING:
+            return node
+        stack.extend((c, depth + 1) for c in node.children if isinstance(c, Tree))
+    return None
 
 
 def parse_file(path: str | Path) -> n.Ruleset:
