@@ -49,6 +49,18 @@ class Writer:
         return "\n".join(self.lines) + "\n"
 
 
+#: Generated code for one expression may not exceed this many characters.
+MAX_EXPRESSION_CODE = 200_000
+
+
+class TooComplex(Exception):
+    """An expression whose generated code would be unreasonably large."""
+
+    def __init__(self, span: n.Span) -> None:
+        super().__init__(f"{span}: expression too complex")
+        self.span = span
+
+
 class Constants:
     """The `K` table: values too rich for `repr()` in source (sets, regexes, tuples)."""
 
@@ -173,7 +185,12 @@ class ExprCompiler:
         return self.truth(e)
 
     def _tristate(self, e: n.Expr) -> str:
-        return f"(True if {self.truth(e)} else (False if {self.falsity(e)} else None))"
+        code = f"(True if {self.truth(e)} else (False if {self.falsity(e)} else None))"
+        # A condition used as a value carries both its truth and its falsity code, so
+        # nesting such values (`((x > 1) == true) == true …`) quadruples the code per level.
+        if len(code) > MAX_EXPRESSION_CODE:
+            raise TooComplex(e.span)
+        return code
 
     def _bind(self, source: str) -> tuple[str, str | None]:
         """Name a value once so a None guard does not evaluate it twice.

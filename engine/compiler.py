@@ -25,7 +25,7 @@ from typing import Any
 from dsl import CheckedRuleset, Diagnostic, RulesError
 from dsl import nodes as n
 from engine import runtime
-from engine.codegen import Constants, ExprCompiler, Writer
+from engine.codegen import Constants, ExprCompiler, TooComplex, Writer
 from engine.plan import ActionSpec, AggregateSpec, Needs, Plan, RuleInfo
 from engine.rulegen import RuleWriter
 
@@ -327,13 +327,16 @@ def _generate(
     checked: CheckedRuleset, digest: str, optimize: bool
 ) -> tuple[_Compiler, str, list[n.Span | None], Any]:
     comp = _Compiler(checked, optimize)
-    parts = [
-        comp.evaluator(),
-        comp.model_inputs(),
-        comp.action_model_inputs(),
-        comp.bandit_features(),
-        comp.formula(),
-    ]
+    try:
+        parts = [
+            comp.evaluator(),
+            comp.model_inputs(),
+            comp.action_model_inputs(),
+            comp.bandit_features(),
+            comp.formula(),
+        ]
+    except TooComplex as exc:
+        raise _too_complex(checked, exc.span) from None
     source = "".join(src for src, _ in parts)
     spans = [s for _, sp in parts for s in sp]
     filename = f"<arbiter plan {checked.name} {digest[:12]}>"

@@ -402,13 +402,25 @@ def test_compile_cache_is_keyed_by_text_layout_and_compiler_version(
     assert rebuilt is not first and rebuilt.hash != first.hash
 
 
-def test_nesting_deeper_than_python_allows_is_a_rules_error() -> None:
-    # Each level of `x + (…)` costs the generated code two levels of parentheses.
+def test_code_that_would_explode_is_a_rules_error_not_a_hang() -> None:
+    """A condition used as a value carries its truth and falsity code: 4x per level."""
+    expr = "profile.x > 1"
+    for _ in range(30):
+        expr = f"({expr}) == true"
+    text = f"ruleset deep\nprofile {{ x: number }}\naction a {{ value 1 }}\nwhen {expr} offer a\n"
+    for optimize in (True, False):
+        with pytest.raises(dsl.RulesError) as info:
+            engine.compile_plan(checked(text, "deep.rules"), optimize=optimize)
+        assert info.value.first.code == "too-complex"
+        assert info.value.first.span.file == "deep.rules" and info.value.first.span.line == 4
+
+
+def test_nesting_deeper_than_the_parser_allows_is_a_rules_error() -> None:
     deep = "profile.x + (" * 120 + "1" + ")" * 120
     text = (
         f"ruleset deep\nprofile {{ x: number }}\naction a {{ value 1 }}\nwhen {deep} > 1 offer a\n"
     )
     with pytest.raises(dsl.RulesError) as info:
-        engine.compile_plan(checked(text, "deep.rules"))
+        dsl.parse(text, "deep.rules")
     assert info.value.first.code == "too-complex"
-    assert str(info.value.first.span) == "deep.rules:4:1"
+    assert info.value.first.span.line == 4
