@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import secrets
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -249,6 +250,51 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     )
 
 
+# ------------------------------------------------------------------- learn
+
+
+def cmd_learn(args: argparse.Namespace) -> int:
+    """Learn the bandits of the rules from the reward stream until Ctrl-C or SIGTERM.
+
+    For deployments with many servers: run the servers with
+    ``ARBITER_LEARNER=off`` and one or more ``arbiter learn`` beside them (a
+    Redis lease keeps exactly one learner active per bandit; the others stand
+    by). On a signal the active learners publish what they learned and
+    release their leases, so a standby takes over at once.
+    """
+    import logging
+
+    from engine.learner import LearnerConfig, learn_main
+
+    files = [p for p in _paths([args.rules]) if dsl.load_checked(p).bandits]
+    if not files:
+        print(f"arbiter: no bandits declared in {args.rules}: nothing to learn", file=sys.stderr)
+        return 1
+    # The learners log when they take over or stand down: an operator wants to see that.
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    config = LearnerConfig(publish_every=args.publish_every, publish_interval=args.publish_interval)
+    url, embedded = _redis_url()
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        names = ", ".join(map(str, files))
+        print(f"arbiter: learning the bandits of {names}; Ctrl-C stops", flush=True)
+        await asyncio.gather(*(learn_main(url, f, stop, config=config) for f in files))
+
+    try:
+        asyncio.run(run())
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    print("arbiter: learner stopped")
+    return 0
+
+
 # ------------------------------------------------------------------- serve
 
 
@@ -363,6 +409,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--rules", default=None, help="check properties against these rules' events")
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("learn", help="learn the bandits from the reward stream (for many servers)")
+    p.add_argument("--rules", default=DEFAULT_RULES, help="a .rules file or a folder of them")
+    p.add_argument(
+        "--publish-every", type=int, default=100, help="publish after this many rewards ..."
+    )
+    p.add_argument(
+        "--publish-interval",
+        type=float,
+        default=1.0,
+        help="... or this many seconds after the first unpublished one (match the servers' "
+        "ARBITER_RELOAD_INTERVAL_MS)",
+    )
+    p.set_defaults(func=cmd_learn)
     return parser
 
 
