@@ -18,7 +18,9 @@ see only the last 400 days or so.
 
 The read. `READ_LUA` fetches, in one EVALSHA on one shard, everything a plan's
 `Needs` ask for: the profile hash, last-seen times, each window's aggregate
-(computed server-side, one HMGET per bucket hash, so only numbers come back),
+(computed server-side, one HMGET per bucket hash, so only numbers come back;
+a hash the window covers whole is read through its '|all' totals, so a 365-day
+window reads two edge hashes bucket by bucket and one field of each other),
 contact counts within each cap window, and recent rejection times. One
 command, one small reply.
 """
@@ -61,9 +63,7 @@ if eid ~= '' then
   redis.call('EXPIRE', KEYS[4], ARGV[8])
 end
 local etype = ARGV[3]
-local function bump(key, bucket, expire_at)
-  if bucket == '' then return end
-  local b = '|' .. bucket
+local function add(key, b)
   redis.call('HINCRBY', key, etype .. b, 1)
   local i = 11
   while i <= #ARGV do
@@ -77,6 +77,13 @@ local function bump(key, bucket, expire_at)
     if not hi or v > tonumber(hi) then redis.call('HSET', key, field .. '|max', ARGV[i + 1]) end
     i = i + 2
   end
+end
+local function bump(key, bucket, expire_at)
+  if bucket == '' then return end
+  add(key, '|' .. bucket)
+  -- The same figures for the whole hash: a window that covers it entirely reads one
+  -- field instead of 24 or 32.
+  add(key, '|all')
   -- The expiry is a function of the bucket key alone (its last bucket + the longest
   -- window it serves), so late events neither extend nor shorten it.
   redis.call('EXPIREAT', key, expire_at)
@@ -115,21 +122,28 @@ for w = 1, n_win do
   if fn == 'min' then suffix = '|min' elseif fn == 'max' then suffix = '|max' end
   local step = 1
   if fn == 'avg' then step = 2 end
-  local group0 = math.floor(first / per_key)
+  local group0, group_last = math.floor(first / per_key), math.floor(last / per_key)
   local acc, count = nil, 0
-  local b = first
-  -- One HMGET per bucket hash, not one HGET per bucket.
-  while b <= last do
-    local g = math.floor(b / per_key)
-    local stop = math.min(last, (g + 1) * per_key - 1)
+  -- One HMGET per bucket hash: bucket by bucket in the two edge hashes, the
+  -- whole-hash figures ('|all') of every hash in between.
+  for g = group0, group_last do
     local fields = {}
-    for x = b, stop do
-      local f = prefix .. '|' .. string.format('%d', x)
+    if g > group0 and g < group_last then
       if fn == 'avg' then
-        fields[#fields + 1] = f
-        fields[#fields + 1] = f .. '|n'
+        fields[1] = prefix .. '|all'
+        fields[2] = prefix .. '|all|n'
       else
-        fields[#fields + 1] = f .. suffix
+        fields[1] = prefix .. '|all' .. suffix
+      end
+    else
+      for x = math.max(first, g * per_key), math.min(last, (g + 1) * per_key - 1) do
+        local f = prefix .. '|' .. x  -- integers below 1e14 print without a decimal point
+        if fn == 'avg' then
+          fields[#fields + 1] = f
+          fields[#fields + 1] = f .. '|n'
+        else
+          fields[#fields + 1] = f .. suffix
+        end
       end
     end
     local vals = redis.call('HMGET', KEYS[key0 + g - group0], unpack(fields))
@@ -147,7 +161,6 @@ for w = 1, n_win do
         if fn == 'avg' then count = count + tonumber(vals[i + 1] or '0') end
       end
     end
-    b = stop + 1
   end
   if fn == 'avg' then
     if count > 0 and acc then acc = acc / count else acc = nil end
