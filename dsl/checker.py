@@ -19,7 +19,7 @@ from dsl import types as t
 from dsl.codes import CODES
 from dsl.errors import MAX_DIAGNOSTICS, Diagnostic, RulesError, did_you_mean, sort_and_cap
 from dsl.expressions import FORMULA_NAMES, ExprChecker
-from dsl.reachability import Fact, always_true, satisfiable
+from dsl.reachability import Fact, Reasoner, always_true
 from dsl.scenario_check import Locator, check_scenarios
 
 EXPLORATIONS = ("epsilon", "softmax", "squarecb")
@@ -72,6 +72,7 @@ class _Checker(ExprChecker):
         # Filled by `rules`: per action, the offering rules that can fire, with their path facts.
         self._offers: dict[str, list[list[Fact]]] = {}
         self._always_suppressed: dict[str, n.Span] = {}
+        self._reasoner = Reasoner({})
 
     def error(self, code: str, message: str, span: n.Span, hint: str | None = None) -> None:
         assert CODES[code].severity == "error", code
@@ -223,8 +224,8 @@ class _Checker(ExprChecker):
     def rules(self) -> None:
         """Rule conditions are booleans; offered actions exist; unreachable rules are flagged."""
         self.out.rules = tuple(self._rule(r) for r in self.rs.of(n.Rule))
-        segments = {name: s.expr for name, s in self.out.segments.items()}
-        self._reach(self.out.rules, [], {}, segments, top=True)
+        self._reasoner = Reasoner({name: s.expr for name, s in self.out.segments.items()})
+        self._reach(self.out.rules, [], {}, top=True)
 
     def _rule(self, rule: n.Rule) -> n.Rule:
         if isinstance(rule, n.WhenRule):
@@ -254,29 +255,28 @@ class _Checker(ExprChecker):
         rules: tuple[n.Rule, ...],
         path: list[_PathFact],
         seen: dict[tuple[Any, ...], n.WhenRule],
-        segments: dict[str, n.Expr],
         top: bool,
     ) -> None:
         """Walk one block with the facts known on its path; warn on what can never happen."""
         seen = dict(seen)  # rules of an outer block shadow those of an inner one, not back
         for rule in rules:
             if isinstance(rule, n.IfBlock):
-                if self._unreachable(rule, rule.condition, path, segments, "this block"):
+                if self._unreachable(rule, rule.condition, path, "this block"):
                     continue
                 inner = [*path, _PathFact(Fact(rule.condition), rule.span)]
-                self._reach(rule.then, inner, seen, segments, top=False)
+                self._reach(rule.then, inner, seen, top=False)
                 if rule.orelse:
                     other = [*path, _PathFact(Fact(rule.condition, not_true=True), rule.span)]
-                    if not satisfiable([p.fact for p in other], segments):
+                    if not self._reasoner.satisfiable([p.fact for p in other]):
                         first = rule.orelse[0]
                         self.warn("unreachable-rule", "this 'else' can never run", first.span)
                     else:
-                        self._reach(rule.orelse, other, seen, segments, top=False)
+                        self._reach(rule.orelse, other, seen, top=False)
                 continue
             what = "this rule" if isinstance(rule, n.WhenRule) else "this suppress rule"
             cond = rule.condition if isinstance(rule, n.WhenRule | n.SuppressRule) else None
             assert cond is not None
-            if self._unreachable(rule, cond, path, segments, what):
+            if self._unreachable(rule, cond, path, what):
                 continue
             if isinstance(rule, n.SuppressRule):
                 if top and always_true(cond):
@@ -287,33 +287,29 @@ class _Checker(ExprChecker):
             facts = [p.fact for p in path] + [Fact(rule.condition)]
             self._offers.setdefault(rule.action, []).append(facts)
 
-    def _unreachable(
-        self,
-        rule: n.Rule,
-        cond: n.Expr,
-        path: list[_PathFact],
-        segments: dict[str, n.Expr],
-        what: str,
-    ) -> bool:
+    def _unreachable(self, rule: n.Rule, cond: n.Expr, path: list[_PathFact], what: str) -> bool:
         own = Fact(cond)
-        if not satisfiable([own], segments):
+        if self._reasoner.satisfiable([p.fact for p in path], [own]):
+            return False  # the usual case: one test, whatever the depth
+        if not path or not self._reasoner.satisfiable([], [own]):
             if always_true(n.Unary(cond.span, "not", cond)):
                 why = "its condition is always false"
             else:
                 why = "its conditions contradict each other"
             self.warn("unreachable-rule", f"{what} can never run: {why}", rule.span)
             return True
+        # Name the innermost enclosing `if` that, with those inside it, rules the rule out.
         for j in range(len(path) - 1, -1, -1):
-            facts = [p.fact for p in path[j:]] + [own]
-            if not satisfiable(facts, segments):
-                where = path[j].span
+            if not self._reasoner.satisfiable([p.fact for p in path[j:]], [own]):
                 kind = "the enclosing 'if'"
                 if path[j].fact.not_true:
                     kind = "the 'if' whose 'else' it is in"
-                message = f"{what} can never run: its condition contradicts {kind} at {where}"
+                message = (
+                    f"{what} can never run: its condition contradicts {kind} at {path[j].span}"
+                )
                 self.warn("unreachable-rule", message, rule.span)
                 return True
-        return False
+        return False  # pragma: no cover - the whole path contradicts, so some suffix does
 
     def _shadowed(self, rule: n.WhenRule, seen: dict[tuple[Any, ...], n.WhenRule]) -> None:
         """A `when` identical to an earlier one on its path adds nothing, unless it ranks higher."""
@@ -463,7 +459,6 @@ class _Checker(ExprChecker):
             )
             return
         paths = self._offers.get(name, [])
-        segments = {k: s.expr for k, s in self.out.segments.items()}
         if not paths:
             message = f"no rule that offers action '{name}' can ever fire"
             self.warn("unofferable-action", message, action.name_span)
@@ -473,7 +468,8 @@ class _Checker(ExprChecker):
             items = tuple(n.String(n.NO_SPAN, c) for c in action.channels)
             wrong = n.Binary(n.NO_SPAN, "not in", channel, n.ListLit(n.NO_SPAN, items))
             # Arbitration drops an action whose channels exclude the request's channel.
-            if not any(satisfiable([*p, Fact(wrong, not_true=True)], segments) for p in paths):
+            blocked = Fact(wrong, not_true=True)
+            if not any(self._reasoner.satisfiable(p[:-1], [p[-1], blocked]) for p in paths):
                 self.warn(
                     "unofferable-action",
                     f"action '{name}' is only for channels [{', '.join(action.channels)}], "

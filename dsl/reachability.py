@@ -37,8 +37,6 @@ Predicate = Callable[[Any], Truth]
 #: A value no literal in a ruleset can equal, standing for "any other string".
 _FRESH = "\x00other"
 _MISSING = None
-#: How deep segment definitions are expanded (segments may use segments).
-_MAX_DEPTH = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +106,7 @@ def _orderable(op: str, c: Any) -> bool:
     return op in ("==", "!=") or (isinstance(c, int | float) and not isinstance(c, bool))
 
 
-def _atom(e: n.Expr, segments: Mapping[str, n.Expr]) -> _Atom | None:
+def _atom(e: n.Expr) -> _Atom | None:
     """The atom `e` is, or None when `e` is not one this module understands."""
     if isinstance(e, n.Bool):
         value = e.value
@@ -168,20 +166,23 @@ def _not3(a: Truth) -> Truth:
     return None if a is None else not a
 
 
-def _conjuncts(
-    e: n.Expr, positive: bool, segments: Mapping[str, n.Expr], depth: int
-) -> Iterator[_Atom]:
-    """Atoms that must all be true for `e` to be true (`positive`) or false (not `positive`)."""
+Expand = Callable[[str, bool], list[_Atom]]
+
+
+def _conjuncts(e: n.Expr, positive: bool, expand: Expand) -> Iterator[_Atom]:
+    """Atoms that must all be true for `e` to be true (`positive`) or false (not `positive`).
+
+    `expand(segment, positive)` gives the atoms of a segment's definition."""
     if isinstance(e, n.Unary) and e.op == "not":
-        yield from _conjuncts(e.operand, not positive, segments, depth)
+        yield from _conjuncts(e.operand, not positive, expand)
         return
     if isinstance(e, n.BoolOp):
         # `a and b` true: both true. `a or b` false: both false. The other two are disjunctions.
         if (e.op == "and") == positive:
             for operand in e.operands:
-                yield from _conjuncts(operand, positive, segments, depth)
+                yield from _conjuncts(operand, positive, expand)
         return
-    atom = _atom(e, segments)
+    atom = _atom(e)
     if atom is None:
         return
     if positive:
@@ -189,21 +190,9 @@ def _conjuncts(
     else:
         test = atom.test
         yield _Atom(atom.key, lambda v: _not3(test(v)), atom.literals)
-    if isinstance(e, n.Ref) and len(e.parts) == 1 and e.parts[0] in segments and depth > 0:
+    if isinstance(e, n.Ref) and len(e.parts) == 1:
         # A segment is true exactly when its definition is, false when it is false.
-        yield from _conjuncts(segments[e.parts[0]], positive, segments, depth - 1)
-
-
-def _fact_atoms(fact: Fact, segments: Mapping[str, n.Expr]) -> list[_Atom]:
-    if not fact.not_true:
-        return list(_conjuncts(fact.expr, True, segments, _MAX_DEPTH))
-    # "Not true" of a single atom is a fact about its value; of anything larger it
-    # is a disjunction, about which we claim nothing.
-    atom = _atom(fact.expr, segments) if not isinstance(fact.expr, n.BoolOp) else None
-    if atom is None:
-        return []
-    test = atom.test
-    return [_Atom(atom.key, lambda v: test(v) is not True, atom.literals)]
+        yield from expand(e.parts[0], positive)
 
 
 def _candidates(literals: Sequence[Any]) -> list[Any]:
@@ -221,24 +210,78 @@ def _candidates(literals: Sequence[Any]) -> list[Any]:
     return out
 
 
+class Reasoner:
+    """Satisfiability over one ruleset's segments, remembering what it has worked out.
+
+    The atoms of an `if`'s fact are shared by every rule inside it, and a
+    segment's definition by every rule that uses it: each is computed once,
+    which keeps checking linear in the number of rules.
+    """
+
+    def __init__(self, segments: Mapping[str, n.Expr]) -> None:
+        self.segments = segments
+        self._atoms: dict[Fact, list[_Atom]] = {}
+        self._segment_atoms: dict[tuple[str, bool], list[_Atom]] = {}
+        self._expanding: set[tuple[str, bool]] = set()
+
+    def _expand(self, name: str, positive: bool) -> list[_Atom]:
+        key = (name, positive)
+        found = self._segment_atoms.get(key)
+        if found is not None:
+            return found
+        if name not in self.segments or key in self._expanding:
+            return []  # not a segment, or a cycle (reported by the checker)
+        self._expanding.add(key)
+        found = list(_conjuncts(self.segments[name], positive, self._expand))
+        self._expanding.discard(key)
+        self._segment_atoms[key] = found
+        return found
+
+    def atoms(self, fact: Fact, remember: bool = True) -> list[_Atom]:
+        """The atoms of a fact; `remember=False` for a fact seen once (hashing one costs
+        a walk of its whole expression)."""
+        found = self._atoms.get(fact) if remember else None
+        if found is not None:
+            return found
+        if not fact.not_true:
+            found = list(_conjuncts(fact.expr, True, self._expand))
+        else:
+            # "Not true" of a single atom is a fact about its value; of anything
+            # larger it is a disjunction, about which we claim nothing.
+            atom = None if isinstance(fact.expr, n.BoolOp) else _atom(fact.expr)
+            found = []
+            if atom is not None:
+                test = atom.test
+                found = [_Atom(atom.key, lambda v: test(v) is not True, atom.literals)]
+        if remember:
+            self._atoms[fact] = found
+        return found
+
+    def satisfiable(self, facts: Sequence[Fact], once: Sequence[Fact] = ()) -> bool:
+        """False only when the facts certainly cannot all hold at once.
+
+        `facts` recur (the conditions of enclosing blocks); `once` do not (a rule's own)."""
+        by_key: dict[n.Expr | None, list[_Atom]] = {}
+        for fact, remember in [*((f, True) for f in facts), *((f, False) for f in once)]:
+            for atom in self.atoms(fact, remember):
+                by_key.setdefault(atom.key, []).append(atom)
+        for key, atoms in by_key.items():
+            if key is None:
+                if any(a.test(None) is not True for a in atoms):
+                    return False
+                continue
+            literals = [x for a in atoms for x in a.literals]
+            if not any(all(a.test(v) is True for a in atoms) for v in _candidates(literals)):
+                return False
+        return True
+
+
 def satisfiable(facts: Sequence[Fact], segments: Mapping[str, n.Expr]) -> bool:
     """False only when the facts certainly cannot all hold at once."""
-    by_key: dict[n.Expr | None, list[_Atom]] = {}
-    for fact in facts:
-        for atom in _fact_atoms(fact, segments):
-            by_key.setdefault(atom.key, []).append(atom)
-    for key, atoms in by_key.items():
-        if key is None:
-            if any(a.test(None) is not True for a in atoms):
-                return False
-            continue
-        literals = [x for a in atoms for x in a.literals]
-        if not any(all(a.test(v) is True for a in atoms) for v in _candidates(literals)):
-            return False
-    return True
+    return Reasoner(segments).satisfiable(facts)
 
 
 def always_true(e: n.Expr) -> bool:
     """Whether a condition is a literal truth (`true`, `1 < 2`): nothing can make it false."""
-    atom = _atom(e, {})
+    atom = _atom(e)
     return atom is not None and atom.key is None and atom.test(None) is True
