@@ -46,9 +46,10 @@ class _Symbols:
 
 
 class _Compiler:
-    def __init__(self, checked: CheckedRuleset, optimize: bool) -> None:
+    def __init__(self, checked: CheckedRuleset, optimize: bool, force: bool = False) -> None:
         self.c = checked
         self.optimize = optimize
+        self.force = force
         self._lines = {name: text.splitlines() for name, text in checked.sources.items()}
         self.consts = Constants()
         self.sym = _Symbols({}, {}, {}, {}, {}, {})
@@ -106,7 +107,7 @@ class _Compiler:
         return len(self.rules) - 1
 
     def evaluator(self) -> tuple[str, list[n.Span | None]]:
-        rules = RuleWriter(self, self.c, self.optimize)
+        rules = RuleWriter(self, self.c, self.optimize, self.force)
         body = Writer()
         body.indent()
         segment_locals = rules.body(body)
@@ -324,9 +325,9 @@ def _too_complex(checked: CheckedRuleset, span: n.Span | None) -> RulesError:
 
 
 def _generate(
-    checked: CheckedRuleset, digest: str, optimize: bool
+    checked: CheckedRuleset, digest: str, optimize: bool, force: bool
 ) -> tuple[_Compiler, str, list[n.Span | None], Any]:
-    comp = _Compiler(checked, optimize)
+    comp = _Compiler(checked, optimize, force)
     try:
         parts = [
             comp.evaluator(),
@@ -352,15 +353,16 @@ def _generate(
     return comp, source, spans, code
 
 
-def _build(checked: CheckedRuleset, digest: str, optimize: bool) -> Plan:
+def _build(checked: CheckedRuleset, digest: str, optimize: bool, *, force: bool = False) -> Plan:
+    """Generate, compile and load a plan (no cache). `force` indexes every block (tests)."""
     try:
         try:
-            comp, source, spans, code = _generate(checked, digest, optimize)
+            comp, source, spans, code = _generate(checked, digest, optimize, force)
         except RulesError:
             if not optimize:
                 raise
             # The indexed layout nests deeper than the naive one; it may still fit.
-            comp, source, spans, code = _generate(checked, digest, False)
+            comp, source, spans, code = _generate(checked, digest, False, False)
     except RecursionError:
         raise _too_complex(checked, None) from None
     namespace: dict[str, Any] = dict(runtime.EXPORTED)

@@ -290,7 +290,7 @@ def _weaker(a: Analysis, f: Filter) -> list[Filter]:
 # ----------------------------------------------------------------- grouping
 
 
-def plan_block(analyses: Sequence[Analysis | None]) -> BlockPlan:
+def plan_block(analyses: Sequence[Analysis | None], min_group: int = MIN_GROUP) -> BlockPlan:
     """Group a block's items into indexes; `None` marks an item that must always run."""
     chosen: dict[int, Filter] = {}
     for pos, a in enumerate(analyses):
@@ -309,12 +309,12 @@ def plan_block(analyses: Sequence[Analysis | None]) -> BlockPlan:
     # on the order groups are visited in.
     sizes = {sig: len(m) for sig, m in groups().items()}
     for sig, members in sorted(groups().items(), key=lambda g: g[1][0]):
-        if sizes[sig] >= MIN_GROUP:
+        if sizes[sig] >= min_group:
             continue
         for pos in members:
             a = analyses[pos]
             assert a is not None
-            options = [w for w in _weaker(a, chosen[pos]) if sizes.get(w.signature, 0) >= MIN_GROUP]
+            options = [w for w in _weaker(a, chosen[pos]) if sizes.get(w.signature, 0) >= min_group]
             if options:
                 chosen[pos] = max(options, key=lambda w: sizes[w.signature])
             else:

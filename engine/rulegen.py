@@ -53,6 +53,10 @@ MIN_INDEXED_BLOCK = 4
 MAX_INDEXED_DEPTH = 4
 #: At most this many shared predicates get a memo local (each costs one store per decision).
 MAX_MEMOS = 256
+#: Rough costs in ns (CPython 3.11, in a function): testing a rule whose first conjunct
+#: fails, one index lookup, the candidate list and loop, running one item through the loop.
+#: A block is indexed only when the rules it skips cost more than the lookups it adds.
+COST_TEST, COST_LOOKUP, COST_SETUP, COST_DISPATCH = 25, 100, 150, 45
 
 _EXPENSIVE_OPS = ("matches", "starts with", "ends with", "contains")
 
@@ -87,10 +91,14 @@ class _Unit:
 class RuleWriter:
     """Writes segment and rule code; remembers the locals the preamble must set up."""
 
-    def __init__(self, host: Host, checked: CheckedRuleset, optimize: bool) -> None:
+    def __init__(
+        self, host: Host, checked: CheckedRuleset, optimize: bool, force: bool = False
+    ) -> None:
         self.host = host
         self.c = checked
         self.optimize = optimize
+        # Tests index every block, however small, to cover every path of the layout.
+        self.force = force
         self.guards: dict[tuple[str, str], tuple[str, n.Ref]] = {}  # (field, kind) -> local
         self.memos: list[str] = []
         self.sorts_offers = False
@@ -232,12 +240,13 @@ class RuleWriter:
         if (
             self.optimize
             and not self._naive
-            and len(rules) >= MIN_INDEXED_BLOCK
+            and (self.force or len(rules) >= MIN_INDEXED_BLOCK)
             and self._depth < MAX_INDEXED_DEPTH
         ):
             units = self._units(rules)
-            plan = indexing.plan_block([u.analysis for u in units])
-        if plan is None or not plan.indexes:
+            min_group = 1 if self.force else indexing.MIN_GROUP
+            plan = indexing.plan_block([u.analysis for u in units], min_group)
+        if plan is None or not plan.indexes or not (self.force or _pays(plan, units)):
             for r in rules:
                 self.rule(w, r)
             return
@@ -430,6 +439,14 @@ class RuleWriter:
         memo = {p: f"q{i}" for i, p in enumerate(shared)}
         self.host.exprs.memo = memo
         self.memos = list(memo.values())
+
+
+def _pays(plan: indexing.BlockPlan, units: list[_Unit]) -> bool:
+    """Whether the indexed layout of a block is expected to beat testing its rules in turn."""
+    skipped = sum(len(index.members) for index in plan.indexes)
+    always = sum(1 for p in plan.always if units[p].kind != "whole")
+    cost = COST_SETUP + COST_LOOKUP * len(plan.indexes) + COST_DISPATCH * always
+    return skipped * COST_TEST > cost
 
 
 def _bucket_parts(index: indexing.Index, table: Any) -> tuple[bool, bool, bool]:

@@ -75,9 +75,18 @@ def case_texts() -> dict[str, str]:
 CASE_TEXTS = case_texts()
 
 
-def plans(name: str) -> tuple[Plan, Plan]:
+def forced(c: dsl.CheckedRuleset) -> Plan:
+    """Every block indexed, however small (what compile_plan does only where it pays).
+
+    Built outside the plan cache, so no other test ever gets this layout by accident.
+    """
+    return compiler._build(c, compiler.content_hash(c), True, force=True)
+
+
+def plans(name: str) -> tuple[Plan, Plan, Plan]:
+    """(compile_plan's plan, the forced indexed plan, the naive plan) of a case."""
     c = checked(CASE_TEXTS[name], name)
-    return engine.compile_plan(c), engine.compile_plan(c, optimize=False)
+    return engine.compile_plan(c), forced(c), engine.compile_plan(c, optimize=False)
 
 
 def indexed(source: str) -> bool:
@@ -181,14 +190,14 @@ def run_evaluate(plan: Plan, P: dict[str, Any], C: dict[str, Any], agg: dict[str
 
 @pytest.mark.parametrize("name", sorted(CASE_TEXTS))
 def test_indexed_evaluator_equals_naive_one(name: str) -> None:
-    opt, naive = plans(name)
-    assert opt is not naive and opt.hash == naive.hash
+    opt, force, naive = plans(name)
+    assert opt is not naive and opt.hash == naive.hash == force.hash
     fired = errors = 0
     for P, C, agg in random_inputs(opt, 600, seed=zlib.crc32(name.encode())):
-        got = run_evaluate(opt, P, C, agg)
         want = run_evaluate(naive, P, C, agg)
-        # NaN != NaN, so compare reprs: same values, same order, same error text.
-        assert repr(got) == repr(want), (P, C, agg)
+        for plan in (opt, force):
+            # NaN != NaN, so compare reprs: same values, same order, same error text.
+            assert repr(run_evaluate(plan, P, C, agg)) == repr(want), (P, C, agg)
         fired += len(want[0])
         errors += len(want[3])
     # The inputs must exercise something: offers fire, and (edge case) errors happen.
@@ -199,12 +208,12 @@ def test_indexed_evaluator_equals_naive_one(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(CASE_TEXTS))
 def test_indexed_and_naive_plans_decide_alike(name: str) -> None:
-    opt, naive = plans(name)
+    opt, force, naive = plans(name)
     encode = msgspec.json.Encoder().encode
     for i, (P, C, agg) in enumerate(random_inputs(opt, 150, seed=9)):
         request = DecideRequest(f"cust-{i}", C, limit=3, explain=True)
         out = []
-        for plan in (opt, naive):
+        for plan in (opt, force, naive):
             decision, record = engine.decide(
                 plan,
                 request,
@@ -214,14 +223,16 @@ def test_indexed_and_naive_plans_decide_alike(name: str) -> None:
                 oracle=oracle_for(plan),
             )
             out.append(encode(decision) + b"\n" + encode(record))
-        assert out[0] == out[1]
+        assert out[0] == out[2] and out[1] == out[2]
 
 
-def test_the_optimized_plan_really_indexes() -> None:
+def test_the_optimized_plans_really_index() -> None:
     """Guards the differential tests against comparing the naive layout with itself."""
-    opt, naive = plans("generated-400")
+    for name in CASE_TEXTS:
+        _, force, naive = plans(name)
+        assert indexed(force.source) and not indexed(naive.source), name
+    opt, _, naive = plans("generated-400")
     assert indexed(opt.source) and "bl(" in opt.source
-    assert not indexed(naive.source)
     # A decision runs a handful of rules, not all of them: count the code paths taken.
     P = {"country": "DE", "tier": "gold", "ltv": 1500.0, "orders_90d": 4, "visits_30d": 2}
     C = {"channel": "web", "page": "home", "category": "c00001", "device": "mobile"}
@@ -243,10 +254,10 @@ def test_the_optimized_plan_really_indexes() -> None:
 
 def test_unusual_value_types_fall_back_to_rule_by_rule() -> None:
     """A list where a string is expected raises in `in [...]` tests, one error per rule."""
-    opt, naive = plans("edge.rules")
+    _, force, naive = plans("edge.rules")
     P = {"country": ["DE"], "ltv": float("nan"), "orders": "3"}
     C = {"category": "bags", "channel": "email", "page": "cart"}
-    got, want = run_evaluate(opt, P, C, {}), run_evaluate(naive, P, C, {})
+    got, want = run_evaluate(force, P, C, {}), run_evaluate(naive, P, C, {})
     assert repr(got) == repr(want)
     assert any("unhashable type: 'list'" in e for e in want[3])
 
@@ -254,23 +265,30 @@ def test_unusual_value_types_fall_back_to_rule_by_rule() -> None:
 # ----------------------------------------------------------------- golden source
 
 GOLDEN_RULES = CASES / "golden.rules"
-GOLDEN_SOURCE = CASES / "golden.py.golden"
+GOLDEN = {"default": CASES / "golden.py.golden", "forced": CASES / "golden.forced.py.golden"}
 
 
-def test_generated_source_matches_golden_file() -> None:
-    source = engine.compile_plan(dsl.load_checked(GOLDEN_RULES)).source
+@pytest.mark.parametrize("layout", sorted(GOLDEN))
+def test_generated_source_matches_golden_file(layout: str) -> None:
+    c = dsl.load_checked(GOLDEN_RULES)
+    source = (forced(c) if layout == "forced" else engine.compile_plan(c)).source
+    path = GOLDEN[layout]
     if os.environ.get("ARBITER_UPDATE_GOLDEN"):
-        GOLDEN_SOURCE.write_text(source, encoding="utf-8")
-    assert source == GOLDEN_SOURCE.read_text(encoding="utf-8")
-    # The golden ruleset is big enough to be indexed, so the golden file pins that layout.
-    assert "for r1 in R1:" in source and "bl(" in source
+        path.write_text(source, encoding="utf-8")
+    assert source == path.read_text(encoding="utf-8")
+    # The forced file pins the indexed layout; the default one the layout small rulesets get.
+    assert indexed(source) is (layout == "forced")
+    if layout == "forced":
+        assert "bl(" in source and "if not (_g0):" in source
 
 
 def test_generated_source_is_identical_across_processes() -> None:
     script = (
         "import sys, dsl, engine\n"
-        "plan = engine.compile_plan(dsl.load_checked(sys.argv[1]))\n"
-        "sys.stdout.write(plan.source)\n"
+        "from engine import compiler\n"
+        "c = dsl.load_checked(sys.argv[1])\n"
+        "sys.stdout.write(engine.compile_plan(c).source)\n"
+        "sys.stdout.write(compiler._build(c, compiler.content_hash(c), True, force=True).source)\n"
     )
     outputs = []
     for seed in ("1", "2"):
@@ -286,7 +304,7 @@ def test_generated_source_is_identical_across_processes() -> None:
         )
         outputs.append(done.stdout)
     assert outputs[0] == outputs[1]
-    assert "def evaluate(P, C, A, rt):" in outputs[0]
+    assert outputs[0].count("def evaluate(P, C, A, rt):") == 2 and "for r1 in R1:" in outputs[0]
 
 
 # ----------------------------------------------------------------- literals are data
@@ -313,8 +331,8 @@ when profile.a == {literal} and profile.b == "y" offer other
 when profile.a == {literal} and profile.b == "z" offer other
 when profile.c in [{literal}, "q"] and profile.d == "x" offer other
 """
-    for optimize in (True, False):
-        plan = engine.compile_plan(checked(text, "injection.rules"), optimize=optimize)
+    c = checked(text, "injection.rules")
+    for plan in (engine.compile_plan(c), forced(c), engine.compile_plan(c, optimize=False)):
         # The literal reaches the source only inside a string constant (or in K).
         tree = ast.parse(plan.source)
         calls = [
@@ -362,10 +380,11 @@ when context.category == "y" and profile.country == "DE" offer d
 """
 
 
-@pytest.mark.parametrize("optimize", [True, False])
-def test_runtime_errors_fail_one_rule_and_name_its_line(optimize: bool) -> None:
-    plan = engine.compile_plan(checked(ERRORS, "errors.rules"), optimize=optimize)
-    assert indexed(plan.source) is optimize
+@pytest.mark.parametrize("layout", ["indexed", "naive"])
+def test_runtime_errors_fail_one_rule_and_name_its_line(layout: str) -> None:
+    c = checked(ERRORS, "errors.rules")
+    plan = forced(c) if layout == "indexed" else engine.compile_plan(c, optimize=False)
+    assert indexed(plan.source) is (layout == "indexed")
     P = {"ltv": 100, "orders": 0, "pattern": "(unclosed", "name": 42, "country": "DE"}
     decision, record = engine.decide(
         plan,

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 import dsl
 import engine
+from engine import compiler
 from engine.decide import EvalRuntime
 from engine.plan import Plan
 
@@ -157,8 +158,10 @@ def compile_text(text: str) -> Plan | None:
 
 
 def evaluate_both(plan: Plan) -> None:
-    """A compiled mutant runs, and its indexed and naive evaluators agree."""
-    naive = engine.compile_plan(plan.checked, optimize=False)
+    """A compiled mutant runs, and its indexed (every block) and naive evaluators agree."""
+    c = plan.checked
+    naive = engine.compile_plan(c, optimize=False)
+    indexed = compiler._build(c, compiler.content_hash(c), True, force=True)
     samples: list[tuple[dict[str, Any], dict[str, Any]]] = [({}, {})]
     typical: dict[str, Any] = {"number": 3, "string": "DE", "bool": True, "time": 0.0}
     for schema in (plan.checked.profile, plan.checked.context):
@@ -168,11 +171,11 @@ def evaluate_both(plan: Plan) -> None:
         samples.append((record, {}) if schema is plan.checked.profile else ({}, record))
     for P, C in samples:
         results = []
-        for p in (plan, naive):
+        for p in (plan, indexed, naive):
             A = (None,) * len(p.needs.aggregates)
             rt = EvalRuntime(p, 1.8e9, ("x",) * len(p.checked.experiments), _NoModels(), P, C, A)
             results.append(repr((p.evaluate(P, C, A, rt), rt.errors)))
-        assert results[0] == results[1]
+        assert results[0] == results[2] and results[1] == results[2]
 
 
 class _NoModels:
