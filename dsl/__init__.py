@@ -8,6 +8,7 @@ Knows nothing of Redis, HTTP or models.
 
 from dsl.checker import CheckedRuleset, check
 from dsl.errors import Diagnostic, RulesError
+from dsl.formatter import format_ruleset
 from dsl.loader import load, load_checked
 from dsl.parser import parse, parse_file
 
@@ -16,6 +17,7 @@ __all__ = [
     "Diagnostic",
     "RulesError",
     "check",
+    "format_ruleset",
     "load",
     "load_checked",
     "parse",
