@@ -233,6 +233,7 @@ SENT_BY_CLIENT = {"evalsha", "set", "xadd"}  # everything else below ran inside 
 async def commands_per_decision(
     url: str, plan: Plan, n_customers: int, sample: int, level: int
 ) -> dict[str, dict[str, float]]:
+    """Calls per decision by command, reads and write-behind apart (INFO commandstats)."""
     client = connect(url, socket_timeout=5)
     store = ProfileStore(client)
     log = DecisionLog(client, store)
@@ -249,9 +250,11 @@ async def commands_per_decision(
         s2 = await client.info("commandstats")
     finally:
         await client.aclose()
+    usec = s1["cmdstat_evalsha"]["usec"] - s0["cmdstat_evalsha"]["usec"]
     return {
         "read": {k: v / sample for k, v in stats_delta(s0, s1).items()},
         "write-behind": {k: v / sample for k, v in stats_delta(s1, s2).items()},
+        "read server µs": {"evalsha": usec / sample},
     }
 
 
@@ -383,11 +386,13 @@ def main() -> None:
 
     print(f"\n1. Commands per decision (INFO commandstats deltas over {args.sample} decisions)")
     for level in LEVELS:
+        server_us = cmds[level].pop("read server µs")["evalsha"]
         for part, row in cmds[level].items():
             sent = {k: v for k, v in row.items() if k in SENT_BY_CLIENT}
             inside = {k: v for k, v in row.items() if k not in SENT_BY_CLIENT}
             print(f"  {level:>3} events  {part:<13} sent: {fmt(sent)}")
             print(f"  {'':>3}         {'':<13} inside scripts: {fmt(inside)}")
+        print(f"  {'':>3}         read script time in Redis: {server_us:.0f} µs per decision")
     print("\n2. Round trips per decision (client side, log writing behind)")
     for level in LEVELS:
         lv = live[level]

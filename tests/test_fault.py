@@ -104,6 +104,7 @@ def test_redis_stopped_and_restarted_mid_run(
     # connection in the pool; from the next one on, the profile is read again.
     after = [deg for i, _, deg, _, _ in rows if i >= restart_at]
     recovered = after.index(False)
+    print(f"recovered at decision {recovered} after the restart")
     assert recovered <= 2 and not any(after[recovered:]), after[:10]
 
     # The decision log retried: every decision is in the stream, those made while
