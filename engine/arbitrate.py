@@ -59,6 +59,9 @@ def _eligible(
             continue
         if spec.consent is not None and spec.consent not in consents:
             continue
+        if inputs.degraded and (spec.cap is not None or spec.fatigue is not None):
+            # Without Redis the contact count is unknown: never risk exceeding a cap.
+            continue
         if spec.cap is not None and inputs.caps.get(spec.name, 0) >= spec.cap.count:
             continue
         if spec.fatigue is not None and (
