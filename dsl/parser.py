@@ -7,6 +7,7 @@ would have been accepted, phrased for people rather than for parser authors.
 
 from __future__ import annotations
 
+import gc
 import json
 from datetime import UTC, datetime
 from functools import cache
@@ -45,6 +46,18 @@ def _parser() -> Lark:
 
 def parse(text: str, filename: str = "<rules>") -> n.Ruleset:
     """Parse `.rules` text into a `Ruleset`. Raises `RulesError` on bad syntax or literals."""
+    # Parsing allocates many small objects that all stay alive; the cyclic GC would
+    # rescan them again and again while they pile up.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _parse(text, filename)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _parse(text: str, filename: str) -> n.Ruleset:
     try:
         tree = _parser().parse(text)
     except UnexpectedInput as exc:
