@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
 
@@ -53,12 +54,7 @@ class ReadBatcher:
             # The deadline covers a script reload too: a restarted Redis must not make
             # the first decision after it wait longer than the others.
             async with asyncio.timeout(self.deadline_s):
-                try:
-                    replies = await self._execute(batch)
-                except NoScriptError:
-                    # A restarted or new Redis has no scripts cached: load once and retry.
-                    await self.redis.script_load(self.script)
-                    replies = await self._execute(batch)
+                replies = await self._execute_with_recovery(batch)
         except Exception as exc:  # handed to every waiting decision
             replies = [exc] * len(batch)
         for (_, _, fut), reply in zip(batch, replies, strict=True):
@@ -68,6 +64,24 @@ class ReadBatcher:
                 fut.set_exception(reply)
             else:
                 fut.set_result(reply)
+
+    async def _execute_with_recovery(
+        self, batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]]
+    ) -> list[Any]:
+        for attempt in range(1, 4):
+            try:
+                return await self._execute(batch)
+            except RedisConnectionError:
+                # A pooled connection that died with an earlier Redis fails at once;
+                # another try on a fresh connection still fits in the deadline.
+                if attempt == 3:
+                    raise
+            except NoScriptError:
+                # A restarted or new Redis has no scripts cached: load, then retry.
+                if attempt == 3:
+                    raise
+                await self.redis.script_load(self.script)
+        raise AssertionError("unreachable")
 
     async def _execute(
         self, batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]]
