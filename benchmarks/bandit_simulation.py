@@ -23,7 +23,7 @@ mean true click probability of the banners shown, which removes the rest of
 the click noise. Per-run ratios are printed as well as the means, since one
 VW run differs from another by a few percent by chance.
 
-    python benchmarks/bandit_simulation.py [--decisions 8000] [--runs 3] [--threads 4]
+    python benchmarks/bandit_simulation.py [--decisions 8000] [--runs 8] [--threads 4]
 
 Load goes to 127.0.0.1 only and is bounded by ``--decisions`` and
 ``--max-seconds``. An embedded Redis is started unless ``ARBITER_REDIS_URL``
@@ -386,6 +386,13 @@ def print_table(results: Sequence[dict[str, Outcome]]) -> None:
             f"{label:36}{m:>8.4f}{_ratio(m, c):>8}{_ratio(m, d):>8}"
             f"{e:>10.4f}{_ratio(e, ce):>8}{_ratio(e, de):>8}"
         )
+    per_run = [r["served"].mean / r["inproc"].mean for r in results]
+    if len(per_run) > 1:
+        spread = statistics.stdev(per_run)
+        print(
+            f"(b)/(c) per run: {' '.join(f'{x:.3f}' for x in per_run)}; "
+            f"sd {spread:.3f}, so the mean's standard error is {spread / len(per_run) ** 0.5:.3f}"
+        )
     b = mean("served", "mean")
     a = mean("uniform", "mean")
     verdict = "PASS" if b >= 0.98 * c and b > 1.5 * a else "FAIL"
@@ -403,7 +410,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--decisions", type=int, default=8000, help="visitors per run (max 20000)")
-    ap.add_argument("--runs", type=int, default=3, help="paired runs, each on a new stream")
+    ap.add_argument("--runs", type=int, default=8, help="paired runs, each on a new stream")
     ap.add_argument("--threads", type=int, default=4, help="concurrent keep-alive connections")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--reload-ms", type=int, default=50, help="ARBITER_RELOAD_INTERVAL_MS")
