@@ -91,6 +91,16 @@ class DecisionLog:
         while self._queue:
             await self._write_batch()
 
+    async def flush_through(self, decision_id: str) -> None:
+        """Write queued batches until ``decision_id``'s record is stored (or was never queued).
+
+        Bounded, unlike `flush` under load: the queue is first in, first out,
+        so this stops with the batch holding that record, however many
+        records arrive meanwhile.
+        """
+        while decision_id in self.pending:
+            await self._write_batch()
+
     async def close(self) -> None:
         """Flush what can be flushed and stop the writer."""
         self._closing = True

@@ -149,7 +149,7 @@ async def feedback_endpoint(request: Request) -> Response:
         # reward if the record is missing. Feedback sent within the log's
         # linger (a site sending reward 0 at once) would overtake its record
         # (6% of rewards lost in benchmarks/bandit_simulation.py): store it first.
-        await st.log.flush()
+        await st.log.flush_through(fb.decision_id)
     await st.admin_redis.xadd(
         keys.REWARD_STREAM,
         {
