@@ -120,12 +120,13 @@ def _bandits(
 ) -> list[BanditChoice]:
     choices: list[BanditChoice] = []
     feature_fns = plan.extras["bandit_features"]
+    table = _arm_table(plan)
     for j, (name, decl) in enumerate(plan.checked.bandits.items()):
         arms = [plan.action_index[a] for a in decl.arms if plan.action_index[a] in cands]
         if not arms:
             continue
         shared = feature_fns[j](rt.P, rt.C, rt.A, rt)
-        arm_features = [_arm_features(plan.actions[i]) for i in arms]
+        arm_features = [table[i] for i in arms]
         try:
             pmf, version = rt.oracle.bandit_pmf(name, shared, arm_features)
         except Exception as exc:
@@ -152,6 +153,18 @@ def _bandits(
             )
         )
     return choices
+
+
+def _arm_table(plan: Plan) -> tuple[dict[str, Any], ...]:
+    """Every action's bandit features, built once per plan (they depend on the plan only).
+
+    The dicts are shared by all decisions and must not be changed.
+    """
+    table: tuple[dict[str, Any], ...] | None = plan.extras.get("arm_features")
+    if table is None:
+        table = tuple(_arm_features(spec) for spec in plan.actions)
+        plan.extras["arm_features"] = table
+    return table
 
 
 def _arm_features(spec: ActionSpec) -> dict[str, Any]:
