@@ -42,11 +42,13 @@ class ExprChecker:
     diags: list[Any]
     _undeclared_events: set[str]
 
-    def error(self, code: str, message: str, span: n.Span, hint: str | None = None) -> None:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by the checker class this is mixed into
 
-    def warn(self, code: str, message: str, span: n.Span, hint: str | None = None) -> None:
-        raise NotImplementedError
+        def error(self, code: str, message: str, span: n.Span, hint: str | None = None) -> None: ...
+
+    if TYPE_CHECKING:  # provided by the checker class this is mixed into
+
+        def warn(self, code: str, message: str, span: n.Span, hint: str | None = None) -> None: ...
 
     # ------------------------------------------------------------ entry points
 

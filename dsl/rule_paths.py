@@ -40,8 +40,9 @@ class RulePaths:
     # Actions removed by a top-level `suppress … when <always true>`, and where.
     _always_suppressed: dict[str, n.Span]
 
-    def warn(self, code: str, message: str, span: n.Span, hint: str | None = None) -> None:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by the checker class this is mixed into
+
+        def warn(self, code: str, message: str, span: n.Span, hint: str | None = None) -> None: ...
 
     def walk_rules(self) -> None:
         """Warn on rules that can never fire or repeat others; note what each path offers."""

@@ -139,57 +139,53 @@ class _Compiler:
         for local in self.sym.models.values():
             w.line(f"{local} = UNSET")
 
-    def model_inputs(self) -> tuple[str, list[n.Span | None]]:
-        """One function per customer-level model: the input row, or None if any input is missing."""
+    def _function(self, signature: str, body: Writer) -> Writer:
+        """`def <signature>:` with the time and the locals `body` uses, then `body`."""
+        out = Writer()
+        out.line(f"def {signature}:")
+        out.indent()
+        out.line("NOW = rt.now")
+        self._preamble(out)
+        out.dedent()
+        out.splice(body)
+        return out
+
+    def _fresh_symbols(self) -> None:
+        # Each generated function loads its own locals; aggregate indexes are plan-wide.
+        self.sym = _Symbols({}, {}, self.sym.aggregates, {}, {}, {})
+
+    def _model_rows(self, per_action: bool) -> tuple[str, list[n.Span | None]]:
         w = Writer()
         for name, decl in self.c.models.items():
-            if decl.per_action:
+            if decl.per_action != per_action:
                 continue
-            self.sym = _Symbols({}, {}, self.sym.aggregates, {}, {}, {})
+            self._fresh_symbols()
             i = self.model_index[name]
             body = Writer()
             body.indent()
             values = [self.exprs.value(e) for e in decl.inputs]
             body.line(f"row = [{', '.join(values)}]", decl.span)
             body.line("return None if None in row else row")
-            head = Writer()
-            head.line(f"def model_inputs_{i}(P, C, A, rt):")
-            head.indent()
-            head.line("NOW = rt.now")
-            self._preamble(head)
-            src, spans = _join(head, body)
-            for line, span in zip(src.splitlines(), spans, strict=True):
-                w.line(line, span)
+            if per_action:
+                signature = f"action_model_inputs_{i}(P, C, A, rt, value, act)"
+            else:
+                signature = f"model_inputs_{i}(P, C, A, rt)"
+            w.splice(self._function(signature, body))
         return w.source(), w.spans
+
+    def model_inputs(self) -> tuple[str, list[n.Span | None]]:
+        """One function per customer-level model: the input row, or None if any input is missing."""
+        return self._model_rows(per_action=False)
 
     def action_model_inputs(self) -> tuple[str, list[n.Span | None]]:
         """One function per per-action model: its input row for one candidate action."""
-        w = Writer()
-        for name, decl in self.c.models.items():
-            if not decl.per_action:
-                continue
-            self.sym = _Symbols({}, {}, self.sym.aggregates, {}, {}, {})
-            i = self.model_index[name]
-            body = Writer()
-            body.indent()
-            values = [self.exprs.value(e) for e in decl.inputs]
-            body.line(f"row = [{', '.join(values)}]", decl.span)
-            body.line("return None if None in row else row")
-            head = Writer()
-            head.line(f"def action_model_inputs_{i}(P, C, A, rt, value, act):")
-            head.indent()
-            head.line("NOW = rt.now")
-            self._preamble(head)
-            src, spans = _join(head, body)
-            for line, span in zip(src.splitlines(), spans, strict=True):
-                w.line(line, span)
-        return w.source(), w.spans
+        return self._model_rows(per_action=True)
 
     def bandit_features(self) -> tuple[str, list[n.Span | None]]:
         """One function per bandit: its shared (customer and context) features by name."""
         w = Writer()
         for j, decl in enumerate(self.c.bandits.values()):
-            self.sym = _Symbols({}, {}, self.sym.aggregates, {}, {}, {})
+            self._fresh_symbols()
             body = Writer()
             body.indent()
             items = [
@@ -197,31 +193,21 @@ class _Compiler:
                 for k, e in enumerate(decl.features)
             ]
             body.line("return {" + ", ".join(items) + "}", decl.span)
-            head = Writer()
-            head.line(f"def bandit_features_{j}(P, C, A, rt):")
-            head.indent()
-            head.line("NOW = rt.now")
-            self._preamble(head)
-            src, spans = _join(head, body)
-            for line, span in zip(src.splitlines(), spans, strict=True):
-                w.line(line, span)
+            w.splice(self._function(f"bandit_features_{j}(P, C, A, rt)", body))
         return w.source(), w.spans
 
     def formula(self) -> tuple[str, list[n.Span | None]]:
+        """The arbitration formula for one candidate (default: value * weight)."""
         decl = self.c.arbitrate
-        self.sym = _Symbols({}, {}, self.sym.aggregates, {}, {}, {})
+        self._fresh_symbols()
         body = Writer()
         body.indent()
         if decl is None:
             body.line("return value * weight")
         else:
             body.line(f"return {self.exprs.value(decl.formula)}", decl.span)
-        head = Writer()
-        head.line("def formula(P, C, A, rt, value, weight, priority, act, ms):")
-        head.indent()
-        head.line("NOW = rt.now")
-        self._preamble(head)
-        return _join(head, body)
+        out = self._function("formula(P, C, A, rt, value, weight, priority, act, ms)", body)
+        return out.source(), out.spans
 
 
 def feature_name(e: n.Expr, position: int) -> str:
