@@ -70,6 +70,19 @@ async def get_profile(customer_id: str, request: Request, authorization: Auth = 
     return {"customer_id": customer_id, "attributes": attributes, "last_seen": last_seen}
 
 
+def _profile_write(
+    request: Request, authorization: str | None, customer_id: str, attributes: dict[str, Any]
+) -> tuple[AppState, dict[str, Any]]:
+    """Auth, id and type checks shared by PUT and PATCH; the normalised values."""
+    st = _st(request)
+    st.keys.require("admin", authorization)
+    _check_customer(customer_id)
+    try:
+        return st, normalize_all(_profile_schema(st), attributes)
+    except ValueProblem as p:
+        raise ApiError(422, "invalid_request", str(p), p.field) from None
+
+
 @router.put("/v1/profiles/{customer_id}", tags=["profiles"])
 async def put_profile(
     customer_id: str,
@@ -78,13 +91,7 @@ async def put_profile(
     authorization: Auth = None,
 ) -> Any:
     """Replace a customer's attributes; values are checked against the declared profile types."""
-    st = _st(request)
-    st.keys.require("admin", authorization)
-    _check_customer(customer_id)
-    try:
-        values = normalize_all(_profile_schema(st), attributes)
-    except ValueProblem as p:
-        raise ApiError(422, "invalid_request", str(p), p.field) from None
+    st, values = _profile_write(request, authorization, customer_id, attributes)
     values = {k: v for k, v in values.items() if v is not None}
     await _redis_call(st.admin_store.put_profile(customer_id, values))
     return {"customer_id": customer_id, "attributes": values}
@@ -98,13 +105,7 @@ async def patch_profile(
     authorization: Auth = None,
 ) -> Any:
     """Merge attributes in; `null` removes one."""
-    st = _st(request)
-    st.keys.require("admin", authorization)
-    _check_customer(customer_id)
-    try:
-        values = normalize_all(_profile_schema(st), attributes)
-    except ValueProblem as p:
-        raise ApiError(422, "invalid_request", str(p), p.field) from None
+    st, values = _profile_write(request, authorization, customer_id, attributes)
     await _redis_call(st.admin_store.patch_profile(customer_id, values))
     merged = await _redis_call(st.admin_store.get_profile(customer_id))
     return {"customer_id": customer_id, "attributes": merged}
