@@ -24,7 +24,8 @@ import pytest
 import redis
 
 from engine.redis_client import connect_sync
-from engine.redis_server import EmbeddedRedis, RedisClusterProcesses
+from engine.redis_cluster import RedisClusterProcesses
+from engine.redis_server import EmbeddedRedis
 
 __all__ = [
     "ExternalRedis",

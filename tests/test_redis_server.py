@@ -16,12 +16,8 @@ import redis
 import redis.asyncio
 
 from engine.redis_client import connect, connect_sync, is_cluster
-from engine.redis_server import (
-    CLUSTER_SLOTS,
-    EmbeddedRedis,
-    RedisClusterProcesses,
-    RedisServerError,
-)
+from engine.redis_cluster import CLUSTER_SLOTS, RedisClusterProcesses
+from engine.redis_server import EmbeddedRedis, RedisServerError
 from tests.redis_fixtures import process_gone
 
 REPO = Path(__file__).resolve().parent.parent

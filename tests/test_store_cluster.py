@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from engine import keys
 from engine.plan import AggregateSpec
-from engine.redis_server import RedisClusterProcesses
+from engine.redis_cluster import RedisClusterProcesses
 from engine.store import ProfileStore
 from server.app import create_app
 from server.settings import Settings
