@@ -9,7 +9,7 @@ precedence needs; action properties in a fixed order; lines wrapped at
 `and` / `or` and at list commas past 100 characters.
 
 Comments are kept. The parser drops them, so they are found again in the
-source text by line (`_Comments`) and attached to the declaration, field,
+source text by line (`dsl.comments`) and attached to the declaration, field,
 rule or action property on that line; a comment on its own line stays with
 what follows it. A comment inside a multi-line statement that has no such
 anchor (the middle of a long condition) moves to the end of the statement.
@@ -23,11 +23,11 @@ their declarations would be printed into the including file.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from dsl import nodes as n
+from dsl.comments import Comments, comment_start, property_lines, source_lines, with_trailing
 from dsl.printing import (
     INDENT,
     WIDTH,
@@ -46,96 +46,12 @@ from dsl.printing import (
 
 __all__ = ["WIDTH", "duration", "expr", "format_ruleset", "number", "percent"]
 
-# ------------------------------------------------------------------ comments
-
-
-@dataclass
-class _Comments:
-    """The source's comments by line; each is handed out once."""
-
-    trailing: dict[int, str] = field(default_factory=dict)  # after code on the line
-    alone: dict[int, str] = field(default_factory=dict)  # the whole line is a comment
-    blank: set[int] = field(default_factory=set)
-    last_line: int = 0
-
-    @classmethod
-    def scan(cls, source: str) -> _Comments:
-        out = cls()
-        lines = _lines(source)
-        out.last_line = len(lines)
-        for line_no, text in enumerate(lines, start=1):
-            start = _comment_start(text)
-            if start is None:
-                if not text.strip():
-                    out.blank.add(line_no)
-                continue
-            comment = text[start:].rstrip()
-            if text[:start].strip():
-                out.trailing[line_no] = comment
-            else:
-                out.alone[line_no] = comment
-        return out
-
-    def take_trailing(self, first: int, last: int) -> list[str]:
-        """Trailing comments on lines first..last, removed from the pool."""
-        return [self.trailing.pop(i) for i in range(first, last + 1) if i in self.trailing]
-
-    def inside(self, span: n.Span) -> bool:
-        """Whether any comment sits after the first line of `span` and within it."""
-        lines = range(span.line + 1, span.end_line + 1)
-        return any(i in self.alone or i in self.trailing for i in lines)
-
-    def take_alone(self, first: int, last: int) -> list[str]:
-        return [self.alone.pop(i) for i in range(first, last + 1) if i in self.alone]
-
-    def gap(self, first: int, last: int, indent: str, at_start: bool) -> list[str]:
-        """Lines first..last between two items: their comments, and one blank line where
-        the source had any (none at the start of a block)."""
-        out: list[str] = []
-        for i in range(first, last + 1):
-            if i in self.alone:
-                out.append(indent + self.alone.pop(i))
-            elif i in self.blank and out[-1:] != [""] and not (at_start and not out):
-                out.append("")
-        return out
-
-
-def _lines(source: str) -> list[str]:
-    # Lines as the parser counts them: only "\n" ends a line (not "\u2028", say).
-    return [line.removesuffix("\r") for line in source.split("\n")]
-
-
-def _comment_start(line: str) -> int | None:
-    """Where a `#` comment starts, skipping `#` inside double-quoted strings."""
-    in_string = False
-    i = 0
-    while i < len(line):
-        ch = line[i]
-        if in_string:
-            if ch == "\\":
-                i += 1
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch == "#":
-            return i
-        i += 1
-    return None
-
-
-def _with_trailing(line: str, comments: Sequence[str]) -> str:
-    return line + "  " + "  ".join(comments) if comments else line
-
-
-# ------------------------------------------------------------------ declarations
-
 
 class _Printer:
     def __init__(self, ruleset: n.Ruleset) -> None:
         self.rs = ruleset
         self.file = ruleset.span.file
-        self.comments = _Comments.scan(ruleset.source)
+        self.comments = Comments.scan(ruleset.source)
         self.enum_fields: dict[str, set[str]] = {"profile": set(), "context": set()}
         for decl in ruleset.of(n.SchemaDecl):
             for f in decl.fields:
@@ -146,7 +62,7 @@ class _Printer:
         header_line = self.rs.span.line or 1
         out = self.comments.gap(1, header_line - 1, "", at_start=True)
         trailing = self.comments.take_trailing(header_line, header_line)
-        out.append(_with_trailing(f"ruleset {self.rs.name}", trailing))
+        out.append(with_trailing(f"ruleset {self.rs.name}", trailing))
         previous_end = self.rs.span.end_line or header_line
         for decl in self.rs.decls:
             if decl.span.file != self.file:
@@ -168,7 +84,7 @@ class _Printer:
         before = [indent + c for c in self.comments.take_alone(span.line + 1, span.end_line)]
         trailing = self.comments.take_trailing(span.line, span.end_line)
         lines = list(lines)
-        lines[-1] = _with_trailing(lines[-1], trailing)
+        lines[-1] = with_trailing(lines[-1], trailing)
         return before + lines
 
     def decl(self, d: n.Decl) -> list[str]:
@@ -218,11 +134,11 @@ class _Printer:
             return self._leaf([one], d.span)
         # One property per line, each with the comment from its source line; a comment
         # on a line of its own goes before the first property that followed it.
-        where = _property_lines(self.rs.source, d, [prop for prop, _ in props])
+        where = property_lines(self.rs.source, d, [prop for prop, _ in props])
         alone = {i: self.comments.alone.pop(i) for i in range(d.span.line + 1, d.span.end_line)
                  if i in self.comments.alone}  # fmt: skip
         head = self.comments.take_trailing(d.span.line, d.span.line)
-        out = [_with_trailing(f"action {d.name} {{", head)]
+        out = [with_trailing(f"action {d.name} {{", head)]
         for prop, text in props:
             line = where.get(prop)
             trailing: list[str] = []
@@ -230,10 +146,10 @@ class _Printer:
                 for i in sorted(i for i in alone if i < line):
                     out.append(INDENT + alone.pop(i))
                 trailing = self.comments.take_trailing(line, line)
-            out.append(_with_trailing(INDENT + text, trailing))
+            out.append(with_trailing(INDENT + text, trailing))
         out += [INDENT + alone[i] for i in sorted(alone)]
         rest = self.comments.take_trailing(d.span.line + 1, d.span.end_line)
-        out.append(_with_trailing("}", rest))
+        out.append(with_trailing("}", rest))
         return out
 
     def d_WhenRule(self, d: n.WhenRule, indent: str = "") -> list[str]:
@@ -246,7 +162,7 @@ class _Printer:
     def d_IfBlock(self, d: n.IfBlock, indent: str = "", keyword: str = "if") -> list[str]:
         then_start = _then_start(d)
         opening = condition_lines(f"{keyword} ", d.condition, " {", indent)
-        opening[-1] = _with_trailing(
+        opening[-1] = with_trailing(
             opening[-1], self.comments.take_trailing(d.span.line, then_start)
         )
         out = opening
@@ -265,29 +181,29 @@ class _Printer:
             ]
             trailing = self.comments.take_trailing(else_line, first.span.line - 1)
             nested = self.d_IfBlock(first, indent, keyword="} else if")
-            nested[0] = _with_trailing(nested[0], trailing)
+            nested[0] = with_trailing(nested[0], trailing)
             # With `else { if … }`, what follows the inner block inside the outer braces.
             after = self.comments.take_alone(first.span.end_line + 1, d.span.end_line)
             nested += [indent + c for c in after]
-            nested[-1] = _with_trailing(
+            nested[-1] = with_trailing(
                 nested[-1], self.comments.take_trailing(first.span.end_line + 1, d.span.end_line)
             )
             return out + nested
         head = self.comments.take_trailing(else_line, else_line)
-        out.append(_with_trailing(indent + "} else {", head))
+        out.append(with_trailing(indent + "} else {", head))
         out += self._rules(d.orelse, else_line + 1, d.span.end_line, indent + INDENT)
         return [*out, self._closing(indent, d.span.end_line, d.span.end_line)]
 
     def _closing(self, indent: str, first: int, last: int) -> str:
-        return _with_trailing(indent + "}", self.comments.take_trailing(first, last))
+        return with_trailing(indent + "}", self.comments.take_trailing(first, last))
 
     def _else_line(self, d: n.IfBlock, then_start: int) -> int:
         """The line of the `else` keyword: after the then-block's rules, before the else's."""
-        lines = _lines(self.rs.source)
+        lines = source_lines(self.rs.source)
         start = d.then[-1].span.end_line if d.then else then_start
         for i in range(start, d.orelse[0].span.line + 1):
             text = lines[i - 1]
-            cut = _comment_start(text)
+            cut = comment_start(text)
             if re.search(r"\belse\b", text if cut is None else text[:cut]):
                 return i
         return d.orelse[0].span.line
@@ -380,7 +296,7 @@ class _Printer:
         head = self.comments.take_trailing(d.span.line, d.span.line)
         inner = self.comments.take_alone(d.span.line + 1, d.span.end_line - 1)
         inner += self.comments.take_trailing(d.span.line + 1, d.span.end_line)
-        out = [_with_trailing(f"scenario {string(d.name)} {{", head)]
+        out = [with_trailing(f"scenario {string(d.name)} {{", head)]
         out += [INDENT + c for c in inner]
         for part in parts:
             out += [INDENT + line for line in part]
@@ -400,7 +316,7 @@ class _Printer:
         indent: str,
         outer: str,
     ) -> list[str]:
-        out = [_with_trailing(outer + head, self.comments.take_trailing(span.line, span.line))]
+        out = [with_trailing(outer + head, self.comments.take_trailing(span.line, span.line))]
         previous = span.line
         at_start = True
         for item in items:
@@ -412,7 +328,7 @@ class _Printer:
         while out and out[-1] == "":
             out.pop()
         out.append(
-            _with_trailing(outer + "}", self.comments.take_trailing(span.end_line, span.end_line))
+            with_trailing(outer + "}", self.comments.take_trailing(span.end_line, span.end_line))
         )
         return out
 
@@ -482,27 +398,6 @@ def _action_props(d: n.ActionDecl) -> list[tuple[str, str]]:
     if d.payload:
         props.append(("payload", f"payload {json_value(d.payload)}"))
     return props
-
-
-def _property_lines(source: str, d: n.ActionDecl, keys: Iterable[str]) -> dict[str, int]:
-    """The source line of each property keyword at the top level of the action's braces."""
-    wanted = set(keys)
-    found: dict[str, int] = {}
-    lines = _lines(source)
-    depth = 0
-    for number_ in range(d.span.line, min(d.span.end_line, len(lines)) + 1):
-        text = lines[number_ - 1]
-        cut = _comment_start(text)
-        text = text if cut is None else text[:cut]
-        for token in re.finditer(r'"(?:[^"\\]|\\.)*"|[{}\[\]]|[A-Za-z_][A-Za-z0-9_]*', text):
-            word = token.group(0)
-            if word in "{[":
-                depth += 1
-            elif word in "}]":
-                depth -= 1
-            elif depth == 1 and word in wanted and word not in found:
-                found[word] = number_
-    return found
 
 
 def format_ruleset(ruleset: n.Ruleset) -> str:
