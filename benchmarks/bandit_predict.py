@@ -39,9 +39,9 @@ from engine.bandit import (  # noqa: E402
     BanditModel,
     Exploration,
     Features,
-    format_example,
-    sample,
 )
+from engine.sampling import sample  # noqa: E402
+from engine.vw_features import format_example  # noqa: E402
 
 ACTION_COUNTS = (5, 20, 50)
 TRAINING_ROUNDS = 500

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from engine.bandit import sample
 from engine.plan import ActionSpec, Offer, Plan
 from engine.records import BanditChoice, DecideRequest, Inputs
+from engine.sampling import sample
 
 if TYPE_CHECKING:
     from engine.decide import EvalRuntime

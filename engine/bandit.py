@@ -1,15 +1,17 @@
-"""Contextual bandits on Vowpal Wabbit (``cb_explore_adf``): pmf, learning, sampling, state.
+"""Contextual bandits on Vowpal Wabbit (``cb_explore_adf``): pmf, learning, saved state.
 
 The engine asks a :class:`BanditModel` for one probability per candidate action
-(:meth:`BanditModel.pmf`), draws the action itself with :func:`sample` seeded
-from the decision id (:func:`seed_from_decision_id`), records the probability,
+(:meth:`BanditModel.pmf`), draws the action itself with
+:func:`engine.sampling.sample` seeded from the decision id
+(:func:`engine.sampling.seed_from_decision_id`), records the probability,
 and later feeds the observed reward back through :meth:`BanditModel.learn`.
 Nothing here touches Redis, the clock or a global RNG: the same model state and
-the same input give the same pmf, bit for bit, and the same seed gives the same
-draw, which is what makes a logged decision replayable.
+the same input give the same pmf, bit for bit, which with the seeded draw is
+what makes a logged decision replayable.
 
-Features reach VW as text-format lines, one ``shared |s ...`` line for the
-request context and one ``|a ...`` line per action, with the quadratic
+Features reach VW as text-format lines (encoded by :mod:`engine.vw_features`),
+one ``shared |s ...`` line for the request context and one ``|a ...`` line per
+action, with the quadratic
 interaction ``s x a`` so that the best action can depend on the context.
 Callers should include something that identifies the action (``{"id": "..."}``)
 among its features, or every action looks alike to the model.
@@ -20,16 +22,23 @@ thread or worker its own, which is cheap.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import re
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, cast
 
 import vowpal_wabbit_next as vw
+
+from engine.vw_features import (
+    ACTION_NAMESPACE,
+    SHARED_NAMESPACE,
+    Features,
+    FeatureValue,
+    action_line,
+    shared_line,
+)
 
 __all__ = [
     "BanditError",
@@ -39,17 +48,9 @@ __all__ = [
     "ExplorationKind",
     "FeatureValue",
     "Features",
-    "format_example",
-    "sample",
-    "seed_from_decision_id",
 ]
 
-FeatureValue = float | int | str | bool | None
-Features = Mapping[str, FeatureValue]
 ExplorationKind = Literal["epsilon", "softmax", "squarecb"]
-
-SHARED_NAMESPACE: Final = "s"
-ACTION_NAMESPACE: Final = "a"
 
 # --hash all: VW otherwise uses an all-digit feature name as the weight index
 # itself instead of hashing it, so "123" and a hashed name could collide in ways
@@ -64,10 +65,6 @@ _BASE_ARGS: Final = (
     "--interactions",
     SHARED_NAMESPACE + ACTION_NAMESPACE,
 )
-
-# Largest finite float32: VW stores feature values as float32, so a larger
-# finite double would arrive as inf and turn the weights into NaN.
-_FLOAT32_MAX: Final = 3.4028234663852886e38
 
 
 class BanditError(Exception):
@@ -116,110 +113,6 @@ class Exploration:
         if self.kind == "softmax":
             return ["--softmax", "--lambda", rate]
         return ["--squarecb", "--gamma_scale", rate]
-
-
-# --- feature encoding -------------------------------------------------------
-#
-# VW's text parser splits on ' ', '\t', '|', ':' and '\r' (read_name in
-# parse_example_text.cc) and string values also end at '\n'. Everything it
-# could read as structure is percent-encoded, and so is '%' itself, which keeps
-# the encoding injective: two different names never become the same feature.
-# Control characters are escaped too, and lone surrogates, which a JSON body
-# may carry but which cannot be encoded as UTF-8 on the way into VW.
-#
-# This matters beyond correctness of one example: with vowpal-wabbit-next 0.7
-# (VW 9.9.0) a line VW rejects leaves that namespace letter broken for every
-# later example in the process, even on other workspaces (they parse with no
-# features). So no input may ever produce a line VW rejects.
-_VALUE_ESCAPES: Final[dict[int, str]] = {
-    **{c: f"%{c:02X}" for c in range(0x21)},
-    0x7F: "%7F",
-    ord("|"): "%7C",
-    ord(":"): "%3A",
-    ord("%"): "%25",
-    **{c: f"%u{c:04X}" for c in range(0xD800, 0xE000)},
-}
-# Names also escape '=', the separator of "name=value" indicator features, so
-# that {"a=b": "c"} and {"a": "b=c"} stay two different features.
-_NAME_ESCAPES: Final[dict[int, str]] = {**_VALUE_ESCAPES, ord("="): "%3D"}
-# VW hashes an empty name oddly (":1.5" lands outside the weight table), so an
-# empty name becomes "%", which the escaping above never produces on its own.
-_EMPTY_NAME: Final = "%"
-
-
-def _unsafe_search(escapes: dict[int, str]) -> Callable[[str], re.Match[str] | None]:
-    """A search for any character ``escapes`` rewrites, derived from it so the two agree."""
-    return re.compile("[" + "".join(re.escape(chr(c)) for c in sorted(escapes)) + "]").search
-
-
-# Most names and values need no escaping; finding that out with one regex
-# search is ~4x cheaper than running str.translate over them.
-_VALUE_NEEDS_ESCAPE: Final = _unsafe_search(_VALUE_ESCAPES)
-_NAME_NEEDS_ESCAPE: Final = _unsafe_search(_NAME_ESCAPES)
-
-
-def _escape_name(name: str) -> str:
-    if not name:
-        return _EMPTY_NAME
-    return name.translate(_NAME_ESCAPES) if _NAME_NEEDS_ESCAPE(name) else name
-
-
-def _escape_value(value: str) -> str:
-    return value.translate(_VALUE_ESCAPES) if _VALUE_NEEDS_ESCAPE(value) else value
-
-
-def _format_features(features: Features) -> str:
-    """``name:value name=value ...`` for one namespace; keys sorted for a canonical line."""
-    parts: list[str] = []
-    for key in sorted(features):
-        value = features[key]
-        if value is None:
-            continue  # missing: VW's own meaning of an absent feature
-        if not isinstance(key, str):
-            raise TypeError(f"feature names must be strings, got {key!r}")
-        name = _escape_name(key)
-        if isinstance(value, str):
-            parts.append(f"{name}={_escape_value(value)}")
-        elif isinstance(value, bool):  # before int: bool is an int subclass
-            parts.append(f"{name}={'true' if value else 'false'}")
-        elif isinstance(value, int | float):
-            try:
-                number = float(value)
-            except OverflowError:  # an int too large for a double
-                continue
-            # NaN, inf and values beyond float32 are treated as missing: VW
-            # would reject NaN (see above) or poison the weights with inf.
-            if not math.isfinite(number) or abs(number) > _FLOAT32_MAX:
-                continue
-            # repr() of a finite float is always a literal VW's parse_float reads.
-            parts.append(f"{name}:{number!r}")
-        else:
-            raise TypeError(
-                f"feature {key!r} has unsupported type {type(value).__name__}; "
-                "expected float, int, str, bool or None"
-            )
-    return " ".join(parts)
-
-
-def format_example(shared: Features, actions: Sequence[Features]) -> list[str]:
-    """The VW text-format lines for one decision: the shared line, then one line per action.
-
-    Numbers become ``name:value`` features, strings and bools ``name=value``
-    indicator features; ``None``, NaN and infinite numbers are skipped.
-    Everything VW treats specially is percent-encoded, so no value can add a
-    feature, a namespace or a line. Exposed for tests and explanations.
-    """
-    lines = [_shared_line(shared)]
-    lines.extend(_action_line(action) for action in actions)
-    return lines
-
-
-def _shared_line(shared: Features) -> str:
-    return f"shared |{SHARED_NAMESPACE} {_format_features(shared)}"
-
-
-def _action_line(action: Features) -> str:
-    return f"|{ACTION_NAMESPACE} {_format_features(action)}"
 
 
 # --- serialization ----------------------------------------------------------
@@ -345,8 +238,8 @@ class BanditModel:
         return self._version
 
     def _lines(self, shared: Features, actions: Sequence[Features]) -> list[str]:
-        """What :func:`format_example` returns, with action lines served from the cache."""
-        lines = [_shared_line(shared)]
+        """What :func:`engine.vw_features.format_example` returns, with action lines served from the cache."""
+        lines = [shared_line(shared)]
         cache = self._action_lines
         for action in actions:
             # The value types are part of the key because True == 1 == 1.0 in
@@ -355,9 +248,9 @@ class BanditModel:
             try:
                 line = cache.get(key)
             except TypeError:  # an unhashable value: the encoder reports it properly
-                line = _action_line(action)
+                line = action_line(action)
             if line is None:
-                line = _action_line(action)
+                line = action_line(action)
                 if len(cache) >= _ACTION_CACHE_SIZE:
                     cache.clear()  # bounded, and cheaper than tracking recency
                 cache[key] = line
@@ -432,58 +325,3 @@ class BanditModel:
 
     def __repr__(self) -> str:
         return f"BanditModel({self.name!r}, {self.exploration!r}, version={self._version})"
-
-
-# --- sampling ---------------------------------------------------------------
-
-_MASK64: Final = (1 << 64) - 1
-
-
-def _splitmix64(seed: int) -> int:
-    """One output of SplitMix64 (Steele, Lea & Flood 2014) for ``seed``.
-
-    Written out rather than taken from ``random`` so the draw is specified
-    here, identical on every Python version and easy to reproduce elsewhere.
-    """
-    z = (seed + 0x9E3779B97F4A7C15) & _MASK64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return z ^ (z >> 31)
-
-
-def sample(pmf: Sequence[float], seed: int) -> int:
-    """Draw an index from ``pmf``, deterministically for a given ``seed``.
-
-    ``u`` is the top 53 bits of SplitMix64(seed mod 2**64) scaled to [0, 1);
-    the result is the first index whose cumulative probability exceeds
-    ``u * sum(pmf)``. Scaling by the sum and falling back to the last index
-    with positive probability absorb float round-off at the end of the
-    cumulative sum; an index with probability 0 is never returned.
-    """
-    if not pmf:
-        raise ValueError("cannot sample from an empty pmf")
-    for p in pmf:
-        if not (math.isfinite(p) and p >= 0.0):
-            raise ValueError(f"pmf entries must be finite and >= 0, got {p!r}")
-    total = math.fsum(pmf)
-    if total <= 0.0:
-        raise ValueError("pmf sums to 0")
-    target = (_splitmix64(seed & _MASK64) >> 11) * 2.0**-53 * total
-    cumulative = 0.0
-    last_positive = 0
-    for index, p in enumerate(pmf):
-        if p > 0.0:
-            last_positive = index
-            cumulative += p
-            if target < cumulative:
-                return index
-    return last_positive
-
-
-def seed_from_decision_id(decision_id: str) -> int:
-    """A 64-bit seed from ``decision_id``: BLAKE2b with an 8-byte digest, big-endian.
-
-    A stable hash, unlike ``hash()``, which Python randomises per process.
-    """
-    digest = hashlib.blake2b(decision_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "big")

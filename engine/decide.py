@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.arbitrate import Candidate, arbitrate
-from engine.bandit import seed_from_decision_id
 from engine.oracle import Oracle, OracleError
 from engine.plan import Plan, RuleInfo
 from engine.records import (
@@ -27,6 +26,7 @@ from engine.records import (
     RecordedRuleset,
     RulesetRef,
 )
+from engine.sampling import seed_from_decision_id
 
 
 def bucket(*parts: str) -> float:

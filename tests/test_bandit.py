@@ -1,4 +1,4 @@
-"""engine.bandit against the real Vowpal Wabbit: pmfs, learning, state, sampling, encoding."""
+"""engine.bandit, engine.sampling and engine.vw_features against the real Vowpal Wabbit."""
 
 from __future__ import annotations
 
@@ -26,11 +26,10 @@ from engine.bandit import (  # noqa: E402
     BanditStateError,
     Exploration,
     Features,
-    format_example,
-    sample,
-    seed_from_decision_id,
 )
-from engine.bandit import _splitmix64 as splitmix64  # noqa: E402
+from engine.sampling import _splitmix64 as splitmix64  # noqa: E402
+from engine.sampling import sample, seed_from_decision_id  # noqa: E402
+from engine.vw_features import format_example  # noqa: E402
 
 ARMS: list[Features] = [{"id": "arm0"}, {"id": "arm1"}, {"id": "arm2"}]
 BEST_ARM = {"mobile": 2, "desktop": 0}
@@ -363,7 +362,7 @@ def test_seed_from_decision_id() -> None:
 
 def test_seed_and_draw_do_not_depend_on_hash_randomisation() -> None:
     code = (
-        "from engine.bandit import sample, seed_from_decision_id as s;"
+        "from engine.sampling import sample, seed_from_decision_id as s;"
         "print(s('abc'), sample([0.25] * 4, s('abc')))"
     )
     outputs = set()
