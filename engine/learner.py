@@ -1,10 +1,10 @@
 """The bandit learner: rewards from the stream, joined to their decisions, learned, published.
 
 One `Learner` per (ruleset, bandit). It reads ``keys.REWARD_STREAM`` through
-its own consumer group (every bandit sees every reward), looks up the
-decision each reward is about (``keys.decision(id)``), and, when this bandit
-chose the rewarded action, teaches the model with the features, pmf and
-probability recorded at decision time. New versions are published to Redis
+its own consumer group (`engine.reward_stream`; every bandit sees every
+reward), looks up the decision each reward is about (``keys.decision(id)``),
+and, when this bandit chose the rewarded action, teaches the model with the
+features, pmf and probability recorded at decision time. New versions are published to Redis
 (`engine.bandit_store.publish`) every ``publish_every`` learned rewards or
 ``publish_interval`` seconds, whichever comes first; every server worker's
 `BanditRegistry` picks them up.
@@ -19,8 +19,9 @@ Guarantees:
   bandit's processed set by the same Lua script that stores the state, so a
   redelivered reward is recognised and skipped. The state and its processed
   set can never disagree.
-- **One learner per bandit.** The active learner holds a lease, a key set
-  if absent with an expiry (``PX``) and renewed every third of its length.
+- **One learner per bandit.** The active learner holds a lease
+  (`engine.lease`), a key set if absent with an expiry (``PX``) and renewed
+  every third of its length.
   Others stand by and take over when it expires, or at once when its holder
   stops cleanly and releases it. Publishing checks the lease inside the same
   script (fencing), so a learner that lost its lease during a long pause
@@ -44,18 +45,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any
 
 import msgspec
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 import dsl
 from dsl import nodes as n
@@ -70,42 +70,14 @@ from engine.bandit_store import (
     load_published,
     publish,
 )
+from engine.lease import LeaderLease
 from engine.records import RECORD_DECODER, DecisionRecord
 from engine.redis_client import AsyncRedisClient, connect
+from engine.reward_stream import RewardGroup, StreamEntry, parse_reward
 
 __all__ = ["Learner", "LearnerConfig", "LearnerStats", "learn_main", "run_learners"]
 
 log = logging.getLogger(__name__)
-
-# Takes the lease if it is free or already ours (extending it); 1 if held now.
-# "Already ours" matters after this learner dropped its work (a refused
-# publish): it re-acquires at once instead of waiting out its own lease.
-_LEASE_LUA: Final = """
-local holder = redis.call('GET', KEYS[1])
-if holder == false then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-if holder == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-"""
-_FORGET_CONSUMER_LUA: Final = """
-if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
-  return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
-end
-return -1
-"""
-_RELEASE_LUA: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
-_StreamEntry = tuple[bytes, dict[bytes, bytes] | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,10 +151,15 @@ class Learner:
         self._keys = bandit_keys(ruleset, bandit)
         self._token = uuid.uuid4().hex
         self.consumer = consumer or f"{socket.gethostname()}:{os.getpid()}:{self._token[:8]}"
-        self._claim_idle_ms = self.config.claim_idle_ms or 2 * self.config.lease_ms
-        self._lease_script = redis.register_script(_LEASE_LUA)
-        self._release_script = redis.register_script(_RELEASE_LUA)
-        self._forget_script = redis.register_script(_FORGET_CONSUMER_LUA)
+        self._lease = LeaderLease(redis, self._keys.leader, self._token)
+        self._stream = RewardGroup(
+            redis,
+            self._keys.group,
+            self.consumer,
+            batch=self.config.batch,
+            claim_idle_ms=self.config.claim_idle_ms or 2 * self.config.lease_ms,
+            claim_every=self.config.lease_ms / 1000.0,
+        )
         self._reset()
 
     @classmethod
@@ -204,8 +181,7 @@ class Learner:
         self._renew_at = 0.0
         self._model: BanditModel | None = None
         self._base_version = 0
-        self._must_claim_all = False
-        self._next_claim = 0.0
+        self._stream.reset()
         self._inflight: list[bytes] = []  # stream ids read since the last flush
         self._inflight_set: set[bytes] = set()
         self._learned: list[tuple[str, str]] = []  # (decision id, action) not yet published
@@ -233,10 +209,7 @@ class Learner:
         if self._leader and now < self._renew_at:
             return True
         lease = self.config.lease_ms
-        held = await cast(
-            Awaitable[Any], self._lease_script(keys=[self._keys.leader], args=[self._token, lease])
-        )
-        if int(held) != 1:
+        if not await self._lease.acquire(lease):
             if self._leader:
                 log.warning("learner %s/%s lost its lease", self.ruleset, self.bandit)
                 self._reset()
@@ -245,7 +218,7 @@ class Learner:
         if self._leader:
             return True
         try:
-            await self._create_group()
+            await self._stream.create()
             published = await load_published(self.redis, self.ruleset, self.bandit)
             self._model = build_model(self.bandit, self.exploration, published)
         except BaseException:
@@ -254,7 +227,7 @@ class Learner:
         self._base_version = published.version
         self._leader = True
         # Whatever a previous leader read and did not acknowledge is ours now.
-        self._must_claim_all = True
+        self._stream.claim_all_next()
         log.info(
             "learner %s/%s is active (consumer %s, from version %d)",
             self.ruleset,
@@ -267,100 +240,18 @@ class Learner:
     async def release(self) -> None:
         """Give up the lease (if held) so a standby takes over at once; drops unpublished work."""
         try:
-            await cast(
-                Awaitable[Any], self._release_script(keys=[self._keys.leader], args=[self._token])
-            )
+            await self._lease.release()
         finally:
             self._reset()
 
     # --- reading and learning ---------------------------------------------------
 
-    async def _create_group(self) -> None:
-        with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists, which is fine
-            # From the start of the stream: rewards sent before this bandit's
-            # first learner existed are still worth learning.
-            await self.redis.xgroup_create(
-                keys.REWARD_STREAM, self._keys.group, id="0", mkstream=True
-            )
-
-    async def _claim(self, min_idle_ms: int) -> list[_StreamEntry]:
-        """Take over entries pending with any consumer for at least ``min_idle_ms``."""
-        out: list[_StreamEntry] = []
-        start: bytes | str = "0-0"
-        while True:
-            reply = await self.redis.xautoclaim(
-                keys.REWARD_STREAM,
-                self._keys.group,
-                self.consumer,
-                min_idle_ms,
-                start_id=start,
-                count=self.config.batch,
-            )
-            start = reply[0]
-            # Redis 6.2 answers (None, None) for an entry trimmed from the stream
-            # while pending: there is no id left to learn from or acknowledge.
-            out.extend(e for e in reply[1] if e[0] is not None and e[0] not in self._inflight_set)
-            if start in (b"0-0", "0-0"):
-                return out
-
-    async def _forget_idle_consumers(self) -> None:
-        """Delete consumers of earlier learners that hold nothing and have been idle a while.
-
-        Every learner process reads under a consumer name of its own, so
-        without this each restart would leave one more name in the group.
-        """
-        consumers = await self.redis.xinfo_consumers(keys.REWARD_STREAM, self._keys.group)
-        for info in consumers:
-            name = info["name"]
-            name = name.decode() if isinstance(name, bytes) else str(name)
-            if name == self.consumer or info["pending"] or info["idle"] < self._claim_idle_ms:
-                continue
-            # Deleting a consumer drops its pending entries, so the check that it
-            # has none is repeated atomically with the delete.
-            await cast(
-                Awaitable[Any],
-                self._forget_script(keys=[keys.REWARD_STREAM], args=[self._keys.group, name]),
-            )
-
-    async def _read(self) -> list[_StreamEntry]:
-        """The next entries to handle: claimed ones first, then new ones."""
-        try:
-            return await self._read_group()
-        except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            # The stream was deleted under us (FLUSHALL, a cleanup): start over.
-            await self._create_group()
-            return []
-
-    async def _read_group(self) -> list[_StreamEntry]:
-        now = time.monotonic()
-        if self._must_claim_all or now >= self._next_claim:
-            min_idle = 0 if self._must_claim_all else self._claim_idle_ms
-            self._must_claim_all = False
-            self._next_claim = now + self.config.lease_ms / 1000.0
-            claimed = await self._claim(min_idle)
-            await self._forget_idle_consumers()
-            if claimed:
-                return claimed
-        reply = await cast(
-            Awaitable[Any],
-            self.redis.xreadgroup(
-                self._keys.group,
-                self.consumer,
-                {keys.REWARD_STREAM: ">"},
-                count=self.config.batch,
-            ),
-        )
-        # [[stream, entries]] (RESP2, what engine.redis_client speaks), or None.
-        return [e for _, entries in reply or () for e in entries]
-
-    async def _process(self, entries: Sequence[_StreamEntry]) -> None:
+    async def _process(self, entries: Sequence[StreamEntry]) -> None:
         """Learn what ``entries`` teach this bandit; everything read is acknowledged later."""
         model = self._model
         assert model is not None
         parsed: list[tuple[bytes, tuple[str, str, float] | None]] = [
-            (entry_id, _parse_reward(fields)) for entry_id, fields in entries
+            (entry_id, parse_reward(fields)) for entry_id, fields in entries
         ]
         wanted = [p for _, p in parsed if p is not None]
         records: list[Any] = []
@@ -485,7 +376,7 @@ class Learner:
         """
         if not await self.ensure_leader():
             return 0
-        entries = await self._read()
+        entries = await self._stream.read(self._inflight_set)
         if entries:
             await self._process(entries)
         if self.publish_due() or (self._inflight and not self._learned):
@@ -501,7 +392,7 @@ class Learner:
         while True:
             if not await self.ensure_leader():
                 break
-            entries = await self._read()
+            entries = await self._stream.read(self._inflight_set)
             if not entries:
                 break
             await self._process(entries)
@@ -546,21 +437,6 @@ class Learner:
                     await self.release()
                 except (RedisError, OSError) as exc:
                     log.warning("learner %s/%s: stopping: %s", self.ruleset, self.bandit, exc)
-
-
-def _parse_reward(fields: dict[bytes, bytes] | None) -> tuple[str, str, float] | None:
-    """(decision id, action, reward) from a stream entry; None if it is not one."""
-    if not fields:  # None: the entry was deleted from the stream while pending
-        return None
-    try:
-        decision_id = fields[b"decision_id"].decode()
-        action = fields[b"action"].decode()
-        reward = float(fields[b"reward"])
-    except (KeyError, ValueError):
-        return None
-    if not math.isfinite(reward):
-        return None
-    return decision_id, action, reward
 
 
 async def run_learners(
