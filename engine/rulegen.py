@@ -29,13 +29,13 @@ for why the skipped ones are unobservable).
 
 Predicates that several rules share and that cost more than a comparison
 (function calls, arithmetic, regexes, string tests) are computed once per
-decision through memo locals (`ExprCompiler.memo`).
+decision through memo locals (`ExprCompiler.memo`); `engine.shared_predicates`
+chooses them.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from operator import attrgetter
@@ -46,19 +46,16 @@ from dsl import nodes as n
 from engine import indexing
 from engine.codegen import Constants, ExprCompiler, Writer
 from engine.plan import Offer
+from engine.shared_predicates import shared_predicates
 
 #: Blocks with fewer items are laid out naively: a lookup would cost more than it saves.
 MIN_INDEXED_BLOCK = 4
 #: Indexed blocks nest at most this deep (each adds a loop and a level of search).
 MAX_INDEXED_DEPTH = 4
-#: At most this many shared predicates get a memo local (each costs one store per decision).
-MAX_MEMOS = 256
 #: Rough costs in ns (CPython 3.11, in a function): testing a rule whose first conjunct
 #: fails, one index lookup, the candidate list and loop, running one item through the loop.
 #: A block is indexed only when the rules it skips cost more than the lookups it adds.
 COST_TEST, COST_LOOKUP, COST_SETUP, COST_DISPATCH = 25, 100, 150, 45
-
-_EXPENSIVE_OPS = ("matches", "starts with", "ends with", "contains")
 
 
 class Host(Protocol):
@@ -424,19 +421,9 @@ class RuleWriter:
     # ------------------------------------------------------------ shared predicates
 
     def _share_predicates(self) -> None:
-        counts: Counter[n.Expr] = Counter()
-        first: dict[n.Expr, int] = {}
         conditions = [s.expr for s in self.c.segments.values()]
         conditions += [r.condition for r in _walk(self.c.rules)]
-        for cond in conditions:
-            for p in _predicates(cond):
-                if _expensive(p):
-                    counts[p] += 1
-                    first.setdefault(p, len(first))
-        shared = [p for p, c in counts.items() if c > 1]
-        shared.sort(key=lambda p: (-counts[p], first[p]))
-        shared = sorted(shared[:MAX_MEMOS], key=lambda p: first[p])
-        memo = {p: f"q{i}" for i, p in enumerate(shared)}
+        memo = {p: f"q{i}" for i, p in enumerate(shared_predicates(conditions))}
         self.host.exprs.memo = memo
         self.memos = list(memo.values())
 
@@ -471,38 +458,3 @@ def _walk(rules: tuple[n.Rule, ...]) -> Iterator[n.WhenRule | n.SuppressRule | n
         if isinstance(rule, n.IfBlock):
             yield from _walk(rule.then)
             yield from _walk(rule.orelse)
-
-
-def _predicates(e: n.Expr) -> Iterator[n.Expr]:
-    """The atomic predicates of a condition, through `and`, `or` and `not`."""
-    if isinstance(e, n.BoolOp):
-        for o in e.operands:
-            yield from _predicates(o)
-    elif isinstance(e, n.Unary) and e.op == "not":
-        yield from _predicates(e.operand)
-    elif isinstance(e, n.Between) or (isinstance(e, n.Binary) and e.op not in ("+", "-", "*", "/")):
-        yield e
-
-
-def _expensive(e: n.Expr) -> bool:
-    """More than a comparison of locals and literals: worth a memo local when shared."""
-    if isinstance(e, n.Binary) and e.op in _EXPENSIVE_OPS:
-        return True
-    stack: list[n.Expr] = [e]
-    while stack:
-        x = stack.pop()
-        if isinstance(x, n.Call) or (isinstance(x, n.Unary) and x.op == "neg"):
-            return True
-        if isinstance(x, n.Binary):
-            if x.op in ("+", "-", "*", "/") or x.op in _EXPENSIVE_OPS:
-                return True
-            stack += (x.left, x.right)
-        elif isinstance(x, n.Between):
-            stack += (x.operand, x.low, x.high)
-        elif isinstance(x, n.ListLit):
-            stack += x.items
-        elif isinstance(x, n.BoolOp):
-            stack += x.operands
-        elif isinstance(x, n.Unary | n.Presence):
-            stack.append(x.operand)
-    return False
