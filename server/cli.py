@@ -9,229 +9,15 @@ import os
 import secrets
 import signal
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import dsl
-from engine.compiler import compile_plan
-from engine.plan import Plan
+from server.commands_common import redis_url, rule_paths
+from server.commands_replay import cmd_decide, cmd_replay
+from server.commands_rules import cmd_check, cmd_fmt, cmd_test
 
 DEFAULT_RULES = "rulesets"
-
-
-def _paths(args_paths: Sequence[str]) -> list[Path]:
-    from server.rulesets import rule_files
-
-    out: list[Path] = []
-    for raw in args_paths:
-        p = Path(raw)
-        if not p.exists():
-            raise SystemExit(f"arbiter: {raw}: no such file or directory")
-        out.extend(rule_files(p))
-    if not out:
-        raise SystemExit(f"arbiter: no .rules files in {', '.join(args_paths)}")
-    return out
-
-
-def _compile(path: Path) -> Plan:
-    return compile_plan(dsl.load_checked(path))
-
-
-# ------------------------------------------------------------------- check
-
-
-def cmd_check(args: argparse.Namespace) -> int:
-    """Check files; print diagnostics; exit 1 on errors."""
-    from engine.models import check_models
-
-    failed = False
-    report: list[dict[str, Any]] = []
-    for path in _paths(args.paths):
-        diags: list[dsl.Diagnostic] = []
-        sources: dict[str, str] = {}
-        try:
-            ruleset, sources = dsl.load(path)
-            checked = dsl.check(ruleset, sources)
-            diags.extend(checked.warnings)
-            diags.extend(check_models(checked, path.parent))
-        except dsl.RulesError as exc:
-            diags.extend(exc.diagnostics)
-            sources = sources or exc.sources
-        errors = [d for d in diags if d.severity == "error"]
-        failed |= bool(errors)
-        if args.format == "json":
-            report.append(
-                {"file": str(path), "ok": not errors, "diagnostics": [d.to_json() for d in diags]}
-            )
-            continue
-        for d in diags:
-            print(d.format(sources.get(d.span.file)))
-        warnings = len(diags) - len(errors)
-        status = "FAILED" if errors else "ok"
-        print(f"{path}: {status} ({len(errors)} errors, {warnings} warnings)")
-    if args.format == "json":
-        print(json.dumps(report, indent=2))
-    return 1 if failed else 0
-
-
-# -------------------------------------------------------------------- test
-
-
-def cmd_test(args: argparse.Namespace) -> int:
-    """Run the scenario blocks of rules files, like pytest."""
-    from engine.scenarios import format_report, run_scenarios
-
-    results = []
-    for path in _paths(args.paths):
-        try:
-            plan = _compile(path)
-        except dsl.RulesError as exc:
-            print(exc.format())
-            return 1
-        results.extend(run_scenarios(plan))
-    print(format_report(results))
-    return 0 if all(r.passed for r in results) else 1
-
-
-# --------------------------------------------------------------------- fmt
-
-
-def cmd_fmt(args: argparse.Namespace) -> int:
-    """Print (or write, or check) the canonical form of rules files."""
-    from dsl.formatter import format_ruleset
-
-    changed = False
-    for path in _paths(args.paths):
-        text = path.read_text(encoding="utf-8")
-        try:
-            formatted = format_ruleset(dsl.parse(text, str(path)))
-        except dsl.RulesError as exc:
-            print(exc.format(), file=sys.stderr)
-            return 1
-        if formatted == text:
-            continue
-        changed = True
-        if args.write:
-            path.write_text(formatted, encoding="utf-8")
-            print(f"reformatted {path}")
-        elif args.check:
-            print(f"would reformat {path}")
-        else:
-            sys.stdout.write(formatted)
-    return 1 if (args.check and changed) else 0
-
-
-# ------------------------------------------------------------------ decide
-
-
-def cmd_decide(args: argparse.Namespace) -> int:
-    """One decision from the command line, against Redis or a literal profile."""
-    from engine.decide import decide
-    from engine.models import load_models
-    from engine.oracle import LiveOracle
-    from engine.records import ENCODER, DecideRequest, Inputs
-
-    path = _paths([args.rules])[0]
-    plan = _compile(path)
-    context = json.loads(args.context)
-    request = DecideRequest(args.customer, context, limit=args.limit, explain=args.explain)
-    now = time.time()
-    if args.profile is not None:
-        inputs = Inputs(profile=json.loads(args.profile))
-    else:
-        inputs = asyncio.run(_fetch(plan, args.customer, now))
-    oracle = LiveOracle(load_models(plan, path.parent), {})
-    decision, _ = decide(
-        plan, request, inputs, decision_id=f"cli-{int(now * 1000)}", now=now, oracle=oracle
-    )
-    print(json.dumps(json.loads(ENCODER.encode(decision)), indent=2))
-    return 0
-
-
-async def _fetch(plan: Plan, customer_id: str, now: float) -> Any:
-    from engine.redis_client import connect
-    from engine.store import ProfileStore
-
-    url, embedded = _redis_url()
-    client = connect(url, socket_timeout=5)
-    try:
-        return await ProfileStore(client).fetch(customer_id, plan.needs, now)
-    finally:
-        await client.aclose()
-        if embedded is not None:
-            embedded.stop()
-
-
-def _redis_url() -> tuple[str, Any]:
-    """ARBITER_REDIS_URL, or the embedded Redis of the data dir (started if not running)."""
-    from engine.redis_server import EmbeddedRedis
-    from server.settings import Settings
-
-    settings = Settings.from_env()
-    if settings.redis_url:
-        return settings.redis_url, None
-    embedded = EmbeddedRedis.attach_or_start(Path(settings.data_dir) / "redis")
-    return embedded.url, embedded
-
-
-# ------------------------------------------------------------------ replay
-
-
-def cmd_replay(args: argparse.Namespace) -> int:
-    """Replay logged decisions against the rules; exit 1 if a same-version replay differs."""
-    from engine.redis_client import connect_sync
-    from engine.replay import read_jsonl, read_stream, replay
-
-    plans = {}
-    for path in _paths([args.rules]):
-        plan = _compile(path)
-        plans[plan.name] = plan
-    embedded = None
-    client = None
-    if args.source and not args.source.startswith(
-        ("redis://", "rediss://", "unix://", "redis+cluster://")
-    ):
-        records = read_jsonl(args.source)
-    else:
-        url = args.source
-        if url is None:
-            url, embedded = _redis_url()
-        client = connect_sync(url)
-        from engine import keys
-
-        records = read_stream(client, keys.DECISION_STREAM, args.limit)
-    total = identical = mismatched = changed = skipped = 0
-    try:
-        for record in records:
-            found = plans.get(record.ruleset.name)
-            if found is None:
-                skipped += 1
-                continue
-            result = replay(found, record)
-            total += 1
-            if result.identical:
-                identical += 1
-            elif result.same_plan:
-                mismatched += 1
-            else:
-                changed += 1
-            if args.verbose or not result.identical:
-                tag = "" if result.same_plan else " [new ruleset version]"
-                print(result.describe() + tag)
-    finally:
-        if client is not None:
-            client.close()
-        if embedded is not None:
-            embedded.stop()
-    print(
-        f"replayed {total}: {identical} identical, {mismatched} differ under the same ruleset version, "
-        f"{changed} changed by a new ruleset version; {skipped} skipped (ruleset not loaded)"
-    )
-    if total == 0:
-        print("no decisions to replay", file=sys.stderr)
-    return 1 if mismatched else 0
 
 
 # ------------------------------------------------------------------ ingest
@@ -243,7 +29,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     return ingest_main(
         args.file,
-        redis_url=_redis_url,
+        redis_url=redis_url,
         batch=args.batch,
         skip_invalid=args.skip_invalid,
         rules=args.rules,
@@ -266,7 +52,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
 
     from engine.learner import LearnerConfig, learn_main
 
-    files = [p for p in _paths([args.rules]) if dsl.load_checked(p).bandits]
+    files = [p for p in rule_paths([args.rules]) if dsl.load_checked(p).bandits]
     if not files:
         print(f"arbiter: no bandits declared in {args.rules}: nothing to learn", file=sys.stderr)
         return 1
@@ -275,7 +61,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     config = LearnerConfig(publish_every=args.publish_every, publish_interval=args.publish_interval)
-    url, embedded = _redis_url()
+    url, embedded = redis_url()
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -314,7 +100,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"arbiter: --dev admin key (send as 'Authorization: Bearer {key}'):\n  {key}")
     try:
         settings = Settings.from_env()
-        _paths([args.rules])
+        rule_paths([args.rules])
     except SettingsError as exc:
         print(f"arbiter: {exc}", file=sys.stderr)
         return 2
