@@ -15,17 +15,21 @@ conftest, or ``-p tests.redis_fixtures`` on the command line.
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import redis
 
-from engine.redis_client import connect_sync
+from engine.redis_client import AsyncRedisClient, connect, connect_sync
 from engine.redis_cluster import RedisClusterProcesses
 from engine.redis_server import EmbeddedRedis
+
+T = TypeVar("T")
 
 __all__ = [
     "ExternalRedis",
@@ -35,6 +39,7 @@ __all__ = [
     "redis_cluster_url",
     "redis_server",
     "redis_url",
+    "run_with_client",
 ]
 
 
@@ -113,3 +118,16 @@ def redis_cluster_url(redis_cluster: RedisClusterProcesses) -> str:
     for url in redis_cluster.urls:
         flush_redis(url)
     return redis_cluster.url
+
+
+def run_with_client(url: str, body: Callable[[AsyncRedisClient], Awaitable[T]]) -> T:
+    """Run ``body`` with a fresh asyncio client on ``url`` (closed afterwards), to completion."""
+
+    async def main() -> T:
+        client = connect(url, socket_timeout=5.0)
+        try:
+            return await body(client)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -26,6 +25,7 @@ from engine.compiler import compile_plan
 from engine.plan import Plan
 from engine.redis_client import AsyncRedisClient, connect
 from engine.redis_server import EmbeddedRedis
+from tests.redis_fixtures import run_with_client as run
 
 T = TypeVar("T")
 
@@ -62,19 +62,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def run(url: str, body: Callable[[AsyncRedisClient], Awaitable[T]]) -> T:
-    """Run ``body`` with a fresh asyncio client on ``url``, closed afterwards."""
-
-    async def main() -> T:
-        client = connect(url, socket_timeout=5.0)
-        try:
-            return await body(client)
-        finally:
-            await client.aclose()
-
-    return asyncio.run(main())
 
 
 def test_cold_start_is_uniform_and_version_zero(redis_url: str) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -26,7 +25,8 @@ from engine.learner import Learner, LearnerConfig, learn_main
 from engine.oracle import LiveOracle
 from engine.plan import Plan
 from engine.records import ENCODER, DecideRequest, DecisionRecord, Inputs
-from engine.redis_client import AsyncRedisClient, connect
+from engine.redis_client import AsyncRedisClient
+from tests.redis_fixtures import run_with_client as run
 
 T = TypeVar("T")
 
@@ -48,17 +48,6 @@ RECORD_TTL = 7 * 24 * 3600
 @pytest.fixture(scope="module")
 def plan() -> Plan:
     return compile_plan(dsl.check(dsl.parse(RULES, "shop.rules")))
-
-
-def run(url: str, body: Callable[[AsyncRedisClient], Awaitable[T]]) -> T:
-    async def main() -> T:
-        client = connect(url, socket_timeout=5.0)
-        try:
-            return await body(client)
-        finally:
-            await client.aclose()
-
-    return asyncio.run(main())
 
 
 async def serve(

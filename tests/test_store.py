@@ -7,7 +7,6 @@ stay near the real clock because bucket hashes expire at absolute times.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -26,27 +25,21 @@ from engine.decision_log import DecisionLog
 from engine.oracle import LiveOracle
 from engine.plan import AggregateSpec, Plan
 from engine.records import DecideRequest
-from engine.redis_client import connect, connect_sync
+from engine.redis_client import connect_sync
 from engine.store import Event, ProfileStore
 from server.app import create_app
+from tests.redis_fixtures import run_with_client
 from tests.server_helpers import ADMIN, CASES, settings
 
 HOUR = windows.HOUR
 DAY = windows.DAY
+
 T = TypeVar("T")
 
 
 def run(url: str, body: Callable[[ProfileStore], Awaitable[T]]) -> T:
     """Run `body(store)` on a fresh client of `url` in its own event loop."""
-
-    async def main() -> T:
-        client = connect(url, socket_timeout=5)
-        try:
-            return await body(ProfileStore(client))
-        finally:
-            await client.aclose()
-
-    return asyncio.run(main())
+    return run_with_client(url, lambda client: body(ProfileStore(client)))
 
 
 def hour_floor(t: float) -> int:
