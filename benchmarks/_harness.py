@@ -71,7 +71,7 @@ def arbiter_argv(rules: str, port: int, workers: int = 1) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "server.cli",
+        "arbiter.server.cli",
         "serve",
         "--rules",
         rules,

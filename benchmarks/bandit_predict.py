@@ -23,25 +23,19 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import sys
 import timeit
 from collections.abc import Callable, Sequence
 from functools import partial
-from pathlib import Path
 
 import vowpal_wabbit_next as vw
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from engine.bandit import (  # noqa: E402
+from arbiter.engine.decision.sampling import sample
+from arbiter.engine.learning.bandit import (
     BanditModel,
     Exploration,
     Features,
 )
-from engine.sampling import sample  # noqa: E402
-from engine.vw_features import format_example  # noqa: E402
+from arbiter.engine.learning.features import format_example
 
 ACTION_COUNTS = (5, 20, 50)
 TRAINING_ROUNDS = 500

@@ -12,7 +12,7 @@ decides whether the shown banner is clicked) is played by four policies:
     ``POST /v1/decide`` per visitor, then ``POST /v1/feedback`` with reward 1
     (click) or 0 (shown, not clicked); the in-process learner publishes new
     versions and both workers hot-swap them;
-(c) the same ruleset and VW decided in this process (`engine.decide` over a
+(c) the same ruleset and VW decided in this process (`engine.decision.decide` over a
     `BanditModel`), learning after every decision: the loop without a
     server, a stream, a learner or publishing lag;
 (d) the optimum: the best banner of every context.
@@ -47,20 +47,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import dsl
+from arbiter import dsl
+from arbiter.engine.codegen.compiler import compile_plan
+from arbiter.engine.decision.decide import decide
+from arbiter.engine.decision.oracle import LiveOracle
+from arbiter.engine.learning.bandit import BanditModel
+from arbiter.engine.learning.bandit_store import bandit_keys, exploration_of
+from arbiter.engine.plan import Plan
+from arbiter.engine.records import RECORD_DECODER, DecideRequest, Inputs
+from arbiter.engine.store import keys
+from arbiter.engine.store.client import connect_sync
+from arbiter.engine.store.embedded import EmbeddedRedis
 from benchmarks._harness import Client, arbiter_argv, free_port, server
-from engine import keys
-from engine.bandit import BanditModel
-from engine.bandit_store import bandit_keys, exploration_of
-from engine.compiler import compile_plan
-from engine.decide import decide
-from engine.oracle import LiveOracle
-from engine.plan import Plan
-from engine.records import RECORD_DECODER, DecideRequest, Inputs
-from engine.redis_client import connect_sync
-from engine.redis_server import EmbeddedRedis
 
 RULES = Path(__file__).resolve().parent / "rules" / "sim.rules"
 RULESET, BANDIT = "sim", "hero"
@@ -193,7 +191,7 @@ def play_in_process_avg(stream: Stream, plan: Plan, run: int, repeats: int) -> O
 
 
 def play_in_process(stream: Stream, plan: Plan, run: int) -> Outcome:
-    """(c): `engine.decide` with a local `BanditModel` that learns after every decision.
+    """(c): `engine.decision.decide` with a local `BanditModel` that learns after every decision.
 
     The same plan, features, exploration and seeded sampling as the server;
     what is missing is only the distance: HTTP, the decision log, the reward

@@ -15,10 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+from arbiter.engine.store.embedded import EmbeddedRedis
 from benchmarks._harness import Client, arbiter_argv, free_port, server, summary, timed_loop, wrk
-from engine.redis_server import EmbeddedRedis
 
 ADMIN = {"Authorization": "Bearer bench-admin"}
 

@@ -11,7 +11,7 @@ Three rulesets share their profile, context, twenty offers and rules
 
 For each, prints the median and p99 latency of
 
-- in process: `engine.decide` with a `LiveOracle` over the real `OnnxModel`
+- in process: `engine.decision.decide` with a `LiveOracle` over the real `OnnxModel`
   and a trained `BanditModel` (an untrained one answers uniform without
   asking VW), the inputs already fetched;
 - over HTTP: sequential ``POST /v1/decide`` on one keep-alive connection to
@@ -33,7 +33,6 @@ import asyncio
 import json
 import random
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -42,20 +41,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import dsl
+from arbiter import dsl
+from arbiter.engine.codegen.compiler import compile_plan
+from arbiter.engine.decision.decide import decide
+from arbiter.engine.decision.oracle import LiveOracle
+from arbiter.engine.learning.bandit import BanditModel
+from arbiter.engine.learning.bandit_store import exploration_of, publish
+from arbiter.engine.plan import Plan
+from arbiter.engine.records import DecideRequest, Inputs
+from arbiter.engine.scoring.loading import load_models
+from arbiter.engine.store.client import connect
+from arbiter.engine.store.embedded import EmbeddedRedis
 from benchmarks._harness import Client, arbiter_argv, free_port, server, summary, timed_loop
-from engine.bandit import BanditModel
-from engine.bandit_store import exploration_of, publish
-from engine.compiler import compile_plan
-from engine.decide import decide
-from engine.models import load_models
-from engine.oracle import LiveOracle
-from engine.plan import Plan
-from engine.records import DecideRequest, Inputs
-from engine.redis_client import connect
-from engine.redis_server import EmbeddedRedis
 
 RULES = Path(__file__).resolve().parent / "rules"
 RULESETS = (

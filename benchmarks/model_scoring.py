@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import sys
 import timeit
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -30,13 +29,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from arbiter.engine.scoring.onnx import OnnxModel
+from models.synthetic import make_customers
+from models.train import MODELS
 
-from engine.scoring import OnnxModel  # noqa: E402
-from models.synthetic import make_customers  # noqa: E402
-from models.train import MODELS  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 BATCH = 20
 

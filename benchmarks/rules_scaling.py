@@ -34,16 +34,10 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import dsl  # noqa: E402
-import engine  # noqa: E402
-from engine.compiler import compile_plan  # noqa: E402
+from arbiter import dsl, engine
+from arbiter.engine.codegen.compiler import compile_plan
 
 # ------------------------------------------------------------------ the shape
 
@@ -432,7 +426,7 @@ class Row:
 def measure(n_rules: int, decisions: int, verify: int, repeat: int) -> Row:
     import zen
 
-    from engine.decide import EvalRuntime
+    from arbiter.engine.decision.decide import EvalRuntime
 
     rs = generate(n_rules)
     t0 = time.perf_counter()

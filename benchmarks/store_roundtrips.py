@@ -24,7 +24,6 @@ import asyncio
 import inspect
 import json
 import random
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -34,20 +33,18 @@ from typing import Any
 
 import uvloop
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import dsl
+from arbiter import dsl
+from arbiter.engine.codegen.compiler import compile_plan
+from arbiter.engine.decision.decide import decide
+from arbiter.engine.decision.oracle import LiveOracle
+from arbiter.engine.log.writer import DecisionLog
+from arbiter.engine.plan import Plan
+from arbiter.engine.records import DecideRequest
+from arbiter.engine.store import windows
+from arbiter.engine.store.client import connect
+from arbiter.engine.store.embedded import EmbeddedRedis
+from arbiter.engine.store.profiles import Event, ProfileStore
 from benchmarks._harness import Client, arbiter_argv, free_port, server, summary
-from engine import windows
-from engine.compiler import compile_plan
-from engine.decide import decide
-from engine.decision_log import DecisionLog
-from engine.oracle import LiveOracle
-from engine.plan import Plan
-from engine.records import DecideRequest
-from engine.redis_client import connect
-from engine.redis_server import EmbeddedRedis
-from engine.store import Event, ProfileStore
 
 DAY = windows.DAY
 LEVELS = (10, 200)

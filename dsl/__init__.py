@@ -6,13 +6,15 @@
 Knows nothing of Redis, HTTP or models.
 """
 
-from dsl.checker import CheckedRuleset, check
-from dsl.errors import Diagnostic, RulesError
-from dsl.formatter import format_ruleset
-from dsl.loader import load, load_checked
-from dsl.parser import parse, parse_file
+from arbiter.dsl.checked import CheckedRuleset
+from arbiter.dsl.checker import check
+from arbiter.dsl.errors import ArbiterError, Diagnostic, RulesError
+from arbiter.dsl.formatter import format_ruleset
+from arbiter.dsl.loader import load, load_checked
+from arbiter.dsl.parser import parse, parse_file
 
 __all__ = [
+    "ArbiterError",
     "CheckedRuleset",
     "Diagnostic",
     "RulesError",

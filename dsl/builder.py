@@ -14,8 +14,8 @@ from typing import Any
 from lark import Token, Transformer, v_args
 from lark.tree import Meta
 
-from dsl import nodes as n
-from dsl.errors import Diagnostic
+from arbiter.dsl import nodes as n
+from arbiter.dsl.errors import Diagnostic
 
 #: How action properties read in the source, where that differs from the field name.
 _PROP_WORDS = {"fatigue": "suppress after", "consent": "requires consent"}

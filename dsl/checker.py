@@ -13,44 +13,23 @@ Every code it emits is listed in `dsl.codes.CODES`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
-from dsl import nodes as n
-from dsl import types as t
-from dsl.codes import CODES
-from dsl.errors import MAX_DIAGNOSTICS, Diagnostic, RulesError, did_you_mean, sort_and_cap
-from dsl.expressions import FORMULA_NAMES, ExprChecker
-from dsl.reachability import Fact, Reasoner
-from dsl.rule_paths import RulePaths
-from dsl.scenario_check import Locator, check_scenarios
+from arbiter.dsl import nodes as n
+from arbiter.dsl import types as t
+from arbiter.dsl.checked import CheckedRuleset
+from arbiter.dsl.codes import CODES
+from arbiter.dsl.errors import MAX_DIAGNOSTICS, Diagnostic, RulesError, did_you_mean, sort_and_cap
+from arbiter.dsl.expressions import FORMULA_NAMES, ExprChecker
+from arbiter.dsl.reachability import Fact, Reasoner
+from arbiter.dsl.rule_paths import RulePaths
+from arbiter.dsl.scenario_check import Locator, check_scenarios
 
 EXPLORATIONS = ("epsilon", "softmax", "squarecb")
 #: Names a declaration may not take: they mean something else in expressions.
 RESERVED = frozenset({"profile", "context", "action", "experiment", *FORMULA_NAMES})
 
 __all__ = ["CHECKS", "EXPLORATIONS", "FORMULA_NAMES", "CheckedRuleset", "check"]
-
-
-@dataclass
-class CheckedRuleset:
-    """A ruleset whose names and types are known to be consistent."""
-
-    name: str
-    sources: dict[str, str]
-    profile: dict[str, t.Type] = field(default_factory=dict)
-    context: dict[str, t.Type] = field(default_factory=dict)
-    events: dict[str, dict[str, t.Type]] = field(default_factory=dict)
-    segments: dict[str, n.SegmentDecl] = field(default_factory=dict)  # dependency order
-    models: dict[str, n.ModelDecl] = field(default_factory=dict)
-    actions: dict[str, n.ActionDecl] = field(default_factory=dict)
-    rules: tuple[n.Rule, ...] = ()
-    bandits: dict[str, n.BanditDecl] = field(default_factory=dict)
-    arbitrate: n.ArbitrateDecl | None = None
-    holdout: n.HoldoutDecl | None = None
-    experiments: dict[str, n.ExperimentDecl] = field(default_factory=dict)
-    default: str | None = None
-    scenarios: tuple[n.ScenarioDecl, ...] = ()
-    warnings: list[Diagnostic] = field(default_factory=list)
 
 
 class _Checker(ExprChecker, RulePaths):

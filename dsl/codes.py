@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dsl.errors import Severity
+from arbiter.dsl.errors import Severity
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from dsl import nodes as n
+from arbiter.dsl import nodes as n
 
 
 @dataclass

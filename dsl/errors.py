@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from dsl.nodes import Span
+from arbiter.dsl.nodes import Span
 
 Severity = Literal["error", "warning"]
 
@@ -66,8 +66,21 @@ def sort_and_cap(diags: Iterable[Diagnostic]) -> list[Diagnostic]:
     return ordered[:MAX_DIAGNOSTICS]
 
 
-class RulesError(Exception):
+class ArbiterError(Exception):
+    """The root of every error Arbiter raises on purpose.
+
+    `code` is stable (tests, logs and the CLI print it); each stage's errors
+    subclass this, so a caller can catch them all at once, as the `arbiter`
+    command does. It lives in the lowest layer so every layer can derive from it.
+    """
+
+    code: str = "arbiter-error"
+
+
+class RulesError(ArbiterError):
     """A `.rules` file that cannot be used: syntax or semantic errors, with locations."""
+
+    code = "rules-error"
 
     def __init__(self, diagnostics: Sequence[Diagnostic], sources: dict[str, str] | None = None):
         self.diagnostics = list(diagnostics)

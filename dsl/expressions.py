@@ -13,12 +13,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from dsl import nodes as n
-from dsl import types as t
-from dsl.errors import did_you_mean
-
-if TYPE_CHECKING:
-    from dsl.checker import CheckedRuleset
+from arbiter.dsl import nodes as n
+from arbiter.dsl import types as t
+from arbiter.dsl.checked import CheckedRuleset
+from arbiter.dsl.errors import did_you_mean
 
 #: Names the arbitration formula may use besides models, profile and context.
 FORMULA_NAMES = {"value": t.NUMBER, "weight": t.NUMBER, "priority": t.NUMBER}

@@ -26,9 +26,15 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from dsl import nodes as n
-from dsl.comments import Comments, comment_start, property_lines, source_lines, with_trailing
-from dsl.printing import (
+from arbiter.dsl import nodes as n
+from arbiter.dsl.comments import (
+    Comments,
+    comment_start,
+    property_lines,
+    source_lines,
+    with_trailing,
+)
+from arbiter.dsl.printing import (
     INDENT,
     WIDTH,
     condition_lines,

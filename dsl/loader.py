@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dsl import nodes as n
-from dsl.checker import CheckedRuleset, check
-from dsl.errors import Diagnostic, RulesError
-from dsl.parser import parse
+from arbiter.dsl import nodes as n
+from arbiter.dsl.checker import CheckedRuleset, check
+from arbiter.dsl.errors import Diagnostic, RulesError
+from arbiter.dsl.parser import parse
 
 
 def load(path: str | Path, text: str | None = None) -> tuple[n.Ruleset, dict[str, str]]:

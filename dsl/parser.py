@@ -15,10 +15,10 @@ from pathlib import Path
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedInput, VisitError
 
-from dsl import nodes as n
-from dsl.builder import Builder, node_span
-from dsl.errors import Diagnostic, RulesError
-from dsl.syntax_errors import syntax_diagnostic
+from arbiter.dsl import nodes as n
+from arbiter.dsl.builder import Builder, node_span
+from arbiter.dsl.errors import Diagnostic, RulesError
+from arbiter.dsl.syntax_errors import syntax_diagnostic
 
 _GRAMMAR = Path(__file__).with_name("grammar.lark")
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from dsl import nodes as n
+from arbiter.dsl import nodes as n
 
 WIDTH = 100
 INDENT = "  "

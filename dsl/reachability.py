@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
-from dsl import nodes as n
+from arbiter.dsl import nodes as n
 
 Truth = bool | None  # None: unknown (a missing value)
 Predicate = Callable[[Any], Truth]

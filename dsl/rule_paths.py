@@ -15,11 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from dsl import nodes as n
-from dsl.reachability import Fact, Reasoner, always_true
-
-if TYPE_CHECKING:
-    from dsl.checker import CheckedRuleset
+from arbiter.dsl import nodes as n
+from arbiter.dsl.checked import CheckedRuleset
+from arbiter.dsl.reachability import Fact, Reasoner, always_true
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,14 +10,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from dsl import nodes as n
-from dsl import types as t
-from dsl.errors import did_you_mean
-
-if TYPE_CHECKING:
-    from dsl.checker import CheckedRuleset
+from arbiter.dsl import nodes as n
+from arbiter.dsl import types as t
+from arbiter.dsl.checked import CheckedRuleset
+from arbiter.dsl.errors import did_you_mean
 
 Emit = Callable[[str, str, n.Span, str | None], None]
 

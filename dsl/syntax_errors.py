@@ -22,8 +22,8 @@ from functools import cache
 from lark import Lark, Token
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
-from dsl import nodes as n
-from dsl.errors import Diagnostic, did_you_mean
+from arbiter.dsl import nodes as n
+from arbiter.dsl.errors import Diagnostic, did_you_mean
 
 #: Words that start a top-level declaration.
 DECLARATION_KEYWORDS = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dsl import nodes as n
+from arbiter.dsl import nodes as n
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,10 +6,10 @@
 Knows nothing of HTTP.
 """
 
-from engine.compiler import COMPILER_VERSION, compile_plan
-from engine.decide import decide
-from engine.plan import Plan
-from engine.records import DecideRequest, Decision, DecisionRecord, Inputs
+from arbiter.engine.codegen.compiler import COMPILER_VERSION, compile_plan
+from arbiter.engine.decision.decide import decide
+from arbiter.engine.plan import Plan
+from arbiter.engine.records import DecideRequest, Decision, DecisionRecord, Inputs
 
 __all__ = [
     "COMPILER_VERSION",

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from dsl import CheckedRuleset
-from dsl import nodes as n
+from arbiter.dsl import CheckedRuleset
+from arbiter.dsl import nodes as n
 
 #: The generated evaluator: (P, C, A, rt) -> (offers, suppressed action indices, segment values).
 #: P profile dict, C context dict, A aggregates tuple (same order as `Needs.aggregates`).
 Evaluator = Callable[[Mapping[str, Any], Mapping[str, Any], tuple[Any, ...], Any], Any]
 #: The generated arbitration formula for one candidate.
 Formula = Callable[..., Any]
+#: A customer-level model's input row: (P, C, A, rt) -> row, or None when an input is missing.
+ModelRow = Callable[[Mapping[str, Any], Mapping[str, Any], tuple[Any, ...], Any], Any]
+#: A per-offer model's input row: (P, C, A, rt, value, attributes) -> row or None.
+ActionModelRow = Callable[..., Any]
+#: A bandit's shared (customer) features: (P, C, A, rt) -> feature dict.
+BanditFeatures = Callable[[Mapping[str, Any], Mapping[str, Any], tuple[Any, ...], Any], Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +109,18 @@ class Plan:
     top: int | None
     max_per_tag: int | None
     source: str  # the generated Python, for debugging and golden tests
-    extras: dict[str, Any] = field(default_factory=dict)
+    #: The name the generated code was compiled under (its frames show it).
+    filename: str
+    #: Per generated line (index = line - 1), the `.rules` span it was written for.
+    line_spans: tuple[n.Span | None, ...]
+    #: Input rows of customer-level models, by model index.
+    model_inputs: Mapping[int, ModelRow]
+    #: Input rows of per-offer models, by model index.
+    action_model_inputs: Mapping[int, ActionModelRow]
+    #: Shared features of each bandit, in declaration order.
+    bandit_features: tuple[BanditFeatures, ...]
+    #: Every action's features as a bandit arm (by action index); shared, never mutated.
+    arm_features: tuple[dict[str, Any], ...]
 
     def action(self, name: str) -> ActionSpec:
         return self.actions[self.action_index[name]]

@@ -11,11 +11,14 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from dsl.types import Type
+from arbiter.dsl.errors import ArbiterError
+from arbiter.dsl.types import Type
 
 
-class ValueProblem(Exception):
+class ValueProblem(ArbiterError):
     """A value does not fit its declared type; `field` names it."""
+
+    code = "invalid-value"
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
@@ -39,6 +42,7 @@ def _time(field: str, value: Any) -> float:
 
 def normalize(field: str, ty: Type, value: Any) -> Any:
     """The value as stored and evaluated, or `ValueProblem`. `None` is always allowed (missing)."""
+
     if value is None:
         return None
     kind = ty.kind

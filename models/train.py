@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +30,6 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
-
-if __package__ in (None, ""):
-    # Run as `python models/train.py`: make `models` importable as a package.
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from models.synthetic import CustomerData, make_customers
 

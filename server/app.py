@@ -17,23 +17,23 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.routing import Route
 
-from engine.bandit_store import BanditRegistry
-from engine.decision_log import DecisionLog
-from engine.learner import LearnerConfig
-from engine.plan import Plan
-from engine.redis_client import connect
-from engine.redis_server import EmbeddedRedis
-from engine.store import ProfileStore
-from server import errors, openapi
-from server.auth import KeyRing
-from server.fast_path import decide_asgi
-from server.learning import LearnerSupervisor
-from server.metrics import Metrics
-from server.routes_admin import router as admin_router
-from server.routes_decide import decide_endpoint, feedback_endpoint
-from server.rulesets import Resources, RulesetManager
-from server.settings import Settings
-from server.state import AppState
+from arbiter.engine.learning.bandit_store import BanditRegistry
+from arbiter.engine.learning.learner import LearnerConfig
+from arbiter.engine.log.writer import DecisionLog
+from arbiter.engine.plan import Plan
+from arbiter.engine.store.client import connect
+from arbiter.engine.store.embedded import EmbeddedRedis
+from arbiter.engine.store.profiles import ProfileStore
+from arbiter.server import errors, openapi
+from arbiter.server.auth import KeyRing
+from arbiter.server.fast_path import decide_asgi
+from arbiter.server.learning import LearnerSupervisor
+from arbiter.server.metrics import Metrics
+from arbiter.server.routes_admin import router as admin_router
+from arbiter.server.routes_decide import decide_endpoint, feedback_endpoint
+from arbiter.server.rulesets import Resources, RulesetManager
+from arbiter.server.settings import Settings
+from arbiter.server.state import AppState
 
 log = logging.getLogger("arbiter.server")
 
@@ -42,7 +42,7 @@ ADMIN_TIMEOUT_S = 5.0
 
 def default_resources(plan: Plan, base_dir: Path) -> Mapping[str, Any]:
     """Load a plan's ONNX models (raises RulesError at the declaration on a mismatch)."""
-    from engine.models import load_models
+    from arbiter.engine.scoring.loading import load_models
 
     return {"models": load_models(plan, base_dir)}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hmac
 
-from server.errors import ApiError
+from arbiter.server.errors import ApiError
 
 
 class KeyRing:

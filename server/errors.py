@@ -15,12 +15,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from server.responses import JSONResponse
+from arbiter.dsl.errors import ArbiterError
+from arbiter.server.responses import JSONResponse
 
 log = logging.getLogger("arbiter.server")
 
 
-class ApiError(Exception):
+class ApiError(ArbiterError):
     """An error answer: HTTP status, stable code, message, and the field at fault."""
 
     def __init__(

@@ -16,8 +16,8 @@ from typing import Any
 
 import orjson
 
-from server.errors import ApiError
-from server.routes_decide import handle_decide
+from arbiter.server.errors import ApiError
+from arbiter.server.routes_decide import handle_decide
 
 log = logging.getLogger("arbiter.server")
 

@@ -1,7 +1,7 @@
 """In-process learners: one set per live ruleset with bandits, restarted when they change.
 
 Every worker runs them; the learners' Redis lease keeps exactly one active per
-bandit across all workers and machines (see engine.learner).
+bandit across all workers and machines (see engine.learning.learner).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import logging
 from contextlib import suppress
 from typing import Any
 
-from engine.learner import LearnerConfig, run_learners
-from server.rulesets import LiveRuleset
+from arbiter.engine.learning.learner import LearnerConfig, run_learners
+from arbiter.server.rulesets import LiveRuleset
 
 log = logging.getLogger("arbiter.learning")
 

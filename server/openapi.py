@@ -12,8 +12,8 @@ import msgspec
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from engine.records import DecideRequest, Decision
-from server.routes_decide import FeedbackIn
+from arbiter.engine.records import DecideRequest, Decision
+from arbiter.server.routes_decide import FeedbackIn
 
 _REF = "#/components/schemas/{name}"
 

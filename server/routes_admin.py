@@ -9,14 +9,14 @@ from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 
-import dsl
-from dsl.types import Type
-from engine.store import Event
-from engine.validate import ValueProblem, normalize, normalize_all
-from server.errors import ApiError
-from server.responses import JSONResponse
-from server.rulesets import NameMismatch, NoEarlierVersion
-from server.state import AppState
+from arbiter import dsl
+from arbiter.dsl.types import Type
+from arbiter.engine.store.profiles import Event
+from arbiter.engine.validate import ValueProblem, normalize, normalize_all
+from arbiter.server.errors import ApiError
+from arbiter.server.responses import JSONResponse
+from arbiter.server.rulesets import NameMismatch, NoEarlierVersion
+from arbiter.server.state import AppState
 
 router = APIRouter()
 Auth = Annotated[str | None, Header(alias="Authorization", include_in_schema=False)]

@@ -16,13 +16,13 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from engine import keys
-from engine.decide import decide
-from engine.oracle import LiveOracle
-from engine.records import ENCODER, RECORD_DECODER, REQUEST_DECODER, DecisionRecord, Inputs
-from engine.validate import ValueProblem, normalize_all
-from server.errors import ApiError, from_msgspec
-from server.state import AppState, new_decision_id
+from arbiter.engine.decision.decide import decide
+from arbiter.engine.decision.oracle import LiveOracle
+from arbiter.engine.records import ENCODER, RECORD_DECODER, REQUEST_DECODER, DecisionRecord, Inputs
+from arbiter.engine.store import keys
+from arbiter.engine.validate import ValueProblem, normalize_all
+from arbiter.server.errors import ApiError, from_msgspec
+from arbiter.server.state import AppState, new_decision_id
 
 MAX_LIMIT = 50
 _REDIS_DOWN = (RedisError, OSError, TimeoutError)

@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import dsl
-from dsl.types import Type
-from engine import keys
-from engine.bandit_store import BanditRegistry
-from engine.compiler import compile_plan
-from engine.plan import Plan
+from arbiter import dsl
+from arbiter.dsl.errors import ArbiterError
+from arbiter.dsl.types import Type
+from arbiter.engine.codegen.compiler import compile_plan
+from arbiter.engine.learning.bandit_store import BanditRegistry
+from arbiter.engine.plan import Plan
+from arbiter.engine.store import keys
 
 log = logging.getLogger("arbiter.rulesets")
 
@@ -204,11 +205,19 @@ class RulesetManager:
                 log.warning("ruleset refresh failed: %s", exc)
 
 
-class NameMismatch(Exception):
+class NameMismatch(ArbiterError):
+    """A ruleset's text declares another name than the one it was sent to."""
+
+    code = "ruleset-name-mismatch"
+
     def __init__(self, url_name: str, text_name: str) -> None:
         super().__init__(f"the text declares 'ruleset {text_name}' but was sent to '{url_name}'")
 
 
-class NoEarlierVersion(Exception):
+class NoEarlierVersion(ArbiterError):
+    """A rollback asked of a ruleset that has only one version."""
+
+    code = "no-earlier-version"
+
     def __init__(self, name: str) -> None:
         super().__init__(f"ruleset '{name}' has no earlier version to roll back to")

@@ -14,9 +14,13 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
+from arbiter.dsl.errors import ArbiterError
 
-class SettingsError(Exception):
+
+class SettingsError(ArbiterError):
     """A setting is missing or malformed; the message names the variable."""
+
+    code = "invalid-settings"
 
 
 @dataclass(frozen=True)

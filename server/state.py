@@ -8,13 +8,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.decision_log import DecisionLog
-from engine.redis_server import EmbeddedRedis
-from engine.store import ProfileStore
-from server.auth import KeyRing
-from server.metrics import Metrics
-from server.rulesets import RulesetManager
-from server.settings import Settings
+from arbiter.engine.log.writer import DecisionLog
+from arbiter.engine.store.embedded import EmbeddedRedis
+from arbiter.engine.store.profiles import ProfileStore
+from arbiter.server.auth import KeyRing
+from arbiter.server.metrics import Metrics
+from arbiter.server.rulesets import RulesetManager
+from arbiter.server.settings import Settings
 
 
 @dataclass

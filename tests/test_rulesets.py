@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from support.paths import ROOT_DIR
 
-import dsl
-import engine
-from dsl import nodes as n
-from engine.scenarios import format_report, run_scenarios
+from arbiter import dsl, engine
+from arbiter.dsl import nodes as n
+from arbiter.engine.decision.scenarios import format_report, run_scenarios
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = ROOT_DIR
 RULESETS = sorted((ROOT / "rulesets").glob("*.rules"))
 
 
@@ -71,7 +71,7 @@ def test_the_language_reference_example_checks_and_passes() -> None:
 
 
 def test_the_language_reference_lists_every_code() -> None:
-    from dsl.codes import CODES
+    from arbiter.dsl.codes import CODES
 
     doc = (ROOT / "docs/language.md").read_text(encoding="utf-8")
     for code, info in CODES.items():

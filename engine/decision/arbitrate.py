@@ -1,0 +1,195 @@
+"""Eligible offers → the actions to return.
+
+Order of work, cheapest and most decisive first: drop suppressed actions,
+actions for another channel, outside their validity dates, without the
+required consent, at their contact cap or fatigued; score survivors (per-action
+models in one batched call each, then the arbitration formula); let each
+bandit pick one of its eligible arms; rank by priority then score; apply the
+per-tag diversity limit; keep the top N.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from arbiter.engine.decision.runtime import EvalRuntime
+from arbiter.engine.decision.sampling import sample
+from arbiter.engine.plan import ActionSpec, Offer, Plan
+from arbiter.engine.records import BanditChoice, DecideRequest, Inputs
+
+
+@dataclass(slots=True)
+class Candidate:
+    spec: ActionSpec
+    score: float
+    weight: float
+    priority: int
+    rule: int
+    probability: float | None = None
+
+
+def _eligible(
+    plan: Plan,
+    request: DecideRequest,
+    inputs: Inputs,
+    rt: EvalRuntime,
+    offers: Sequence[Offer],
+    suppressed: set[int],
+) -> dict[int, Candidate]:
+    best: dict[int, Candidate] = {}
+    for o in offers:
+        cur = best.get(o.action)
+        if cur is None or (o.priority, o.weight) > (cur.priority, cur.weight):
+            best[o.action] = Candidate(plan.actions[o.action], 0.0, o.weight, o.priority, o.rule)
+    channel = request.context.get("channel")
+    consents = inputs.profile.get("consents") or ()
+    now = rt.now
+    out: dict[int, Candidate] = {}
+    for idx, cand in best.items():
+        spec = cand.spec
+        if idx in suppressed:
+            continue
+        if spec.channels and channel is not None and channel not in spec.channels:
+            continue
+        if spec.valid_from is not None and not (spec.valid_from <= now < (spec.valid_until or 0)):
+            continue
+        if spec.consent is not None and spec.consent not in consents:
+            continue
+        if inputs.degraded and (spec.cap is not None or spec.fatigue is not None):
+            # Without Redis the contact count is unknown: never risk exceeding a cap.
+            continue
+        if spec.cap is not None and inputs.caps.get(spec.name, 0) >= spec.cap.count:
+            continue
+        if spec.fatigue is not None and (
+            inputs.rejections.get(spec.name, 0) >= spec.fatigue.rejections
+        ):
+            continue
+        out[idx] = cand
+    return out
+
+
+def _score(plan: Plan, rt: EvalRuntime, cands: dict[int, Candidate]) -> None:
+    per_action: dict[int, dict[int, float]] = {idx: {} for idx in cands}
+    for m, row_fn in plan.action_model_inputs.items():
+        rows: list[list[float]] = []
+        owners: list[int] = []
+        for idx, cand in cands.items():
+            row = row_fn(rt.P, rt.C, rt.A, rt, cand.spec.value, cand.spec.attributes)
+            if row is not None:
+                rows.append(row)
+                owners.append(idx)
+        if not rows:
+            continue
+        try:
+            scores = rt.oracle.score(plan.model_names[m], rows)
+        except Exception as exc:
+            rt.errors.append(f"model {plan.model_names[m]}: {exc}")
+            continue
+        for idx, s in zip(owners, scores, strict=True):
+            per_action[idx][m] = s
+    formula = plan.formula
+    assert formula is not None
+    for idx, cand in cands.items():
+        spec = cand.spec
+        try:
+            value = formula(
+                rt.P,
+                rt.C,
+                rt.A,
+                rt,
+                spec.value,
+                cand.weight,
+                cand.priority,
+                spec.attributes,
+                per_action[idx],
+            )
+        except Exception as exc:
+            rt.errors.append(f"arbitrate formula for {spec.name}: {type(exc).__name__}: {exc}")
+            value = None
+        # A candidate whose score cannot be computed (a missing input) scores 0 but stays
+        # eligible: the formula ranks, the rules decide eligibility.
+        cand.score = float(value) if isinstance(value, int | float) else 0.0
+
+
+def _bandits(
+    plan: Plan, rt: EvalRuntime, cands: dict[int, Candidate], seed: int
+) -> list[BanditChoice]:
+    choices: list[BanditChoice] = []
+    feature_fns = plan.bandit_features
+    table = plan.arm_features
+    for j, (name, decl) in enumerate(plan.checked.bandits.items()):
+        arms = [plan.action_index[a] for a in decl.arms if plan.action_index[a] in cands]
+        if not arms:
+            continue
+        shared = feature_fns[j](rt.P, rt.C, rt.A, rt)
+        arm_features = [table[i] for i in arms]
+        try:
+            pmf, version = rt.oracle.bandit_pmf(name, shared, arm_features)
+        except Exception as exc:
+            rt.errors.append(f"bandit {name}: {exc}")
+            n = len(arms)
+            pmf, version = [1.0 / n] * n, -1
+        # Each bandit draws from its own stream so adding one does not shift another's draws.
+        pick = sample(pmf, seed ^ (j * 0x9E3779B97F4A7C15 & 0xFFFFFFFFFFFFFFFF))
+        chosen = arms[pick]
+        for i in arms:
+            if i != chosen:
+                del cands[i]
+        cands[chosen].probability = pmf[pick]
+        choices.append(
+            BanditChoice(
+                name,
+                version,
+                [plan.actions[i].name for i in arms],
+                pmf,
+                plan.actions[chosen].name,
+                pmf[pick],
+                shared,
+                arm_features,
+            )
+        )
+    return choices
+
+
+def arbitrate(
+    plan: Plan,
+    request: DecideRequest,
+    inputs: Inputs,
+    rt: EvalRuntime,
+    offers: Sequence[Offer],
+    suppressed: set[int],
+    seed: int,
+) -> tuple[list[Candidate], list[BanditChoice]]:
+    """Filter, score, let bandits choose, rank and cut the eligible offers."""
+    cands = _eligible(plan, request, inputs, rt, offers, suppressed)
+    if not cands:
+        return [], []
+    _score(plan, rt, cands)
+    choices = _bandits(plan, rt, cands, seed) if plan.checked.bandits else []
+    ranked = sorted(cands.values(), key=lambda c: (-c.priority, -c.score, c.spec.index))
+    limit = request.limit if plan.top is None else min(request.limit, plan.top)
+    out: list[Candidate] = []
+    per_tag: dict[str, int] = {}
+    for cand in ranked:
+        if plan.max_per_tag is not None and any(
+            per_tag.get(tag, 0) >= plan.max_per_tag for tag in cand.spec.tags
+        ):
+            continue
+        out.append(cand)
+        for tag in cand.spec.tags:
+            per_tag[tag] = per_tag.get(tag, 0) + 1
+        if len(out) >= limit:
+            break
+    return out, choices
+
+
+def fatigued(times: Sequence[float], now: float, limit: int, window: int, period: int) -> bool:
+    """True when `limit` rejections fell within `window` and the last of them is under `period` old.
+
+    `times` must be sorted.
+    """
+    for i in range(limit - 1, len(times)):
+        if times[i] - times[i - limit + 1] <= window and now - times[i] < period:
+            return True
+    return False

@@ -1,0 +1,129 @@
+"""The only names generated evaluator code may call (`EXPORTED`).
+
+Every helper treats `None` as "missing" and propagates it, so that a missing
+profile value never raises and never matches (see docs/language.md, "Missing
+values").
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from arbiter.engine.decision.debug import rewrite_traceback
+from arbiter.engine.decision.oracle import Oracle
+from arbiter.engine.plan import Plan, RuleInfo
+
+_rules_log = logging.getLogger("arbiter.rules")
+
+
+class _Unset:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+#: Marks a lazily computed local (a model score) that has not been computed yet.
+UNSET: Any = _Unset()
+
+
+def f_lower(x: Any) -> Any:
+    return None if x is None else str(x).lower()
+
+
+def f_upper(x: Any) -> Any:
+    return None if x is None else str(x).upper()
+
+
+def f_length(x: Any) -> Any:
+    return None if x is None else len(x)
+
+
+def f_abs(x: Any) -> Any:
+    return None if x is None else abs(x)
+
+
+def f_round(x: Any) -> Any:
+    return None if x is None else round(x)
+
+
+def f_min(a: Any, b: Any) -> Any:
+    return None if a is None or b is None else min(a, b)
+
+
+def f_max(a: Any, b: Any) -> Any:
+    return None if a is None or b is None else max(a, b)
+
+
+def f_coalesce(a: Any, b: Any) -> Any:
+    return b if a is None else a
+
+
+@lru_cache(maxsize=1024)
+def _regex(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def f_matches(text: Any, pattern: Any) -> bool:
+    """`text matches pattern` with a pattern computed at run time (literals are precompiled)."""
+    return _regex(pattern).search(text) is not None
+
+
+EXPORTED: dict[str, Any] = {
+    "UNSET": UNSET,
+    "f_lower": f_lower,
+    "f_upper": f_upper,
+    "f_length": f_length,
+    "f_abs": f_abs,
+    "f_round": f_round,
+    "f_min": f_min,
+    "f_max": f_max,
+    "f_coalesce": f_coalesce,
+    "f_matches": f_matches,
+}
+
+
+@dataclass(slots=True)
+class EvalRuntime:
+    """The `rt` object generated code sees: time, variants, lazy model scores, errors."""
+
+    plan: Plan
+    now: float
+    variants: tuple[str, ...]
+    oracle: Oracle
+    P: dict[str, Any]
+    C: dict[str, Any]
+    A: tuple[Any, ...]
+    errors: list[str] = field(default_factory=list)
+    _scores: dict[int, float | None] = field(default_factory=dict)
+
+    def model(self, i: int) -> float | None:
+        """A customer-level model's score, computed on first use and cached."""
+        if i in self._scores:
+            return self._scores[i]
+        name = self.plan.model_names[i]
+        score: float | None = None
+        row = self.plan.model_inputs[i](self.P, self.C, self.A, self)
+        if row is not None:
+            try:
+                score = self.oracle.score(name, [row])[0]
+            except Exception as exc:
+                self.errors.append(f"model {name}: {exc}")
+        self._scores[i] = score
+        return score
+
+    def error(self, rule_id: int, exc: BaseException) -> None:
+        """A rule failed at run time: it alone is skipped; the decision records where and why.
+
+        The exception's traceback is rewritten to the `.rules` lines and logged at
+        DEBUG on `arbiter.rules` (a failing rule fails on every request, so not louder).
+        """
+        info: RuleInfo = self.plan.rules[rule_id]
+        self.errors.append(f"{info.span}: {type(exc).__name__}: {exc} in `{info.text}`")
+        if _rules_log.isEnabledFor(logging.DEBUG):
+            rewrite_traceback(exc, self.plan)
+            _rules_log.debug("rule at %s failed", info.span, exc_info=exc)

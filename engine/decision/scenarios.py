@@ -1,0 +1,413 @@
+"""Runs the `scenario` blocks of a ruleset: literal inputs in, the real `decide` out.
+
+A scenario gives a profile, a context, events, model scores and the time; the
+runner turns them into exactly what the store and the models would hand to
+`engine.decision.decide.decide` (an `Inputs` and an `Oracle`), decides with a decision
+id derived from the scenario's name, and compares the returned action names,
+in order, with `expect`. Nothing here needs Redis or the model files.
+
+Event aggregates are computed exactly from the scenario's events, over the
+same hourly and daily buckets the store uses (`window_events`), so a scenario
+sees what production would see, including the one-bucket tolerance at the old
+edge of a window.
+
+    results = run_scenarios(plan)
+    print(format_report(results))       # pytest-like; "3 passed, 1 failed"
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from arbiter.dsl import nodes as n
+from arbiter.dsl import types as t
+from arbiter.dsl.scenario_check import parse_time
+from arbiter.engine.decision.arbitrate import fatigued
+from arbiter.engine.decision.decide import assign_variant, decide, in_holdout
+from arbiter.engine.decision.oracle import OracleError
+from arbiter.engine.plan import AggregateSpec, Plan
+from arbiter.engine.records import DecideRequest, Inputs
+
+#: When a scenario says no `now`: a fixed time, so that results never depend on the day
+#: the tests run (validity dates, `days_since`).
+DEFAULT_NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC).timestamp()
+HOUR = 3600
+DAY = 86400
+#: Windows up to this long are served from hourly buckets, longer ones from daily buckets.
+HOURLY_MAX_WINDOW = 7 * DAY
+#: How many candidate customer ids are tried to land in the groups a scenario asks for.
+MAX_CUSTOMER_SEARCH = 100_000
+
+
+@dataclass(frozen=True)
+class ScenarioResult:
+    """The outcome of one scenario. `explanation` is decide's explanation (fired rules …)."""
+
+    name: str
+    span: n.Span
+    passed: bool
+    expected: tuple[str, ...]
+    got: tuple[str, ...]
+    customer_id: str = ""
+    explanation: Mapping[str, Any] = field(default_factory=dict)
+    errors: tuple[str, ...] = ()
+    dropped: tuple[tuple[str, str], ...] = ()  # (action, why) for offered actions not returned
+
+    @property
+    def test_id(self) -> str:
+        """`file::scenario name`, as pytest names a test."""
+        return f"{self.span.file}::{self.name}"
+
+
+class ScenarioOracle:
+    """Serves a scenario's literal model scores and bandit probabilities.
+
+    A model the scenario gives no score for raises `OracleError`, which the
+    engine treats as a missing score, exactly as when a live model fails.
+    """
+
+    def __init__(self, scores: Mapping[str, Any], plan: Plan) -> None:
+        self._given = scores
+        self._bandits = set(plan.checked.bandits)
+        self.scores: dict[str, list[float | None]] = {}
+
+    def score(self, model: str, rows: list[list[float]]) -> list[float]:
+        given = self._given.get(model)
+        if given is None:
+            raise OracleError(f"the scenario gives no score for model '{model}'")
+        out: list[float] = []
+        for row in rows:
+            action = row[-1] if row and isinstance(row[-1], _ActionTag) else None
+            if isinstance(given, Mapping):
+                if action is None or action.name not in given:
+                    shown = f" for action '{action.name}'" if action else ""
+                    raise OracleError(f"the scenario gives no score of '{model}'{shown}")
+                out.append(float(given[action.name]))
+            else:
+                out.append(float(given))
+        self.scores.setdefault(model, []).extend(out)
+        return out
+
+    def bandit_pmf(
+        self, bandit: str, shared: dict[str, Any], arm_features: list[dict[str, Any]]
+    ) -> tuple[list[float], int]:
+        arms = [str(f.get("action")) for f in arm_features]
+        given = self._given.get(bandit)
+        if not isinstance(given, Mapping):
+            return [1.0 / len(arms)] * len(arms), 0  # no preference given: uniform
+        weights = [float(given.get(a, 0.0)) for a in arms]
+        total = sum(weights)
+        if total <= 0:
+            raise OracleError(f"the scenario gives bandit '{bandit}' no probability for {arms}")
+        return [w / total for w in weights], 0
+
+    def model_versions(self) -> dict[str, str]:
+        return {}
+
+
+@dataclass(frozen=True, slots=True)
+class _ActionTag:
+    """Appended to a per-action model's input row so the oracle knows whose row it is."""
+
+    name: str
+
+
+def _tagging_plan(plan: Plan) -> Plan:
+    """A copy of the plan whose per-action model rows end with the action they are for.
+
+    Arbitration passes a candidate's attribute mapping, not its name, to the row
+    function; each action owns its mapping, so the mapping's identity names it.
+    """
+    row_fns = plan.action_model_inputs
+    if not row_fns:
+        return plan
+    owners = {id(spec.attributes): spec.name for spec in plan.actions}
+    if len(owners) != len(plan.actions):
+        return plan  # shared mappings: per-action scores cannot be told apart
+
+    def tagged(fn: Any) -> Any:
+        def row(P: Any, C: Any, A: Any, rt: Any, value: Any, act: Any) -> Any:
+            values = fn(P, C, A, rt, value, act)
+            return None if values is None else [*values, _ActionTag(owners[id(act)])]
+
+        return row
+
+    wrapped = {m: tagged(fn) for m, fn in row_fns.items()}
+    return replace(plan, action_model_inputs=wrapped)
+
+
+# ------------------------------------------------------------------ inputs
+
+
+def _normalize(schema: Mapping[str, t.Type], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Scenario literals as the server stores them: times as epoch seconds, sets as lists."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if value is None:
+            continue  # `null`: the attribute is missing
+        ty = schema.get(key)
+        if ty is not None and ty.kind == "time" and isinstance(value, str):
+            value = parse_time(value)
+        elif ty is not None and ty.kind == "set" and isinstance(value, list):
+            value = sorted(set(value))
+        out[key] = value
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Event:
+    type: str
+    ts: float
+    props: Mapping[str, float]
+
+
+def window_events(events: Sequence[_Event], spec: AggregateSpec, now: float) -> list[_Event]:
+    """The events a window covers, as the store's buckets do.
+
+    Windows up to 7 days use hourly buckets, longer ones daily buckets; a window
+    covers every bucket from the one containing `now - W` to the one containing
+    `now`, so up to one bucket more than W is counted at the old edge, never less.
+    """
+    size = HOUR if spec.window_seconds <= HOURLY_MAX_WINDOW else DAY
+    first = int((now - spec.window_seconds) // size)
+    last = int(now // size)
+    return [e for e in events if e.type == spec.event and first <= int(e.ts // size) <= last]
+
+
+def aggregate(events: Sequence[_Event], spec: AggregateSpec, now: float) -> float | None:
+    """One aggregate of the scenario's events: count and sum are 0 over no events,
+    min, max and avg are missing (None)."""
+    if spec.fn == "last":
+        times = [e.ts for e in events if e.type == spec.event]
+        return max(times) if times else None
+    covered = window_events(events, spec, now)
+    if spec.fn == "count":
+        return float(len(covered))
+    prop = spec.prop or ""
+    values = [e.props[prop] for e in covered if prop in e.props]
+    if spec.fn == "sum":
+        return float(sum(values))
+    if not values:
+        return None
+    if spec.fn == "min":
+        return min(values)
+    if spec.fn == "max":
+        return max(values)
+    return sum(values) / len(values)  # avg: over the events that carry the property
+
+
+def scenario_inputs(plan: Plan, scenario: n.ScenarioDecl, now: float) -> Inputs:
+    """What the store would read for this scenario's customer at `now`."""
+    checked = plan.checked
+    events: list[_Event] = []
+    contacts: dict[str, list[float]] = {}
+    rejections: dict[str, list[float]] = {}
+    for ev in scenario.events:
+        ts = now - ev.ago_seconds
+        if ev.event in checked.actions and ev.event not in checked.events:
+            # `cart_reminder: 2 3d ago` = shown twice; `cart_reminder.rejected: …` = rejected.
+            target = rejections if ev.prop == "rejected" else contacts
+            target.setdefault(ev.event, []).extend([ts] * int(ev.amount))
+        elif ev.prop is None:
+            events += [_Event(ev.event, ts, {})] * int(ev.amount)  # `add_to_cart: 2` = two
+        else:
+            events.append(_Event(ev.event, ts, {ev.prop: ev.amount}))  # one, with that value
+    aggregates = {spec.key: aggregate(events, spec, now) for spec in plan.needs.aggregates}
+    caps = {
+        action: sum(1 for ts in contacts.get(action, ()) if ts > now - window)
+        for action, window in plan.needs.capped_actions
+    }
+    fatigue: dict[str, int] = {}
+    for action, limit, window, period in plan.needs.fatigued_actions:
+        times = sorted(rejections.get(action, ()))
+        fatigue[action] = limit if fatigued(times, now, limit, window, period) else 0
+    profile = _normalize(checked.profile, scenario.profile)
+    return Inputs(profile, aggregates, caps, fatigue)
+
+
+def _customer(plan: Plan, scenario: n.ScenarioDecl) -> tuple[str, str | None]:
+    """A customer id in the groups the scenario asks for, or an explanation why there is none.
+
+    Unless the scenario says otherwise the customer is outside the holdout and in
+    the first variant of every experiment, so results do not hinge on a hash.
+    """
+    checked = plan.checked
+    want_holdout = scenario.in_holdout
+    want = {
+        name: str(scenario.variants.get(name, decl.variants[0][0]))
+        for name, decl in checked.experiments.items()
+    }
+
+    def fits(cid: str) -> bool:
+        if checked.holdout is not None and in_holdout(plan, cid) != want_holdout:
+            return False
+        return all(assign_variant(plan, x, cid) == v for x, v in want.items())
+
+    if scenario.customer is not None:
+        cid = scenario.customer
+        if fits(cid) or (not scenario.in_holdout and not scenario.variants):
+            return cid, None
+        groups = ", ".join(
+            [*(["in holdout"] if want_holdout else []), *(f"{x}={v}" for x, v in want.items())]
+        )
+        return cid, f"customer '{cid}' is not in the groups the scenario asks for ({groups})"
+    for k in range(MAX_CUSTOMER_SEARCH):
+        cid = f"scenario-customer-{k}"
+        if fits(cid):
+            return cid, None
+    return "", "no customer id found in the asked holdout and experiment groups"
+
+
+def decision_id(plan: Plan, scenario: n.ScenarioDecl) -> str:
+    """A fixed decision id per scenario: the bandit draws (seeded from it) are repeatable."""
+    digest = hashlib.blake2b(f"{plan.name}\x1f{scenario.name}".encode(), digest_size=8)
+    return f"scenario-{digest.hexdigest()}"
+
+
+def run_scenario(plan: Plan, scenario: n.ScenarioDecl) -> ScenarioResult:
+    """Decide for one scenario and compare with its `expect`."""
+    expected = tuple(scenario.expect or ())
+    now = scenario.now if scenario.now is not None else DEFAULT_NOW
+    customer, problem = _customer(plan, scenario)
+    if problem is not None:
+        return ScenarioResult(
+            scenario.name, scenario.span, False, expected, (), customer, errors=(problem,)
+        )
+    context = _normalize(plan.checked.context, scenario.context)
+    limit = plan.top if plan.top is not None else 1
+    request = DecideRequest(customer, context, plan.name, limit=limit, explain=True)
+    inputs = scenario_inputs(plan, scenario, now)
+    oracle = ScenarioOracle(scenario.scores, plan)
+    decision, record = decide(
+        _tagging_plan(plan),
+        request,
+        inputs,
+        decision_id=decision_id(plan, scenario),
+        now=now,
+        oracle=oracle,
+    )
+    got = tuple(a.action for a in decision.actions)
+    notes = [
+        f"the score given for '{name}' was not used: the model was not asked "
+        "(one of its inputs is missing, or nothing needed it)"
+        for name in scenario.scores
+        if name in plan.checked.models and name not in oracle.scores
+    ]
+    explanation = decision.explanation or {}
+    return ScenarioResult(
+        name=scenario.name,
+        span=scenario.span,
+        passed=got == expected and scenario.expect is not None,
+        expected=expected,
+        got=got,
+        customer_id=customer,
+        explanation=explanation,
+        errors=(*record.errors, *notes),
+        dropped=_dropped(plan, request, inputs, now, explanation, got),
+    )
+
+
+def _dropped(
+    plan: Plan,
+    request: DecideRequest,
+    inputs: Inputs,
+    now: float,
+    explanation: Mapping[str, Any],
+    got: tuple[str, ...],
+) -> tuple[tuple[str, str], ...]:
+    """Why each action a rule offered is not in the answer, for the failure report.
+
+    The checks mirror arbitration's filters in its order (`engine.decision.arbitrate`); this
+    only explains a decision already made, it never changes one.
+    """
+    offered = dict.fromkeys(f["offers"] for f in explanation.get("fired") or ())
+    chosen_by = {b["bandit"]: b["chosen"] for b in explanation.get("bandits") or ()}
+    suppressed = set(explanation.get("suppressed") or ())
+    channel = request.context.get("channel")
+    consents = inputs.profile.get("consents") or ()
+    out: list[tuple[str, str]] = []
+    for name in offered:
+        if name in got:
+            continue
+        spec = plan.action(name)
+        why = f"ranked below the top {len(got) or request.limit} (score, priority, max per tag)"
+        if explanation.get("holdout"):
+            why = f"the customer is in the holdout group '{explanation['holdout']}'"
+        elif name in suppressed:
+            why = "suppressed by a rule"
+        elif spec.channels and channel is not None and channel not in spec.channels:
+            why = f"only for channels [{', '.join(sorted(spec.channels))}], not {channel}"
+        elif spec.valid_from is not None and not (spec.valid_from <= now < (spec.valid_until or 0)):
+            why = "outside its validity dates"
+        elif spec.consent is not None and spec.consent not in consents:
+            why = f'needs consent "{spec.consent}"'
+        elif spec.cap is not None and inputs.caps.get(name, 0) >= spec.cap.count:
+            why = f"contact cap {spec.cap.text} reached ({inputs.caps.get(name, 0)} so far)"
+        elif spec.fatigue is not None and inputs.rejections.get(name, 0) >= spec.fatigue.rejections:
+            why = "fatigued: too many recent rejections"
+        else:
+            for bandit, decl in plan.checked.bandits.items():
+                if name in decl.arms and bandit in chosen_by and chosen_by[bandit] != name:
+                    why = f"bandit '{bandit}' chose {chosen_by[bandit]}"
+        out.append((name, why))
+    return tuple(out)
+
+
+def run_scenarios(plan: Plan) -> list[ScenarioResult]:
+    """Run every scenario of a plan's ruleset, in source order."""
+    return [run_scenario(plan, sc) for sc in plan.checked.scenarios]
+
+
+# ------------------------------------------------------------------ report
+
+
+def format_report(results: Sequence[ScenarioResult]) -> str:
+    """A pytest-like report: one line per scenario, failure details, then "3 passed, 1 failed"."""
+    lines = [f"{r.test_id} {'PASSED' if r.passed else 'FAILED'}" for r in results]
+    failures = [r for r in results if not r.passed]
+    if failures:
+        lines += ["", "=" * 30 + " FAILURES " + "=" * 30]
+        for r in failures:
+            lines += _failure(r)
+    passed = len(results) - len(failures)
+    summary = f"{passed} passed"
+    if failures:
+        summary += f", {len(failures)} failed"
+    lines += ["", summary]
+    return "\n".join(lines)
+
+
+def _names(actions: Sequence[str]) -> str:
+    return "[" + ", ".join(actions) + "]" if actions else "nothing"
+
+
+def _failure(r: ScenarioResult) -> list[str]:
+    ex = r.explanation
+    out = [
+        f"{'_' * 10} {r.test_id} {'_' * 10}",
+        f"{r.span}: scenario '{r.name}'",
+        f"  expected: {_names(r.expected)}",
+        f"  got:      {_names(r.got)}",
+    ]
+    if r.customer_id:
+        out.append(f"  customer: {r.customer_id}")
+    if ex.get("holdout"):
+        out.append(f"  in holdout group '{ex['holdout']}': only the default applies")
+    segments = ex.get("segments") or {}
+    true = [name for name, value in segments.items() if value is True]
+    out.append(f"  segments true: {', '.join(true) if true else 'none'}")
+    fired = ex.get("fired") or []
+    out.append("  fired rules:" if fired else "  fired rules: none")
+    for f in fired:
+        out.append(f"    {f['rule']}: {f['text']}  -> {f['offers']}")
+    for action, why in r.dropped:
+        out.append(f"  not returned: {action}: {why}")
+    for b in ex.get("bandits") or []:
+        out.append(f"  bandit {b['bandit']} chose {b['chosen']} (pmf {b['pmf']})")
+    for err in r.errors:
+        out.append(f"  error: {err}")
+    return out

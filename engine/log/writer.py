@@ -1,0 +1,196 @@
+"""The decision log: records written behind the response, in batches.
+
+`DecisionLog.submit` never blocks and never fails a decision: it puts the
+record on a bounded queue. A background task drains the queue into one Redis
+pipeline per batch: the record under `keys.decision(id)` (for joining
+feedback, with a TTL), an entry on the decision stream, the customer's
+contact-cap counters, and an index entry per customer so that erasure can
+find their log entries. When the queue is full the record is dropped and
+counted; when Redis fails the batch is retried with backoff while there is
+room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from redis.exceptions import NoScriptError
+
+from arbiter.engine.records import ENCODER, DecisionRecord
+from arbiter.engine.store import keys
+from arbiter.engine.store.profiles import AFTER_DECISION_LUA, ProfileStore
+
+log = logging.getLogger("arbiter.decision_log")
+
+BATCH_MAX = 256
+LINGER_SECONDS = 0.005
+WRITE_TIMEOUT_SECONDS = 5.0
+
+
+@dataclass(slots=True)
+class _Entry:
+    record: DecisionRecord
+    contacts: Sequence[tuple[str, int]]
+    # Set once the record is on the stream: a retry of the batch must not append it
+    # again, or erasure (which follows the index to this id) would miss the copy.
+    stream_id: bytes | None = None
+
+
+class DecisionLog:
+    """Write-behind decision log (Redis stream + optional JSONL file)."""
+
+    def __init__(
+        self,
+        redis: Any,
+        store: ProfileStore,
+        *,
+        ttl_seconds: int = 7 * 86400,
+        stream_maxlen: int = 1_000_000,
+        queue_max: int = 50_000,
+        file_path: str | Path | None = None,
+    ) -> None:
+        self.redis = redis
+        self.store = store
+        self.ttl = ttl_seconds
+        self.maxlen = stream_maxlen
+        self.queue_max = queue_max
+        self.file_path = Path(file_path) if file_path else None
+        self._queue: deque[_Entry] = deque()
+        self._wake = asyncio.Event()
+        self.pending: dict[str, DecisionRecord] = {}
+        self.dropped = 0
+        self.written = 0
+        self.failures = 0
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        # flush() from a request (erasure) and the background task must not write one batch twice.
+        self._lock = asyncio.Lock()
+
+    def start(self) -> None:
+        """Start the background writer on the running event loop."""
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="decision-log")
+
+    def submit(self, record: DecisionRecord, contacts: Sequence[tuple[str, int]] = ()) -> bool:
+        """Queue a record (and the contacts it counts against caps); False if dropped."""
+        if len(self._queue) >= self.queue_max:
+            self.dropped += 1
+            return False
+        self._queue.append(_Entry(record, contacts))
+        self.pending[record.decision_id] = record
+        self._wake.set()
+        return True
+
+    async def flush(self) -> None:
+        """Write everything queued now (used by tests, shutdown and the CLI)."""
+        while self._queue:
+            await self._write_batch()
+
+    async def flush_through(self, decision_id: str) -> None:
+        """Write queued batches until ``decision_id``'s record is stored (or was never queued).
+
+        Bounded, unlike `flush` under load: the queue is first in, first out,
+        so this stops with the batch holding that record, however many
+        records arrive meanwhile.
+        """
+        while decision_id in self.pending:
+            await self._write_batch()
+
+    async def close(self) -> None:
+        """Flush what can be flushed and stop the writer."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, timeout=5)
+            except (TimeoutError, asyncio.CancelledError):
+                self._task.cancel()
+        try:
+            await asyncio.wait_for(self.flush(), timeout=5)
+        except Exception as exc:
+            log.warning(
+                "decision log: %d records not written at shutdown: %s", len(self._queue), exc
+            )
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while not self._closing:
+            if not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if len(self._queue) < BATCH_MAX:
+                # Linger briefly so that one pipeline carries many records.
+                await asyncio.sleep(LINGER_SECONDS)
+            try:
+                await self._write_batch()
+                backoff = 0.05
+            except Exception as exc:
+                self.failures += 1
+                log.warning("decision log write failed (%s); retrying in %.2fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    async def _write_batch(self) -> None:
+        async with self._lock:
+            if self._queue:
+                await self._write_locked()
+
+    async def _write_locked(self) -> None:
+        batch = [self._queue[i] for i in range(min(BATCH_MAX, len(self._queue)))]
+        blobs = [ENCODER.encode(e.record) for e in batch]
+        async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
+            unwritten = [(e, b) for e, b in zip(batch, blobs, strict=True) if e.stream_id is None]
+            if unwritten:
+                pipe = self.redis.pipeline(transaction=False)
+                for entry, blob in unwritten:
+                    pipe.set(keys.decision(entry.record.decision_id), blob, ex=self.ttl)
+                    pipe.xadd(
+                        keys.DECISION_STREAM, {b"r": blob}, maxlen=self.maxlen, approximate=True
+                    )
+                results = await pipe.execute()
+                # Stream ids are known only now; the customer-side writes need them for erasure.
+                for (entry, _), sid in zip(unwritten, results[1::2], strict=True):
+                    entry.stream_id = sid
+            await self._customer_writes(batch, [e.stream_id or b"" for e in batch])
+        if self.file_path is not None:
+            await asyncio.to_thread(self._append_file, blobs)
+        for _ in batch:
+            self._queue.popleft()
+        for entry in batch:
+            self.pending.pop(entry.record.decision_id, None)
+        self.written += len(batch)
+
+    async def _customer_writes(self, batch: Sequence[_Entry], stream_ids: Sequence[bytes]) -> None:
+        """Index entries and contact counters: one script call per decision, retried if unloaded."""
+        for attempt in (1, 2):
+            pipe = self.redis.pipeline(transaction=False)
+            for entry, sid in zip(batch, stream_ids, strict=True):
+                rec = entry.record
+                key_list, args = self.store.after_decision_command(
+                    rec.request.customer_id, sid, rec.decision_id, self.ttl, entry.contacts, rec.ts
+                )
+                # Raw EVALSHA: redis-py blocks `pipe.evalsha` on cluster pipelines.
+                pipe.execute_command(
+                    "EVALSHA", self.store.after_decision_sha, len(key_list), *key_list, *args
+                )
+            results = await pipe.execute(raise_on_error=False)
+            if not any(isinstance(r, NoScriptError) for r in results):
+                for r in results:
+                    if isinstance(r, Exception):
+                        raise r
+                return
+            if attempt == 1:
+                # A new or restarted Redis has no scripts; the writes are idempotent.
+                await self.redis.script_load(AFTER_DECISION_LUA)
+        raise NoScriptError("after-decision script could not be loaded")
+
+    def _append_file(self, blobs: list[bytes]) -> None:
+        assert self.file_path is not None
+        with self.file_path.open("ab") as fh:
+            fh.write(b"".join(b + b"\n" for b in blobs))

@@ -1,0 +1,265 @@
+"""Customer state in Redis: profile attributes, event windows, contact caps, fatigue.
+
+A decision reads everything it needs in one command (`ProfileStore.fetch`: a
+Lua script shaped by the plan's `Needs`, see `engine.store.windows`), so one round
+trip to one shard. Writes that follow a decision (contact counters) are queued
+on the decision log's pipeline, behind the response.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from redis.exceptions import NoScriptError
+
+from arbiter.engine.decision.arbitrate import fatigued
+from arbiter.engine.plan import AggregateSpec, Needs
+from arbiter.engine.records import RECORD_DECODER, Inputs
+from arbiter.engine.store import keys, windows
+from arbiter.engine.store.read_batcher import ReadBatcher
+
+# One command per decision for everything written under the customer's hash tag:
+# the decision-log index entry (for erasure) and the contact-cap counters.
+AFTER_DECISION_LUA = """
+-- KEYS[1] decision index list, KEYS[2..] contact zsets
+-- ARGV: stream id, decision id, ttl, now, member, then one cap window per contact key
+redis.call('RPUSH', KEYS[1], 's:' .. ARGV[1], 'd:' .. ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+local now = tonumber(ARGV[4])
+for i = 2, #KEYS do
+  local window = tonumber(ARGV[4 + i])
+  redis.call('ZADD', KEYS[i], now, ARGV[5])
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window)
+  redis.call('EXPIRE', KEYS[i], math.floor(window) + 60)
+end
+return 1
+"""
+
+_json_encode = msgspec.json.Encoder().encode
+_json_decode = msgspec.json.Decoder().decode
+
+
+def encode_profile(attributes: Mapping[str, Any]) -> dict[str, bytes]:
+    """Attribute values JSON-encoded one by one, as stored in the profile hash."""
+    return {k: _json_encode(v) for k, v in attributes.items()}
+
+
+def decode_profile(raw: Mapping[bytes, bytes]) -> dict[str, Any]:
+    """The inverse of `encode_profile`, from Redis bytes."""
+    return {k.decode(): _json_decode(v) for k, v in raw.items()}
+
+
+def _decode_pairs(flat: Sequence[bytes]) -> dict[str, Any]:
+    return {flat[i].decode(): _json_decode(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One behavioural event as ingested."""
+
+    customer_id: str
+    type: str
+    ts: float
+    properties: Mapping[str, Any]
+    event_id: str | None = None
+
+
+class ProfileStore:
+    """Reads and writes one customer's state; every method is one round trip.
+
+    Writes that touch several fields of one customer are Lua scripts over
+    that customer's keys (one hash slot), never MULTI, so they are atomic on
+    a single Redis and on Redis Cluster alike.
+    """
+
+    def __init__(self, redis: Any, read_deadline_s: float | None = None) -> None:
+        """`read_deadline_s` bounds a decision's read; give the client no socket timeout then."""
+        self.redis = redis
+        self._ingest_sha = hashlib.sha1(windows.INGEST_LUA.encode()).hexdigest()
+        self._profile = redis.register_script(windows.PROFILE_LUA)
+        self.reads = ReadBatcher(redis, windows.READ_LUA, read_deadline_s)
+        self.after_decision_sha = hashlib.sha1(AFTER_DECISION_LUA.encode()).hexdigest()
+
+    # ---------------------------------------------------------------- reads
+
+    async def fetch(self, customer_id: str, needs: Needs, now: float) -> Inputs:
+        """Everything a plan needs about one customer, in one command."""
+        key_list, args = windows.read_command(customer_id, needs, now)
+        reply = await self.reads.call(key_list, args)
+        raw_profile, aggregates, caps, rejection_times = windows.parse_read(reply, needs)
+        rejections = {}
+        for action, limit, window, period in needs.fatigued_actions:
+            times = rejection_times[action]
+            rejections[action] = limit if fatigued(times, now, limit, window, period) else 0
+        return Inputs(_decode_pairs(raw_profile), aggregates, caps, rejections)
+
+    async def get_profile(self, customer_id: str) -> dict[str, Any]:
+        """The stored attributes of a customer (empty if unknown)."""
+        return decode_profile(await self.redis.hgetall(keys.profile(customer_id)))
+
+    async def aggregates(
+        self, customer_id: str, specs: Iterable[AggregateSpec], now: float
+    ) -> dict[str, Any]:
+        """Event aggregates of a customer, as a decision would read them."""
+        needs = Needs((), tuple(specs), (), (), False)
+        inputs = await self.fetch(customer_id, needs, now)
+        return inputs.aggregates
+
+    async def event_summary(self, customer_id: str) -> dict[str, float]:
+        """Last-seen time of every event type the customer has."""
+        raw = await self.redis.hgetall(keys.last_seen(customer_id))
+        return {k.decode(): float(v) for k, v in raw.items()}
+
+    # --------------------------------------------------------------- writes
+
+    async def put_profile(self, customer_id: str, attributes: Mapping[str, Any]) -> None:
+        """Replace all attributes of a customer."""
+        pairs = [x for kv in encode_profile(attributes).items() for x in kv]
+        await self._profile(
+            keys=[keys.profile(customer_id)], args=["replace", len(pairs) // 2, *pairs]
+        )
+
+    async def patch_profile(
+        self, customer_id: str, set_: Mapping[str, Any], remove: Iterable[str] = ()
+    ) -> None:
+        """Merge attributes in; a `None` value in `set_` or a name in `remove` deletes it."""
+        to_set = encode_profile({k: v for k, v in set_.items() if v is not None})
+        to_del = [k for k, v in set_.items() if v is None] + list(remove)
+        if not to_set and not to_del:
+            return
+        pairs = [x for kv in to_set.items() for x in kv]
+        await self._profile(
+            keys=[keys.profile(customer_id)], args=["merge", len(to_set), *pairs, *to_del]
+        )
+
+    async def add_events(self, events: Sequence[Event], now: float | None = None) -> int:
+        """Count events into their customers' windows; returns how many were new.
+
+        `now` is the arrival time (default: the clock): event ids are remembered
+        for `windows.EVENT_ID_TTL` after arrival, and buckets too old to be read
+        at `now` are not written.
+        """
+        if not events:
+            return 0
+        arrived = time.time() if now is None else now
+        calls = [
+            windows.ingest_command(
+                ev.customer_id, ev.type, ev.ts, ev.properties, ev.event_id, arrived
+            )
+            for ev in events
+        ]
+        replies = await self._eval_pipelined(windows.INGEST_LUA, self._ingest_sha, calls)
+        return sum(int(r) for r in replies)
+
+    async def _eval_pipelined(
+        self, script: str, sha: str, calls: Sequence[tuple[list[str], list[Any]]]
+    ) -> list[Any]:
+        # EVALSHA through execute_command: redis-py refuses `pipe.evalsha` on a
+        # cluster pipeline, but routes the raw command by its first key.
+        replies = await self._evalsha_all(sha, calls)
+        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        if missing:
+            # A new or restarted Redis has no script cache. Only the calls that
+            # reported NOSCRIPT did not run, so only they are sent again: the
+            # others must not be counted twice.
+            await self.redis.script_load(script)
+            again = await self._evalsha_all(sha, [calls[i] for i in missing])
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    async def _evalsha_all(
+        self, sha: str, calls: Sequence[tuple[list[str], list[Any]]]
+    ) -> list[Any]:
+        pipe = self.redis.pipeline(transaction=False)
+        for key_list, args in calls:
+            pipe.execute_command("EVALSHA", sha, len(key_list), *key_list, *args)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
+
+    def after_decision_command(
+        self,
+        customer_id: str,
+        stream_id: bytes,
+        decision_id: str,
+        ttl: int,
+        contacts: Sequence[tuple[str, int]],
+        now: float,
+    ) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of `AFTER_DECISION_LUA`: index the log entry, count the contacts."""
+        key_list = [keys.decision_index(customer_id)]
+        key_list += [keys.contacts(customer_id, action) for action, _ in contacts]
+        # Members must differ per contact; the decision id makes them unique (and a retry
+        # of the same write idempotent).
+        args: list[Any] = [stream_id, decision_id, ttl, repr(now), f"{now!r}:{decision_id}"]
+        args += [window for _, window in contacts]
+        return key_list, args
+
+    async def record_rejection(
+        self, customer_id: str, action: str, now: float, keep_seconds: int
+    ) -> None:
+        """Remember a negative outcome of an action, for outcome-based suppression."""
+        key = keys.rejections(customer_id, action)
+        pipe = self.redis.pipeline(transaction=False)
+        # A random suffix: two rejections at the same instant are two rejections.
+        pipe.zadd(key, {f"{now!r}:{os.urandom(4).hex()}": now})
+        pipe.zremrangebyscore(key, "-inf", now - keep_seconds)
+        pipe.expire(key, keep_seconds + 60)
+        await pipe.execute()
+
+    async def erase(self, customer_id: str) -> int:
+        """Delete every key held on a customer and its decision-log entries; returns keys deleted.
+
+        The per-customer decision index names the customer's entries on the
+        decision stream and their decision records (in other slots); each
+        record also names the actions whose feedback markers must go. Then a
+        SCAN for the customer's hash tag (on the node that owns it, on a
+        cluster) finds the rest: attributes, windows, caps, rejections, ids.
+        """
+        index = await self.redis.lrange(keys.decision_index(customer_id), 0, -1)
+        stream_ids = [e[2:] for e in index if e.startswith(b"s:")]
+        decision_ids = [e[2:].decode() for e in index if e.startswith(b"d:")]
+        if stream_ids:
+            await self.redis.xdel(keys.DECISION_STREAM, *stream_ids)
+        if decision_ids:
+            # Non-transactional pipelines may span slots (one batch per node on a cluster).
+            pipe = self.redis.pipeline(transaction=False)
+            for decision_id in decision_ids:
+                pipe.get(keys.decision(decision_id))
+            blobs = await pipe.execute()
+            pipe = self.redis.pipeline(transaction=False)
+            for decision_id, blob in zip(decision_ids, blobs, strict=True):
+                pipe.delete(keys.decision(decision_id))
+                for action in _actions_of(blob):
+                    pipe.delete(keys.feedback_seen(decision_id, action))
+            await pipe.execute()
+        found: list[bytes] = []
+        scan: dict[str, Any] = {"match": keys.customer_pattern(customer_id), "count": 1000}
+        if hasattr(self.redis, "get_node_from_key"):  # Redis Cluster: the customer's node only
+            scan["target_nodes"] = self.redis.get_node_from_key(keys.profile(customer_id))
+        async for key in self.redis.scan_iter(**scan):
+            found.append(key)
+        if found:
+            # All in one slot, so one DEL serves a cluster too.
+            await self.redis.delete(*found)
+        return len(found)
+
+
+def _actions_of(blob: bytes | None) -> list[str]:
+    """The actions a stored decision record returned (none if it expired or is unreadable)."""
+    if blob is None:
+        return []
+    try:
+        record = RECORD_DECODER.decode(blob)
+    except msgspec.DecodeError:
+        return []
+    return [a.action for a in record.actions]

@@ -1,0 +1,305 @@
+"""`arbiter ingest FILE.jsonl`: behavioural events from a JSON-lines file into Redis.
+
+One event per line, the shape `POST /v1/events` takes:
+
+    {"customer_id": "c42", "type": "purchase", "ts": "2026-11-20T18:04:00Z",
+     "event_id": "o-991", "properties": {"amount": 59.9}}
+
+`ts` (epoch seconds or ISO-8601; default: the time of ingestion), `event_id`
+and `properties` are optional. Lines are checked as the HTTP API checks them,
+plus two things a file gets wrong more often than a program does: unknown
+fields (a `timestamp` meant as `ts` would otherwise silently mean "now") and
+property names that are not plain names. With `--rules`, properties are also
+checked against the event declarations of those rules.
+
+Invalid lines. By default the whole file is checked first and, if any line is
+invalid, nothing is written: the errors are listed (`file:line: field:
+problem`) and the command exits 1, so a fixed file can simply be run again.
+`--skip-invalid` writes the valid lines in one pass and reports the invalid
+ones. Re-running a file is safe for events with an `event_id` (counted once
+within `engine.store.windows.EVENT_ID_TTL` of their first arrival); events without
+one would be counted again.
+
+Events go through `ProfileStore.add_events` in batches (`--batch`, one
+pipeline each), the same atomic per-event scripts the HTTP API uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from redis.exceptions import RedisError
+from tqdm import tqdm
+
+from arbiter.dsl.errors import ArbiterError
+from arbiter.dsl.types import Type
+from arbiter.engine.store.profiles import Event, ProfileStore
+from arbiter.engine.validate import ValueProblem, normalize, normalize_all
+
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+FIELDS = frozenset({"customer_id", "type", "ts", "event_id", "properties"})
+MAX_FUTURE_SECONDS = 300  # as POST /v1/events: a little clock skew, no more
+MAX_ERRORS_SHOWN = 20
+TIME = Type("time")
+
+EventSchema = Mapping[str, Mapping[str, Type]]
+
+
+class LineError(ArbiterError):
+    """One invalid line: where it is, which field, what is wrong."""
+
+    code = "invalid-line"
+
+    def __init__(self, path: str, line: int, field: str | None, message: str) -> None:
+        self.path, self.line, self.field, self.message = path, line, field, message
+        where = f"{path}:{line}: " + (f"{field}: " if field else "")
+        super().__init__(where + message)
+
+
+@dataclass
+class Totals:
+    """What one run did. `read` counts non-blank lines; `duplicates` were sent but not new."""
+
+    read: int = 0
+    counted: int = 0
+    duplicates: int = 0
+    invalid: int = 0
+
+    def summary(self, path: str) -> str:
+        """One line for people."""
+        return (
+            f"{path}: read {self.read} events: {self.counted} counted, "
+            f"{self.duplicates} duplicates, {self.invalid} invalid"
+        )
+
+
+def parse_event(text: str, path: str, line: int, now: float, schema: EventSchema) -> Event:
+    """One line as an `Event`, or `LineError` naming the field at fault."""
+
+    def bad(field: str | None, message: str) -> LineError:
+        return LineError(path, line, field, message)
+
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise bad(None, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(raw, dict):
+        raise bad(None, f"expected a JSON object, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - FIELDS)
+    if unknown:
+        raise bad(unknown[0], f"unknown field; an event has {', '.join(sorted(FIELDS))}")
+    customer = raw.get("customer_id")
+    if not isinstance(customer, str) or not 1 <= len(customer) <= 256:
+        raise bad("customer_id", "required, a string of 1-256 characters")
+    etype = raw.get("type")
+    if not isinstance(etype, str) or len(etype) > 64 or not NAME.match(etype):
+        raise bad("type", f"required, a name of letters, digits and _ (got {etype!r})")
+    event_id = raw.get("event_id")
+    if event_id is not None and (not isinstance(event_id, str) or not 1 <= len(event_id) <= 128):
+        raise bad("event_id", "a string of 1-128 characters")
+    props = raw.get("properties") or {}
+    if not isinstance(props, dict):
+        raise bad("properties", "expected an object of name: value")
+    for name, value in props.items():
+        # Property names become part of bucket field names ("purchase.amount|<hour>").
+        if not NAME.match(name):
+            raise bad(f"properties.{name}", "property names are letters, digits and _")
+        if isinstance(value, dict | list):
+            raise bad(f"properties.{name}", "expected a number, string or boolean")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise bad(f"properties.{name}", f"{value} cannot be counted; expected a finite number")
+    try:
+        ts = now if raw.get("ts") is None else normalize("ts", TIME, raw["ts"])
+        props = normalize_all(schema.get(etype, {}), props, "properties.")
+    except ValueProblem as p:
+        raise bad(p.field, p.message) from None
+    if ts > now + MAX_FUTURE_SECONDS:
+        raise bad("ts", f"{raw['ts']!r} is in the future")
+    return Event(customer, etype, float(ts), props, event_id)
+
+
+def _lines(fh: IO[bytes], bar: tqdm[Any]) -> Iterator[tuple[int, str]]:
+    for number, raw in enumerate(fh, 1):
+        bar.update(len(raw))
+        text = raw.decode("utf-8", "replace").strip()
+        if text:
+            yield number, text
+
+
+def _bar(path: Path, desc: str, progress: bool | None, err: IO[str]) -> tqdm[Any]:
+    # `disable=None` means: draw only on a terminal, so logs and pipes stay clean.
+    return tqdm(
+        total=path.stat().st_size,
+        desc=desc,
+        unit="B",
+        unit_scale=True,
+        file=err,
+        disable=None if progress is None else not progress,
+        mininterval=0.25,
+    )
+
+
+def check_file(
+    path: Path, now: float, schema: EventSchema, progress: bool | None, err: IO[str]
+) -> tuple[int, list[LineError]]:
+    """First pass of the default mode: (events read, invalid lines)."""
+    read = 0
+    errors: list[LineError] = []
+    with path.open("rb") as fh, _bar(path, "checking", progress, err) as bar:
+        for number, text in _lines(fh, bar):
+            read += 1
+            try:
+                parse_event(text, str(path), number, now, schema)
+            except LineError as exc:
+                errors.append(exc)
+    return read, errors
+
+
+async def write_file(
+    path: Path,
+    store: ProfileStore,
+    *,
+    batch: int,
+    schema: EventSchema,
+    progress: bool | None,
+    err: IO[str],
+    clock: Callable[[], float] = time.time,
+    totals: Totals,
+) -> list[LineError]:
+    """Stream the valid events of `path` into Redis, `batch` per pipeline; the invalid lines."""
+    errors: list[LineError] = []
+    pending: list[Event] = []
+
+    async def send() -> None:
+        counted = await store.add_events(pending, now=clock())
+        totals.counted += counted
+        totals.duplicates += len(pending) - counted
+        pending.clear()
+
+    with path.open("rb") as fh, _bar(path, "ingesting", progress, err) as bar:
+        for number, text in _lines(fh, bar):
+            totals.read += 1
+            try:
+                pending.append(parse_event(text, str(path), number, clock(), schema))
+            except LineError as exc:
+                totals.invalid += 1
+                errors.append(exc)
+                continue
+            if len(pending) >= batch:
+                await send()
+        if pending:
+            await send()
+    return errors
+
+
+def event_schema(rules: str | None) -> dict[str, dict[str, Type]]:
+    """Declared event properties of the rules at `rules` (a file or folder), or none."""
+    if rules is None:
+        return {}
+    from arbiter import dsl
+    from arbiter.server.rulesets import rule_files
+
+    schema: dict[str, dict[str, Type]] = {}
+    for path in rule_files(Path(rules)):
+        for name, fields in dsl.load_checked(path).events.items():
+            schema.setdefault(name, dict(fields))
+    return schema
+
+
+def _show(errors: list[LineError], err: IO[str]) -> None:
+    for exc in errors[:MAX_ERRORS_SHOWN]:
+        print(exc, file=err)
+    if len(errors) > MAX_ERRORS_SHOWN:
+        print(f"... and {len(errors) - MAX_ERRORS_SHOWN} more invalid lines", file=err)
+
+
+def ingest_main(
+    file: str,
+    *,
+    redis_url: Callable[[], tuple[str, Any]],
+    batch: int = 500,
+    skip_invalid: bool = False,
+    rules: str | None = None,
+    progress: bool | None = None,
+    out: IO[str] | None = None,
+    err: IO[str] | None = None,
+) -> int:
+    """Run `arbiter ingest`; the exit code (0 done, 1 invalid lines or Redis failed, 2 usage).
+
+    `redis_url()` gives (url, embedded server or None) and is called only once
+    the file is known to be worth writing, so a bad file starts no Redis.
+    """
+    out = out or sys.stdout
+    err = err or sys.stderr
+    path = Path(file)
+    if not path.is_file():
+        print(f"arbiter ingest: {file}: no such file", file=err)
+        return 2
+    if batch < 1:
+        print("arbiter ingest: --batch must be at least 1", file=err)
+        return 2
+    schema = event_schema(rules)
+    if not skip_invalid:
+        read, errors = check_file(path, time.time(), schema, progress, err)
+        if errors:
+            _show(errors, err)
+            print(
+                f"{file}: {len(errors)} of {read} lines invalid; nothing was written "
+                "(fix them, or pass --skip-invalid to write the valid lines)",
+                file=err,
+            )
+            return 1
+    url, embedded = redis_url()
+    totals = Totals()
+    try:
+        errors = asyncio.run(_write(path, url, batch, schema, progress, err, totals))
+    except (RedisError, OSError) as exc:
+        print(
+            f"arbiter ingest: Redis at {url} failed after {totals.read} lines "
+            f"({totals.counted} counted): {type(exc).__name__}: {exc}. Events with an "
+            "event_id can be sent again safely; events without one would count twice.",
+            file=err,
+        )
+        return 1
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    _show(errors, err)
+    print(totals.summary(file) + (" (skipped)" if totals.invalid else ""), file=out)
+    return 0
+
+
+async def _write(
+    path: Path,
+    url: str,
+    batch: int,
+    schema: EventSchema,
+    progress: bool | None,
+    err: IO[str],
+    totals: Totals,
+) -> list[LineError]:
+    from arbiter.engine.store.client import connect
+
+    # Bulk work: a generous timeout, not the decision path's tens of milliseconds.
+    client = connect(url, socket_timeout=30)
+    try:
+        return await write_file(
+            path,
+            ProfileStore(client),
+            batch=batch,
+            schema=schema,
+            progress=progress,
+            err=err,
+            totals=totals,
+        )
+    finally:
+        await client.aclose()

@@ -1,0 +1,24 @@
+"""Building a test app on real Redis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from arbiter.server.settings import Settings
+from support.paths import CASES_DIR
+
+CASES = CASES_DIR / "server"
+ADMIN = {"Authorization": "Bearer admin-key"}
+
+
+def settings(redis_url: str, tmp_path: Path, **overrides: object) -> Settings:
+    """Settings for a test app: the shop ruleset, real Redis, an admin key."""
+    values: dict[str, object] = {
+        "redis_url": redis_url,
+        "admin_key": "admin-key",
+        "rules_path": str(CASES / "shop.rules"),
+        "data_dir": str(tmp_path / "data"),
+        "reload_interval_ms": 50,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
