@@ -26,7 +26,7 @@ Place = str  # condition, formula, feature, model_input, model_input_action
 
 
 def _is_literal(e: n.Expr) -> bool:
-    return isinstance(e, n.Number | n.String | n.Bool | n.TimeLit | n.Duration | n.Percent)
+    return isinstance(e, n.LITERALS)
 
 
 class ExprChecker:

@@ -77,6 +77,28 @@ class Percent(Expr):
     text: str
 
 
+#: The literal node classes: each stands for one Python value (`literal_value`).
+LITERALS = (Number, String, Bool, Duration, TimeLit, Percent)
+
+
+def literal_value(e: Expr) -> tuple[bool, Any]:
+    """(True, the Python value evaluation compares) for a literal; (False, None) otherwise.
+
+    Numbers, strings and booleans are themselves; a percent is its fraction, a
+    duration its seconds, a date its UTC epoch seconds. The checker's reasoning,
+    the compiler's indexes and the generated code all agree through this one map.
+    """
+    if isinstance(e, Number | String | Bool):
+        return True, e.value
+    if isinstance(e, Percent):
+        return True, e.fraction
+    if isinstance(e, Duration):
+        return True, e.seconds
+    if isinstance(e, TimeLit):
+        return True, e.epoch
+    return False, None
+
+
 @dataclass(frozen=True, slots=True)
 class ListLit(Expr):
     items: tuple[Expr, ...]

@@ -54,16 +54,7 @@ class _Atom:
     literals: tuple[Any, ...]
 
 
-def _literal(e: n.Expr) -> tuple[bool, Any]:
-    if isinstance(e, n.Number | n.String | n.Bool):
-        return True, e.value
-    if isinstance(e, n.Percent):
-        return True, e.fraction
-    if isinstance(e, n.TimeLit):
-        return True, e.epoch
-    if isinstance(e, n.Duration):
-        return True, e.seconds
-    return False, None
+_literal = n.literal_value
 
 
 def _same_kind(a: Any, b: Any) -> bool:

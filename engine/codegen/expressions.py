@@ -124,17 +124,10 @@ class ExprCompiler:
             return self.k.add(e.value)
         return repr(e.value)
 
-    def v_Percent(self, e: n.Percent) -> str:
-        return repr(e.fraction)
+    def _plain_literal(self, e: n.Expr) -> str:
+        return repr(n.literal_value(e)[1])
 
-    def v_Duration(self, e: n.Duration) -> str:
-        return repr(e.seconds)
-
-    def v_TimeLit(self, e: n.TimeLit) -> str:
-        return repr(e.epoch)
-
-    def v_String(self, e: n.String) -> str:
-        return repr(e.value)
+    v_Percent = v_Duration = v_TimeLit = v_String = _plain_literal
 
     def v_Bool(self, e: n.Bool) -> str:
         return "True" if e.value else "False"

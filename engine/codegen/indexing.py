@@ -146,17 +146,7 @@ def _field(e: n.Expr) -> n.Ref | None:
     return None
 
 
-def _literal(e: n.Expr) -> tuple[bool, Any]:
-    """(True, value) for a literal the generated code compares as that Python value."""
-    if isinstance(e, n.String | n.Number | n.Bool):
-        return True, e.value
-    if isinstance(e, n.Percent):
-        return True, e.fraction
-    if isinstance(e, n.Duration):
-        return True, e.seconds
-    if isinstance(e, n.TimeLit):
-        return True, e.epoch
-    return False, None
+_literal = n.literal_value
 
 
 def _number(e: n.Expr) -> float | None:
