@@ -103,28 +103,14 @@ def connect(
     The caller owns the client and must ``await client.aclose()`` it.
     """
     scheme = _checked_scheme(url)
-    # A Retry with zero retries, not None: redis-py substitutes a default
-    # that retries three times with exponential backoff for None.
-    no_retry = AsyncRetry(NoBackoff(), 0)
-    timeout = socket_timeout if connect_timeout is None else connect_timeout
+    options = _options(socket_timeout, connect_timeout, AsyncRetry(NoBackoff(), 0))
     if scheme in _CLUSTER_SCHEMES:
         return redis.asyncio.RedisCluster.from_url(
             _plain_url(url, scheme),
             connection_class=_SSLConnection if scheme.startswith("rediss") else _Connection,
-            decode_responses=False,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=timeout,
-            retry=no_retry,
-            health_check_interval=0,
+            **options,
         )
-    pool = redis.asyncio.ConnectionPool.from_url(
-        url,
-        decode_responses=False,
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=timeout,
-        retry=no_retry,
-        health_check_interval=0,
-    )
+    pool = redis.asyncio.ConnectionPool.from_url(url, **options)
     pool.connection_class = _FAST_CLASSES.get(pool.connection_class, pool.connection_class)
     # from_pool: the client owns the pool, so aclose() closes its connections.
     return redis.asyncio.Redis.from_pool(pool)
@@ -143,25 +129,27 @@ def connect_sync(
     the decision path. The caller must ``close()`` it.
     """
     scheme = _checked_scheme(url)
-    no_retry = SyncRetry(NoBackoff(), 0)
-    timeout = socket_timeout if connect_timeout is None else connect_timeout
+    options = _options(socket_timeout, connect_timeout, SyncRetry(NoBackoff(), 0))
     if scheme in _CLUSTER_SCHEMES:
-        return redis.RedisCluster.from_url(
-            _plain_url(url, scheme),
-            decode_responses=False,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=timeout,
-            retry=no_retry,
-            health_check_interval=0,
-        )
-    return redis.Redis.from_url(
-        url,
-        decode_responses=False,
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=timeout,
-        retry=no_retry,
-        health_check_interval=0,
-    )
+        return redis.RedisCluster.from_url(_plain_url(url, scheme), **options)
+    return redis.Redis.from_url(url, **options)
+
+
+def _options(
+    socket_timeout: float | None, connect_timeout: float | None, no_retry: Any
+) -> dict[str, Any]:
+    """The client options every Arbiter connection uses, sync or async, plain or cluster.
+
+    `no_retry` is a Retry with zero retries, not None: for None redis-py
+    substitutes a default that retries three times with exponential backoff.
+    """
+    return {
+        "decode_responses": False,
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": socket_timeout if connect_timeout is None else connect_timeout,
+        "retry": no_retry,
+        "health_check_interval": 0,
+    }
 
 
 def _scheme(url: str) -> str:

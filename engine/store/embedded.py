@@ -70,7 +70,38 @@ def find_redis_server() -> str:
     return found
 
 
-class EmbeddedRedis:
+class ServerProcesses:
+    """`with x:` starts `x` unless it is already running, and stops it on leaving.
+
+    Shared by the embedded server and the test cluster harness, which differ in
+    how they start and stop but not in how a `with` block uses them.
+    """
+
+    @property
+    def running(self) -> bool:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        if not self.running:
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class EmbeddedRedis(ServerProcesses):
     """A ``redis-server`` child process whose data lives in ``directory``.
 
     It listens on ``<directory>/redis.sock`` (``unix_socket=True``, the
@@ -218,18 +249,10 @@ class EmbeddedRedis:
             return "(no server log)"
         return "\n".join(text.splitlines()[-lines:]) or "(server log is empty)"
 
-    def __enter__(self) -> Self:
-        if self.pid is None:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
+    @property
+    def running(self) -> bool:
+        """Whether this object started a server that it has not stopped yet."""
+        return self.pid is not None
 
     def __repr__(self) -> str:
         return f"EmbeddedRedis({self.url!r}, pid={self.pid})"

@@ -14,12 +14,16 @@ import random
 import socket
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 import redis
 
-from arbiter.engine.store.embedded import _POLL_INTERVAL, EmbeddedRedis, RedisServerError
+from arbiter.engine.store.embedded import (
+    _POLL_INTERVAL,
+    EmbeddedRedis,
+    RedisServerError,
+    ServerProcesses,
+)
 
 __all__ = [
     "CLUSTER_SLOTS",
@@ -33,7 +37,7 @@ CLUSTER_SLOTS = 16384
 _CLUSTER_BUS_OFFSET = 10000
 
 
-class RedisClusterProcesses:
+class RedisClusterProcesses(ServerProcesses):
     """A Redis Cluster of ``masters`` nodes on 127.0.0.1, for tests and benchmarks.
 
     No replicas and no persistence: each start is a fresh, empty cluster.
@@ -114,18 +118,10 @@ class RedisClusterProcesses:
             with contextlib.suppress(RedisServerError):
                 node.stop()
 
-    def __enter__(self) -> Self:
-        if not self.nodes:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
+    @property
+    def running(self) -> bool:
+        """Whether the nodes are started (and not stopped since)."""
+        return bool(self.nodes)
 
     def __repr__(self) -> str:
         return f"RedisClusterProcesses(ports={self.ports})"
