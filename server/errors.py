@@ -22,7 +22,13 @@ log = logging.getLogger("arbiter.server")
 
 
 class ApiError(ArbiterError):
-    """An error answer: HTTP status, stable code, message, and the field at fault."""
+    """An error answer: HTTP status, stable code, message, and the field at fault.
+
+    Each instance carries the code of its answer (`not_found`, `invalid_field`, ...);
+    the class's own code names the family.
+    """
+
+    code = "api-error"
 
     def __init__(
         self,

@@ -10,6 +10,7 @@ which rule it was.
 
 from __future__ import annotations
 
+import linecache
 import sys
 from types import CodeType, TracebackType
 
@@ -44,7 +45,11 @@ def _fake_frame(
     exc: BaseException, filename: str, line: int, name: str, tb_next: TracebackType | None
 ) -> TracebackType:
     """A traceback entry at `filename:line`, made by raising `exc` from code compiled there."""
-    code: CodeType = compile("\n" * (line - 1) + "raise __exc", filename, "exec")
+    # The raise spans the whole `.rules` line, so tracebacks print the line without
+    # carets under a part of it that has nothing to do with the error.
+    width = len(linecache.getline(filename, line).rstrip())
+    statement = "raise (__exc" + " " * max(0, width - 13) + ")"
+    code: CodeType = compile("\n" * (line - 1) + statement, filename, "exec")
     code = code.replace(co_name=name)
     saved = exc.__traceback__
     fake: TracebackType | None = None

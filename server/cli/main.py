@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from redis.exceptions import RedisError
+
 from arbiter import dsl
 from arbiter.dsl.errors import ArbiterError
 from arbiter.server.cli.common import redis_url, rule_paths
@@ -224,6 +226,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ArbiterError as exc:
         # Every error raised on purpose: its stable code and message, never a traceback.
         print(f"arbiter: error[{exc.code}]: {exc}", file=sys.stderr)
+        return 1
+    except RedisError as exc:
+        print(f"arbiter: error[redis-unavailable]: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     except (json.JSONDecodeError, ValueError) as exc:
         print(f"arbiter: {exc}", file=sys.stderr)

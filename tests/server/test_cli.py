@@ -92,3 +92,33 @@ def test_replay_from_redis_stream(
             c.post("/v1/decide", json={"customer_id": f"r{i}", "context": {"channel": "app"}})
     assert main(["replay", redis_url, "--rules", SHOP]) == 0
     assert "replayed 3: 3 identical" in capsys.readouterr().out
+
+
+def test_unreachable_redis_is_a_clear_error_not_a_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Port 1 on loopback: nothing listens there, the connection is refused at once.
+    code = main(["replay", "redis://127.0.0.1:1", "--rules", str(CASES / "shop.rules")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("arbiter: error[redis-unavailable]: ConnectionError: ")
+    assert "Traceback" not in err
+
+
+def test_a_model_that_cannot_load_is_reported_at_its_declaration(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rules = tmp_path / "m.rules"
+    rules.write_text(
+        "ruleset m\n"
+        "profile { x: number }\n"
+        "context { channel: one of [web] }\n"
+        'model churn = onnx "missing.onnx" inputs (profile.x)\n'
+        "action a { value 1, channels [web] }\n"
+        "when churn > 0.5 offer a\n"
+    )
+    code = main(["decide", "--rules", str(rules), "--customer", "c", "--context", "{}"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith(f"{rules}:4:1: error[model-load]: model churn: cannot load missing.onnx")
+    assert "Traceback" not in err
