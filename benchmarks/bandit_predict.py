@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python benchmarks/bandit_predict.py [--repeat 15] [--number 500] [--kind epsilon]
+    python -m benchmarks.bandit_predict [--repeat 15] [--number 500] [--kind epsilon]
 
 The model is trained first (``pmf`` of an untrained model is the uniform
 shortcut and never reaches VW). For each action count, prints the median (over

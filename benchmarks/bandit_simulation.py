@@ -23,7 +23,7 @@ mean true click probability of the banners shown, which removes the rest of
 the click noise. Per-run ratios are printed as well as the means, since one
 VW run differs from another by a few percent by chance.
 
-    python benchmarks/bandit_simulation.py [--decisions 8000] [--runs 8] [--threads 4]
+    python -m benchmarks.bandit_simulation [--decisions 8000] [--runs 8] [--threads 4]
 
 Load goes to 127.0.0.1 only and is bounded by ``--decisions`` and
 ``--max-seconds``. An embedded Redis is started unless ``ARBITER_REDIS_URL``

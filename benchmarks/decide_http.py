@@ -4,7 +4,7 @@ Prints, in one run: latency of 2,000 sequential decisions (median, p99) on one
 keep-alive connection, the same for the FastAPI echo, and, when `wrk` is
 installed, throughput of both under 32 concurrent connections, with ratios.
 
-    python benchmarks/decide_http.py [--rules FILE] [--requests 2000] [--seconds 5]
+    python -m benchmarks.decide_http [--rules FILE] [--requests 2000] [--seconds 5]
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ alone. Rulesets are measured in interleaved rounds (``--rounds``) so that
 the load of a shared machine falls on all three alike. Load goes to
 127.0.0.1 only, bounded by ``--requests``.
 
-    python benchmarks/decide_models.py [--calls 5000] [--requests 3000]
+    python -m benchmarks.decide_models [--calls 5000] [--requests 3000]
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python benchmarks/model_scoring.py [--repeat 15] [--number 2000]
+    python -m benchmarks.model_scoring [--repeat 15] [--number 2000]
 
 For each committed model in ``models/``, prints the median (over ``--repeat``
 timeit runs of ``--number`` calls each) of:

@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/rules_scaling.py [--sizes 100,1000,10000] [--decisions 300]
+    .venv/bin/python -m benchmarks.rules_scaling [--sizes 100,1000,10000] [--decisions 300]
 
 For each size it generates a ruleset of realistic shape (see `generate`),
 then reports:

@@ -14,7 +14,7 @@ Prints, in one run, against a real Redis on 127.0.0.1 (TCP):
    `--decisions` sequential decisions for customers with 10 and with 200
    events, side by side, with the ratio.
 
-    python benchmarks/store_roundtrips.py [--decisions 2000] [--customers 200] [--sample 200]
+    python -m benchmarks.store_roundtrips [--decisions 2000] [--customers 200] [--sample 200]
 """
 
 from __future__ import annotations

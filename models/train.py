@@ -2,8 +2,8 @@
 
 Run from the repository root::
 
-    python models/train.py                      # rebuild models/*.onnx in place
-    python models/train.py --out DIR --rows N   # elsewhere, or on a different size
+    python -m models.train                      # rebuild models/*.onnx in place
+    python -m models.train --out DIR --rows N   # elsewhere, or on a different size
 
 Each model is written as ``<name>.onnx`` (one float input tensor ``features`` of
 shape ``[None, n]``; outputs ``label`` and ``probabilities`` ``[None, 2]``) with a

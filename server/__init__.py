@@ -1,0 +1,1 @@
+"""The outside of Arbiter: the FastAPI app, its routes, settings, auth, metrics, and the CLI."""

@@ -1,0 +1,1 @@
+"""Code generation: checked ruleset → `Plan`, a generated Python evaluator with prepared tables."""

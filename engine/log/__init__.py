@@ -1,0 +1,1 @@
+"""The decision log: records written behind the response, and their replay."""

@@ -1,0 +1,1 @@
+"""Scoring: ONNX propensity models loaded once per plan and run in onnxruntime."""
