@@ -38,5 +38,9 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.identifies = Counter(
+            "arbiter_identifies", "POST /v1/identify answered", ["outcome"], registry=self.registry
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
