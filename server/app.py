@@ -30,8 +30,8 @@ from arbiter.server.fast_path import decide_asgi
 from arbiter.server.learning import LearnerSupervisor
 from arbiter.server.metrics import Metrics
 from arbiter.server.routes_admin import router as admin_router
-from arbiter.server.routes_identity import router as identity_router
 from arbiter.server.routes_decide import decide_endpoint, feedback_endpoint
+from arbiter.server.routes_identity import router as identity_router
 from arbiter.server.rulesets import Resources, RulesetManager
 from arbiter.server.settings import Settings
 from arbiter.server.state import AppState

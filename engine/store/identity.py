@@ -181,7 +181,9 @@ class Identities:
 
     async def linked(self, customer_id: str) -> list[str]:
         """The anonymous ids linked to a customer (those whose link points back to it)."""
-        members = sorted(m.decode() for m in await self.redis.smembers(keys.linked_ids(customer_id)))
+        members = sorted(
+            m.decode() for m in await self.redis.smembers(keys.linked_ids(customer_id))
+        )
         if not members:
             return []
         pipe = self.redis.pipeline(transaction=False)
@@ -201,20 +203,11 @@ class Identities:
         """
         if anonymous_id == customer_id:
             raise InvalidIdentify("anonymous_id and customer_id are the same id")
-        reserved = await self.redis.eval(
-            RESERVE_LUA,
-            2,
-            keys.alias(customer_id),
-            keys.linked_ids(customer_id),
-            anonymous_id,
-        )
-        if reserved == b"customer-linked":
+        if await self._reserve(anonymous_id, customer_id) == b"customer-linked":
             raise IdentityConflict(
                 f"'{customer_id}' is itself linked to another customer; identify with that one"
             )
-        linked = await self.redis.eval(
-            LINK_LUA, 2, keys.alias(anonymous_id), keys.linked_ids(anonymous_id), customer_id
-        )
+        linked = await self._link(anonymous_id, customer_id)
         if linked in (b"linked-elsewhere", b"has-links"):
             # Not a legitimate member of this customer's links: undo step 1.
             await self.redis.srem(keys.linked_ids(customer_id), anonymous_id)
@@ -228,7 +221,26 @@ class Identities:
         await self._merge(report, list(actions), now)
         return report
 
-    def _sources(self, anonymous_id: str, actions: Sequence[str], now: float) -> list[tuple[str, str]]:
+    # Each step below is one or two round trips and safe to repeat; tests inject
+    # faults between them.
+
+    async def _reserve(self, anonymous_id: str, customer_id: str) -> bytes:
+        """Step 1, in the customer's slot."""
+        reply: bytes = await self.redis.eval(
+            RESERVE_LUA, 2, keys.alias(customer_id), keys.linked_ids(customer_id), anonymous_id
+        )
+        return reply
+
+    async def _link(self, anonymous_id: str, customer_id: str) -> bytes:
+        """Step 2, in the anonymous id's slot."""
+        reply: bytes = await self.redis.eval(
+            LINK_LUA, 2, keys.alias(anonymous_id), keys.linked_ids(anonymous_id), customer_id
+        )
+        return reply
+
+    def _sources(
+        self, anonymous_id: str, actions: Sequence[str], now: float
+    ) -> list[tuple[str, str]]:
         out = merge.window_sources(anonymous_id, now)
         out.append((keys.profile(anonymous_id), "profile"))
         out.append((keys.decision_index(anonymous_id), "list"))
@@ -268,7 +280,10 @@ class Identities:
                 )
                 calls.append((merge.MERGE_WINDOWS_LUA, key_list, args))
             else:
-                calls.append((ABSORB_LUA, *_absorb_command(customer_id, anonymous_id, key, kind, content, pttl, now_ms)))
+                key_list, args = _absorb_command(
+                    customer_id, anonymous_id, key, kind, content, pttl, now_ms
+                )
+                calls.append((ABSORB_LUA, key_list, args))
         if not found:
             return
         await self._apply(calls)
