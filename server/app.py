@@ -27,6 +27,7 @@ from arbiter.engine.store.profiles import ProfileStore
 from arbiter.server import errors, openapi
 from arbiter.server.auth import KeyRing
 from arbiter.server.fast_path import decide_asgi
+from arbiter.server.intake import start_intake
 from arbiter.server.learning import LearnerSupervisor
 from arbiter.server.metrics import Metrics
 from arbiter.server.routes_admin import router as admin_router
@@ -155,6 +156,9 @@ async def _start(settings: Settings, resources: Resources) -> AppState:
             rulesets.watch(settings.reload_interval_ms / 1000, state.stop), name="ruleset-watch"
         )
     )
+    intake = start_intake(state)
+    if intake is not None:
+        state.tasks.append(intake)
     return state
 
 

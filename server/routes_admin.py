@@ -14,6 +14,7 @@ from arbiter.dsl.types import Type
 from arbiter.engine.store.profiles import Event
 from arbiter.engine.validate import ValueProblem, normalize, normalize_all
 from arbiter.server.errors import ApiError
+from arbiter.server.intake import refresh_metrics
 from arbiter.server.responses import JSONResponse
 from arbiter.server.rulesets import NameMismatch, NoEarlierVersion
 from arbiter.server.state import AppState
@@ -301,4 +302,5 @@ async def metrics(request: Request) -> Response:
     """Prometheus metrics."""
     st = _st(request)
     st.metrics.log_dropped.inc(0)
+    await refresh_metrics(st)
     return Response(st.metrics.render(), media_type="text/plain; version=0.0.4")

@@ -10,6 +10,7 @@ from redis.exceptions import RedisError
 
 from arbiter.engine.store.identity import IdentityConflict, InvalidIdentify
 from arbiter.server.errors import ApiError
+from arbiter.server.intake import live_actions
 from arbiter.server.state import AppState
 
 router = APIRouter()
@@ -21,11 +22,6 @@ class IdentifyIn(BaseModel):
 
     anonymous_id: str = Field(min_length=1, max_length=256)
     customer_id: str = Field(min_length=1, max_length=256)
-
-
-def live_actions(st: AppState) -> list[str]:
-    """Every action of the live rulesets: whose caps and rejections a merge carries over."""
-    return sorted({a.name for live in st.rulesets.live.values() for a in live.plan.actions})
 
 
 @router.post(
