@@ -196,3 +196,10 @@ def test_the_server_consumes_and_reports_lag_and_counts(redis_url: str, tmp_path
         assert "arbiter_intake_lag_seconds" in text
         profile = client.get("/v1/profiles/c1", headers=ADMIN).json()
         assert profile["last_seen"]["add_to_cart"] <= now + 60
+
+
+def test_consume_usage_errors(capsys: Any) -> None:
+    from arbiter.server.cli.main import main
+
+    assert main(["consume", "--rules", SHOP, "--shards", "0"]) == 2
+    assert "--shards, --batch and --claim-idle-ms must be positive" in capsys.readouterr().err
