@@ -29,7 +29,6 @@ retry.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from arbiter.engine.store import keys, windows
@@ -146,7 +145,3 @@ def merge_command(
     expire_at = now_ms + pttl_ms if pttl_ms >= 0 else -1
     return [dest, marks], [kind, mark, expire_at, now_ms, *flatten(kind, content)]
 
-
-def is_empty(content: Sequence[Any] | dict[Any, Any]) -> bool:
-    """Whether a source key read nothing (absent or empty)."""
-    return not content

@@ -418,3 +418,39 @@ def test_erasure_leaves_no_key_of_either_id(url: str, erase_by: str) -> None:
     for gone in (b"anon-7", b"cust-7", b"other-7"):
         assert [k for k, v in dump.items() if gone in k or gone in v] == [], gone
     assert any(b"keep-8" in k for k in dump) and any(b"anon-8" in v for v in dump.values())
+
+
+def test_a_decision_read_before_the_link_writes_its_contacts_to_the_customer(url: str) -> None:
+    plan = shop_plan()
+    now = time.time()
+
+    async def body(s: ProfileStore) -> Any:
+        from arbiter.engine.decision.decide import decide
+        from arbiter.engine.decision.oracle import LiveOracle
+        from arbiter.engine.log.writer import DecisionLog
+        from arbiter.engine.records import DecideRequest
+
+        await s.put_profile("early", {"visits": 1})
+        inputs = await s.fetch("early", plan.needs, now)  # read while not linked yet
+        assert inputs.resolved_id is None
+        decision, record = decide(
+            plan,
+            DecideRequest("early", {"channel": "web"}),
+            inputs,
+            decision_id="d-early",
+            now=now,
+            oracle=LiveOracle({}, {}),
+        )
+        assert decision.actions[0].action == "welcome_offer"
+        await s.identities.identify("early", "erin", ACTIONS, now)
+        log = DecisionLog(s.redis, s)
+        log.submit(record, [("welcome_offer", 7 * DAY)])
+        await log.flush()  # the write-behind lands after the link
+        after = await s.fetch("erin", plan.needs, now + 1)
+        index = await s.redis.lrange(keys.decision_index("erin"), 0, -1)
+        return after.caps, index
+
+    caps, index = run(url, body)
+    assert caps["welcome_offer"] == 1
+    assert b"d:d-early" in index
+    assert set(snapshot(url, {"early": "A"})) == {"A:alias"}
