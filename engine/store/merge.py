@@ -144,4 +144,3 @@ def merge_command(
     mark = source_key.split("}:", 1)[1]
     expire_at = now_ms + pttl_ms if pttl_ms >= 0 else -1
     return [dest, marks], [kind, mark, expire_at, now_ms, *flatten(kind, content)]
-

@@ -181,13 +181,11 @@ class ProfileStore:
         calls = [call(ev, ev.customer_id) for ev in events]
         replies = await self._eval_pipelined(INGEST_LUA, self._ingest_sha, calls)
         # Events of linked anonymous ids come back with their customer id: one more pipeline.
-        moved = [(i, redirect_of(r)) for i, r in enumerate(replies)]
-        moved = [(i, target) for i, target in moved if target is not None]
-        if moved:
-            again = [call(events[i], target) for i, target in moved if target is not None]
-            for (i, _), reply in zip(
-                moved, await self._eval_pipelined(INGEST_LUA, self._ingest_sha, again), strict=True
-            ):
+        redirects = {i: t for i, r in enumerate(replies) if (t := redirect_of(r)) is not None}
+        if redirects:
+            again = [call(events[i], target) for i, target in redirects.items()]
+            again_replies = await self._eval_pipelined(INGEST_LUA, self._ingest_sha, again)
+            for i, reply in zip(redirects, again_replies, strict=True):
                 if redirect_of(reply) is not None:
                     raise RuntimeError("an id links to a linked id; links are one level")
                 replies[i] = reply
