@@ -134,6 +134,10 @@ class IntakeConsumer:
 
     def _parse(self, delivery: Delivery, now: float, schema: EventSchema) -> Event | Identify:
         fields = delivery.fields
+        if not fields:
+            raise InvalidMessage(
+                None, "the message is gone from the stream (trimmed before it was processed)"
+            )
         if len(fields) != 1 or not (EVENT in fields or IDENTIFY in fields):
             names = sorted(k.decode("utf-8", "replace") for k in fields)
             raise InvalidMessage(

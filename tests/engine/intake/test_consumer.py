@@ -233,3 +233,25 @@ def test_shards_spread_ids_and_wait_drained(redis_cluster_url: str) -> None:
         return await wait_drained(c.source, 5)
 
     assert run(redis_cluster_url, body)
+
+
+def test_a_pending_message_trimmed_away_is_a_dead_letter_not_a_crash(redis_url: str) -> None:
+    now = time.time()
+
+    async def body(client: Any) -> Any:
+        c = consumer(client, "late", shards=1)
+        assert isinstance(c.source, RedisStreamSource)
+        await c.source.setup()
+        ids = await c.source.publish([event("c", "view", now) for _ in range(3)])
+        assert len(await c.source.read(10)) == 3  # delivered, then the process "dies"
+        await client.xdel(keys.intake_stream(0), ids[1])  # a producer's MAXLEN got it
+        c.source.rewind()  # a restart under the same name re-reads its pending messages
+        await drain(c)
+        dead = await client.xrange(keys.INTAKE_DEAD_LETTERS)
+        return ids, dead, c.stats
+
+    ids, dead, stats = run(redis_url, body)
+    assert [(f[b"message_id"], f[b"reason"]) for _, f in dead] == [
+        (ids[1], b"the message is gone from the stream (trimmed before it was processed)")
+    ]
+    assert stats.counted == 2
