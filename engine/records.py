@@ -32,6 +32,8 @@ class Inputs(msgspec.Struct):
     caps: dict[str, int] = msgspec.field(default_factory=dict)  # action -> contacts in cap window
     rejections: dict[str, int] = msgspec.field(default_factory=dict)  # action -> recent rejections
     degraded: bool = False
+    # The customer the request's id is linked to (engine.store.identity), when it is one.
+    resolved_id: str | None = None
 
 
 class RulesetRef(msgspec.Struct):

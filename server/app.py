@@ -27,10 +27,12 @@ from arbiter.engine.store.profiles import ProfileStore
 from arbiter.server import errors, openapi
 from arbiter.server.auth import KeyRing
 from arbiter.server.fast_path import decide_asgi
+from arbiter.server.intake import start_intake
 from arbiter.server.learning import LearnerSupervisor
 from arbiter.server.metrics import Metrics
 from arbiter.server.routes_admin import router as admin_router
 from arbiter.server.routes_decide import decide_endpoint, feedback_endpoint
+from arbiter.server.routes_identity import router as identity_router
 from arbiter.server.rulesets import Resources, RulesetManager
 from arbiter.server.settings import Settings
 from arbiter.server.state import AppState
@@ -87,6 +89,7 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
     app.router.routes.append(Route("/v1/decide", decide_endpoint, methods=["POST"]))
     app.router.routes.append(Route("/v1/feedback", feedback_endpoint, methods=["POST"]))
     app.include_router(admin_router)
+    app.include_router(identity_router)
     openapi.install(app)
     return app
 
@@ -153,6 +156,9 @@ async def _start(settings: Settings, resources: Resources) -> AppState:
             rulesets.watch(settings.reload_interval_ms / 1000, state.stop), name="ruleset-watch"
         )
     )
+    intake = start_intake(state)
+    if intake is not None:
+        state.tasks.append(intake)
     return state
 
 

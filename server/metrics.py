@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
 class Metrics:
@@ -35,6 +35,35 @@ class Metrics:
             "arbiter_rule_errors",
             "Run-time errors inside rules",
             ["ruleset"],
+            registry=self.registry,
+        )
+
+        self.identifies = Counter(
+            "arbiter_identifies", "POST /v1/identify answered", ["outcome"], registry=self.registry
+        )
+
+        self.intake = Counter(
+            "arbiter_intake_messages",
+            "Intake stream messages processed by this process's consumer",
+            ["outcome"],  # counted, duplicate, identify, dead_letter
+            registry=self.registry,
+        )
+        self.intake_lag = Gauge(
+            "arbiter_intake_lag_seconds",
+            "Age of the oldest intake message not yet delivered, per shard",
+            ["stream"],
+            registry=self.registry,
+        )
+        self.intake_pending = Gauge(
+            "arbiter_intake_pending",
+            "Intake messages delivered but not yet acknowledged, per shard",
+            ["stream"],
+            registry=self.registry,
+        )
+        self.intake_length = Gauge(
+            "arbiter_intake_stream_length",
+            "Intake messages held in the stream (unread, pending, not yet trimmed), per shard",
+            ["stream"],
             registry=self.registry,
         )
 

@@ -14,6 +14,7 @@ from arbiter.dsl.types import Type
 from arbiter.engine.store.profiles import Event
 from arbiter.engine.validate import ValueProblem, normalize, normalize_all
 from arbiter.server.errors import ApiError
+from arbiter.server.intake import refresh_metrics
 from arbiter.server.responses import JSONResponse
 from arbiter.server.rulesets import NameMismatch, NoEarlierVersion
 from arbiter.server.state import AppState
@@ -61,13 +62,17 @@ async def get_profile(customer_id: str, request: Request, authorization: Auth = 
     st = _st(request)
     st.keys.require("admin", authorization)
     _check_customer(customer_id)
-    attributes = await _redis_call(st.admin_store.get_profile(customer_id))
-    last_seen = await _redis_call(st.admin_store.event_summary(customer_id))
+    resolved = await _redis_call(st.admin_store.resolve(customer_id))
+    attributes = await _redis_call(st.admin_store.get_profile(resolved))
+    last_seen = await _redis_call(st.admin_store.event_summary(resolved))
     if not attributes and not last_seen:
         raise ApiError(
             404, "unknown_customer", f"nothing is stored on '{customer_id}'", "customer_id"
         )
-    return {"customer_id": customer_id, "attributes": attributes, "last_seen": last_seen}
+    body = {"customer_id": customer_id, "attributes": attributes, "last_seen": last_seen}
+    if resolved != customer_id:
+        body["resolved_id"] = resolved  # a linked anonymous id reads its customer
+    return body
 
 
 def _profile_write(
@@ -93,7 +98,8 @@ async def put_profile(
     """Replace a customer's attributes; values are checked against the declared profile types."""
     st, values = _profile_write(request, authorization, customer_id, attributes)
     values = {k: v for k, v in values.items() if v is not None}
-    await _redis_call(st.admin_store.put_profile(customer_id, values))
+    resolved = await _redis_call(st.admin_store.resolve(customer_id))
+    await _redis_call(st.admin_store.put_profile(resolved, values))
     return {"customer_id": customer_id, "attributes": values}
 
 
@@ -106,20 +112,28 @@ async def patch_profile(
 ) -> Any:
     """Merge attributes in; `null` removes one."""
     st, values = _profile_write(request, authorization, customer_id, attributes)
-    await _redis_call(st.admin_store.patch_profile(customer_id, values))
-    merged = await _redis_call(st.admin_store.get_profile(customer_id))
+    resolved = await _redis_call(st.admin_store.resolve(customer_id))
+    await _redis_call(st.admin_store.patch_profile(resolved, values))
+    merged = await _redis_call(st.admin_store.get_profile(resolved))
     return {"customer_id": customer_id, "attributes": merged}
 
 
 @router.delete("/v1/profiles/{customer_id}", tags=["profiles"])
 async def delete_profile(customer_id: str, request: Request, authorization: Auth = None) -> Any:
-    """Erase everything held on a customer: attributes, windows, caps, decision-log entries."""
+    """Erase everything held on a person: attributes, windows, caps, decision-log entries.
+
+    The id may be a customer or an anonymous id linked to one: the customer
+    and every id linked to it are erased together.
+    """
     st = _st(request)
     st.keys.require("admin", authorization)
     _check_customer(customer_id)
     await st.log.flush()
+    root = await _redis_call(st.admin_store.resolve(customer_id))
+    linked = await _redis_call(st.admin_store.identities.linked(root))
     deleted = await _redis_call(st.admin_store.erase(customer_id))
-    return {"customer_id": customer_id, "erased_keys": deleted}
+    erased_ids = sorted({root, *linked} - {customer_id})
+    return {"customer_id": customer_id, "erased_keys": deleted, "erased_linked_ids": erased_ids}
 
 
 # ------------------------------------------------------------------- events
@@ -288,4 +302,5 @@ async def metrics(request: Request) -> Response:
     """Prometheus metrics."""
     st = _st(request)
     st.metrics.log_dropped.inc(0)
+    await refresh_metrics(st)
     return Response(st.metrics.render(), media_type="text/plain; version=0.0.4")

@@ -175,4 +175,7 @@ async def _count_rejection(st: AppState, record: DecisionRecord, action: str, no
     fatigue = live.plan.action(action).fatigue
     if fatigue is not None:
         keep = fatigue.window_seconds + fatigue.period_seconds
-        await st.admin_store.record_rejection(record.request.customer_id, action, now, keep)
+        # The customer the id resolved to then, or is linked to now.
+        owner = record.inputs.resolved_id or record.request.customer_id
+        owner = await st.admin_store.resolve(owner)
+        await st.admin_store.record_rejection(owner, action, now, keep)

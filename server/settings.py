@@ -45,6 +45,9 @@ class Settings:
     reload_interval_ms: int = field(default=1000, metadata={"env": "ARBITER_RELOAD_INTERVAL_MS"})
     learner: str = field(default="inproc", metadata={"env": "ARBITER_LEARNER"})
     dev: bool = field(default=False, metadata={"env": "ARBITER_DEV"})
+    # The event intake on Redis Streams (docs/identity.md): shards, and whether to consume here.
+    intake_shards: int = field(default=0, metadata={"env": "ARBITER_INTAKE_SHARDS"})
+    intake_consume: bool = field(default=False, metadata={"env": "ARBITER_INTAKE_CONSUME"})
 
     @classmethod
     def from_env(
@@ -72,6 +75,10 @@ class Settings:
             raise SettingsError("ARBITER_REDIS_TIMEOUT_MS must be a positive number of ms")
         if self.log_queue_max < 100:
             raise SettingsError("ARBITER_LOG_QUEUE_MAX must be at least 100")
+        if self.intake_shards < 0 or (self.intake_consume and self.intake_shards < 1):
+            raise SettingsError(
+                "ARBITER_INTAKE_SHARDS must be at least 1 when ARBITER_INTAKE_CONSUME is on"
+            )
         if self.learner not in ("inproc", "off"):
             raise SettingsError("ARBITER_LEARNER must be 'inproc' or 'off'")
         if self.redis_url is not None and not self.redis_url.startswith(

@@ -69,7 +69,9 @@ def decide(
     oracle: Oracle,
 ) -> tuple[Decision, DecisionRecord]:
     """Evaluate, score and arbitrate one request; returns the answer and its record."""
-    variants = tuple(assign_variant(plan, x, request.customer_id) for x in plan.checked.experiments)
+    # A linked anonymous id is the customer it is linked to: same variants, same holdout.
+    subject = inputs.resolved_id or request.customer_id
+    variants = tuple(assign_variant(plan, x, subject) for x in plan.checked.experiments)
     P = inputs.profile
     C = request.context
     A = aggregates_tuple(plan, inputs)
@@ -79,7 +81,7 @@ def decide(
     offers, suppressed, segments = plan.evaluate(P, C, A, rt)
     holdout_name = None
     bandits: list[BanditChoice] = []
-    if in_holdout(plan, request.customer_id):
+    if in_holdout(plan, subject):
         assert plan.checked.holdout is not None
         holdout_name = plan.checked.holdout.name
         chosen: list[Candidate] = []

@@ -24,6 +24,7 @@ from redis.exceptions import NoScriptError
 
 from arbiter.engine.records import ENCODER, DecisionRecord
 from arbiter.engine.store import keys
+from arbiter.engine.store.identity import redirect_of
 from arbiter.engine.store.profiles import AFTER_DECISION_LUA, ProfileStore
 
 log = logging.getLogger("arbiter.decision_log")
@@ -168,27 +169,40 @@ class DecisionLog:
 
     async def _customer_writes(self, batch: Sequence[_Entry], stream_ids: Sequence[bytes]) -> None:
         """Index entries and contact counters: one script call per decision, retried if unloaded."""
-        for attempt in (1, 2):
+        # The customer a linked anonymous id resolved to when the decision read it.
+        owners = [e.record.inputs.resolved_id or e.record.request.customer_id for e in batch]
+        reloads = redirects = 0
+        while True:
             pipe = self.redis.pipeline(transaction=False)
-            for entry, sid in zip(batch, stream_ids, strict=True):
+            for entry, sid, owner in zip(batch, stream_ids, owners, strict=True):
                 rec = entry.record
                 key_list, args = self.store.after_decision_command(
-                    rec.request.customer_id, sid, rec.decision_id, self.ttl, entry.contacts, rec.ts
+                    owner, sid, rec.decision_id, self.ttl, entry.contacts, rec.ts
                 )
                 # Raw EVALSHA: redis-py blocks `pipe.evalsha` on cluster pipelines.
                 pipe.execute_command(
                     "EVALSHA", self.store.after_decision_sha, len(key_list), *key_list, *args
                 )
             results = await pipe.execute(raise_on_error=False)
-            if not any(isinstance(r, NoScriptError) for r in results):
-                for r in results:
-                    if isinstance(r, Exception):
-                        raise r
-                return
-            if attempt == 1:
+            if any(isinstance(r, NoScriptError) for r in results):
+                if reloads == 1:
+                    raise NoScriptError("after-decision script could not be loaded")
                 # A new or restarted Redis has no scripts; the writes are idempotent.
+                reloads += 1
                 await self.redis.script_load(AFTER_DECISION_LUA)
-        raise NoScriptError("after-decision script could not be loaded")
+                continue
+            for r in results:
+                if isinstance(r, Exception):
+                    raise r
+            # An id linked to a customer since its decision read it: write for the customer.
+            moved = {i: redirect_of(r) for i, r in enumerate(results)}
+            redirected = {i: target for i, target in moved.items() if target is not None}
+            if not redirected or redirects == 1:  # links are one level deep
+                return
+            redirects += 1
+            batch = [batch[i] for i in redirected]
+            stream_ids = [stream_ids[i] for i in redirected]
+            owners = list(redirected.values())
 
     def _append_file(self, blobs: list[bytes]) -> None:
         assert self.file_path is not None

@@ -58,6 +58,29 @@ def decision_index(customer_id: str) -> str:
     return f"{_tag(customer_id)}:dlog"
 
 
+def alias(customer_id: str) -> str:
+    """String: the customer id this (anonymous) id is linked to, in the anonymous id's slot."""
+    return f"{_tag(customer_id)}:alias"
+
+
+def linked_ids(customer_id: str) -> str:
+    """Set of the anonymous ids linked to this customer (erasure follows it)."""
+    return f"{_tag(customer_id)}:linked"
+
+
+def merge_marks(customer_id: str, anonymous_id: str) -> str:
+    """Set of the anonymous id's keys already added into this customer's (no double counting)."""
+    return f"{_tag(customer_id)}:merged:{anonymous_id}"
+
+
+def rekey(key: str, from_id: str, to_id: str) -> str:
+    """The name `key` of `from_id`'s would have as a key of `to_id` (same kind, other customer)."""
+    tag = _tag(from_id)
+    if not key.startswith(tag + ":"):
+        raise ValueError(f"{key!r} is not a key of {from_id!r}")
+    return _tag(to_id) + key[len(tag) :]
+
+
 def customer_pattern(customer_id: str) -> str:
     """SCAN pattern matching every key of one customer (and no other customer's)."""
     # Glob metacharacters in an id must match themselves; the backslash first.
@@ -78,6 +101,14 @@ def feedback_seen(decision_id: str, action: str) -> str:
 
 
 DECISION_STREAM = f"{PREFIX}:decisions"
+INTAKE_DEAD_LETTERS = f"{PREFIX}:in:dead"
+
+
+def intake_stream(shard: int) -> str:
+    """One shard of the event intake stream; each has its own hash tag, to spread over nodes."""
+    return f"{PREFIX}:in:{{in{shard}}}"
+
+
 REWARD_STREAM = f"{PREFIX}:rewards"
 
 

@@ -22,11 +22,12 @@ from arbiter.engine.decision.arbitrate import fatigued
 from arbiter.engine.plan import AggregateSpec, Needs
 from arbiter.engine.records import RECORD_DECODER, Inputs
 from arbiter.engine.store import keys, windows
+from arbiter.engine.store.identity import Identities, guarded, redirect_of
 from arbiter.engine.store.read_batcher import ReadBatcher
 
 # One command per decision for everything written under the customer's hash tag:
 # the decision-log index entry (for erasure) and the contact-cap counters.
-AFTER_DECISION_LUA = """
+AFTER_DECISION_LUA_BODY = """
 -- KEYS[1] decision index list, KEYS[2..] contact zsets
 -- ARGV: stream id, decision id, ttl, now, member, then one cap window per contact key
 redis.call('RPUSH', KEYS[1], 's:' .. ARGV[1], 'd:' .. ARGV[2])
@@ -40,6 +41,10 @@ for i = 2, #KEYS do
 end
 return 1
 """
+# Alias-aware (see engine.store.identity): KEYS end with the customer's alias key.
+AFTER_DECISION_LUA = guarded(AFTER_DECISION_LUA_BODY)
+INGEST_LUA = guarded(windows.INGEST_LUA)
+READ_LUA = guarded(windows.READ_LUA)
 
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder().decode
@@ -81,23 +86,41 @@ class ProfileStore:
     def __init__(self, redis: Any, read_deadline_s: float | None = None) -> None:
         """`read_deadline_s` bounds a decision's read; give the client no socket timeout then."""
         self.redis = redis
-        self._ingest_sha = hashlib.sha1(windows.INGEST_LUA.encode()).hexdigest()
+        self.identities = Identities(redis)
+        self._ingest_sha = hashlib.sha1(INGEST_LUA.encode()).hexdigest()
         self._profile = redis.register_script(windows.PROFILE_LUA)
-        self.reads = ReadBatcher(redis, windows.READ_LUA, read_deadline_s)
+        self.reads = ReadBatcher(redis, READ_LUA, read_deadline_s)
         self.after_decision_sha = hashlib.sha1(AFTER_DECISION_LUA.encode()).hexdigest()
 
     # ---------------------------------------------------------------- reads
 
     async def fetch(self, customer_id: str, needs: Needs, now: float) -> Inputs:
-        """Everything a plan needs about one customer, in one command."""
+        """Everything a plan needs about one customer, in one command.
+
+        One more command when `customer_id` is an anonymous id linked to a
+        customer: the first answers with the customer id, the second reads the
+        customer (and `Inputs.resolved_id` says so).
+        """
         key_list, args = windows.read_command(customer_id, needs, now)
-        reply = await self.reads.call(key_list, args)
+        reply = await self.reads.call([*key_list, keys.alias(customer_id)], args)
+        resolved = redirect_of(reply)
+        if resolved is not None:
+            key_list, args = windows.read_command(resolved, needs, now)
+            reply = await self.reads.call([*key_list, keys.alias(resolved)], args)
+            if redirect_of(reply) is not None:
+                raise RuntimeError(f"'{customer_id}' links to a linked id; links are one level")
         raw_profile, aggregates, caps, rejection_times = windows.parse_read(reply, needs)
         rejections = {}
         for action, limit, window, period in needs.fatigued_actions:
             times = rejection_times[action]
             rejections[action] = limit if fatigued(times, now, limit, window, period) else 0
-        return Inputs(_decode_pairs(raw_profile), aggregates, caps, rejections)
+        return Inputs(
+            _decode_pairs(raw_profile), aggregates, caps, rejections, resolved_id=resolved
+        )
+
+    async def resolve(self, any_id: str) -> str:
+        """The customer an id is linked to, or the id itself (admin paths: one GET)."""
+        return await self.identities.resolve(any_id)
 
     async def get_profile(self, customer_id: str) -> dict[str, Any]:
         """The stored attributes of a customer (empty if unknown)."""
@@ -148,13 +171,24 @@ class ProfileStore:
         if not events:
             return 0
         arrived = time.time() if now is None else now
-        calls = [
-            windows.ingest_command(
-                ev.customer_id, ev.type, ev.ts, ev.properties, ev.event_id, arrived
+
+        def call(ev: Event, customer_id: str) -> tuple[list[str], list[Any]]:
+            key_list, args = windows.ingest_command(
+                customer_id, ev.type, ev.ts, ev.properties, ev.event_id, arrived
             )
-            for ev in events
-        ]
-        replies = await self._eval_pipelined(windows.INGEST_LUA, self._ingest_sha, calls)
+            return [*key_list, keys.alias(customer_id)], args
+
+        calls = [call(ev, ev.customer_id) for ev in events]
+        replies = await self._eval_pipelined(INGEST_LUA, self._ingest_sha, calls)
+        # Events of linked anonymous ids come back with their customer id: one more pipeline.
+        redirects = {i: t for i, r in enumerate(replies) if (t := redirect_of(r)) is not None}
+        if redirects:
+            again = [call(events[i], target) for i, target in redirects.items()]
+            again_replies = await self._eval_pipelined(INGEST_LUA, self._ingest_sha, again)
+            for i, reply in zip(redirects, again_replies, strict=True):
+                if redirect_of(reply) is not None:
+                    raise RuntimeError("an id links to a linked id; links are one level")
+                replies[i] = reply
         return sum(int(r) for r in replies)
 
     async def _eval_pipelined(
@@ -198,6 +232,7 @@ class ProfileStore:
         """KEYS and ARGV of `AFTER_DECISION_LUA`: index the log entry, count the contacts."""
         key_list = [keys.decision_index(customer_id)]
         key_list += [keys.contacts(customer_id, action) for action, _ in contacts]
+        key_list.append(keys.alias(customer_id))  # see identity.guarded
         # Members must differ per contact; the decision id makes them unique (and a retry
         # of the same write idempotent).
         args: list[Any] = [stream_id, decision_id, ttl, repr(now), f"{now!r}:{decision_id}"]
@@ -217,7 +252,20 @@ class ProfileStore:
         await pipe.execute()
 
     async def erase(self, customer_id: str) -> int:
-        """Delete every key held on a customer and its decision-log entries; returns keys deleted.
+        """Erase a person: `customer_id`, the customer it is linked to, and all their linked ids.
+
+        Returns the number of keys deleted. Anonymous ids go first and the
+        customer (with its set of linked ids) last, so an erasure interrupted
+        halfway finds the rest when repeated.
+        """
+        root = await self.identities.resolve(customer_id)
+        total = 0
+        for anonymous_id in await self.identities.linked(root):
+            total += await self.erase_one(anonymous_id)
+        return total + await self.erase_one(root)
+
+    async def erase_one(self, customer_id: str) -> int:
+        """Delete every key held on one id and its decision-log entries; returns keys deleted.
 
         The per-customer decision index names the customer's entries on the
         decision stream and their decision records (in other slots); each

@@ -27,12 +27,9 @@ pipeline each), the same atomic per-event scripts the HTTP API uses.
 from __future__ import annotations
 
 import asyncio
-import json
-import math
-import re
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -42,16 +39,11 @@ from tqdm import tqdm
 
 from arbiter.dsl.errors import ArbiterError
 from arbiter.dsl.types import Type
+from arbiter.engine.intake import messages
+from arbiter.engine.intake.messages import EventSchema, InvalidMessage, decode_json
 from arbiter.engine.store.profiles import Event, ProfileStore
-from arbiter.engine.validate import ValueProblem, normalize, normalize_all
 
-NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-FIELDS = frozenset({"customer_id", "type", "ts", "event_id", "properties"})
-MAX_FUTURE_SECONDS = 300  # as POST /v1/events: a little clock skew, no more
 MAX_ERRORS_SHOWN = 20
-TIME = Type("time")
-
-EventSchema = Mapping[str, Mapping[str, Type]]
 
 
 class LineError(ArbiterError):
@@ -84,47 +76,11 @@ class Totals:
 
 def parse_event(text: str, path: str, line: int, now: float, schema: EventSchema) -> Event:
     """One line as an `Event`, or `LineError` naming the field at fault."""
-
-    def bad(field: str | None, message: str) -> LineError:
-        return LineError(path, line, field, message)
-
     try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise bad(None, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
-    if not isinstance(raw, dict):
-        raise bad(None, f"expected a JSON object, got {type(raw).__name__}")
-    unknown = sorted(set(raw) - FIELDS)
-    if unknown:
-        raise bad(unknown[0], f"unknown field; an event has {', '.join(sorted(FIELDS))}")
-    customer = raw.get("customer_id")
-    if not isinstance(customer, str) or not 1 <= len(customer) <= 256:
-        raise bad("customer_id", "required, a string of 1-256 characters")
-    etype = raw.get("type")
-    if not isinstance(etype, str) or len(etype) > 64 or not NAME.match(etype):
-        raise bad("type", f"required, a name of letters, digits and _ (got {etype!r})")
-    event_id = raw.get("event_id")
-    if event_id is not None and (not isinstance(event_id, str) or not 1 <= len(event_id) <= 128):
-        raise bad("event_id", "a string of 1-128 characters")
-    props = raw.get("properties") or {}
-    if not isinstance(props, dict):
-        raise bad("properties", "expected an object of name: value")
-    for name, value in props.items():
-        # Property names become part of bucket field names ("purchase.amount|<hour>").
-        if not NAME.match(name):
-            raise bad(f"properties.{name}", "property names are letters, digits and _")
-        if isinstance(value, dict | list):
-            raise bad(f"properties.{name}", "expected a number, string or boolean")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise bad(f"properties.{name}", f"{value} cannot be counted; expected a finite number")
-    try:
-        ts = now if raw.get("ts") is None else normalize("ts", TIME, raw["ts"])
-        props = normalize_all(schema.get(etype, {}), props, "properties.")
-    except ValueProblem as p:
-        raise bad(p.field, p.message) from None
-    if ts > now + MAX_FUTURE_SECONDS:
-        raise bad("ts", f"{raw['ts']!r} is in the future")
-    return Event(customer, etype, float(ts), props, event_id)
+        raw = decode_json(text)
+        return messages.parse_event(raw, now, schema)
+    except InvalidMessage as exc:
+        raise LineError(path, line, exc.field, exc.message) from None
 
 
 def _lines(fh: IO[bytes], bar: tqdm[Any]) -> Iterator[tuple[int, str]]:

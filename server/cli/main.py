@@ -1,4 +1,4 @@
-"""The `arbiter` command: serve, check, test, fmt, decide, replay, learn, ingest."""
+"""The `arbiter` command: serve, check, test, fmt, decide, replay, learn, ingest, consume."""
 
 from __future__ import annotations
 
@@ -36,6 +36,24 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         batch=args.batch,
         skip_invalid=args.skip_invalid,
         rules=args.rules,
+    )
+
+
+# ----------------------------------------------------------------- consume
+
+
+def cmd_consume(args: argparse.Namespace) -> int:
+    """Read the intake streams into the windows until Ctrl-C or SIGTERM (see cli/consume.py)."""
+    from arbiter.server.cli.consume import consume_main
+
+    return consume_main(
+        redis_url=redis_url,
+        rules=args.rules,
+        shards=args.shards,
+        group=args.group,
+        name=args.name,
+        batch=args.batch,
+        claim_idle_ms=args.claim_idle_ms,
     )
 
 
@@ -198,6 +216,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--rules", default=None, help="check properties against these rules' events")
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("consume", help="read the intake streams (Redis Streams) into Redis")
+    p.add_argument("--rules", default=DEFAULT_RULES, help="check events against these rules")
+    p.add_argument("--shards", type=int, default=1, help="intake streams arb:in:{in0}..")
+    p.add_argument("--group", default="arbiter", help="consumer group")
+    p.add_argument("--name", default=None, help="consumer name (default: host-pid)")
+    p.add_argument("--batch", type=int, default=500, help="messages per read")
+    p.add_argument(
+        "--claim-idle-ms",
+        type=int,
+        default=30_000,
+        help="claim another consumer's messages unacknowledged this long",
+    )
+    p.set_defaults(func=cmd_consume)
 
     p = sub.add_parser("learn", help="learn the bandits from the reward stream (for many servers)")
     p.add_argument("--rules", default=DEFAULT_RULES, help="a .rules file or a folder of them")

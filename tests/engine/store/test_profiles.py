@@ -247,6 +247,8 @@ def test_fetch_is_one_command(redis_url: str) -> None:
     delta = {k: v for k, v in run(redis_url, body).items() if v}
     # commandstats counts the script's own calls too; the only command sent is EVALSHA.
     assert delta.pop("cmdstat_evalsha") == 1
+    # Inside the script: one GET of the id's link (engine.store.identity), then the reads.
+    assert delta.pop("cmdstat_get") == 1
     assert set(delta) <= {"cmdstat_hgetall", "cmdstat_hmget", "cmdstat_zcount", "cmdstat_zrange"}
 
 
