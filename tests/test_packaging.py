@@ -125,3 +125,20 @@ def test_wheel_lives_beside_a_users_own_server_and_engine(
         check=False,
     )
     assert check.returncode == 0, check.stderr
+
+
+def test_every_package_folder_is_listed_for_the_wheel() -> None:
+    # setuptools cannot discover packages under a mapped name: a new room must be
+    # added to [tool.setuptools] packages, or the wheel silently lacks it.
+    import tomllib
+
+    listed = set(
+        tomllib.loads((ROOT_DIR / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    on_disk = {
+        "arbiter." + ".".join(init.parent.relative_to(ROOT_DIR).parts)
+        for top in ("dsl", "engine", "server")
+        for init in (ROOT_DIR / top).rglob("__init__.py")
+    }
+    assert on_disk - listed == set()
+    assert listed - on_disk == set()
