@@ -22,6 +22,8 @@ class CheckedRuleset:
     profile: dict[str, t.Type] = field(default_factory=dict)
     context: dict[str, t.Type] = field(default_factory=dict)
     events: dict[str, dict[str, t.Type]] = field(default_factory=dict)
+    #: Custom action attributes (`action attributes { … }`) and their types.
+    attributes: dict[str, t.Type] = field(default_factory=dict)
     segments: dict[str, n.SegmentDecl] = field(default_factory=dict)  # dependency order
     models: dict[str, n.ModelDecl] = field(default_factory=dict)
     actions: dict[str, n.ActionDecl] = field(default_factory=dict)

@@ -12,10 +12,12 @@ Every code it emits is listed in `dsl.codes.CODES`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 from arbiter.dsl import nodes as n
+from arbiter.dsl import reserved
 from arbiter.dsl import types as t
 from arbiter.dsl.checked import CheckedRuleset
 from arbiter.dsl.codes import CODES
@@ -27,7 +29,12 @@ from arbiter.dsl.scenario_check import Locator, check_scenarios
 
 EXPLORATIONS = ("epsilon", "softmax", "squarecb")
 #: Names a declaration may not take: they mean something else in expressions.
-RESERVED = frozenset({"profile", "context", "action", "experiment", *FORMULA_NAMES})
+RESERVED = reserved.RESERVED | frozenset(FORMULA_NAMES)
+
+#: The built-in action properties as written, for "did you mean" on a misspelled one.
+PROPERTY_WORDS = (
+    "value", "channels", "cap", "requires consent", "valid", "tags", "suppress after", "payload",
+)  # fmt: skip
 
 __all__ = ["CHECKS", "EXPLORATIONS", "FORMULA_NAMES", "CheckedRuleset", "check"]
 
@@ -69,7 +76,8 @@ class _Checker(ExprChecker, RulePaths):
 
         def claim(kind: str, name: str, span: n.Span) -> bool:
             if name in RESERVED:
-                self.error("reserved-name", f"'{name}' is a built-in name; pick another", span)
+                where = self._locator(span).find(name)
+                self.error("reserved-name", f"{reserved.reason(name)}; pick another", where)
             if name in seen:
                 message = f"{kind} '{name}' is already defined at {seen[name]}"
                 self.error("duplicate-name", message, span)
@@ -82,6 +90,9 @@ class _Checker(ExprChecker, RulePaths):
                 target = self.out.profile if decl.kind == "profile" else self.out.context
                 for f in decl.fields:
                     self._declare_field(target, f, decl.kind)
+            elif isinstance(decl, n.AttributesDecl):
+                for f in decl.fields:
+                    self._declare_field(self.out.attributes, f, "action attribute")
             elif isinstance(decl, n.EventDecl):
                 if decl.name in self.out.events:
                     self.error(
@@ -303,6 +314,7 @@ class _Checker(ExprChecker, RulePaths):
                         where = self._locator(action.span).find("channels", ch)
                         self.error("unknown-channel", message, where, hint)
             self._limits(action)
+            self._attributes(action)
             if name == self.out.default:
                 continue
             if name not in offered:
@@ -343,6 +355,38 @@ class _Checker(ExprChecker, RulePaths):
                 "'suppress after' needs at least 1 rejection and windows longer than zero",
                 loc(action.span).find("suppress"),
             )
+
+    def _attributes(self, action: n.ActionDecl) -> None:
+        """Every custom property is a declared attribute, with a value of its declared type."""
+        declared = self.out.attributes
+        for key, value in action.attributes.items():
+            span = action.prop_spans.get(key, action.span)
+            ty = declared.get(key)
+            if ty is None:
+                self._unknown_property(action, key, span)
+            elif not _fits(value, ty):
+                shown = json.dumps(value)
+                self.error(
+                    "literal-type",
+                    f"action attribute '{key}' is declared {ty}, but {shown} is not",
+                    span,
+                )
+
+    def _unknown_property(self, action: n.ActionDecl, key: str, span: n.Span) -> None:
+        words = [*PROPERTY_WORDS, *self.out.attributes]
+        hint = did_you_mean(key.replace("_", " "), words) or did_you_mean(key, words)
+        message = f"'{key}' is not an action property"
+        if key == "per":
+            message = "a cap counts this action's contacts on every channel together"
+            hint = (
+                "write 'cap N per W' alone; to limit contacts per channel across all "
+                "offers, declare a contact policy (see docs/language.md#contact-policies)"
+            )
+        elif hint is None:
+            hint = f"declare custom attributes once: action attributes {{ {key}: number }}"
+            if self.out.attributes:
+                hint += f" (declared so far: {', '.join(self.out.attributes)})"
+        self.error("unknown-property", message, span, hint)
 
     # ------------------------------------------------------------ unused, scenarios
 
@@ -388,6 +432,23 @@ class _Checker(ExprChecker, RulePaths):
             raise RulesError(_capped(errors), self.out.sources)
         self.out.warnings = sort_and_cap(_dedupe(warnings))
         return self.out
+
+
+def _fits(value: object, ty: t.Type) -> bool:
+    """Whether an attribute's literal value is of its declared type."""
+    if ty.kind == "any":
+        return True
+    if ty.kind == "number":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if ty.kind == "bool":
+        return isinstance(value, bool)
+    if ty.kind == "enum":
+        return isinstance(value, str) and value in ty.members
+    if ty.kind == "string":
+        return isinstance(value, str)
+    if ty.kind == "set":
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return False
 
 
 def _dedupe(diags: list[Diagnostic]) -> list[Diagnostic]:

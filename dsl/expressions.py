@@ -123,8 +123,7 @@ class ExprChecker:
                     e.span,
                 )
                 return e, t.ANY
-            self._check_attribute(e, rest[0])
-            return e, t.ANY
+            return e, self._check_attribute(e, rest[0])
         if len(e.parts) == 1:
             found = self._simple_name(e, head)
             if found is not None:
@@ -132,15 +131,16 @@ class ExprChecker:
         self._unknown(e)
         return e, t.ANY
 
-    def _check_attribute(self, e: n.Ref, attr: str) -> None:
-        """`action.x` must be an attribute some action sets, or every candidate misses it."""
-        attributes = {k for a in self.out.actions.values() for k in a.attributes}
-        if attr in attributes:
-            return
-        hint = did_you_mean(attr, attributes)
+    def _check_attribute(self, e: n.Ref, attr: str) -> t.Type:
+        """`action.x` must be a declared attribute (`action attributes { … }`); its type."""
+        declared = self.out.attributes
+        if attr in declared:
+            return declared[attr]
+        hint = did_you_mean(attr, declared)
         if attr == "value":
             hint = "an action's value is the plain name 'value'"
-        self.error("unknown-field", f"no action sets an attribute '{attr}'", e.span, hint)
+        self.error("unknown-field", f"no action attribute '{attr}' is declared", e.span, hint)
+        return t.ANY
 
     def _simple_name(self, e: n.Ref, name: str) -> t.Type | None:
         if name in self.out.segments:

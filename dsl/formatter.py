@@ -106,6 +106,12 @@ class _Printer:
             return self._leaf([one], d.span)
         return self._block(f"{d.kind} {{", d.span, d.fields, self._field, INDENT, "")
 
+    def d_AttributesDecl(self, d: n.AttributesDecl) -> list[str]:
+        one = "action attributes { " + ", ".join(_field_text(f) for f in d.fields) + " }"
+        if len(one) <= WIDTH and not self.comments.inside(d.span):
+            return self._leaf([one], d.span)
+        return self._block("action attributes {", d.span, d.fields, self._field, INDENT, "")
+
     def d_EventDecl(self, d: n.EventDecl) -> list[str]:
         if not d.fields:
             return self._leaf([f"event {d.name}"], d.span)

@@ -205,6 +205,13 @@ class EventDecl(Decl):
 
 
 @dataclass(frozen=True, slots=True)
+class AttributesDecl(Decl):
+    """`action attributes { discount_pct: number, lever: number }`: custom action attributes."""
+
+    fields: tuple[Field, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ModelDecl(Decl):
     name: str
     path: str
@@ -248,6 +255,8 @@ class ActionDecl(Decl):
     fatigue: Fatigue | None = None
     payload: dict[str, JsonValue] = field(default_factory=dict)
     attributes: dict[str, JsonValue] = field(default_factory=dict)
+    #: Where each property was written (the first word of it), for errors about one property.
+    prop_spans: dict[str, Span] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

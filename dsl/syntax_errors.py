@@ -176,7 +176,7 @@ SYNTAX_CASES: tuple[SyntaxCase, ...] = (
     ),
     SyntaxCase(
         "missing-unit",
-        "a duration needs a unit: {token}h, {token}d, {token}m, {token}s or {token}w",
+        "a duration needs a unit: {token}min, {token}h, {token}d, {token}w or {token}mo",
         "e.g. within 24h, cap 1 per 7d",
         (
             "ruleset r\nwhen count(a within 24) > 1 offer x",

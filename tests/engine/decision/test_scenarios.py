@@ -164,6 +164,7 @@ def test_missing_aggregates_are_missing() -> None:
 
 MODELS = """ruleset models
 profile { visits: int }
+action attributes { discount: number }
 action a { value 1, discount 10 }
 action b { value 1, discount 20 }
 model churn = onnx "churn.onnx" inputs (profile.visits)
