@@ -20,11 +20,10 @@ from arbiter.engine.decision.decide import decide
 from arbiter.engine.decision.oracle import LiveOracle
 from arbiter.engine.records import ENCODER, RECORD_DECODER, REQUEST_DECODER, DecisionRecord, Inputs
 from arbiter.engine.store import keys
-from arbiter.engine.validate import ValueProblem, normalize_all
+from arbiter.engine.validate import ValueProblem, check_request, normalize_all
 from arbiter.server.errors import ApiError, from_msgspec
 from arbiter.server.state import AppState, new_decision_id
 
-MAX_LIMIT = 50
 _REDIS_DOWN = (RedisError, OSError, TimeoutError)
 
 
@@ -45,6 +44,11 @@ def _state(request: Request) -> AppState:
     return state
 
 
+def _sentence(p: ValueProblem) -> str:
+    # "customer_id must not be empty", as this route has always worded it.
+    return f"{p.field} {p.message}" if p.field in ("customer_id", "limit") else str(p)
+
+
 async def handle_decide(st: AppState, body: bytes, authorization: str | None) -> bytes:
     """Decide for one request body; the JSON answer, or `ApiError`."""
     started = time.perf_counter()
@@ -53,17 +57,15 @@ async def handle_decide(st: AppState, body: bytes, authorization: str | None) ->
         req = REQUEST_DECODER.decode(body)
     except msgspec.DecodeError as exc:
         raise from_msgspec(exc) from None
-    if not req.customer_id:
-        raise ApiError(422, "invalid_request", "customer_id must not be empty", "customer_id")
-    if not 1 <= req.limit <= MAX_LIMIT:
-        raise ApiError(422, "invalid_request", f"limit must be between 1 and {MAX_LIMIT}", "limit")
-    live = st.rulesets.get(req.ruleset)
-    if live is None:
-        raise ApiError(404, "unknown_ruleset", f"no ruleset named '{req.ruleset}'", "ruleset")
+    # One validation path (engine.validate), shared with `arbiter decide`.
     try:
+        check_request(req)
+        live = st.rulesets.get(req.ruleset)
+        if live is None:
+            raise ApiError(404, "unknown_ruleset", f"no ruleset named '{req.ruleset}'", "ruleset")
         req.context = normalize_all(live.context_schema, req.context, "context.")
     except ValueProblem as p:
-        raise ApiError(422, "invalid_request", str(p), p.field) from None
+        raise ApiError(422, "invalid_request", _sentence(p), p.field) from None
 
     now = st.clock()
     try:
