@@ -226,7 +226,10 @@ class Builder(Transformer[Token, Any]):
         return n.BanditDecl(self._s(meta), str(name), arms, features, **extra)
 
     def explore(self, meta: Meta, c: list[Any]) -> tuple[str, Any]:
-        return "explore", {"exploration": str(c[0]), "rate": float(c[1])}
+        rate = c[1]
+        # `explore epsilon 10%` reads as 0.1, as percentages do everywhere.
+        value = self._percent(rate) if isinstance(rate, Token) else float(rate)
+        return "explore", {"exploration": str(c[0]), "rate": value}
 
     def reward(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
         return "reward", str(c[0])

@@ -241,7 +241,8 @@ class _Checker(ExprChecker, RulePaths):
             for arm in decl.arms:
                 if arm not in self.out.actions:
                     hint = did_you_mean(arm, self.out.actions)
-                    self.error("unknown-action", f"no action named '{arm}'", decl.span, hint)
+                    where = self._locator(decl.span).find("over", arm)
+                    self.error("unknown-action", f"no action named '{arm}'", where, hint)
             if len(set(decl.arms)) < 2:
                 self.error("bandit-arms", f"bandit '{name}' needs at least two arms", decl.span)
             if decl.exploration not in EXPLORATIONS:

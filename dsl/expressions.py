@@ -9,7 +9,7 @@ becomes the string "web"). Dispatch is on node class (`visit_<ClassName>`).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -292,6 +292,18 @@ class ExprChecker:
         if op in ("+", "-", "*", "/"):
             return new, self._arith(e, lt, rt)
         if op in ("==", "!=", "<", "<=", ">", ">="):
+            segment = _segment_ref(left, self.out) or _segment_ref(right, self.out)
+            if (
+                segment is not None
+                and (lt.is_numeric or rt.is_numeric)
+                and "any"
+                not in (
+                    lt.kind,
+                    rt.kind,
+                )
+            ):
+                self._segment_as_number(segment, e.span)
+                return new, t.BOOL
             if not t.comparable(lt, rt):
                 self._mismatch(left, lt, right, rt, e.span)
             elif lt.kind == "enum" and isinstance(right, n.String):
@@ -314,6 +326,16 @@ class ExprChecker:
             except re.error as exc:
                 self.error("bad-regex", f"invalid regular expression: {exc}", right.span)
         return new, t.BOOL
+
+    def _segment_as_number(self, segment: str, span: n.Span) -> None:
+        """`churner > 0.5`: a segment is true or false; point at the score it was built on."""
+        models = sorted(_models_in(self.out.segments[segment].expr, self.out.models))
+        hint = "a segment is a condition: use it alone (when churner …) or with not"
+        hint = hint.replace("churner", segment)
+        if models:
+            hint = f"to compare a score, use the model: {models[0]} > …"
+        message = f"'{segment}' is a segment (true or false), not a number to compare"
+        self.error("type-mismatch", message, span, hint)
 
     def _membership(
         self, e: n.Binary, left: n.Expr, lt: t.Type, right: n.Expr, rt: t.Type
@@ -345,6 +367,9 @@ class ExprChecker:
             hint = "a number of days or hours has no unit: write 30, not 30d"
         elif isinstance(literal, n.Number) and other_type.kind == "time":
             hint = f"compare with a date (2026-01-31) or use days_since({name}) > {literal.value}"
+        elif isinstance(literal, n.Number) and other_type.kind == "enum":
+            member = other_type.members[0] if other_type.members else "…"
+            hint = f"compare with one of its values, e.g. {name} == {member} (values have no order)"
         elif isinstance(literal, n.Number) and other_type.is_text:
             hint = f'put it in quotes: "{literal.value}"'
         self.error(
@@ -364,9 +389,9 @@ class ExprChecker:
                 other_type = self._peek(other)
             # A member wins over a segment of the same name: comparing an enum with a
             # segment's true/false could never make sense.
-            if other_type.kind == "enum" and (
-                not self._is_known(name) or name in other_type.members
-            ):
+            # A segment, model or formula name compared with an enum is as meaningless:
+            # it is read as a (misspelled) member, which gets a "did you mean".
+            if other_type.kind == "enum":
                 return n.String(e.span, name), t.STRING
         if isinstance(e, n.ListLit) and other_type is None:
             other_type = self._peek(other)
@@ -386,6 +411,8 @@ class ExprChecker:
     def _check_member(self, lit: n.String, ty: t.Type) -> None:
         if lit.value not in ty.members:
             hint = did_you_mean(lit.value, ty.members)
+            if hint is None and lit.value in self.out.segments:
+                hint = f"'{lit.value}' is a segment; a segment is true or false, not one of these"
             members = ", ".join(ty.members)
             message = f"'{lit.value}' is not one of the values [{members}]"
             self.error("unknown-member", message, lit.span, hint)
@@ -406,6 +433,28 @@ class ExprChecker:
             return t.NUMBER
         self.error("type-mismatch", f"cannot apply '{e.op}' to {lt} and {rt}", e.span)
         return t.ANY
+
+
+def _segment_ref(e: n.Expr, out: CheckedRuleset) -> str | None:
+    """The segment a bare name refers to, if it is one."""
+    if isinstance(e, n.Ref) and len(e.parts) == 1 and e.parts[0] in out.segments:
+        return e.parts[0]
+    return None
+
+
+def _models_in(expr: n.Expr, models: Mapping[str, Any]) -> set[str]:
+    """The models an expression reads directly."""
+    found: set[str] = set()
+    stack: list[Any] = [expr]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, n.Ref) and len(node.parts) == 1 and node.parts[0] in models:
+            found.add(node.parts[0])
+        elif isinstance(node, n.Expr):
+            stack.extend(getattr(node, f) for f in node.__dataclass_fields__ if f != "span")
+        elif isinstance(node, tuple):
+            stack.extend(node)
+    return found
 
 
 def _article(ty: t.Type) -> str:
