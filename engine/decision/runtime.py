@@ -116,6 +116,10 @@ class EvalRuntime:
         self._scores[i] = score
         return score
 
+    def computed_scores(self) -> dict[int, float | None]:
+        """The customer-level scores computed so far, by model index (for explanations)."""
+        return dict(self._scores)
+
     def error(self, rule_id: int, exc: BaseException) -> None:
         """A rule failed at run time: it alone is skipped; the decision records where and why.
 

@@ -238,53 +238,22 @@ def run_scenario(plan: Plan, scenario: n.ScenarioDecl) -> ScenarioResult:
         customer_id=customer,
         explanation=explanation,
         errors=(*record.errors, *notes),
-        dropped=_dropped(plan, request, inputs, now, explanation, got),
+        dropped=_dropped(explanation, expected),
     )
 
 
 def _dropped(
-    plan: Plan,
-    request: DecideRequest,
-    inputs: Inputs,
-    now: float,
-    explanation: Mapping[str, Any],
-    got: tuple[str, ...],
+    explanation: Mapping[str, Any], expected: tuple[str, ...]
 ) -> tuple[tuple[str, str], ...]:
-    """Why each action a rule offered is not in the answer, for the failure report.
-
-    The checks mirror arbitration's filters in its order (`engine.decision.arbitrate`); this
-    only explains a decision already made, it never changes one.
-    """
-    offered = dict.fromkeys(f["offers"] for f in explanation.get("fired") or ())
-    chosen_by = {b["bandit"]: b["chosen"] for b in explanation.get("bandits") or ()}
-    suppressed = set(explanation.get("suppressed") or ())
-    channel = request.context.get("channel")
-    consents = inputs.profile.get("consents") or ()
+    """Why each offered action was not returned, and why each expected one was not offered:
+    the decision's own explanation (`engine.decision.explain`), the same object HTTP and
+    `arbiter decide --explain` show."""
     out: list[tuple[str, str]] = []
-    for name in offered:
-        if name in got:
-            continue
-        spec = plan.action(name)
-        why = f"ranked below the top {len(got) or request.limit} (score, priority, max per tag)"
-        if explanation.get("holdout"):
-            why = f"the customer is in the holdout group '{explanation['holdout']}'"
-        elif name in suppressed:
-            why = "suppressed by a rule"
-        elif spec.channels and channel is not None and channel not in spec.channels:
-            why = f"only for channels [{', '.join(sorted(spec.channels))}], not {channel}"
-        elif spec.valid_from is not None and not (spec.valid_from <= now < (spec.valid_until or 0)):
-            why = "outside its validity dates"
-        elif spec.consent is not None and spec.consent not in consents:
-            why = f'needs consent "{spec.consent}"'
-        elif spec.cap is not None and inputs.caps.get(name, 0) >= spec.cap.count:
-            why = f"contact cap {spec.cap.text} reached ({inputs.caps.get(name, 0)} so far)"
-        elif spec.fatigue is not None and inputs.rejections.get(name, 0) >= spec.fatigue.rejections:
-            why = "fatigued: too many recent rejections"
-        else:
-            for bandit, decl in plan.checked.bandits.items():
-                if name in decl.arms and bandit in chosen_by and chosen_by[bandit] != name:
-                    why = f"bandit '{bandit}' chose {chosen_by[bandit]}"
-        out.append((name, why))
+    for fate in explanation.get("actions") or ():
+        if fate["fate"] == "dropped" or (
+            fate["fate"] == "not-offered" and fate["action"] in expected
+        ):
+            out.append((fate["action"], fate["message"]))
     return tuple(out)
 
 

@@ -73,6 +73,7 @@ def test_report_reads_like_pytest() -> None:
         "  segments true: none\n"
         "  fired rules:\n"
         "    tiny.rules:5:1: when profile.visits <= 1 offer welcome  -> welcome\n"
+        "  not returned: other: no rule offers it\n"
         "\n"
         "1 passed, 1 failed"
     )
@@ -284,10 +285,10 @@ scenario "all dropped but one" {
     assert result.got == ("low",)
     assert dict(result.dropped) == {
         "by_email": "only for channels [email], not web",
-        "needs_consent": 'needs consent "email"',
+        "needs_consent": 'needs consent "email" (the customer has none)',
         "capped": "contact cap 1 per 7d reached (1 so far)",
-        "seasonal": "outside its validity dates",
-        "hidden": "suppressed by a rule",
+        "seasonal": "outside its validity dates (2026-12-01 .. 2026-12-24; now 2026-01-01T12:00:00Z)",
+        "hidden": "suppressed by `suppress hidden when true`",
     }
     assert "  not returned: by_email: only for channels [email], not web" in format_report([result])
 
