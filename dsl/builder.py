@@ -262,7 +262,10 @@ class Builder(Transformer[Token, Any]):
         name, *parts = c
         fields: dict[str, Any] = {}
         for key, value in parts:
-            fields[key] = value
+            if key == "expect":
+                fields["expect_mode"], fields["expect"] = value
+            else:
+                fields[key] = value
         return n.ScenarioDecl(self._s(meta), _unquote(name), **fields)
 
     def scen_profile(self, meta: Meta, c: list[Any]) -> tuple[str, Any]:
@@ -280,10 +283,16 @@ class Builder(Transformer[Token, Any]):
     scen_now_dt = scen_now
 
     def scen_expect(self, meta: Meta, c: list[Any]) -> tuple[str, Any]:
-        return "expect", c[0]
+        return "expect", ("exactly", c[0])
 
     def scen_expect_nothing(self, meta: Meta, c: list[Any]) -> tuple[str, Any]:
-        return "expect", ()
+        return "expect", ("exactly", ())
+
+    def scen_expect_one_of(self, meta: Meta, c: list[Any]) -> tuple[str, Any]:
+        return "expect", ("one of", c[0])
+
+    def scen_expect_not(self, meta: Meta, c: list[Any]) -> tuple[str, Any]:
+        return "expect", ("not", c[0])
 
     def scen_customer(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
         return "customer", _unquote(c[0])

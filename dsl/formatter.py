@@ -304,7 +304,13 @@ class _Printer:
         if d.now is not None:
             parts.append([f"now {moment(d.now)}"])
         if d.expect is not None:
-            parts.append(["expect " + (f"[{', '.join(d.expect)}]" if d.expect else "nothing")])
+            listed = f"[{', '.join(d.expect)}]"
+            if d.expect_mode == "one of":
+                parts.append([f"expect one of {listed}"])
+            elif d.expect_mode == "not":
+                parts.append([f"expect not {listed}"])
+            else:
+                parts.append(["expect " + (listed if d.expect else "nothing")])
         head = self.comments.take_trailing(d.span.line, d.span.line)
         inner = self.comments.take_alone(d.span.line + 1, d.span.end_line - 1)
         inner += self.comments.take_trailing(d.span.line + 1, d.span.end_line)

@@ -338,6 +338,9 @@ class ScenarioDecl(Decl):
     scores: dict[str, JsonValue] = field(default_factory=dict)
     now: float | None = None
     expect: tuple[str, ...] | None = None
+    #: How `expect` is matched: these actions in this order, the first returned one of
+    #: them (`expect one of […]`, for bandits), or none of them returned (`expect not […]`).
+    expect_mode: Literal["exactly", "one of", "not"] = "exactly"
     customer: str | None = None  # None: the runner picks an id (outside the holdout)
     in_holdout: bool = False
     variants: dict[str, JsonValue] = field(default_factory=dict)  # experiment -> variant

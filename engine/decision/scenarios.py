@@ -54,6 +54,7 @@ class ScenarioResult:
     explanation: Mapping[str, Any] = field(default_factory=dict)
     errors: tuple[str, ...] = ()
     dropped: tuple[tuple[str, str], ...] = ()  # (action, why) for offered actions not returned
+    expect_mode: str = "exactly"  # exactly, one of, not (see ScenarioDecl.expect_mode)
 
     @property
     def test_id(self) -> str:
@@ -232,14 +233,24 @@ def run_scenario(plan: Plan, scenario: n.ScenarioDecl) -> ScenarioResult:
     return ScenarioResult(
         name=scenario.name,
         span=scenario.span,
-        passed=got == expected and scenario.expect is not None,
+        passed=scenario.expect is not None and _matches(scenario.expect_mode, expected, got),
         expected=expected,
         got=got,
         customer_id=customer,
         explanation=explanation,
         errors=(*record.errors, *notes),
-        dropped=_dropped(explanation, expected),
+        dropped=_dropped(explanation, () if scenario.expect_mode == "not" else expected),
+        expect_mode=scenario.expect_mode,
     )
+
+
+def _matches(mode: str, expected: tuple[str, ...], got: tuple[str, ...]) -> bool:
+    """Whether the returned actions satisfy the scenario's `expect`."""
+    if mode == "one of":
+        return bool(got) and got[0] in expected
+    if mode == "not":
+        return not set(got) & set(expected)
+    return got == expected
 
 
 def _dropped(
@@ -281,6 +292,14 @@ def format_report(results: Sequence[ScenarioResult]) -> str:
     return "\n".join(lines)
 
 
+def _expected(r: ScenarioResult) -> str:
+    if r.expect_mode == "one of":
+        return f"one of {_names(r.expected)}"
+    if r.expect_mode == "not":
+        return f"none of {_names(r.expected)}"
+    return _names(r.expected)
+
+
 def _names(actions: Sequence[str]) -> str:
     return "[" + ", ".join(actions) + "]" if actions else "nothing"
 
@@ -290,7 +309,7 @@ def _failure(r: ScenarioResult) -> list[str]:
     out = [
         f"{'_' * 10} {r.test_id} {'_' * 10}",
         f"{r.span}: scenario '{r.name}'",
-        f"  expected: {_names(r.expected)}",
+        f"  expected: {_expected(r)}",
         f"  got:      {_names(r.got)}",
     ]
     if r.customer_id:
