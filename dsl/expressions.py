@@ -200,20 +200,48 @@ class ExprChecker:
             self.error("unknown-function", f"unknown function '{e.name}'", e.span, hint)
             return new, t.ANY
         params, result = sig
-        if len(args) != len(params):
+        fewest = t.OPTIONAL_ARGS.get(e.name, len(params))
+        if not fewest <= len(args) <= len(params):
+            takes = f"{fewest} or {len(params)}" if fewest != len(params) else f"{len(params)}"
             self.error(
                 "wrong-arity",
-                f"{e.name}() takes {len(params)} argument(s), got {len(args)}",
+                f"{e.name}() takes {takes} argument(s), got {len(args)}",
                 e.span,
             )
             return new, result
-        for (arg, ty), want in zip(args, params, strict=True):
+        if len(args) < len(params):
+            # `hour_of_day()`: in the customer's zone, the first of context.time_zone and
+            # profile.time_zone that is declared (and, at run time, present); else UTC.
+            new = replace(new, args=self._customer_zone(e.span))
+        if e.name in ("min", "max") and len(args) == 2:
+            kinds = {args[0][1].kind, args[1][1].kind}
+            if kinds <= {"time", "any"} and "time" in kinds:
+                return new, t.TIME  # the earlier or later of two times
+            if kinds <= {"duration", "any"} and "duration" in kinds:
+                return new, t.DURATION
+        for (arg, ty), want in zip(args, params, strict=False):
             if want.kind != "any" and not t.comparable(ty, want):
                 code = "literal-type" if _is_literal(arg) else "type-mismatch"
                 self.error(code, f"{e.name}() expects {want}, got {ty}", arg.span)
         if e.name == "coalesce":
             return new, args[0][1]
         return new, result
+
+    def _customer_zone(self, span: n.Span) -> tuple[n.Expr, ...]:
+        """The zone argument `hour_of_day()` and `day_of_week()` get when none is given."""
+        fields = [
+            n.Ref(span, (head, "time_zone"))
+            for head, schema in (("context", self.out.context), ("profile", self.out.profile))
+            if "time_zone" in schema
+        ]
+        for f in fields:
+            self.used.add(f"field:{f.dotted}")
+        if not fields:
+            return (n.String(span, "UTC"),)
+        zone: n.Expr = fields[0]
+        for later in fields[1:]:
+            zone = n.Call(span, "coalesce", (zone, later))
+        return (n.Call(span, "coalesce", (zone, n.String(span, "UTC"))),)
 
     def visit_Aggregate(self, e: n.Aggregate) -> tuple[n.Expr, t.Type]:
         self._check_event(e.event, e.span)

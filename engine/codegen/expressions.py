@@ -20,6 +20,7 @@ from typing import Any
 
 from arbiter.dsl import nodes as n
 from arbiter.dsl.errors import ArbiterError
+from arbiter.engine.decision.runtime import CLOCK_HELPERS
 
 
 class Writer:
@@ -161,6 +162,8 @@ class ExprCompiler:
             unit = {"days_since": 86400.0, "hours_since": 3600.0, "minutes_since": 60.0}[e.name]
             x, guard = self._bind(args[0])
             return f"(None if {guard} is None else (NOW - {x}) / {unit!r})"
+        if e.name in CLOCK_HELPERS:
+            return f"f_{e.name}(NOW, {', '.join(args)})"
         return f"f_{e.name}({', '.join(args)})"
 
     def v_Unary(self, e: n.Unary) -> str:

@@ -132,6 +132,8 @@ class Interpreter:
         if e.name in _SINCE:
             return None if args[0] is None else (self.env.now - args[0]) / _SINCE[e.name]
         helper: Callable[..., Any] = runtime.EXPORTED[f"f_{e.name}"]
+        if e.name in runtime.CLOCK_HELPERS:
+            return helper(self.env.now, *args)
         return helper(*args)
 
     # ------------------------------------------------------------ conditions
