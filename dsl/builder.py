@@ -202,7 +202,43 @@ class Builder(Transformer[Token, Any]):
         return "priority", int(c[0])
 
     def suppress_rule(self, meta: Meta, c: list[Any]) -> n.SuppressRule:
-        return n.SuppressRule(self._s(meta), str(c[0]), self._s(c[0]), c[1])
+        (kind, value, span), cond = c
+        if kind == "action":
+            return n.SuppressRule(self._s(meta), value, span, cond)
+        if kind == "tag":
+            return n.SuppressRule(self._s(meta), "", span, cond, tag=value)
+        return n.SuppressRule(self._s(meta), "", span, cond, targets=value)
+
+    def target_action(self, meta: Meta, c: list[Token]) -> tuple[str, Any, n.Span]:
+        return "action", str(c[0]), self._s(c[0])
+
+    def target_list(self, meta: Meta, c: list[Any]) -> tuple[str, Any, n.Span]:
+        return "list", c[0], self._s(meta)
+
+    def target_tag(self, meta: Meta, c: list[Token]) -> tuple[str, Any, n.Span]:
+        return "tag", str(c[0]), self._s(c[0])
+
+    def policy_decl(self, meta: Meta, c: list[n.PolicyLimit]) -> n.PolicyDecl:
+        return n.PolicyDecl(self._s(meta), tuple(c))
+
+    def policy_limit(self, meta: Meta, c: list[Any]) -> n.PolicyLimit:
+        scope, name, count, window = c
+        text = f"{count} per {window}"
+        seconds = int(self._duration(window))
+        return n.PolicyLimit(self._s(meta), scope, str(name), int(count), seconds, text)
+
+    def scope_channel(self, meta: Meta, c: list[Any]) -> str:
+        return "channel"
+
+    def scope_tag(self, meta: Meta, c: list[Any]) -> str:
+        return "tag"
+
+    def scope_action(self, meta: Meta, c: list[Any]) -> str:
+        return "action"
+
+    def contacts(self, meta: Meta, c: list[Any]) -> n.Expr:
+        scope, name, window = c
+        return n.Contacts(self._s(meta), scope, str(name), int(self._duration(window)), str(window))
 
     def if_block(self, meta: Meta, c: list[Any]) -> n.IfBlock:
         cond, *body = c

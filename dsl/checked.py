@@ -33,5 +33,7 @@ class CheckedRuleset:
     holdout: n.HoldoutDecl | None = None
     experiments: dict[str, n.ExperimentDecl] = field(default_factory=dict)
     default: str | None = None
+    #: The contact policy's limits, across all offers (`contact policy { … }`).
+    policies: tuple[n.PolicyLimit, ...] = ()
     scenarios: tuple[n.ScenarioDecl, ...] = ()
     warnings: list[Diagnostic] = field(default_factory=list)

@@ -90,6 +90,8 @@ class _Checker(ExprChecker, RulePaths):
                 target = self.out.profile if decl.kind == "profile" else self.out.context
                 for f in decl.fields:
                     self._declare_field(target, f, decl.kind)
+            elif isinstance(decl, n.PolicyDecl):
+                self.out.policies += decl.limits
             elif isinstance(decl, n.AttributesDecl):
                 for f in decl.fields:
                     self._declare_field(self.out.attributes, f, "action attribute")
@@ -207,8 +209,35 @@ class _Checker(ExprChecker, RulePaths):
 
     def rules(self) -> None:
         """Rule conditions are booleans; offered actions exist; unreachable rules are flagged."""
-        self.out.rules = tuple(self._rule(r) for r in self.rs.of(n.Rule))
+        self.out.rules = tuple(x for r in self.rs.of(n.Rule) for x in self._rules_of(r))
         self.walk_rules()
+
+    def _rules_of(self, rule: n.Rule) -> tuple[n.Rule, ...]:
+        """A rule, checked; `suppress [a, b]` and `suppress tag t` become one rule per action."""
+        if isinstance(rule, n.SuppressRule) and (rule.targets or rule.tag is not None):
+            if rule.tag is not None:
+                names = tuple(a for a, d in self.out.actions.items() if rule.tag in d.tags)
+                if not names:
+                    tags = {t for d in self.out.actions.values() for t in d.tags}
+                    hint = did_you_mean(rule.tag, tags)
+                    message = f"no action has the tag '{rule.tag}'"
+                    self.error("unknown-name", message, rule.action_span, hint)
+            else:
+                names = rule.targets
+            where = self._locator(rule.span)
+            return tuple(
+                self._rule(
+                    replace(
+                        rule,
+                        action=name,
+                        action_span=rule.action_span if rule.tag else where.find(name),
+                        targets=(),
+                        tag=None,
+                    )
+                )
+                for name in names
+            )
+        return (self._rule(rule),)
 
     def _rule(self, rule: n.Rule) -> n.Rule:
         if isinstance(rule, n.WhenRule):
@@ -223,8 +252,8 @@ class _Checker(ExprChecker, RulePaths):
         return replace(
             rule,
             condition=self.condition(rule.condition),
-            then=tuple(self._rule(r) for r in rule.then),
-            orelse=tuple(self._rule(r) for r in rule.orelse),
+            then=tuple(x for r in rule.then for x in self._rules_of(r)),
+            orelse=tuple(x for r in rule.orelse for x in self._rules_of(r)),
         )
 
     def _use_action(self, name: str, span: n.Span) -> None:
@@ -329,6 +358,7 @@ class _Checker(ExprChecker, RulePaths):
                 self.warn("unused-action", message, action.name_span)
                 continue
             self._offerable(action)
+        self._policies()
 
     def _offered_names(self) -> set[str]:
         return {r.action for r in _walk_rules(self.out.rules) if isinstance(r, n.WhenRule)}
@@ -356,6 +386,25 @@ class _Checker(ExprChecker, RulePaths):
                 "'suppress after' needs at least 1 rejection and windows longer than zero",
                 loc(action.span).find("suppress"),
             )
+
+    def _policies(self) -> None:
+        """Each policy line names a channel context.channel can take or a tag some action has,
+        once, with a limit that lets at least one contact through."""
+        seen: dict[tuple[str, str], n.Span] = {}
+        for limit in self.out.policies:
+            key = (limit.scope, limit.name)
+            if key in seen:
+                message = f"the contact policy for {limit.scope} {limit.name} is given twice"
+                self.error("duplicate-name", message, limit.span)
+            seen.setdefault(key, limit.span)
+            self.check_contact_target(limit.scope, limit.name, limit.span)
+            if limit.count < 1 or limit.window_seconds <= 0:
+                self.error(
+                    "bad-cap",
+                    f"'{limit.scope} {limit.name}: {limit.text}' lets no contact through",
+                    limit.span,
+                    hint="a limit needs at least 1 contact over a window longer than zero",
+                )
 
     def _attributes(self, action: n.ActionDecl) -> None:
         """Every custom property is a declared attribute, with a value of its declared type."""

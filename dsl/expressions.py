@@ -266,6 +266,30 @@ class ExprChecker:
             self.error("bad-window", "the window must be longer than zero", e.span)
         return e, t.NUMBER
 
+    def visit_Contacts(self, e: n.Contacts) -> tuple[n.Expr, t.Type]:
+        self.check_contact_target(e.scope, e.name, e.span)
+        if e.window_seconds <= 0:
+            self.error("bad-window", "the window must be longer than zero", e.span)
+        return e, t.NUMBER
+
+    def check_contact_target(self, scope: str, name: str, span: n.Span) -> None:
+        """A channel context.channel can take, a tag some action has, or an action."""
+        if scope == "channel":
+            channel = self.out.context.get("channel")
+            members = channel.members if channel is not None and channel.kind == "enum" else ()
+            if members and name not in members:
+                hint = did_you_mean(name, members)
+                message = f"channel '{name}' is not one of context.channel's values"
+                self.error("unknown-channel", message, span, hint)
+        elif scope == "tag":
+            tags = {tg for a in self.out.actions.values() for tg in a.tags}
+            if name not in tags:
+                hint = did_you_mean(name, tags)
+                self.error("unknown-name", f"no action has the tag '{name}'", span, hint)
+        elif name not in self.out.actions:
+            hint = did_you_mean(name, self.out.actions)
+            self.error("unknown-action", f"no action named '{name}'", span, hint)
+
     def visit_LastSeen(self, e: n.LastSeen) -> tuple[n.Expr, t.Type]:
         self._check_event(e.event, e.span)
         return e, t.TIME

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from arbiter.dsl import nodes as n
 from arbiter.dsl.comments import (
@@ -49,6 +49,9 @@ from arbiter.dsl.printing import (
     percent,
     string,
 )
+
+#: What `_block` lays out one per line: fields and contact-policy limits.
+_Item = TypeVar("_Item", n.Field, n.PolicyLimit)
 
 __all__ = ["WIDTH", "duration", "expr", "format_ruleset", "number", "percent"]
 
@@ -112,6 +115,19 @@ class _Printer:
             return self._leaf([one], d.span)
         return self._block("action attributes {", d.span, d.fields, self._field, INDENT, "")
 
+    def d_PolicyDecl(self, d: n.PolicyDecl) -> list[str]:
+        items = [
+            f"{p.scope} {p.name}: {p.count} per {duration(p.window_seconds)}" for p in d.limits
+        ]
+        one = "contact policy { " + ", ".join(items) + " }"
+        if len(one) <= WIDTH and not self.comments.inside(d.span):
+            return self._leaf([one], d.span)
+        return self._block("contact policy {", d.span, d.limits, self._policy_limit, INDENT, "")
+
+    def _policy_limit(self, p: n.PolicyLimit, indent: str) -> list[str]:
+        text = f"{p.scope} {p.name}: {p.count} per {duration(p.window_seconds)}"
+        return self._leaf([indent + text], p.span, indent)
+
     def d_EventDecl(self, d: n.EventDecl) -> list[str]:
         if not d.fields:
             return self._leaf([f"event {d.name}"], d.span)
@@ -168,7 +184,12 @@ class _Printer:
         return self._leaf(condition_lines("when ", d.condition, _offer(d), indent), d.span, indent)
 
     def d_SuppressRule(self, d: n.SuppressRule, indent: str = "") -> list[str]:
-        head = f"suppress {d.action} when "
+        target = d.action
+        if d.tag is not None:
+            target = f"tag {d.tag}"
+        elif d.targets:
+            target = f"[{', '.join(d.targets)}]"
+        head = f"suppress {target} when "
         return self._leaf(condition_lines(head, d.condition, "", indent), d.span, indent)
 
     def d_IfBlock(self, d: n.IfBlock, indent: str = "", keyword: str = "if") -> list[str]:
@@ -329,8 +350,8 @@ class _Printer:
         self,
         head: str,
         span: n.Span,
-        items: Sequence[n.Field],
-        show: Callable[[n.Field, str], list[str]],
+        items: Sequence[_Item],
+        show: Callable[[_Item, str], list[str]],
         indent: str,
         outer: str,
     ) -> list[str]:

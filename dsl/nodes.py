@@ -120,6 +120,19 @@ class LastSeen(Expr):
 
 
 @dataclass(frozen=True, slots=True)
+class Contacts(Expr):
+    """The customer's own contact history: `contacts(channel sms within 7d)`.
+
+    How many times Arbiter returned an action of that channel, tag or name in the window.
+    """
+
+    scope: Literal["channel", "tag", "action"]
+    name: str
+    window_seconds: int
+    window_text: str
+
+
+@dataclass(frozen=True, slots=True)
 class Unary(Expr):
     op: Literal["not", "neg"]
     operand: Expr
@@ -260,6 +273,25 @@ class ActionDecl(Decl):
 
 
 @dataclass(frozen=True, slots=True)
+class PolicyLimit:
+    """One line of a contact policy: at most `count` contacts per `window` on a channel or tag."""
+
+    span: Span = field(compare=False)
+    scope: Literal["channel", "tag", "action"] = "channel"
+    name: str = ""
+    count: int = 0
+    window_seconds: int = 0
+    text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyDecl(Decl):
+    """`contact policy { channel sms: 1 per 7d, tag promo: 3 per 30d }`."""
+
+    limits: tuple[PolicyLimit, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Rule(Decl):
     pass
 
@@ -278,6 +310,10 @@ class SuppressRule(Rule):
     action: str
     action_span: Span = field(compare=False)
     condition: Expr = field(default_factory=lambda: Bool(NO_SPAN, True))
+    #: As written: `suppress [a, b] when …` or `suppress tag promo when …`; the checker
+    #: expands it into one rule per action (`action` set, `targets` empty).
+    targets: tuple[str, ...] = ()
+    tag: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -172,6 +172,10 @@ def _x_Aggregate(e: n.Aggregate) -> str:
     return f"{e.fn}({target} within {e.window_text})"
 
 
+def _x_Contacts(e: n.Contacts) -> str:
+    return f"contacts({e.scope} {e.name} within {e.window_text})"
+
+
 def _x_LastSeen(e: n.LastSeen) -> str:
     return f"last_seen({e.event})"
 

@@ -14,11 +14,11 @@ from arbiter.dsl.types import BUILTINS
 KEYWORDS = frozenset(
     {
         "action", "after", "ago", "and", "arbitrate", "attributes", "bandit", "between",
-        "by", "cap", "channels", "consent", "contains", "context", "customer", "default",
+        "by", "cap", "channel", "channels", "contact", "contacts", "consent", "contains", "context", "customer", "default",
         "else", "ends", "event", "events", "expect", "experiment", "experiments", "explore",
         "false", "features", "for", "holdout", "if", "in", "include", "inputs", "is",
         "last_seen", "matches", "max", "missing", "model", "not", "nothing", "now", "null",
-        "of", "offer", "one", "onnx", "or", "over", "payload", "per", "present", "priority",
+        "of", "offer", "one", "onnx", "or", "over", "payload", "per", "policy", "present", "priority",
         "profile", "rejections", "requires", "reward", "ruleset", "scenario", "scores",
         "segment", "set", "starts", "suppress", "tag", "tags", "top", "true", "valid",
         "value", "weight", "when", "with", "within",

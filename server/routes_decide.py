@@ -18,6 +18,7 @@ from starlette.responses import Response
 
 from arbiter.engine.decision.decide import decide
 from arbiter.engine.decision.oracle import LiveOracle
+from arbiter.engine.decision.policies import contacts_of
 from arbiter.engine.records import ENCODER, RECORD_DECODER, REQUEST_DECODER, DecisionRecord, Inputs
 from arbiter.engine.store import keys
 from arbiter.engine.validate import ValueProblem, check_request, normalize_all
@@ -79,10 +80,13 @@ async def handle_decide(st: AppState, body: bytes, authorization: str | None) ->
         live.plan, req, inputs, decision_id=decision_id, now=now, oracle=oracle
     )
     contacts = []
+    channel = req.context.get("channel")
     for out in decision.actions:
         spec = live.plan.action(out.action)
         if spec.cap is not None:
             contacts.append((spec.name, spec.cap.window_seconds))
+        # Contact policies and contact history count through the same write (no-op without).
+        contacts += contacts_of(live.plan, spec, channel)
     if not st.log.submit(record, contacts):
         st.metrics.log_dropped.inc()
     if record.errors:

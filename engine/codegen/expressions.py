@@ -103,6 +103,7 @@ class ExprCompiler:
         self.k = consts
         self.resolve = resolve
         self.aggregate: Callable[[n.Expr], str] = _unsupported
+        self.contacts: Callable[[n.Contacts], str] = _unsupported
         #: Shared predicates -> the local that memoizes their three-valued result.
         self.memo: dict[n.Expr, str] = {}
         self._computing: n.Expr | None = None
@@ -153,6 +154,9 @@ class ExprCompiler:
 
     def v_LastSeen(self, e: n.LastSeen) -> str:
         return self.aggregate(e)
+
+    def v_Contacts(self, e: n.Contacts) -> str:
+        return self.contacts(e)
 
     def v_Call(self, e: n.Call) -> str:
         args = [self.value(a) for a in e.args]

@@ -2,7 +2,7 @@
 
 Order of work, cheapest and most decisive first: drop suppressed actions,
 actions for another channel, outside their validity dates, without the
-required consent, at their contact cap or fatigued; score survivors (per-action
+required consent, at their contact cap, fatigued, or over a contact policy; score survivors (per-action
 models in one batched call each, then the arbitration formula); let each
 bandit pick one of its eligible arms; rank by priority then score; apply the
 per-tag diversity limit; keep the top N.
@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from arbiter.engine.decision.policies import applies, blocking_limit
 from arbiter.engine.decision.runtime import EvalRuntime
 from arbiter.engine.decision.sampling import sample
 from arbiter.engine.plan import ActionSpec, Offer, Plan
@@ -63,6 +64,7 @@ def _eligible(
     channel = request.context.get("channel")
     consents = inputs.profile.get("consents") or ()
     now = rt.now
+    policies = bool(plan.checked.policies)
     out: dict[int, Candidate] = {}
     for idx, cand in best.items():
         spec = cand.spec
@@ -75,7 +77,11 @@ def _eligible(
             why = "dates"
         elif spec.consent is not None and spec.consent not in consents:
             why = "consent"
-        elif inputs.degraded and (spec.cap is not None or spec.fatigue is not None):
+        elif inputs.degraded and (
+            spec.cap is not None
+            or spec.fatigue is not None
+            or (policies and applies(plan, spec, channel))
+        ):
             # Without Redis the contact count is unknown: never risk exceeding a cap.
             why = "degraded"
         elif spec.cap is not None and inputs.caps.get(spec.name, 0) >= spec.cap.count:
@@ -84,6 +90,8 @@ def _eligible(
             inputs.rejections.get(spec.name, 0) >= spec.fatigue.rejections
         ):
             why = "fatigue"
+        elif policies and blocking_limit(plan, spec, channel, inputs.caps) is not None:
+            why = "policy"
         else:
             out[idx] = cand
             continue

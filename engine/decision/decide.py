@@ -75,7 +75,9 @@ def decide(
     P = inputs.profile
     C = request.context
     A = aggregates_tuple(plan, inputs)
-    rt = EvalRuntime(plan, now, variants, oracle, P, C, A)
+    rt = EvalRuntime(
+        plan, now, variants, oracle, P, C, A, caps=inputs.caps, degraded=inputs.degraded
+    )
     seed = seed_from_decision_id(decision_id)
 
     offers, suppressed, segments = plan.evaluate(P, C, A, rt)

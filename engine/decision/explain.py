@@ -9,7 +9,7 @@ engine applies them:
     not-offered:  no-rule (the closest rule and its false comparison, with the
                   actual values), standby (the default, when something else won)
     dropped:      holdout, suppressed, channel, dates, consent, degraded, cap,
-                  fatigue, bandit (with the pmf by arm name), diversity, top-n
+                  fatigue, policy (the contact policy's limit, with counts), bandit (with the pmf by arm name), diversity, top-n
 
 The shape is a stable contract (docs/explain.md; `version` changes only when a
 field changes meaning), built from msgspec Structs and sent as plain JSON.
@@ -26,6 +26,7 @@ import msgspec
 from arbiter.dsl import nodes as n
 from arbiter.dsl import printing
 from arbiter.engine.decision.arbitrate import Candidate, Trace
+from arbiter.engine.decision.policies import blocking_limit
 from arbiter.engine.decision.runtime import EvalRuntime
 from arbiter.engine.decision.why_not import Env, Interpreter, Leaf, Path, rules_for
 from arbiter.engine.plan import ActionSpec, Offer, Plan
@@ -130,6 +131,7 @@ def explain(
             plan.model_names[i]: s for i, s in rt.computed_scores().items() if s is not None
         },  # only what the decision computed
         now=rt.now,
+        contacts=None if inputs.degraded else inputs.caps,
     )
     builder = _Builder(plan, request, inputs, rt, env, trace, bandits)
     offered = {o.action for o in offers}
@@ -317,6 +319,21 @@ class _Builder:
                 "rejections": f.rejections,
                 "window": printing.duration(f.window_seconds),
                 "period": printing.duration(f.period_seconds),
+            }
+        elif why == "policy":
+            found = blocking_limit(self.plan, spec, channel, self.inputs.caps)
+            assert found is not None
+            policy, seen = found
+            message = (
+                f"contact policy reached: {policy.scope} {policy.name} allows {policy.text}"
+                f" ({seen} so far)"
+            )
+            details = {
+                "scope": policy.scope,
+                "name": policy.name,
+                "limit": policy.count,
+                "window": printing.duration(policy.window_seconds),
+                "contacts": seen,
             }
         elif why == "bandit":
             bandit = self.trace.detail.get(spec.index, "")

@@ -17,6 +17,7 @@ from typing import Any
 
 from arbiter.dsl import types as t
 from arbiter.engine.decision.arbitrate import fatigued
+from arbiter.engine.decision.policies import counters, counts_for
 from arbiter.engine.plan import AggregateSpec, Plan
 from arbiter.engine.records import Inputs
 from arbiter.engine.validate import ValueProblem, normalize, normalize_all
@@ -114,7 +115,19 @@ def literal_inputs(
     caps = {
         action: sum(1 for ts in contacts.get(action, ()) if ts > now - window)
         for action, window in plan.needs.capped_actions
+        if not action.startswith("~")
     }
+    # Policy and history counters: every past contact with an action counts on each of its
+    # channels (the past request's channel is not known here), its tags and itself.
+    for counter in counters(plan):
+        since = now - counter.window_seconds
+        caps[counter.key] = sum(
+            1
+            for spec in plan.actions
+            if counts_for(counter, spec, sorted(spec.channels))
+            for ts in contacts.get(spec.name, ())
+            if ts > since
+        )
     fatigue: dict[str, int] = {}
     for action, limit, window, period in plan.needs.fatigued_actions:
         times = sorted(rejections.get(action, ()))

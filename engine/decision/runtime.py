@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -143,6 +144,13 @@ class EvalRuntime:
     A: tuple[Any, ...]
     errors: list[str] = field(default_factory=list)
     _scores: dict[int, float | None] = field(default_factory=dict)
+    #: Contact counters the store read (`Inputs.caps`); unknown when the store was down.
+    caps: Mapping[str, int] = field(default_factory=dict)
+    degraded: bool = False
+
+    def contacts(self, key: str) -> int | None:
+        """`contacts(channel sms within 7d)`: the count, or missing when the store was down."""
+        return None if self.degraded else self.caps.get(key, 0)
 
     def model(self, i: int) -> float | None:
         """A customer-level model's score, computed on first use and cached."""

@@ -20,6 +20,7 @@ from typing import Any
 from arbiter.dsl import nodes as n
 from arbiter.dsl import printing
 from arbiter.engine.decision import runtime
+from arbiter.engine.decision.policies import contact_key
 from arbiter.engine.plan import AggregateSpec
 
 #: A condition's path to a rule: the enclosing `if` conditions and whether each must hold.
@@ -68,6 +69,7 @@ class Env:
     variants: Mapping[str, str]
     models: Mapping[str, Any]  # computed customer-level scores only
     now: float
+    contacts: Mapping[str, int] | None = None  # contact counters; None when unknown
 
 
 class Interpreter:
@@ -111,7 +113,13 @@ class Interpreter:
         if isinstance(e, n.Binary) and e.op in _ARITH:
             a, b = self.value(e.left), self.value(e.right)
             return None if a is None or b is None else _ARITH[e.op](a, b)
-        return self.truth(e)
+        if isinstance(e, n.Contacts):
+            if self.env.contacts is None:
+                return None  # the store was unreachable: the history is unknown
+            return self.env.contacts.get(contact_key(e.scope, e.name, e.window_seconds), 0)
+        if isinstance(e, n.Unary | n.BoolOp | n.Presence | n.Between | n.Binary):
+            return self.truth(e)
+        return None
 
     def _ref(self, e: n.Ref) -> Any:
         head, rest = e.parts[0], e.parts[1:]
@@ -164,8 +172,10 @@ class Interpreter:
             return None if None in (x, lo, hi) else bool(lo <= x <= hi)
         if isinstance(e, n.Binary) and e.op not in _ARITH:
             return self._predicate(e)
-        x = self.value(e)
-        return x if isinstance(x, bool) else None
+        if isinstance(e, n.Ref | n.Call):
+            x = self.value(e)
+            return x if isinstance(x, bool) else None
+        return None
 
     def _predicate(self, e: n.Binary) -> bool | None:
         x, y = self.value(e.left), self.value(e.right)
