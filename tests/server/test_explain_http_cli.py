@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from support.paths import CASES_DIR
 from support.server import ADMIN, settings
 
+from arbiter.engine.decision.policies import contact_key
 from arbiter.engine.store import keys
 from arbiter.server.app import create_app
 from arbiter.server.cli.main import main
@@ -58,6 +59,9 @@ def test_http_and_cli_explain_alike(
     client.zadd(keys.contacts(CUSTOMER, "capped"), {f"{now - 3600}:a": now - 3600})
     for i, ago in enumerate((7200, 3600)):
         client.zadd(keys.rejections(CUSTOMER, "tired"), {f"{now - ago}:{i}": now - ago})
+    # The policy's counter, as the after-decision script keeps it (engine/decision/policies.py).
+    policy = keys.contacts(CUSTOMER, contact_key("tag", "limited", 7 * 86400))
+    client.zadd(policy, {f"{now - 3600}:b": now - 3600})
     client.close()
 
     app = create_app(settings(redis_url, tmp_path, rules_path=FATES))
@@ -88,6 +92,7 @@ def test_http_and_cli_explain_alike(
         "arm_a": reasons["arm_a"],
         "arm_b": reasons["arm_b"],
         "fallback": "standby",
+        "over_policy": "policy",
     }
     assert {reasons["arm_a"], reasons["arm_b"]} == {"bandit", "top-n"}
     assert comparable(on_cli) == comparable(over_http)

@@ -143,6 +143,19 @@ def test_fatigue(plan: Plan) -> None:
     assert got["message"] == "fatigued: 2 rejections within 7d, so not offered for 14d"
 
 
+def test_contact_policy_with_counts(plan: Plan) -> None:
+    got = fate(explained(plan, contacts={"over_policy": [NOW - 3600]}), "over_policy")
+    assert (got["fate"], got["reason"]) == ("dropped", "policy")
+    assert got["message"] == "contact policy reached: tag limited allows 1 per 7d (1 so far)"
+    assert got["details"] == {
+        "scope": "tag",
+        "name": "limited",
+        "limit": 1,
+        "window": "7d",
+        "contacts": 1,
+    }
+
+
 def test_suppressed_names_the_rule(plan: Plan) -> None:
     got = fate(explained(plan), "hidden")
     assert got["reason"] == "suppressed"
@@ -211,6 +224,7 @@ def test_degraded_store(plan: Plan) -> None:
     ex = explained(plan, inputs=Inputs(profile={"visits": 1}, degraded=True))
     assert fate(ex, "capped")["reason"] == "degraded"
     assert fate(ex, "tired")["reason"] == "degraded"
+    assert fate(ex, "over_policy")["reason"] == "degraded"  # its history is unknown
 
 
 def test_explaining_never_changes_the_decision(plan: Plan) -> None:
