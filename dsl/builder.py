@@ -218,8 +218,21 @@ class Builder(Transformer[Token, Any]):
     def target_tag(self, meta: Meta, c: list[Token]) -> tuple[str, Any, n.Span]:
         return "tag", str(c[0]), self._s(c[0])
 
-    def policy_decl(self, meta: Meta, c: list[n.PolicyLimit]) -> n.PolicyDecl:
-        return n.PolicyDecl(self._s(meta), tuple(c))
+    def policy_decl(self, meta: Meta, c: list[Any]) -> n.PolicyDecl:
+        limits = tuple(x for x in c if isinstance(x, n.PolicyLimit))
+        fatigue = tuple(x for x in c if isinstance(x, n.PolicyFatigue))
+        return n.PolicyDecl(self._s(meta), limits, fatigue)
+
+    def policy_fatigue(self, meta: Meta, c: list[Any]) -> n.PolicyFatigue:
+        scope, name, rejections, window, period = c
+        return n.PolicyFatigue(
+            self._s(meta),
+            scope,
+            str(name),
+            int(rejections),
+            int(self._duration(window)),
+            int(self._duration(period)),
+        )
 
     def policy_limit(self, meta: Meta, c: list[Any]) -> n.PolicyLimit:
         scope, name, count, window = c

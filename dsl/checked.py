@@ -35,5 +35,7 @@ class CheckedRuleset:
     default: str | None = None
     #: The contact policy's limits, across all offers (`contact policy { … }`).
     policies: tuple[n.PolicyLimit, ...] = ()
+    #: Fatigue across offers, per channel or tag (`… suppress after N rejections …`).
+    fatigue_policies: tuple[n.PolicyFatigue, ...] = ()
     scenarios: tuple[n.ScenarioDecl, ...] = ()
     warnings: list[Diagnostic] = field(default_factory=list)

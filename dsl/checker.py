@@ -92,6 +92,7 @@ class _Checker(ExprChecker, RulePaths):
                     self._declare_field(target, f, decl.kind)
             elif isinstance(decl, n.PolicyDecl):
                 self.out.policies += decl.limits
+                self.out.fatigue_policies += decl.fatigue
             elif isinstance(decl, n.AttributesDecl):
                 for f in decl.fields:
                     self._declare_field(self.out.attributes, f, "action attribute")
@@ -359,6 +360,7 @@ class _Checker(ExprChecker, RulePaths):
                 continue
             self._offerable(action)
         self._policies()
+        self._fatigue_policies()
 
     def _offered_names(self) -> set[str]:
         return {r.action for r in _walk_rules(self.out.rules) if isinstance(r, n.WhenRule)}
@@ -404,6 +406,22 @@ class _Checker(ExprChecker, RulePaths):
                     f"'{limit.scope} {limit.name}: {limit.text}' lets no contact through",
                     limit.span,
                     hint="a limit needs at least 1 contact over a window longer than zero",
+                )
+
+    def _fatigue_policies(self) -> None:
+        seen: dict[tuple[str, str], n.Span] = {}
+        for f in self.out.fatigue_policies:
+            key = (f.scope, f.name)
+            if key in seen:
+                message = f"the fatigue policy for {f.scope} {f.name} is given twice"
+                self.error("duplicate-name", message, f.span)
+            seen.setdefault(key, f.span)
+            self.check_contact_target(f.scope, f.name, f.span)
+            if f.rejections < 1 or f.window_seconds <= 0 or f.period_seconds <= 0:
+                self.error(
+                    "bad-fatigue",
+                    "'suppress after' needs at least 1 rejection and windows longer than zero",
+                    f.span,
                 )
 
     def _attributes(self, action: n.ActionDecl) -> None:

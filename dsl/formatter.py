@@ -51,7 +51,7 @@ from arbiter.dsl.printing import (
 )
 
 #: What `_block` lays out one per line: fields and contact-policy limits.
-_Item = TypeVar("_Item", n.Field, n.PolicyLimit)
+_Item = TypeVar("_Item", n.Field, n.PolicyLimit | n.PolicyFatigue)
 
 __all__ = ["WIDTH", "duration", "expr", "format_ruleset", "number", "percent"]
 
@@ -116,17 +116,16 @@ class _Printer:
         return self._block("action attributes {", d.span, d.fields, self._field, INDENT, "")
 
     def d_PolicyDecl(self, d: n.PolicyDecl) -> list[str]:
-        items = [
-            f"{p.scope} {p.name}: {p.count} per {duration(p.window_seconds)}" for p in d.limits
-        ]
-        one = "contact policy { " + ", ".join(items) + " }"
+        lines: list[n.PolicyLimit | n.PolicyFatigue] = sorted(
+            [*d.limits, *d.fatigue], key=lambda p: (p.span.line, p.span.column)
+        )
+        one = "contact policy { " + ", ".join(_policy_text(p) for p in lines) + " }"
         if len(one) <= WIDTH and not self.comments.inside(d.span):
             return self._leaf([one], d.span)
-        return self._block("contact policy {", d.span, d.limits, self._policy_limit, INDENT, "")
+        return self._block("contact policy {", d.span, lines, self._policy_line, INDENT, "")
 
-    def _policy_limit(self, p: n.PolicyLimit, indent: str) -> list[str]:
-        text = f"{p.scope} {p.name}: {p.count} per {duration(p.window_seconds)}"
-        return self._leaf([indent + text], p.span, indent)
+    def _policy_line(self, p: n.PolicyLimit | n.PolicyFatigue, indent: str) -> list[str]:
+        return self._leaf([indent + _policy_text(p)], p.span, indent)
 
     def d_EventDecl(self, d: n.EventDecl) -> list[str]:
         if not d.fields:
@@ -373,6 +372,15 @@ class _Printer:
 
 
 # ------------------------------------------------------------------ pieces
+
+
+def _policy_text(p: n.PolicyLimit | n.PolicyFatigue) -> str:
+    if isinstance(p, n.PolicyLimit):
+        return f"{p.scope} {p.name}: {p.count} per {duration(p.window_seconds)}"
+    return (
+        f"{p.scope} {p.name}: suppress after {p.rejections} rejections within "
+        f"{duration(p.window_seconds)} for {duration(p.period_seconds)}"
+    )
 
 
 def _field_text(f: n.Field) -> str:

@@ -285,10 +285,23 @@ class PolicyLimit:
 
 
 @dataclass(frozen=True, slots=True)
+class PolicyFatigue:
+    """Fatigue across offers: `tag promo: suppress after 3 rejections within 30d for 14d`."""
+
+    span: Span = field(compare=False)
+    scope: Literal["channel", "tag", "action"] = "tag"
+    name: str = ""
+    rejections: int = 0
+    window_seconds: int = 0
+    period_seconds: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class PolicyDecl(Decl):
-    """`contact policy { channel sms: 1 per 7d, tag promo: 3 per 30d }`."""
+    """`contact policy { channel sms: 1 per 7d, tag promo: suppress after 3 rejections … }`."""
 
     limits: tuple[PolicyLimit, ...]
+    fatigue: tuple[PolicyFatigue, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from arbiter.engine.decision.decide import decide
 from arbiter.engine.decision.oracle import LiveOracle
-from arbiter.engine.decision.policies import contacts_of
+from arbiter.engine.decision.policies import contacts_of, rejections_of
 from arbiter.engine.records import ENCODER, RECORD_DECODER, REQUEST_DECODER, DecisionRecord, Inputs
 from arbiter.engine.store import keys
 from arbiter.engine.validate import ValueProblem, check_request, normalize_all
@@ -178,7 +178,10 @@ async def _count_rejection(st: AppState, record: DecisionRecord, action: str, no
     live = st.rulesets.get(record.ruleset.name)
     if live is None or action not in live.plan.action_index:
         return
-    fatigue = live.plan.action(action).fatigue
-    if fatigue is not None:
-        keep = fatigue.window_seconds + fatigue.period_seconds
-        await st.admin_store.record_rejection(record.request.customer_id, action, now, keep)
+    spec = live.plan.action(action)
+    targets = rejections_of(live.plan, spec, record.request.context.get("channel"))
+    if spec.fatigue is not None:
+        targets.append((action, spec.fatigue.window_seconds + spec.fatigue.period_seconds))
+    # The action's own fatigue, and fatigue across offers of its channel and tags.
+    for name, keep in targets:
+        await st.admin_store.record_rejection(record.request.customer_id, name, now, keep)

@@ -28,7 +28,7 @@ from arbiter.dsl.errors import ArbiterError
 from arbiter.engine.codegen.expressions import Constants, ExprCompiler, TooComplex, Writer
 from arbiter.engine.codegen.rules import RuleWriter
 from arbiter.engine.decision import runtime
-from arbiter.engine.decision.policies import contact_key, policy_reads
+from arbiter.engine.decision.policies import contact_key, fatigue_reads, policy_reads
 from arbiter.engine.plan import ActionSpec, AggregateSpec, Needs, Plan, RuleInfo
 
 #: Bump when generated code changes shape: it is part of every plan's cache key.
@@ -378,10 +378,13 @@ def _build(checked: CheckedRuleset, digest: str, optimize: bool, *, force: bool 
             # Contact policies and contact history: counters of their own, same storage.
             *dict.fromkeys([*policy_reads(checked.policies), *comp.contact_reads.items()]),
         ),
-        fatigued_actions=tuple(
-            (a.name, a.fatigue.rejections, a.fatigue.window_seconds, a.fatigue.period_seconds)
-            for a in actions
-            if a.fatigue
+        fatigued_actions=(
+            *(
+                (a.name, a.fatigue.rejections, a.fatigue.window_seconds, a.fatigue.period_seconds)
+                for a in actions
+                if a.fatigue
+            ),
+            *fatigue_reads(checked.fatigue_policies),
         ),
         reads_consent=any(a.consent for a in actions),
     )

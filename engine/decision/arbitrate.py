@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from arbiter.engine.decision.policies import applies, blocking_limit
+from arbiter.engine.decision.policies import applies, blocking_limit, tiring_policy
 from arbiter.engine.decision.runtime import EvalRuntime
 from arbiter.engine.decision.sampling import sample
 from arbiter.engine.plan import ActionSpec, Offer, Plan
@@ -64,7 +64,7 @@ def _eligible(
     channel = request.context.get("channel")
     consents = inputs.profile.get("consents") or ()
     now = rt.now
-    policies = bool(plan.checked.policies)
+    policies = bool(plan.checked.policies or plan.checked.fatigue_policies)
     out: dict[int, Candidate] = {}
     for idx, cand in best.items():
         spec = cand.spec
@@ -86,9 +86,11 @@ def _eligible(
             why = "degraded"
         elif spec.cap is not None and inputs.caps.get(spec.name, 0) >= spec.cap.count:
             why = "cap"
-        elif spec.fatigue is not None and (
-            inputs.rejections.get(spec.name, 0) >= spec.fatigue.rejections
-        ):
+        elif (
+            spec.fatigue is not None
+            and inputs.rejections.get(spec.name, 0) >= spec.fatigue.rejections
+        ) or (policies and tiring_policy(plan, spec, channel, inputs.rejections) is not None):
+            # The action's own fatigue, or fatigue across the offers of its channel or tags.
             why = "fatigue"
         elif policies and blocking_limit(plan, spec, channel, inputs.caps) is not None:
             why = "policy"

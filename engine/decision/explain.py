@@ -26,7 +26,7 @@ import msgspec
 from arbiter.dsl import nodes as n
 from arbiter.dsl import printing
 from arbiter.engine.decision.arbitrate import Candidate, Trace
-from arbiter.engine.decision.policies import blocking_limit
+from arbiter.engine.decision.policies import blocking_limit, tiring_policy
 from arbiter.engine.decision.runtime import EvalRuntime
 from arbiter.engine.decision.why_not import Env, Interpreter, Leaf, Path, rules_for
 from arbiter.engine.plan import ActionSpec, Offer, Plan
@@ -309,17 +309,27 @@ class _Builder:
                 "contacts": contacts,
             }
         elif why == "fatigue":
-            assert spec.fatigue is not None
-            f = spec.fatigue
+            own = spec.fatigue
+            if own is not None and self.inputs.rejections.get(name, 0) >= own.rejections:
+                f: n.Fatigue | n.PolicyFatigue = own
+                across = ""
+            else:
+                tiring = tiring_policy(self.plan, spec, channel, self.inputs.rejections)
+                assert tiring is not None
+                f = tiring
+                across = f" of {tiring.scope} {tiring.name}"
             message = (
-                f"fatigued: {f.rejections} rejections within {printing.duration(f.window_seconds)}"
-                f", so not offered for {printing.duration(f.period_seconds)}"
+                f"fatigued: {f.rejections} rejections{across} within "
+                f"{printing.duration(f.window_seconds)}, so not offered for "
+                f"{printing.duration(f.period_seconds)}"
             )
             details = {
                 "rejections": f.rejections,
                 "window": printing.duration(f.window_seconds),
                 "period": printing.duration(f.period_seconds),
             }
+            if isinstance(f, n.PolicyFatigue):
+                details |= {"scope": f.scope, "name": f.name}
         elif why == "policy":
             found = blocking_limit(self.plan, spec, channel, self.inputs.caps)
             assert found is not None

@@ -17,7 +17,7 @@ from typing import Any
 
 from arbiter.dsl import types as t
 from arbiter.engine.decision.arbitrate import fatigued
-from arbiter.engine.decision.policies import counters, counts_for
+from arbiter.engine.decision.policies import ContactKey, counters, counts_for
 from arbiter.engine.plan import AggregateSpec, Plan
 from arbiter.engine.records import Inputs
 from arbiter.engine.validate import ValueProblem, normalize, normalize_all
@@ -130,7 +130,18 @@ def literal_inputs(
         )
     fatigue: dict[str, int] = {}
     for action, limit, window, period in plan.needs.fatigued_actions:
-        times = sorted(rejections.get(action, ()))
+        if action.startswith("~"):
+            # Fatigue across offers: the rejections of every action the policy covers.
+            scope, name = action[1:].split(":")
+            counter = ContactKey(scope, name, 0)
+            times = sorted(
+                ts
+                for spec in plan.actions
+                if counts_for(counter, spec, sorted(spec.channels))
+                for ts in rejections.get(spec.name, ())
+            )
+        else:
+            times = sorted(rejections.get(action, ()))
         fatigue[action] = limit if fatigued(times, now, limit, window, period) else 0
     values = normalize_values(plan.checked.profile, profile, "profile.")
     return Inputs(values, aggregates, caps, fatigue)

@@ -98,9 +98,54 @@ def blocking_limit(
 
 
 def applies(plan: Plan, spec: ActionSpec, channel: str | None) -> bool:
-    """Whether any policy limit covers this action (so an unknown history must stop it)."""
+    """Whether any policy covers this action (so an unknown history must stop it)."""
     channels = contact_channels(spec, channel)
     return any(
         counts_for(ContactKey(p.scope, p.name, p.window_seconds), spec, channels)
         for p in plan.checked.policies
+    ) or any(
+        counts_for(ContactKey(f.scope, f.name, 0), spec, channels)
+        for f in plan.checked.fatigue_policies
     )
+
+
+# ------------------------------------------------------------------ fatigue across offers
+#
+# `tag promo: suppress after 3 rejections within 30d for 14d`: a rejection of any action
+# the line covers is recorded under `~<scope>:<name>` too (the store keeps it like an
+# action's rejections), and read as one more `Needs.fatigued_actions` entry.
+
+
+def fatigue_key(scope: str, name: str) -> str:
+    """The rejection set's name in `Needs.fatigued_actions` and `Inputs.rejections`."""
+    return f"~{scope}:{name}"
+
+
+def fatigue_reads(policies: Iterable[n.PolicyFatigue]) -> list[tuple[str, int, int, int]]:
+    """The rejection sets fatigue policies read, as `Needs.fatigued_actions` entries."""
+    return [
+        (fatigue_key(f.scope, f.name), f.rejections, f.window_seconds, f.period_seconds)
+        for f in policies
+    ]
+
+
+def rejections_of(plan: Plan, spec: ActionSpec, channel: str | None) -> list[tuple[str, int]]:
+    """The policy rejection sets one rejection of this action goes to, with how long to keep."""
+    channels = contact_channels(spec, channel)
+    return [
+        (fatigue_key(f.scope, f.name), f.window_seconds + f.period_seconds)
+        for f in plan.checked.fatigue_policies
+        if counts_for(ContactKey(f.scope, f.name, 0), spec, channels)
+    ]
+
+
+def tiring_policy(
+    plan: Plan, spec: ActionSpec, channel: str | None, rejections: Mapping[str, int]
+) -> n.PolicyFatigue | None:
+    """The first fatigue policy covering this action that is in force, or None."""
+    channels = contact_channels(spec, channel)
+    for f in plan.checked.fatigue_policies:
+        covered = counts_for(ContactKey(f.scope, f.name, 0), spec, channels)
+        if covered and rejections.get(fatigue_key(f.scope, f.name), 0) >= f.rejections:
+            return f
+    return None

@@ -10,6 +10,7 @@ writer runs for a returned action), the app's clock is set to the scenario's `no
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -20,12 +21,21 @@ from support.server import ADMIN, settings
 
 from arbiter import dsl
 from arbiter.engine.codegen.compiler import compile_plan
-from arbiter.engine.decision.policies import contacts_of
+from arbiter.engine.decision.policies import contacts_of, rejections_of
 from arbiter.engine.decision.scenarios import DEFAULT_NOW, run_scenario
+from arbiter.engine.store.client import connect
 from arbiter.engine.store.profiles import AFTER_DECISION_LUA, ProfileStore
 from arbiter.server.app import create_app
 
 FILES = ["contact_policy.rules", "calendar.rules"]
+
+
+async def reject(url: str, customer: str, name: str, ts: float, keep: int) -> None:
+    client = connect(url, socket_timeout=5)
+    try:
+        await ProfileStore(client).record_rejection(customer, name, ts, keep)
+    finally:
+        await client.aclose()
 
 
 @pytest.mark.parametrize("name", FILES)
@@ -46,6 +56,16 @@ def test_scenarios_decide_alike_on_redis(redis_url: str, tmp_path: Path, name: s
             assert c.put(f"/v1/profiles/{cid}", json=sc.profile, headers=ADMIN).status_code == 200
             for i, ev in enumerate(sc.events):
                 spec = plan.action(ev.event)  # these files' events are all past contacts
+                if ev.prop == "rejected":
+                    # What `POST /v1/feedback` with a reward <= 0 records.
+                    targets = rejections_of(plan, spec, None)
+                    if spec.fatigue is not None:
+                        keep = spec.fatigue.window_seconds + spec.fatigue.period_seconds
+                        targets.append((spec.name, keep))
+                    for name, keep in targets:
+                        for _ in range(int(ev.amount)):
+                            asyncio.run(reject(redis_url, cid, name, now - ev.ago_seconds, keep))
+                    continue
                 contacts = contacts_of(plan, spec, None)
                 if spec.cap is not None:
                     contacts.append((spec.name, spec.cap.window_seconds))
