@@ -302,6 +302,7 @@ def test_scenario_inputs_match_what_the_store_reads(redis_url: str) -> None:
     import asyncio
     import time
 
+    from arbiter.engine.decision.policies import rejections_of
     from arbiter.engine.store.client import connect
     from arbiter.engine.store.profiles import Event, ProfileStore
 
@@ -324,11 +325,16 @@ def test_scenario_inputs_match_what_the_store_reads(redis_url: str) -> None:
                 for e in sc.events:
                     ts = now - e.ago_seconds + shift
                     if e.event in plan.checked.actions and e.event not in plan.checked.events:
-                        fatigue = plan.action(e.event).fatigue
-                        if e.prop == "rejected" and fatigue is not None:
-                            keep = fatigue.window_seconds + fatigue.period_seconds
+                        spec = plan.action(e.event)
+                        # What the feedback route records: the action's own rejections and
+                        # those of the fatigue policies covering it.
+                        targets = rejections_of(plan, spec, None) if e.prop == "rejected" else []
+                        if e.prop == "rejected" and spec.fatigue is not None:
+                            keep = spec.fatigue.window_seconds + spec.fatigue.period_seconds
+                            targets.append((e.event, keep))
+                        for name, keep in targets:
                             for _ in range(int(e.amount)):
-                                await store.record_rejection(cid, e.event, ts, keep)
+                                await store.record_rejection(cid, name, ts, keep)
                     elif e.prop is None:
                         events += [Event(cid, e.event, ts, {}) for _ in range(int(e.amount))]
                     else:
