@@ -31,6 +31,11 @@ EXPLORATIONS = ("epsilon", "softmax", "squarecb")
 #: Names a declaration may not take: they mean something else in expressions.
 RESERVED = reserved.RESERVED | frozenset(FORMULA_NAMES)
 
+#: The first words of the built-in action properties: no custom attribute may take one.
+_PROPERTY_HEADS = frozenset(
+    {"value", "channels", "cap", "requires", "valid", "tags", "suppress", "payload"}
+)
+
 #: The built-in action properties as written, for "did you mean" on a misspelled one.
 PROPERTY_WORDS = (
     "value", "channels", "cap", "requires consent", "valid", "tags", "suppress after", "payload",
@@ -95,6 +100,11 @@ class _Checker(ExprChecker, RulePaths):
                 self.out.fatigue_policies += decl.fatigue
             elif isinstance(decl, n.AttributesDecl):
                 for f in decl.fields:
+                    if f.name in _PROPERTY_HEADS:
+                        # `value 5` inside an action would always be the built-in property.
+                        message = f"'{f.name}' is a built-in action property; pick another"
+                        self.error("reserved-name", message, f.span)
+                        continue
                     self._declare_field(self.out.attributes, f, "action attribute")
             elif isinstance(decl, n.EventDecl):
                 if decl.name in self.out.events:
