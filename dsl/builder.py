@@ -20,7 +20,17 @@ from arbiter.dsl.errors import Diagnostic
 #: How action properties read in the source, where that differs from the field name.
 _PROP_WORDS = {"fatigue": "suppress after", "consent": "requires consent"}
 
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+#: Duration units. A month is 30 days (windows and caps are fixed lengths); `m` alone is
+#: refused, since marketers read it as a month as often as a minute.
+_UNIT_SECONDS = {
+    "ms": 0.001,
+    "s": 1, "second": 1, "seconds": 1,
+    "min": 60, "minute": 60, "minutes": 60,
+    "h": 3600, "hour": 3600, "hours": 3600,
+    "d": 86400, "day": 86400, "days": 86400,
+    "w": 604800, "week": 604800, "weeks": 604800,
+    "mo": 30 * 86400, "month": 30 * 86400, "months": 30 * 86400,
+}  # fmt: skip
 
 
 def node_span(filename: str, meta: Meta | Token) -> n.Span:
@@ -110,21 +120,25 @@ class Builder(Transformer[Token, Any]):
     def expr_list(self, meta: Meta, children: list[n.Expr]) -> tuple[n.Expr, ...]:
         return tuple(children)
 
+    def attributes_decl(self, meta: Meta, children: list[Any]) -> n.AttributesDecl:
+        return n.AttributesDecl(self._s(meta), children[0])
+
     def segment_decl(self, meta: Meta, children: list[Any]) -> n.SegmentDecl:
         return n.SegmentDecl(self._s(meta), str(children[0]), children[1])
 
     # -- actions
     def action_decl(self, meta: Meta, children: list[Any]) -> n.ActionDecl:
         name_tok, *props = children
-        fields: dict[str, Any] = {"payload": {}, "attributes": {}}
+        fields: dict[str, Any] = {"payload": {}, "attributes": {}, "prop_spans": {}}
         given: set[str] = set()
-        for key, value in props:
+        for key, value, span in props:
             shown = value[0] if key == "attribute" else _PROP_WORDS.get(key, key)
             if shown in given:
                 # A second `value` would silently win; say so instead.
                 message = f"action '{name_tok}' gives '{shown}' twice"
-                self.errors.append(Diagnostic("duplicate-property", message, self._s(name_tok)))
+                self.errors.append(Diagnostic("duplicate-property", message, span))
             given.add(shown)
+            fields["prop_spans"].setdefault(shown, span)
             if key == "attribute":
                 fields["attributes"][value[0]] = value[1]
             elif key == "valid":
@@ -133,24 +147,26 @@ class Builder(Transformer[Token, Any]):
                 fields[key] = value
         return n.ActionDecl(self._s(meta), str(name_tok), self._s(name_tok), **fields)
 
-    def prop_value(self, meta: Meta, c: list[Any]) -> tuple[str, Any]:
-        return "value", float(c[0])
+    def prop_value(self, meta: Meta, c: list[Any]) -> tuple[str, Any, n.Span]:
+        return "value", float(c[0]), self._s(meta)
 
-    def prop_channels(self, meta: Meta, c: list[Any]) -> tuple[str, Any]:
-        return "channels", c[0]
+    def prop_channels(self, meta: Meta, c: list[Any]) -> tuple[str, Any, n.Span]:
+        return "channels", c[0], self._s(meta)
 
-    def prop_cap(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
+    def prop_cap(self, meta: Meta, c: list[Token]) -> tuple[str, Any, n.Span]:
         text = f"{c[0]} per {c[1]}"
-        return "cap", n.Cap(int(c[0]), int(self._duration(c[1])), text)
+        return "cap", n.Cap(int(c[0]), int(self._duration(c[1])), text), self._s(meta)
 
-    def prop_consent(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
-        return "consent", _unquote(c[0])
+    def prop_consent(self, meta: Meta, c: list[Token]) -> tuple[str, Any, n.Span]:
+        return "consent", _unquote(c[0]), self._s(meta)
 
-    def prop_valid(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
+    def prop_valid(self, meta: Meta, c: list[Token]) -> tuple[str, Any, n.Span]:
+        before = len(self.errors)
         start = self._time(c[0])
         # `valid A .. B` includes the whole of day B.
         end = self._time(c[1]) + 86400
-        if end <= start:
+        # A date that does not exist is reported once, not again as a backwards range.
+        if end <= start and len(self.errors) == before:
             self.errors.append(
                 Diagnostic(
                     "invalid-date-range",
@@ -158,20 +174,20 @@ class Builder(Transformer[Token, Any]):
                     self._s(meta),
                 )
             )
-        return "valid", (start, end)
+        return "valid", (start, end), self._s(meta)
 
-    def prop_tags(self, meta: Meta, c: list[Any]) -> tuple[str, Any]:
-        return "tags", c[0]
+    def prop_tags(self, meta: Meta, c: list[Any]) -> tuple[str, Any, n.Span]:
+        return "tags", c[0], self._s(meta)
 
-    def prop_fatigue(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
+    def prop_fatigue(self, meta: Meta, c: list[Token]) -> tuple[str, Any, n.Span]:
         fatigue = n.Fatigue(int(c[0]), int(self._duration(c[1])), int(self._duration(c[2])))
-        return "fatigue", fatigue
+        return "fatigue", fatigue, self._s(meta)
 
-    def prop_payload(self, meta: Meta, c: list[Any]) -> tuple[str, Any]:
-        return "payload", c[0]
+    def prop_payload(self, meta: Meta, c: list[Any]) -> tuple[str, Any, n.Span]:
+        return "payload", c[0], self._s(meta)
 
-    def prop_attribute(self, meta: Meta, c: list[Any]) -> tuple[str, Any]:
-        return "attribute", (str(c[0]), c[1])
+    def prop_attribute(self, meta: Meta, c: list[Any]) -> tuple[str, Any, n.Span]:
+        return "attribute", (str(c[0]), c[1]), self._s(c[0])
 
     # -- rules
     def when_rule(self, meta: Meta, c: list[Any]) -> n.WhenRule:
@@ -186,7 +202,56 @@ class Builder(Transformer[Token, Any]):
         return "priority", int(c[0])
 
     def suppress_rule(self, meta: Meta, c: list[Any]) -> n.SuppressRule:
-        return n.SuppressRule(self._s(meta), str(c[0]), self._s(c[0]), c[1])
+        (kind, value, span), cond = c
+        if kind == "action":
+            return n.SuppressRule(self._s(meta), value, span, cond)
+        if kind == "tag":
+            return n.SuppressRule(self._s(meta), "", span, cond, tag=value)
+        return n.SuppressRule(self._s(meta), "", span, cond, targets=value)
+
+    def target_action(self, meta: Meta, c: list[Token]) -> tuple[str, Any, n.Span]:
+        return "action", str(c[0]), self._s(c[0])
+
+    def target_list(self, meta: Meta, c: list[Any]) -> tuple[str, Any, n.Span]:
+        return "list", c[0], self._s(meta)
+
+    def target_tag(self, meta: Meta, c: list[Token]) -> tuple[str, Any, n.Span]:
+        return "tag", str(c[0]), self._s(c[0])
+
+    def policy_decl(self, meta: Meta, c: list[Any]) -> n.PolicyDecl:
+        limits = tuple(x for x in c if isinstance(x, n.PolicyLimit))
+        fatigue = tuple(x for x in c if isinstance(x, n.PolicyFatigue))
+        return n.PolicyDecl(self._s(meta), limits, fatigue)
+
+    def policy_fatigue(self, meta: Meta, c: list[Any]) -> n.PolicyFatigue:
+        scope, name, rejections, window, period = c
+        return n.PolicyFatigue(
+            self._s(meta),
+            scope,
+            str(name),
+            int(rejections),
+            int(self._duration(window)),
+            int(self._duration(period)),
+        )
+
+    def policy_limit(self, meta: Meta, c: list[Any]) -> n.PolicyLimit:
+        scope, name, count, window = c
+        text = f"{count} per {window}"
+        seconds = int(self._duration(window))
+        return n.PolicyLimit(self._s(meta), scope, str(name), int(count), seconds, text)
+
+    def scope_channel(self, meta: Meta, c: list[Any]) -> str:
+        return "channel"
+
+    def scope_tag(self, meta: Meta, c: list[Any]) -> str:
+        return "tag"
+
+    def scope_action(self, meta: Meta, c: list[Any]) -> str:
+        return "action"
+
+    def contacts(self, meta: Meta, c: list[Any]) -> n.Expr:
+        scope, name, window = c
+        return n.Contacts(self._s(meta), scope, str(name), int(self._duration(window)), str(window))
 
     def if_block(self, meta: Meta, c: list[Any]) -> n.IfBlock:
         cond, *body = c
@@ -210,7 +275,10 @@ class Builder(Transformer[Token, Any]):
         return n.BanditDecl(self._s(meta), str(name), arms, features, **extra)
 
     def explore(self, meta: Meta, c: list[Any]) -> tuple[str, Any]:
-        return "explore", {"exploration": str(c[0]), "rate": float(c[1])}
+        rate = c[1]
+        # `explore epsilon 10%` reads as 0.1, as percentages do everywhere.
+        value = self._percent(rate) if isinstance(rate, Token) else float(rate)
+        return "explore", {"exploration": str(c[0]), "rate": value}
 
     def reward(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
         return "reward", str(c[0])
@@ -243,7 +311,10 @@ class Builder(Transformer[Token, Any]):
         name, *parts = c
         fields: dict[str, Any] = {}
         for key, value in parts:
-            fields[key] = value
+            if key == "expect":
+                fields["expect_mode"], fields["expect"] = value
+            else:
+                fields[key] = value
         return n.ScenarioDecl(self._s(meta), _unquote(name), **fields)
 
     def scen_profile(self, meta: Meta, c: list[Any]) -> tuple[str, Any]:
@@ -261,10 +332,16 @@ class Builder(Transformer[Token, Any]):
     scen_now_dt = scen_now
 
     def scen_expect(self, meta: Meta, c: list[Any]) -> tuple[str, Any]:
-        return "expect", c[0]
+        return "expect", ("exactly", c[0])
 
     def scen_expect_nothing(self, meta: Meta, c: list[Any]) -> tuple[str, Any]:
-        return "expect", ()
+        return "expect", ("exactly", ())
+
+    def scen_expect_one_of(self, meta: Meta, c: list[Any]) -> tuple[str, Any]:
+        return "expect", ("one of", c[0])
+
+    def scen_expect_not(self, meta: Meta, c: list[Any]) -> tuple[str, Any]:
+        return "expect", ("not", c[0])
 
     def scen_customer(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
         return "customer", _unquote(c[0])
@@ -420,7 +497,20 @@ class Builder(Transformer[Token, Any]):
     def _duration(self, tok: Token) -> float:
         text = str(tok)
         unit = text.lstrip("0123456789")
-        return int(text[: len(text) - len(unit)]) * _UNIT_SECONDS[unit]
+        amount = int(text[: len(text) - len(unit)])
+        unit = unit.strip()
+        if unit == "m":
+            self.errors.append(
+                Diagnostic(
+                    "ambiguous-unit",
+                    f"'{text}' could mean {amount} minute{'s' * (amount != 1)}"
+                    f" or {amount} month{'s' * (amount != 1)}",
+                    self._s(tok),
+                    hint=f"write {amount}min for minutes or {amount}mo for months",
+                )
+            )
+            return amount * 60.0
+        return amount * _UNIT_SECONDS[unit]
 
     def _percent(self, tok: Token) -> float:
         return float(str(tok).rstrip("%")) / 100.0

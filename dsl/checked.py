@@ -22,6 +22,8 @@ class CheckedRuleset:
     profile: dict[str, t.Type] = field(default_factory=dict)
     context: dict[str, t.Type] = field(default_factory=dict)
     events: dict[str, dict[str, t.Type]] = field(default_factory=dict)
+    #: Custom action attributes (`action attributes { … }`) and their types.
+    attributes: dict[str, t.Type] = field(default_factory=dict)
     segments: dict[str, n.SegmentDecl] = field(default_factory=dict)  # dependency order
     models: dict[str, n.ModelDecl] = field(default_factory=dict)
     actions: dict[str, n.ActionDecl] = field(default_factory=dict)
@@ -31,5 +33,9 @@ class CheckedRuleset:
     holdout: n.HoldoutDecl | None = None
     experiments: dict[str, n.ExperimentDecl] = field(default_factory=dict)
     default: str | None = None
+    #: The contact policy's limits, across all offers (`contact policy { … }`).
+    policies: tuple[n.PolicyLimit, ...] = ()
+    #: Fatigue across offers, per channel or tag (`… suppress after N rejections …`).
+    fatigue_policies: tuple[n.PolicyFatigue, ...] = ()
     scenarios: tuple[n.ScenarioDecl, ...] = ()
     warnings: list[Diagnostic] = field(default_factory=list)

@@ -12,10 +12,12 @@ Every code it emits is listed in `dsl.codes.CODES`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 from arbiter.dsl import nodes as n
+from arbiter.dsl import reserved
 from arbiter.dsl import types as t
 from arbiter.dsl.checked import CheckedRuleset
 from arbiter.dsl.codes import CODES
@@ -27,7 +29,17 @@ from arbiter.dsl.scenario_check import Locator, check_scenarios
 
 EXPLORATIONS = ("epsilon", "softmax", "squarecb")
 #: Names a declaration may not take: they mean something else in expressions.
-RESERVED = frozenset({"profile", "context", "action", "experiment", *FORMULA_NAMES})
+RESERVED = reserved.RESERVED | frozenset(FORMULA_NAMES)
+
+#: The first words of the built-in action properties: no custom attribute may take one.
+_PROPERTY_HEADS = frozenset(
+    {"value", "channels", "cap", "requires", "valid", "tags", "suppress", "payload"}
+)
+
+#: The built-in action properties as written, for "did you mean" on a misspelled one.
+PROPERTY_WORDS = (
+    "value", "channels", "cap", "requires consent", "valid", "tags", "suppress after", "payload",
+)  # fmt: skip
 
 __all__ = ["CHECKS", "EXPLORATIONS", "FORMULA_NAMES", "CheckedRuleset", "check"]
 
@@ -69,7 +81,8 @@ class _Checker(ExprChecker, RulePaths):
 
         def claim(kind: str, name: str, span: n.Span) -> bool:
             if name in RESERVED:
-                self.error("reserved-name", f"'{name}' is a built-in name; pick another", span)
+                where = self._locator(span).find(name)
+                self.error("reserved-name", f"{reserved.reason(name)}; pick another", where)
             if name in seen:
                 message = f"{kind} '{name}' is already defined at {seen[name]}"
                 self.error("duplicate-name", message, span)
@@ -82,6 +95,17 @@ class _Checker(ExprChecker, RulePaths):
                 target = self.out.profile if decl.kind == "profile" else self.out.context
                 for f in decl.fields:
                     self._declare_field(target, f, decl.kind)
+            elif isinstance(decl, n.PolicyDecl):
+                self.out.policies += decl.limits
+                self.out.fatigue_policies += decl.fatigue
+            elif isinstance(decl, n.AttributesDecl):
+                for f in decl.fields:
+                    if f.name in _PROPERTY_HEADS:
+                        # `value 5` inside an action would always be the built-in property.
+                        message = f"'{f.name}' is a built-in action property; pick another"
+                        self.error("reserved-name", message, f.span)
+                        continue
+                    self._declare_field(self.out.attributes, f, "action attribute")
             elif isinstance(decl, n.EventDecl):
                 if decl.name in self.out.events:
                     self.error(
@@ -196,8 +220,35 @@ class _Checker(ExprChecker, RulePaths):
 
     def rules(self) -> None:
         """Rule conditions are booleans; offered actions exist; unreachable rules are flagged."""
-        self.out.rules = tuple(self._rule(r) for r in self.rs.of(n.Rule))
+        self.out.rules = tuple(x for r in self.rs.of(n.Rule) for x in self._rules_of(r))
         self.walk_rules()
+
+    def _rules_of(self, rule: n.Rule) -> tuple[n.Rule, ...]:
+        """A rule, checked; `suppress [a, b]` and `suppress tag t` become one rule per action."""
+        if isinstance(rule, n.SuppressRule) and (rule.targets or rule.tag is not None):
+            if rule.tag is not None:
+                names = tuple(a for a, d in self.out.actions.items() if rule.tag in d.tags)
+                if not names:
+                    tags = {t for d in self.out.actions.values() for t in d.tags}
+                    hint = did_you_mean(rule.tag, tags)
+                    message = f"no action has the tag '{rule.tag}'"
+                    self.error("unknown-name", message, rule.action_span, hint)
+            else:
+                names = rule.targets
+            where = self._locator(rule.span)
+            return tuple(
+                self._rule(
+                    replace(
+                        rule,
+                        action=name,
+                        action_span=rule.action_span if rule.tag else where.find(name),
+                        targets=(),
+                        tag=None,
+                    )
+                )
+                for name in names
+            )
+        return (self._rule(rule),)
 
     def _rule(self, rule: n.Rule) -> n.Rule:
         if isinstance(rule, n.WhenRule):
@@ -212,8 +263,8 @@ class _Checker(ExprChecker, RulePaths):
         return replace(
             rule,
             condition=self.condition(rule.condition),
-            then=tuple(self._rule(r) for r in rule.then),
-            orelse=tuple(self._rule(r) for r in rule.orelse),
+            then=tuple(x for r in rule.then for x in self._rules_of(r)),
+            orelse=tuple(x for r in rule.orelse for x in self._rules_of(r)),
         )
 
     def _use_action(self, name: str, span: n.Span) -> None:
@@ -230,7 +281,8 @@ class _Checker(ExprChecker, RulePaths):
             for arm in decl.arms:
                 if arm not in self.out.actions:
                     hint = did_you_mean(arm, self.out.actions)
-                    self.error("unknown-action", f"no action named '{arm}'", decl.span, hint)
+                    where = self._locator(decl.span).find("over", arm)
+                    self.error("unknown-action", f"no action named '{arm}'", where, hint)
             if len(set(decl.arms)) < 2:
                 self.error("bandit-arms", f"bandit '{name}' needs at least two arms", decl.span)
             if decl.exploration not in EXPLORATIONS:
@@ -303,6 +355,7 @@ class _Checker(ExprChecker, RulePaths):
                         where = self._locator(action.span).find("channels", ch)
                         self.error("unknown-channel", message, where, hint)
             self._limits(action)
+            self._attributes(action)
             if name == self.out.default:
                 continue
             if name not in offered:
@@ -316,6 +369,8 @@ class _Checker(ExprChecker, RulePaths):
                 self.warn("unused-action", message, action.name_span)
                 continue
             self._offerable(action)
+        self._policies()
+        self._fatigue_policies()
 
     def _offered_names(self) -> set[str]:
         return {r.action for r in _walk_rules(self.out.rules) if isinstance(r, n.WhenRule)}
@@ -343,6 +398,73 @@ class _Checker(ExprChecker, RulePaths):
                 "'suppress after' needs at least 1 rejection and windows longer than zero",
                 loc(action.span).find("suppress"),
             )
+
+    def _policies(self) -> None:
+        """Each policy line names a channel context.channel can take or a tag some action has,
+        once, with a limit that lets at least one contact through."""
+        seen: dict[tuple[str, str], n.Span] = {}
+        for limit in self.out.policies:
+            key = (limit.scope, limit.name)
+            if key in seen:
+                message = f"the contact policy for {limit.scope} {limit.name} is given twice"
+                self.error("duplicate-name", message, limit.span)
+            seen.setdefault(key, limit.span)
+            self.check_contact_target(limit.scope, limit.name, limit.span)
+            if limit.count < 1 or limit.window_seconds <= 0:
+                self.error(
+                    "bad-cap",
+                    f"'{limit.scope} {limit.name}: {limit.text}' lets no contact through",
+                    limit.span,
+                    hint="a limit needs at least 1 contact over a window longer than zero",
+                )
+
+    def _fatigue_policies(self) -> None:
+        seen: dict[tuple[str, str], n.Span] = {}
+        for f in self.out.fatigue_policies:
+            key = (f.scope, f.name)
+            if key in seen:
+                message = f"the fatigue policy for {f.scope} {f.name} is given twice"
+                self.error("duplicate-name", message, f.span)
+            seen.setdefault(key, f.span)
+            self.check_contact_target(f.scope, f.name, f.span)
+            if f.rejections < 1 or f.window_seconds <= 0 or f.period_seconds <= 0:
+                self.error(
+                    "bad-fatigue",
+                    "'suppress after' needs at least 1 rejection and windows longer than zero",
+                    f.span,
+                )
+
+    def _attributes(self, action: n.ActionDecl) -> None:
+        """Every custom property is a declared attribute, with a value of its declared type."""
+        declared = self.out.attributes
+        for key, value in action.attributes.items():
+            span = action.prop_spans.get(key, action.span)
+            ty = declared.get(key)
+            if ty is None:
+                self._unknown_property(action, key, span)
+            elif not _fits(value, ty):
+                shown = json.dumps(value)
+                self.error(
+                    "literal-type",
+                    f"action attribute '{key}' is declared {ty}, but {shown} is not",
+                    span,
+                )
+
+    def _unknown_property(self, action: n.ActionDecl, key: str, span: n.Span) -> None:
+        words = [*PROPERTY_WORDS, *self.out.attributes]
+        hint = did_you_mean(key.replace("_", " "), words) or did_you_mean(key, words)
+        message = f"'{key}' is not an action property"
+        if key == "per":
+            message = "a cap counts this action's contacts on every channel together"
+            hint = (
+                "write 'cap N per W' alone; to limit contacts per channel across all "
+                "offers, declare a contact policy (see docs/language.md#contact-policies)"
+            )
+        elif hint is None:
+            hint = f"declare custom attributes once: action attributes {{ {key}: number }}"
+            if self.out.attributes:
+                hint += f" (declared so far: {', '.join(self.out.attributes)})"
+        self.error("unknown-property", message, span, hint)
 
     # ------------------------------------------------------------ unused, scenarios
 
@@ -388,6 +510,23 @@ class _Checker(ExprChecker, RulePaths):
             raise RulesError(_capped(errors), self.out.sources)
         self.out.warnings = sort_and_cap(_dedupe(warnings))
         return self.out
+
+
+def _fits(value: object, ty: t.Type) -> bool:
+    """Whether an attribute's literal value is of its declared type."""
+    if ty.kind == "any":
+        return True
+    if ty.kind == "number":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if ty.kind == "bool":
+        return isinstance(value, bool)
+    if ty.kind == "enum":
+        return isinstance(value, str) and value in ty.members
+    if ty.kind == "string":
+        return isinstance(value, str)
+    if ty.kind == "set":
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return False
 
 
 def _dedupe(diags: list[Diagnostic]) -> list[Diagnostic]:

@@ -31,10 +31,14 @@ CODES: dict[str, Code] = {
     "missing-unit": Code("error", "a duration without a unit (`24` instead of `24h`)"),
     "missing-comma": Code("error", "two entries of a `{ … }` value without a comma between"),
     "unknown-statement": Code("error", "a line that does not start a declaration"),
+    "ambiguous-unit": Code("error", "a duration in `m`, which could mean minutes or months"),
     # -- literals (dsl/parser.py)
     "invalid-date": Code("error", "a date that does not exist, such as 2026-02-30"),
     "invalid-date-range": Code("error", "a `valid A .. B` range that ends before it starts"),
     "duplicate-property": Code("error", "an action property given twice"),
+    "unknown-property": Code(
+        "error", "an action property that is neither built in nor a declared attribute"
+    ),
     # -- nesting (dsl/parser.py; engine/compiler.py for what Python itself cannot compile)
     "too-complex": Code("error", "expressions or blocks nested too deeply to compile"),
     # -- files (dsl/loader.py)

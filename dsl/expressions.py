@@ -9,7 +9,7 @@ becomes the string "web"). Dispatch is on node class (`visit_<ClassName>`).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -123,8 +123,7 @@ class ExprChecker:
                     e.span,
                 )
                 return e, t.ANY
-            self._check_attribute(e, rest[0])
-            return e, t.ANY
+            return e, self._check_attribute(e, rest[0])
         if len(e.parts) == 1:
             found = self._simple_name(e, head)
             if found is not None:
@@ -132,15 +131,16 @@ class ExprChecker:
         self._unknown(e)
         return e, t.ANY
 
-    def _check_attribute(self, e: n.Ref, attr: str) -> None:
-        """`action.x` must be an attribute some action sets, or every candidate misses it."""
-        attributes = {k for a in self.out.actions.values() for k in a.attributes}
-        if attr in attributes:
-            return
-        hint = did_you_mean(attr, attributes)
+    def _check_attribute(self, e: n.Ref, attr: str) -> t.Type:
+        """`action.x` must be a declared attribute (`action attributes { … }`); its type."""
+        declared = self.out.attributes
+        if attr in declared:
+            return declared[attr]
+        hint = did_you_mean(attr, declared)
         if attr == "value":
             hint = "an action's value is the plain name 'value'"
-        self.error("unknown-field", f"no action sets an attribute '{attr}'", e.span, hint)
+        self.error("unknown-field", f"no action attribute '{attr}' is declared", e.span, hint)
+        return t.ANY
 
     def _simple_name(self, e: n.Ref, name: str) -> t.Type | None:
         if name in self.out.segments:
@@ -200,20 +200,48 @@ class ExprChecker:
             self.error("unknown-function", f"unknown function '{e.name}'", e.span, hint)
             return new, t.ANY
         params, result = sig
-        if len(args) != len(params):
+        fewest = t.OPTIONAL_ARGS.get(e.name, len(params))
+        if not fewest <= len(args) <= len(params):
+            takes = f"{fewest} or {len(params)}" if fewest != len(params) else f"{len(params)}"
             self.error(
                 "wrong-arity",
-                f"{e.name}() takes {len(params)} argument(s), got {len(args)}",
+                f"{e.name}() takes {takes} argument(s), got {len(args)}",
                 e.span,
             )
             return new, result
-        for (arg, ty), want in zip(args, params, strict=True):
+        if len(args) < len(params):
+            # `hour_of_day()`: in the customer's zone, the first of context.time_zone and
+            # profile.time_zone that is declared (and, at run time, present); else UTC.
+            new = replace(new, args=self._customer_zone(e.span))
+        if e.name in ("min", "max") and len(args) == 2:
+            kinds = {args[0][1].kind, args[1][1].kind}
+            if kinds <= {"time", "any"} and "time" in kinds:
+                return new, t.TIME  # the earlier or later of two times
+            if kinds <= {"duration", "any"} and "duration" in kinds:
+                return new, t.DURATION
+        for (arg, ty), want in zip(args, params, strict=False):
             if want.kind != "any" and not t.comparable(ty, want):
                 code = "literal-type" if _is_literal(arg) else "type-mismatch"
                 self.error(code, f"{e.name}() expects {want}, got {ty}", arg.span)
         if e.name == "coalesce":
             return new, args[0][1]
         return new, result
+
+    def _customer_zone(self, span: n.Span) -> tuple[n.Expr, ...]:
+        """The zone argument `hour_of_day()` and `day_of_week()` get when none is given."""
+        fields = [
+            n.Ref(span, (head, "time_zone"))
+            for head, schema in (("context", self.out.context), ("profile", self.out.profile))
+            if "time_zone" in schema
+        ]
+        for f in fields:
+            self.used.add(f"field:{f.dotted}")
+        if not fields:
+            return (n.String(span, "UTC"),)
+        zone: n.Expr = fields[0]
+        for later in fields[1:]:
+            zone = n.Call(span, "coalesce", (zone, later))
+        return (n.Call(span, "coalesce", (zone, n.String(span, "UTC"))),)
 
     def visit_Aggregate(self, e: n.Aggregate) -> tuple[n.Expr, t.Type]:
         self._check_event(e.event, e.span)
@@ -237,6 +265,30 @@ class ExprChecker:
         if e.window_seconds <= 0:
             self.error("bad-window", "the window must be longer than zero", e.span)
         return e, t.NUMBER
+
+    def visit_Contacts(self, e: n.Contacts) -> tuple[n.Expr, t.Type]:
+        self.check_contact_target(e.scope, e.name, e.span)
+        if e.window_seconds <= 0:
+            self.error("bad-window", "the window must be longer than zero", e.span)
+        return e, t.NUMBER
+
+    def check_contact_target(self, scope: str, name: str, span: n.Span) -> None:
+        """A channel context.channel can take, a tag some action has, or an action."""
+        if scope == "channel":
+            channel = self.out.context.get("channel")
+            members = channel.members if channel is not None and channel.kind == "enum" else ()
+            if members and name not in members:
+                hint = did_you_mean(name, members)
+                message = f"channel '{name}' is not one of context.channel's values"
+                self.error("unknown-channel", message, span, hint)
+        elif scope == "tag":
+            tags = {tg for a in self.out.actions.values() for tg in a.tags}
+            if name not in tags:
+                hint = did_you_mean(name, tags)
+                self.error("unknown-name", f"no action has the tag '{name}'", span, hint)
+        elif name not in self.out.actions:
+            hint = did_you_mean(name, self.out.actions)
+            self.error("unknown-action", f"no action named '{name}'", span, hint)
 
     def visit_LastSeen(self, e: n.LastSeen) -> tuple[n.Expr, t.Type]:
         self._check_event(e.event, e.span)
@@ -292,6 +344,18 @@ class ExprChecker:
         if op in ("+", "-", "*", "/"):
             return new, self._arith(e, lt, rt)
         if op in ("==", "!=", "<", "<=", ">", ">="):
+            segment = _segment_ref(left, self.out) or _segment_ref(right, self.out)
+            if (
+                segment is not None
+                and (lt.is_numeric or rt.is_numeric)
+                and "any"
+                not in (
+                    lt.kind,
+                    rt.kind,
+                )
+            ):
+                self._segment_as_number(segment, e.span)
+                return new, t.BOOL
             if not t.comparable(lt, rt):
                 self._mismatch(left, lt, right, rt, e.span)
             elif lt.kind == "enum" and isinstance(right, n.String):
@@ -314,6 +378,16 @@ class ExprChecker:
             except re.error as exc:
                 self.error("bad-regex", f"invalid regular expression: {exc}", right.span)
         return new, t.BOOL
+
+    def _segment_as_number(self, segment: str, span: n.Span) -> None:
+        """`churner > 0.5`: a segment is true or false; point at the score it was built on."""
+        models = sorted(_models_in(self.out.segments[segment].expr, self.out.models))
+        hint = "a segment is a condition: use it alone (when churner …) or with not"
+        hint = hint.replace("churner", segment)
+        if models:
+            hint = f"to compare a score, use the model: {models[0]} > …"
+        message = f"'{segment}' is a segment (true or false), not a number to compare"
+        self.error("type-mismatch", message, span, hint)
 
     def _membership(
         self, e: n.Binary, left: n.Expr, lt: t.Type, right: n.Expr, rt: t.Type
@@ -345,6 +419,9 @@ class ExprChecker:
             hint = "a number of days or hours has no unit: write 30, not 30d"
         elif isinstance(literal, n.Number) and other_type.kind == "time":
             hint = f"compare with a date (2026-01-31) or use days_since({name}) > {literal.value}"
+        elif isinstance(literal, n.Number) and other_type.kind == "enum":
+            member = other_type.members[0] if other_type.members else "…"
+            hint = f"compare with one of its values, e.g. {name} == {member} (values have no order)"
         elif isinstance(literal, n.Number) and other_type.is_text:
             hint = f'put it in quotes: "{literal.value}"'
         self.error(
@@ -364,9 +441,9 @@ class ExprChecker:
                 other_type = self._peek(other)
             # A member wins over a segment of the same name: comparing an enum with a
             # segment's true/false could never make sense.
-            if other_type.kind == "enum" and (
-                not self._is_known(name) or name in other_type.members
-            ):
+            # A segment, model or formula name compared with an enum is as meaningless:
+            # it is read as a (misspelled) member, which gets a "did you mean".
+            if other_type.kind == "enum":
                 return n.String(e.span, name), t.STRING
         if isinstance(e, n.ListLit) and other_type is None:
             other_type = self._peek(other)
@@ -386,6 +463,8 @@ class ExprChecker:
     def _check_member(self, lit: n.String, ty: t.Type) -> None:
         if lit.value not in ty.members:
             hint = did_you_mean(lit.value, ty.members)
+            if hint is None and lit.value in self.out.segments:
+                hint = f"'{lit.value}' is a segment; a segment is true or false, not one of these"
             members = ", ".join(ty.members)
             message = f"'{lit.value}' is not one of the values [{members}]"
             self.error("unknown-member", message, lit.span, hint)
@@ -406,6 +485,28 @@ class ExprChecker:
             return t.NUMBER
         self.error("type-mismatch", f"cannot apply '{e.op}' to {lt} and {rt}", e.span)
         return t.ANY
+
+
+def _segment_ref(e: n.Expr, out: CheckedRuleset) -> str | None:
+    """The segment a bare name refers to, if it is one."""
+    if isinstance(e, n.Ref) and len(e.parts) == 1 and e.parts[0] in out.segments:
+        return e.parts[0]
+    return None
+
+
+def _models_in(expr: n.Expr, models: Mapping[str, Any]) -> set[str]:
+    """The models an expression reads directly."""
+    found: set[str] = set()
+    stack: list[Any] = [expr]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, n.Ref) and len(node.parts) == 1 and node.parts[0] in models:
+            found.add(node.parts[0])
+        elif isinstance(node, n.Expr):
+            stack.extend(getattr(node, f) for f in node.__dataclass_fields__ if f != "span")
+        elif isinstance(node, tuple):
+            stack.extend(node)
+    return found
 
 
 def _article(ty: t.Type) -> str:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from arbiter.dsl import nodes as n
 from arbiter.dsl.comments import (
@@ -49,6 +49,9 @@ from arbiter.dsl.printing import (
     percent,
     string,
 )
+
+#: What `_block` lays out one per line: fields and contact-policy limits.
+_Item = TypeVar("_Item", n.Field, n.PolicyLimit | n.PolicyFatigue)
 
 __all__ = ["WIDTH", "duration", "expr", "format_ruleset", "number", "percent"]
 
@@ -106,6 +109,24 @@ class _Printer:
             return self._leaf([one], d.span)
         return self._block(f"{d.kind} {{", d.span, d.fields, self._field, INDENT, "")
 
+    def d_AttributesDecl(self, d: n.AttributesDecl) -> list[str]:
+        one = "action attributes { " + ", ".join(_field_text(f) for f in d.fields) + " }"
+        if len(one) <= WIDTH and not self.comments.inside(d.span):
+            return self._leaf([one], d.span)
+        return self._block("action attributes {", d.span, d.fields, self._field, INDENT, "")
+
+    def d_PolicyDecl(self, d: n.PolicyDecl) -> list[str]:
+        lines: list[n.PolicyLimit | n.PolicyFatigue] = sorted(
+            [*d.limits, *d.fatigue], key=lambda p: (p.span.line, p.span.column)
+        )
+        one = "contact policy { " + ", ".join(_policy_text(p) for p in lines) + " }"
+        if len(one) <= WIDTH and not self.comments.inside(d.span):
+            return self._leaf([one], d.span)
+        return self._block("contact policy {", d.span, lines, self._policy_line, INDENT, "")
+
+    def _policy_line(self, p: n.PolicyLimit | n.PolicyFatigue, indent: str) -> list[str]:
+        return self._leaf([indent + _policy_text(p)], p.span, indent)
+
     def d_EventDecl(self, d: n.EventDecl) -> list[str]:
         if not d.fields:
             return self._leaf([f"event {d.name}"], d.span)
@@ -162,7 +183,12 @@ class _Printer:
         return self._leaf(condition_lines("when ", d.condition, _offer(d), indent), d.span, indent)
 
     def d_SuppressRule(self, d: n.SuppressRule, indent: str = "") -> list[str]:
-        head = f"suppress {d.action} when "
+        target = d.action
+        if d.tag is not None:
+            target = f"tag {d.tag}"
+        elif d.targets:
+            target = f"[{', '.join(d.targets)}]"
+        head = f"suppress {target} when "
         return self._leaf(condition_lines(head, d.condition, "", indent), d.span, indent)
 
     def d_IfBlock(self, d: n.IfBlock, indent: str = "", keyword: str = "if") -> list[str]:
@@ -298,7 +324,13 @@ class _Printer:
         if d.now is not None:
             parts.append([f"now {moment(d.now)}"])
         if d.expect is not None:
-            parts.append(["expect " + (f"[{', '.join(d.expect)}]" if d.expect else "nothing")])
+            listed = f"[{', '.join(d.expect)}]"
+            if d.expect_mode == "one of":
+                parts.append([f"expect one of {listed}"])
+            elif d.expect_mode == "not":
+                parts.append([f"expect not {listed}"])
+            else:
+                parts.append(["expect " + (listed if d.expect else "nothing")])
         head = self.comments.take_trailing(d.span.line, d.span.line)
         inner = self.comments.take_alone(d.span.line + 1, d.span.end_line - 1)
         inner += self.comments.take_trailing(d.span.line + 1, d.span.end_line)
@@ -317,8 +349,8 @@ class _Printer:
         self,
         head: str,
         span: n.Span,
-        items: Sequence[n.Field],
-        show: Callable[[n.Field, str], list[str]],
+        items: Sequence[_Item],
+        show: Callable[[_Item, str], list[str]],
         indent: str,
         outer: str,
     ) -> list[str]:
@@ -340,6 +372,15 @@ class _Printer:
 
 
 # ------------------------------------------------------------------ pieces
+
+
+def _policy_text(p: n.PolicyLimit | n.PolicyFatigue) -> str:
+    if isinstance(p, n.PolicyLimit):
+        return f"{p.scope} {p.name}: {p.count} per {duration(p.window_seconds)}"
+    return (
+        f"{p.scope} {p.name}: suppress after {p.rejections} rejections within "
+        f"{duration(p.window_seconds)} for {duration(p.period_seconds)}"
+    )
 
 
 def _field_text(f: n.Field) -> str:

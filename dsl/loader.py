@@ -41,6 +41,7 @@ def _collect(
             span = n.Span(str(path), 0, 0, 0, 0)
             message = f"cannot read {path}: {exc.strerror}"
             raise RulesError([Diagnostic("file-not-found", message, span)]) from None
+    text = text.removeprefix("\ufeff")  # a byte-order mark is not part of the text
     sources[str(path)] = text
     ruleset = parse(text, str(path))
     decls: list[n.Decl] = []

@@ -142,6 +142,19 @@ class LastSeen(Expr):
 
 
 @dataclass(frozen=True, slots=True)
+class Contacts(Expr):
+    """The customer's own contact history: `contacts(channel sms within 7d)`.
+
+    How many times Arbiter returned an action of that channel, tag or name in the window.
+    """
+
+    scope: Literal["channel", "tag", "action"]
+    name: str
+    window_seconds: int
+    window_text: str
+
+
+@dataclass(frozen=True, slots=True)
 class Unary(Expr):
     op: Literal["not", "neg"]
     operand: Expr
@@ -227,6 +240,13 @@ class EventDecl(Decl):
 
 
 @dataclass(frozen=True, slots=True)
+class AttributesDecl(Decl):
+    """`action attributes { discount_pct: number, lever: number }`: custom action attributes."""
+
+    fields: tuple[Field, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ModelDecl(Decl):
     name: str
     path: str
@@ -270,6 +290,40 @@ class ActionDecl(Decl):
     fatigue: Fatigue | None = None
     payload: dict[str, JsonValue] = field(default_factory=dict)
     attributes: dict[str, JsonValue] = field(default_factory=dict)
+    #: Where each property was written (the first word of it), for errors about one property.
+    prop_spans: dict[str, Span] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyLimit:
+    """One line of a contact policy: at most `count` contacts per `window` on a channel or tag."""
+
+    span: Span = field(compare=False)
+    scope: Literal["channel", "tag", "action"] = "channel"
+    name: str = ""
+    count: int = 0
+    window_seconds: int = 0
+    text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyFatigue:
+    """Fatigue across offers: `tag promo: suppress after 3 rejections within 30d for 14d`."""
+
+    span: Span = field(compare=False)
+    scope: Literal["channel", "tag", "action"] = "tag"
+    name: str = ""
+    rejections: int = 0
+    window_seconds: int = 0
+    period_seconds: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyDecl(Decl):
+    """`contact policy { channel sms: 1 per 7d, tag promo: suppress after 3 rejections … }`."""
+
+    limits: tuple[PolicyLimit, ...]
+    fatigue: tuple[PolicyFatigue, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,6 +345,10 @@ class SuppressRule(Rule):
     action: str
     action_span: Span = field(compare=False)
     condition: Expr = field(default_factory=lambda: Bool(NO_SPAN, True))
+    #: As written: `suppress [a, b] when …` or `suppress tag promo when …`; the checker
+    #: expands it into one rule per action (`action` set, `targets` empty).
+    targets: tuple[str, ...] = ()
+    tag: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,6 +409,9 @@ class ScenarioDecl(Decl):
     scores: dict[str, JsonValue] = field(default_factory=dict)
     now: float | None = None
     expect: tuple[str, ...] | None = None
+    #: How `expect` is matched: these actions in this order, the first returned one of
+    #: them (`expect one of […]`, for bandits), or none of them returned (`expect not […]`).
+    expect_mode: Literal["exactly", "one of", "not"] = "exactly"
     customer: str | None = None  # None: the runner picks an id (outside the holdout)
     in_holdout: bool = False
     variants: dict[str, JsonValue] = field(default_factory=dict)  # experiment -> variant

@@ -9,6 +9,7 @@ parser authors. Over-deep nesting and unreadable literals are reported here too.
 from __future__ import annotations
 
 import gc
+import re
 from functools import cache
 from pathlib import Path
 
@@ -17,8 +18,8 @@ from lark.exceptions import UnexpectedInput, VisitError
 
 from arbiter.dsl import nodes as n
 from arbiter.dsl.builder import Builder, node_span
-from arbiter.dsl.errors import Diagnostic, RulesError
-from arbiter.dsl.syntax_errors import syntax_diagnostic
+from arbiter.dsl.errors import MAX_DIAGNOSTICS, Diagnostic, RulesError
+from arbiter.dsl.syntax_errors import DECLARATION_KEYWORDS, syntax_diagnostic
 
 _GRAMMAR = Path(__file__).with_name("grammar.lark")
 
@@ -51,11 +52,13 @@ def parse(text: str, filename: str = "<rules>") -> n.Ruleset:
 
 
 def _parse(text: str, filename: str) -> n.Ruleset:
+    # Editors on Windows save UTF-8 with a byte-order mark; it is not part of the text
+    # (and editors do not count it as a column).
+    text = text.removeprefix("\ufeff")
     try:
         tree = _parser().parse(text)
     except UnexpectedInput as exc:
-        diagnostic = syntax_diagnostic(exc, text, filename, _parser())
-        raise RulesError([diagnostic], {filename: text}) from None
+        raise RulesError(_syntax_errors(exc, text, filename), {filename: text}) from None
     deep = _too_deep(tree)
     if deep is not None:
         message = f"this nests more than {MAX_NESTING} levels deep; split it into segments"
@@ -75,6 +78,51 @@ def _parse(text: str, filename: str) -> n.Ruleset:
     if builder.errors:
         raise RulesError(builder.errors, {filename: text})
     return n.Ruleset(ruleset.name, ruleset.span, ruleset.decls, text)
+
+
+def _syntax_errors(first: UnexpectedInput, text: str, filename: str) -> list[Diagnostic]:
+    """Every independent syntax error of a file, not only the first.
+
+    After an error, parsing resumes at the next line that starts a top-level
+    declaration in its first column; the text before it is replaced by blank
+    lines (after a `ruleset` line), so lines and columns stay those of the file.
+    An unclosed brace or a missing `ruleset` line ends the search: what follows
+    would only repeat it.
+    """
+    parser = _parser()
+    diagnostics = [syntax_diagnostic(first, text, filename, parser)]
+    line_starts = [0, *(i + 1 for i, ch in enumerate(text) if ch == "\n")]
+    while len(diagnostics) < MAX_DIAGNOSTICS:
+        last = diagnostics[-1]
+        if last.code in _FINAL_SYNTAX_CODES or last.span.line < 1:
+            break
+        resume = _next_declaration(text, line_starts, last.span.line)
+        if resume is None:
+            break
+        chunk = "ruleset _" + "\n" * (resume - 1) + text[line_starts[resume - 1] :]
+        try:
+            parser.parse(chunk)
+        except UnexpectedInput as exc:
+            diagnostics.append(syntax_diagnostic(exc, chunk, filename, parser))
+            continue
+        break
+    return diagnostics
+
+
+#: Syntax errors after which nothing useful can be said about the rest of the file.
+_FINAL_SYNTAX_CODES = frozenset({"unclosed-brace", "missing-ruleset"})
+
+
+def _next_declaration(text: str, line_starts: list[int], after_line: int) -> int | None:
+    """The 1-based number of the first line after `after_line` that starts a declaration."""
+    for line in range(after_line + 1, len(line_starts) + 1):
+        start = line_starts[line - 1]
+        if _DECLARATION_START.match(text, start):
+            return line
+    return None
+
+
+_DECLARATION_START = re.compile(rf"(?:{'|'.join(DECLARATION_KEYWORDS)})\b")
 
 
 def _too_deep(tree: Tree[Token]) -> Tree[Token] | None:

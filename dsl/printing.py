@@ -42,7 +42,7 @@ def number(value: float | int) -> str:
 
 def duration(seconds: float) -> str:
     """Seconds as the largest whole unit (days, not weeks: `14d` reads better than `2w`)."""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
     if seconds == 0:
@@ -170,6 +170,10 @@ def _x_Call(e: n.Call) -> str:
 def _x_Aggregate(e: n.Aggregate) -> str:
     target = e.event if e.prop is None else f"{e.event}.{e.prop}"
     return f"{e.fn}({target} within {e.window_text})"
+
+
+def _x_Contacts(e: n.Contacts) -> str:
+    return f"contacts({e.scope} {e.name} within {e.window_text})"
 
 
 def _x_LastSeen(e: n.LastSeen) -> str:

@@ -134,6 +134,14 @@ SYNTAX_CASES: tuple[SyntaxCase, ...] = (
         by_state=False,
     ),
     SyntaxCase(
+        "syntax",
+        "'then' is not a word of the language",
+        "write: if <condition> { … } or when <condition> offer <action>",
+        (),
+        _is_token("then"),
+        by_state=False,
+    ),
+    SyntaxCase(
         "double-equals",
         "'=' assigns; to compare, use '=='",
         None,  # the reader's own line, corrected (see syntax_diagnostic)
@@ -176,7 +184,7 @@ SYNTAX_CASES: tuple[SyntaxCase, ...] = (
     ),
     SyntaxCase(
         "missing-unit",
-        "a duration needs a unit: {token}h, {token}d, {token}m, {token}s or {token}w",
+        "a duration needs a unit: {token}min, {token}h, {token}d, {token}w or {token}mo",
         "e.g. within 24h, cap 1 per 7d",
         (
             "ruleset r\nwhen count(a within 24) > 1 offer x",
@@ -297,7 +305,19 @@ def _mistake(exc: UnexpectedInput, text: str) -> Mistake:
 
 def open_braces(text: str, end: int) -> list[int]:
     """Offsets of the `{` still open at `end`, outermost first; strings and comments skipped."""
+    return _scan_braces(text, end)[0]
+
+
+def _scan_braces(text: str, end: int) -> tuple[list[int], tuple[int, int] | None]:
+    """The `{` still open at `end`, and the first brace that indentation says is unclosed.
+
+    The second value is `(offset of the '{', offset of the '}')` for the first `}`
+    that starts its line, is indented less than the line of the `{` it closes, and
+    lines up with an outer open `{` instead: the `}` of `action a {` after a
+    `payload {` whose own `}` is missing. The marketer forgot the inner one.
+    """
     stack: list[int] = []
+    suspect: tuple[int, int] | None = None
     i = 0
     while i < end:
         ch = text[i]
@@ -311,9 +331,38 @@ def open_braces(text: str, end: int) -> list[int]:
         elif ch == "{":
             stack.append(i)
         elif ch == "}" and stack:
-            stack.pop()
+            opened = stack.pop()
+            if suspect is None and _starts_line(text, i):
+                closing = _indent(text, i)
+                if _indent(text, opened) > closing and any(
+                    _indent(text, outer) == closing for outer in stack
+                ):
+                    suspect = (opened, i)
         i += 1
-    return stack
+    return stack, suspect
+
+
+def _starts_line(text: str, offset: int) -> bool:
+    start = text.rfind("\n", 0, offset) + 1
+    return text[start:offset].strip() == ""
+
+
+def _indent(text: str, offset: int) -> int:
+    """The indentation of the line `offset` is on."""
+    start = text.rfind("\n", 0, offset) + 1
+    line = text[start:]
+    return len(line) - len(line.lstrip(" \t"))
+
+
+def _block_left_open(exc: UnexpectedInput, m: Mistake) -> bool:
+    """A name starting a line where a `}` could close a `{ key: value }` block, and that is
+    not itself the next `key:` (which would be a missing comma)."""
+    if not isinstance(exc, UnexpectedToken) or not re.fullmatch(r"[A-Za-z_]\w*", m.token):
+        return False
+    if "RBRACE" not in exc.expected or not _starts_line(m.text, m.offset):
+        return False
+    after = m.text[m.offset + len(m.token) :].lstrip(" \t")
+    return not after.startswith(":")
 
 
 def _line_col(text: str, offset: int) -> tuple[int, int]:
@@ -322,31 +371,50 @@ def _line_col(text: str, offset: int) -> tuple[int, int]:
 
 
 def _unclosed_brace(exc: UnexpectedInput, text: str, filename: str) -> Diagnostic | None:
-    """An unclosed `{`: at end of file, or when a new declaration starts inside the block."""
+    """An unclosed `{`: at end of file, before an `else`, or when a new declaration
+    starts inside the block. Points at the `{` and says where the block should end."""
     mistake = _mistake(exc, text)
     at_end = isinstance(exc, UnexpectedEOF) or (
         isinstance(exc, UnexpectedToken) and exc.token.type == "$END"
     )
+    hint = "add the matching '}' where the block ends"
     if at_end:
-        stack = open_braces(text, len(text))
+        stack, suspect = _scan_braces(text, len(text))
         noticed = "the end of the file"
+    elif mistake.token == "else" and isinstance(exc, UnexpectedToken):
+        stack, suspect = _scan_braces(text, mistake.offset)
+        noticed = f"the 'else' on line {_line_col(text, mistake.offset)[0]}"
+        hint = "close the 'if' block before its else: } else {"
+    elif _block_left_open(exc, mistake):
+        # `payload { a: 1` then, on the next line, `tags [x]`: the value's `}` is missing.
+        stack, suspect = _scan_braces(text, mistake.offset)
+        noticed = f"line {_line_col(text, mistake.offset)[0]}"
     else:
         # The error line starts a top-level declaration while a block is still open.
         line_start = text.rfind("\n", 0, mistake.offset) + 1
         first = re.match(r"\s*([A-Za-z_]+)", text[line_start:])
         if first is None or first.group(1) not in _NEVER_NESTED:
             return None
-        stack = open_braces(text, line_start)
+        stack, suspect = _scan_braces(text, line_start)
         noticed = f"line {_line_col(text, line_start)[0]}"
     if not stack:
         return None
+    if suspect is not None:
+        opened, closing = suspect
+        line, col = _line_col(text, opened)
+        end_line = _line_col(text, closing)[0]
+        message = (
+            f"this '{{' is never closed; its block should end before line {end_line}"
+            f" (the '}}' there closes the block around it)"
+        )
+        span = n.Span(filename, line, col, line, col + 1)
+        return Diagnostic(
+            "unclosed-brace", message, span, hint=f"add a '}}' before line {end_line}"
+        )
     line, col = _line_col(text, stack[-1])
     span = n.Span(filename, line, col, line, col + 1)
     return Diagnostic(
-        "unclosed-brace",
-        f"this '{{' is never closed (noticed at {noticed})",
-        span,
-        hint="add the matching '}' where the block ends",
+        "unclosed-brace", f"this '{{' is never closed (noticed at {noticed})", span, hint=hint
     )
 
 

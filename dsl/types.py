@@ -36,6 +36,10 @@ DURATION = Type("duration")
 SET = Type("set")
 LIST = Type("list")
 ANY = Type("any")
+#: What `day_of_week()` returns: compared with bare names, `day_of_week() in [saturday, sunday]`.
+WEEKDAY = Type(
+    "enum", ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+)
 
 
 def from_decl(ref: n.TypeRef) -> Type:
@@ -70,4 +74,12 @@ BUILTINS: dict[str, tuple[tuple[Type, ...], Type]] = {
     "min": ((NUMBER, NUMBER), NUMBER),
     "max": ((NUMBER, NUMBER), NUMBER),
     "coalesce": ((ANY, ANY), ANY),
+    # Calendar time, from the decision's clock; the optional argument is an IANA zone name.
+    "hour_of_day": ((STRING,), NUMBER),
+    "day_of_week": ((STRING,), WEEKDAY),
+    "days_until": ((TIME,), NUMBER),
 }
+
+#: Functions whose last arguments may be left out: name -> the fewest arguments it takes.
+#: `hour_of_day()` and `day_of_week()` without a zone use the customer's (see the checker).
+OPTIONAL_ARGS: dict[str, int] = {"hour_of_day": 0, "day_of_week": 0}

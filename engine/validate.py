@@ -11,8 +11,12 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from arbiter.dsl.errors import ArbiterError
+from arbiter.dsl.errors import ArbiterError, did_you_mean
 from arbiter.dsl.types import Type
+from arbiter.engine.records import DecideRequest
+
+#: The most actions one decision may ask for (`limit`).
+MAX_LIMIT = 50
 
 
 class ValueProblem(ArbiterError):
@@ -60,7 +64,9 @@ def normalize(field: str, ty: Type, value: Any) -> Any:
         return value
     if kind == "enum":
         if value not in ty.members:
-            raise ValueProblem(field, f"expected one of {', '.join(ty.members)}, got {value!r}")
+            message = f"expected one of {', '.join(ty.members)}, got {value!r}"
+            hint = did_you_mean(value, ty.members) if isinstance(value, str) else None
+            raise ValueProblem(field, f"{message}; {hint}" if hint else message)
         return value
     if kind == "time":
         return _time(field, value)
@@ -80,3 +86,21 @@ def normalize_all(
         ty = schema.get(key)
         out[key] = value if ty is None else normalize(f"{prefix}{key}", ty, value)
     return out
+
+
+def check_request(req: DecideRequest) -> None:
+    """The checks of a decide request that need no ruleset: `customer_id` and `limit`."""
+    if not req.customer_id:
+        raise ValueProblem("customer_id", "must not be empty")
+    if not 1 <= req.limit <= MAX_LIMIT:
+        raise ValueProblem("limit", f"must be between 1 and {MAX_LIMIT}")
+
+
+def validate_request(req: DecideRequest, context_schema: Mapping[str, Type]) -> DecideRequest:
+    """A decide request checked and its context converted, as HTTP and the CLI both do.
+
+    Raises `ValueProblem` naming the field (`customer_id`, `limit`, `context.<name>`).
+    """
+    check_request(req)
+    req.context = normalize_all(context_schema, req.context, "context.")
+    return req

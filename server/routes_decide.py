@@ -18,13 +18,13 @@ from starlette.responses import Response
 
 from arbiter.engine.decision.decide import decide
 from arbiter.engine.decision.oracle import LiveOracle
+from arbiter.engine.decision.policies import contacts_of, rejections_of
 from arbiter.engine.records import ENCODER, RECORD_DECODER, REQUEST_DECODER, DecisionRecord, Inputs
 from arbiter.engine.store import keys
-from arbiter.engine.validate import ValueProblem, normalize_all
+from arbiter.engine.validate import ValueProblem, check_request, normalize_all
 from arbiter.server.errors import ApiError, from_msgspec
 from arbiter.server.state import AppState, new_decision_id
 
-MAX_LIMIT = 50
 _REDIS_DOWN = (RedisError, OSError, TimeoutError)
 
 
@@ -45,6 +45,11 @@ def _state(request: Request) -> AppState:
     return state
 
 
+def _sentence(p: ValueProblem) -> str:
+    # "customer_id must not be empty", as this route has always worded it.
+    return f"{p.field} {p.message}" if p.field in ("customer_id", "limit") else str(p)
+
+
 async def handle_decide(st: AppState, body: bytes, authorization: str | None) -> bytes:
     """Decide for one request body; the JSON answer, or `ApiError`."""
     started = time.perf_counter()
@@ -53,17 +58,15 @@ async def handle_decide(st: AppState, body: bytes, authorization: str | None) ->
         req = REQUEST_DECODER.decode(body)
     except msgspec.DecodeError as exc:
         raise from_msgspec(exc) from None
-    if not req.customer_id:
-        raise ApiError(422, "invalid_request", "customer_id must not be empty", "customer_id")
-    if not 1 <= req.limit <= MAX_LIMIT:
-        raise ApiError(422, "invalid_request", f"limit must be between 1 and {MAX_LIMIT}", "limit")
-    live = st.rulesets.get(req.ruleset)
-    if live is None:
-        raise ApiError(404, "unknown_ruleset", f"no ruleset named '{req.ruleset}'", "ruleset")
+    # One validation path (engine.validate), shared with `arbiter decide`.
     try:
+        check_request(req)
+        live = st.rulesets.get(req.ruleset)
+        if live is None:
+            raise ApiError(404, "unknown_ruleset", f"no ruleset named '{req.ruleset}'", "ruleset")
         req.context = normalize_all(live.context_schema, req.context, "context.")
     except ValueProblem as p:
-        raise ApiError(422, "invalid_request", str(p), p.field) from None
+        raise ApiError(422, "invalid_request", _sentence(p), p.field) from None
 
     now = st.clock()
     try:
@@ -77,10 +80,13 @@ async def handle_decide(st: AppState, body: bytes, authorization: str | None) ->
         live.plan, req, inputs, decision_id=decision_id, now=now, oracle=oracle
     )
     contacts = []
+    channel = req.context.get("channel")
     for out in decision.actions:
         spec = live.plan.action(out.action)
         if spec.cap is not None:
             contacts.append((spec.name, spec.cap.window_seconds))
+        # Contact policies and contact history count through the same write (no-op without).
+        contacts += contacts_of(live.plan, spec, channel)
     if not st.log.submit(record, contacts):
         st.metrics.log_dropped.inc()
     if record.errors:
@@ -172,10 +178,13 @@ async def _count_rejection(st: AppState, record: DecisionRecord, action: str, no
     live = st.rulesets.get(record.ruleset.name)
     if live is None or action not in live.plan.action_index:
         return
-    fatigue = live.plan.action(action).fatigue
-    if fatigue is not None:
-        keep = fatigue.window_seconds + fatigue.period_seconds
-        # The customer the id resolved to then, or is linked to now.
-        owner = record.inputs.resolved_id or record.request.customer_id
-        owner = await st.admin_store.resolve(owner)
-        await st.admin_store.record_rejection(owner, action, now, keep)
+    spec = live.plan.action(action)
+    targets = rejections_of(live.plan, spec, record.request.context.get("channel"))
+    if spec.fatigue is not None:
+        targets.append((action, spec.fatigue.window_seconds + spec.fatigue.period_seconds))
+    # The customer the id resolved to then, or is linked to now.
+    owner = record.inputs.resolved_id or record.request.customer_id
+    owner = await st.admin_store.resolve(owner)
+    # The action's own fatigue, and fatigue across offers of its channel and tags.
+    for name, keep in targets:
+        await st.admin_store.record_rejection(owner, name, now, keep)

@@ -28,6 +28,7 @@ from arbiter.dsl.errors import ArbiterError
 from arbiter.engine.codegen.expressions import Constants, ExprCompiler, TooComplex, Writer
 from arbiter.engine.codegen.rules import RuleWriter
 from arbiter.engine.decision import runtime
+from arbiter.engine.decision.policies import contact_key, fatigue_reads, policy_reads
 from arbiter.engine.plan import ActionSpec, AggregateSpec, Needs, Plan, RuleInfo
 
 #: Bump when generated code changes shape: it is part of every plan's cache key.
@@ -62,6 +63,9 @@ class _Compiler:
         self.aggregate_index: dict[AggregateSpec, int] = {}
         self.exprs = ExprCompiler(self.consts, self.resolve)
         self.exprs.aggregate = self._aggregate
+        self.exprs.contacts = self._contacts
+        #: Contact-history counters rules read (`contacts(channel sms within 7d)`), in order.
+        self.contact_reads: dict[str, int] = {}
 
     # --------------------------------------------------------------- names
 
@@ -87,6 +91,11 @@ class _Compiler:
         if head in ("value", "weight", "priority"):
             return head
         raise ValueError(f"unresolved name {ref.dotted}")  # the checker prevents this
+
+    def _contacts(self, e: n.Contacts) -> str:
+        key = contact_key(e.scope, e.name, e.window_seconds)
+        self.contact_reads.setdefault(key, e.window_seconds)
+        return f"rt.contacts({key!r})"
 
     def _aggregate(self, e: n.Expr) -> str:
         if isinstance(e, n.LastSeen):
@@ -364,11 +373,18 @@ def _build(checked: CheckedRuleset, digest: str, optimize: bool, *, force: bool 
     needs = Needs(
         profile_fields=tuple(checked.profile),
         aggregates=tuple(comp.aggregate_index),
-        capped_actions=tuple((a.name, a.cap.window_seconds) for a in actions if a.cap),
-        fatigued_actions=tuple(
-            (a.name, a.fatigue.rejections, a.fatigue.window_seconds, a.fatigue.period_seconds)
-            for a in actions
-            if a.fatigue
+        capped_actions=(
+            *((a.name, a.cap.window_seconds) for a in actions if a.cap),
+            # Contact policies and contact history: counters of their own, same storage.
+            *dict.fromkeys([*policy_reads(checked.policies), *comp.contact_reads.items()]),
+        ),
+        fatigued_actions=(
+            *(
+                (a.name, a.fatigue.rejections, a.fatigue.window_seconds, a.fatigue.period_seconds)
+                for a in actions
+                if a.fatigue
+            ),
+            *fatigue_reads(checked.fatigue_policies),
         ),
         reads_consent=any(a.consent for a in actions),
     )

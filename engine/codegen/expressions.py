@@ -20,6 +20,7 @@ from typing import Any
 
 from arbiter.dsl import nodes as n
 from arbiter.dsl.errors import ArbiterError
+from arbiter.engine.decision.runtime import CLOCK_HELPERS
 
 
 class Writer:
@@ -102,6 +103,7 @@ class ExprCompiler:
         self.k = consts
         self.resolve = resolve
         self.aggregate: Callable[[n.Expr], str] = _unsupported
+        self.contacts: Callable[[n.Contacts], str] = _unsupported
         #: Shared predicates -> the local that memoizes their three-valued result.
         self.memo: dict[n.Expr, str] = {}
         self._computing: n.Expr | None = None
@@ -146,6 +148,9 @@ class ExprCompiler:
     def v_LastSeen(self, e: n.LastSeen) -> str:
         return self.aggregate(e)
 
+    def v_Contacts(self, e: n.Contacts) -> str:
+        return self.contacts(e)
+
     def v_Call(self, e: n.Call) -> str:
         args = [self.value(a) for a in e.args]
         if e.name == "now":
@@ -154,6 +159,8 @@ class ExprCompiler:
             unit = {"days_since": 86400.0, "hours_since": 3600.0, "minutes_since": 60.0}[e.name]
             x, guard = self._bind(args[0])
             return f"(None if {guard} is None else (NOW - {x}) / {unit!r})"
+        if e.name in CLOCK_HELPERS:
+            return f"f_{e.name}(NOW, {', '.join(args)})"
         return f"f_{e.name}({', '.join(args)})"
 
     def v_Unary(self, e: n.Unary) -> str:

@@ -2,7 +2,7 @@
 
 Order of work, cheapest and most decisive first: drop suppressed actions,
 actions for another channel, outside their validity dates, without the
-required consent, at their contact cap or fatigued; score survivors (per-action
+required consent, at their contact cap, fatigued, or over a contact policy; score survivors (per-action
 models in one batched call each, then the arbitration formula); let each
 bandit pick one of its eligible arms; rank by priority then score; apply the
 per-tag diversity limit; keep the top N.
@@ -11,8 +11,9 @@ per-tag diversity limit; keep the top N.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from arbiter.engine.decision.policies import applies, blocking_limit, tiring_policy
 from arbiter.engine.decision.runtime import EvalRuntime
 from arbiter.engine.decision.sampling import sample
 from arbiter.engine.plan import ActionSpec, Offer, Plan
@@ -27,6 +28,23 @@ class Candidate:
     priority: int
     rule: int
     probability: float | None = None
+    #: Per-action model scores by model index (a model missing here was not scored).
+    models: dict[int, float] | None = None
+
+
+@dataclass(slots=True)
+class Trace:
+    """What arbitration did to each offered action, kept only when a decision explains itself.
+
+    `dropped` maps an action index to the first reason it left: a filter code
+    (suppressed, channel, dates, consent, degraded, cap, fatigue), `bandit`,
+    `diversity` or `top-n`; `detail` adds the bandit's name or the full tag.
+    """
+
+    dropped: dict[int, str] = field(default_factory=dict)
+    detail: dict[int, str] = field(default_factory=dict)
+    scored: dict[int, Candidate] = field(default_factory=dict)
+    ranks: dict[int, int] = field(default_factory=dict)
 
 
 def _eligible(
@@ -36,6 +54,7 @@ def _eligible(
     rt: EvalRuntime,
     offers: Sequence[Offer],
     suppressed: set[int],
+    trace: Trace | None,
 ) -> dict[int, Candidate]:
     best: dict[int, Candidate] = {}
     for o in offers:
@@ -45,27 +64,41 @@ def _eligible(
     channel = request.context.get("channel")
     consents = inputs.profile.get("consents") or ()
     now = rt.now
+    policies = bool(plan.checked.policies or plan.checked.fatigue_policies)
     out: dict[int, Candidate] = {}
     for idx, cand in best.items():
         spec = cand.spec
+        # The first filter that drops the action, in the documented order.
         if idx in suppressed:
-            continue
-        if spec.channels and channel is not None and channel not in spec.channels:
-            continue
-        if spec.valid_from is not None and not (spec.valid_from <= now < (spec.valid_until or 0)):
-            continue
-        if spec.consent is not None and spec.consent not in consents:
-            continue
-        if inputs.degraded and (spec.cap is not None or spec.fatigue is not None):
-            # Without Redis the contact count is unknown: never risk exceeding a cap.
-            continue
-        if spec.cap is not None and inputs.caps.get(spec.name, 0) >= spec.cap.count:
-            continue
-        if spec.fatigue is not None and (
-            inputs.rejections.get(spec.name, 0) >= spec.fatigue.rejections
+            why = "suppressed"
+        elif spec.channels and channel is not None and channel not in spec.channels:
+            why = "channel"
+        elif spec.valid_from is not None and not (spec.valid_from <= now < (spec.valid_until or 0)):
+            why = "dates"
+        elif spec.consent is not None and spec.consent not in consents:
+            why = "consent"
+        elif inputs.degraded and (
+            spec.cap is not None
+            or spec.fatigue is not None
+            or (policies and applies(plan, spec, channel))
         ):
+            # Without Redis the contact count is unknown: never risk exceeding a cap.
+            why = "degraded"
+        elif spec.cap is not None and inputs.caps.get(spec.name, 0) >= spec.cap.count:
+            why = "cap"
+        elif (
+            spec.fatigue is not None
+            and inputs.rejections.get(spec.name, 0) >= spec.fatigue.rejections
+        ) or (policies and tiring_policy(plan, spec, channel, inputs.rejections) is not None):
+            # The action's own fatigue, or fatigue across the offers of its channel or tags.
+            why = "fatigue"
+        elif policies and blocking_limit(plan, spec, channel, inputs.caps) is not None:
+            why = "policy"
+        else:
+            out[idx] = cand
             continue
-        out[idx] = cand
+        if trace is not None:
+            trace.dropped[idx] = why
     return out
 
 
@@ -88,6 +121,8 @@ def _score(plan: Plan, rt: EvalRuntime, cands: dict[int, Candidate]) -> None:
             continue
         for idx, s in zip(owners, scores, strict=True):
             per_action[idx][m] = s
+    for idx, cand in cands.items():
+        cand.models = per_action[idx]
     formula = plan.formula
     assert formula is not None
     for idx, cand in cands.items():
@@ -113,7 +148,7 @@ def _score(plan: Plan, rt: EvalRuntime, cands: dict[int, Candidate]) -> None:
 
 
 def _bandits(
-    plan: Plan, rt: EvalRuntime, cands: dict[int, Candidate], seed: int
+    plan: Plan, rt: EvalRuntime, cands: dict[int, Candidate], seed: int, trace: Trace | None
 ) -> list[BanditChoice]:
     choices: list[BanditChoice] = []
     feature_fns = plan.bandit_features
@@ -136,6 +171,9 @@ def _bandits(
         for i in arms:
             if i != chosen:
                 del cands[i]
+                if trace is not None:
+                    trace.dropped[i] = "bandit"
+                    trace.detail[i] = name
         cands[chosen].probability = pmf[pick]
         choices.append(
             BanditChoice(
@@ -160,27 +198,44 @@ def arbitrate(
     offers: Sequence[Offer],
     suppressed: set[int],
     seed: int,
+    trace: Trace | None = None,
 ) -> tuple[list[Candidate], list[BanditChoice]]:
-    """Filter, score, let bandits choose, rank and cut the eligible offers."""
-    cands = _eligible(plan, request, inputs, rt, offers, suppressed)
+    """Filter, score, let bandits choose, rank and cut the eligible offers.
+
+    With a `trace`, records why each offered action that is not returned left.
+    """
+    cands = _eligible(plan, request, inputs, rt, offers, suppressed, trace)
     if not cands:
         return [], []
     _score(plan, rt, cands)
-    choices = _bandits(plan, rt, cands, seed) if plan.checked.bandits else []
+    if trace is not None:
+        trace.scored = dict(cands)
+    choices = _bandits(plan, rt, cands, seed, trace) if plan.checked.bandits else []
     ranked = sorted(cands.values(), key=lambda c: (-c.priority, -c.score, c.spec.index))
     limit = request.limit if plan.top is None else min(request.limit, plan.top)
     out: list[Candidate] = []
     per_tag: dict[str, int] = {}
-    for cand in ranked:
+    for position, cand in enumerate(ranked):
+        if len(out) >= limit:
+            if trace is not None:
+                for rank, rest in enumerate(ranked[position:], start=position + 1):
+                    trace.dropped[rest.spec.index] = "top-n"
+                    trace.ranks[rest.spec.index] = rank
+            break
+        if trace is not None:
+            trace.ranks[cand.spec.index] = position + 1
         if plan.max_per_tag is not None and any(
             per_tag.get(tag, 0) >= plan.max_per_tag for tag in cand.spec.tags
         ):
+            if trace is not None:
+                trace.dropped[cand.spec.index] = "diversity"
+                trace.detail[cand.spec.index] = next(
+                    t for t in cand.spec.tags if per_tag.get(t, 0) >= plan.max_per_tag
+                )
             continue
         out.append(cand)
         for tag in cand.spec.tags:
             per_tag[tag] = per_tag.get(tag, 0) + 1
-        if len(out) >= limit:
-            break
     return out, choices
 
 

@@ -9,10 +9,12 @@ lets `engine.log.replay` recompute a logged decision bit for bit.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 from typing import Any
 
-from arbiter.engine.decision.arbitrate import Candidate, arbitrate
+import msgspec
+
+from arbiter.engine.decision.arbitrate import Candidate, Trace, arbitrate
+from arbiter.engine.decision.explain import explain
 from arbiter.engine.decision.oracle import Oracle, OracleError
 from arbiter.engine.decision.runtime import EvalRuntime
 from arbiter.engine.decision.sampling import seed_from_decision_id
@@ -75,18 +77,22 @@ def decide(
     P = inputs.profile
     C = request.context
     A = aggregates_tuple(plan, inputs)
-    rt = EvalRuntime(plan, now, variants, oracle, P, C, A)
+    rt = EvalRuntime(
+        plan, now, variants, oracle, P, C, A, caps=inputs.caps, degraded=inputs.degraded
+    )
     seed = seed_from_decision_id(decision_id)
 
     offers, suppressed, segments = plan.evaluate(P, C, A, rt)
     holdout_name = None
     bandits: list[BanditChoice] = []
+    # Kept only when explaining: the hot path records nothing it will not show.
+    trace = Trace() if request.explain else None
     if in_holdout(plan, subject):
         assert plan.checked.holdout is not None
         holdout_name = plan.checked.holdout.name
         chosen: list[Candidate] = []
     else:
-        chosen, bandits = arbitrate(plan, request, inputs, rt, offers, suppressed, seed)
+        chosen, bandits = arbitrate(plan, request, inputs, rt, offers, suppressed, seed, trace)
 
     if not chosen and plan.default is not None:
         spec = plan.actions[plan.default]
@@ -98,8 +104,21 @@ def decide(
     actions = [ActionOut(c.spec.name, c.score, dict(c.spec.payload), c.probability) for c in chosen]
     ref = RulesetRef(plan.name, plan.version)
     explanation = None
-    if request.explain:
-        explanation = _explain(plan, offers, suppressed, segments, rt, holdout_name, bandits)
+    if trace is not None:
+        why = explain(
+            plan,
+            request,
+            inputs,
+            rt,
+            offers,
+            suppressed,
+            segments,
+            holdout_name,
+            bandits,
+            trace,
+            chosen,
+        )
+        explanation = msgspec.to_builtins(why)
     decision = Decision(decision_id, ref, actions, inputs.degraded, explanation)
     record = DecisionRecord(
         decision_id=decision_id,
@@ -118,36 +137,6 @@ def decide(
         errors=rt.errors,
     )
     return decision, record
-
-
-def _explain(
-    plan: Plan,
-    offers: Sequence[Any],
-    suppressed: set[int],
-    segments: tuple[Any, ...],
-    rt: EvalRuntime,
-    holdout: str | None,
-    bandits: list[BanditChoice],
-) -> dict[str, Any]:
-    return {
-        "segments": {
-            name: segments[i]
-            for i, name in enumerate(plan.segment_names)
-            if segments[i] is not None
-        },
-        "fired": [
-            {
-                "rule": f"{plan.rules[o.rule].span}",
-                "text": plan.rules[o.rule].text,
-                "offers": plan.actions[o.action].name,
-            }
-            for o in offers
-        ],
-        "suppressed": sorted(plan.actions[i].name for i in suppressed),
-        "holdout": holdout,
-        "bandits": [{"bandit": b.bandit, "chosen": b.chosen, "pmf": b.pmf} for b in bandits],
-        "errors": rt.errors,
-    }
 
 
 __all__ = ["EvalRuntime", "OracleError", "decide"]

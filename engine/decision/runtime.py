@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from arbiter.engine.decision.debug import rewrite_traceback
 from arbiter.engine.decision.oracle import Oracle
@@ -63,6 +66,44 @@ def f_coalesce(a: Any, b: Any) -> Any:
     return b if a is None else a
 
 
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+@lru_cache(maxsize=512)
+def _zone(name: str) -> ZoneInfo:
+    """An IANA time zone; an unknown name fails the rule that asked (reported with its line)."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {name!r} (use an IANA name like Europe/Paris)"
+        ) from None
+
+
+def _local(now: float, zone: Any) -> datetime:
+    # A missing zone (the customer has none) is UTC, as documented.
+    return datetime.fromtimestamp(now, UTC if zone is None else _zone(str(zone)))
+
+
+def f_hour_of_day(now: float, zone: Any) -> int:
+    """The hour (0-23) of the decision time in `zone`."""
+    return _local(now, zone).hour
+
+
+def f_day_of_week(now: float, zone: Any) -> str:
+    """The weekday (monday … sunday) of the decision time in `zone`."""
+    return _WEEKDAYS[_local(now, zone).weekday()]
+
+
+def f_days_until(now: float, t: Any) -> Any:
+    """Days from the decision time to `t` (negative once it has passed), fractional."""
+    return None if t is None else (t - now) / 86400.0
+
+
+#: Helpers that read the decision's clock: generated code passes `NOW` as first argument.
+CLOCK_HELPERS = frozenset({"hour_of_day", "day_of_week", "days_until"})
+
+
 @lru_cache(maxsize=1024)
 def _regex(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
@@ -84,6 +125,9 @@ EXPORTED: dict[str, Any] = {
     "f_max": f_max,
     "f_coalesce": f_coalesce,
     "f_matches": f_matches,
+    "f_hour_of_day": f_hour_of_day,
+    "f_day_of_week": f_day_of_week,
+    "f_days_until": f_days_until,
 }
 
 
@@ -100,6 +144,13 @@ class EvalRuntime:
     A: tuple[Any, ...]
     errors: list[str] = field(default_factory=list)
     _scores: dict[int, float | None] = field(default_factory=dict)
+    #: Contact counters the store read (`Inputs.caps`); unknown when the store was down.
+    caps: Mapping[str, int] = field(default_factory=dict)
+    degraded: bool = False
+
+    def contacts(self, key: str) -> int | None:
+        """`contacts(channel sms within 7d)`: the count, or missing when the store was down."""
+        return None if self.degraded else self.caps.get(key, 0)
 
     def model(self, i: int) -> float | None:
         """A customer-level model's score, computed on first use and cached."""
@@ -115,6 +166,10 @@ class EvalRuntime:
                 self.errors.append(f"model {name}: {exc}")
         self._scores[i] = score
         return score
+
+    def computed_scores(self) -> dict[int, float | None]:
+        """The customer-level scores computed so far, by model index (for explanations)."""
+        return dict(self._scores)
 
     def error(self, rule_id: int, exc: BaseException) -> None:
         """A rule failed at run time: it alone is skipped; the decision records where and why.

@@ -7,7 +7,7 @@ id derived from the scenario's name, and compares the returned action names,
 in order, with `expect`. Nothing here needs Redis or the model files.
 
 Event aggregates are computed exactly from the scenario's events, over the
-same hourly and daily buckets the store uses (`window_events`), so a scenario
+same hourly and daily buckets the store uses (`literal_inputs.window_events`), so a scenario
 sees what production would see, including the one-bucket tolerance at the old
 edge of a window.
 
@@ -24,21 +24,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from arbiter.dsl import nodes as n
-from arbiter.dsl import types as t
-from arbiter.dsl.scenario_check import parse_time
-from arbiter.engine.decision.arbitrate import fatigued
 from arbiter.engine.decision.decide import assign_variant, decide, in_holdout
+from arbiter.engine.decision.literal_inputs import (
+    LiteralEvent,
+    literal_inputs,
+    normalize_values,
+)
 from arbiter.engine.decision.oracle import OracleError
-from arbiter.engine.plan import AggregateSpec, Plan
+from arbiter.engine.plan import Plan
 from arbiter.engine.records import DecideRequest, Inputs
 
 #: When a scenario says no `now`: a fixed time, so that results never depend on the day
 #: the tests run (validity dates, `days_since`).
 DEFAULT_NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC).timestamp()
-HOUR = 3600
-DAY = 86400
-#: Windows up to this long are served from hourly buckets, longer ones from daily buckets.
-HOURLY_MAX_WINDOW = 7 * DAY
 #: How many candidate customer ids are tried to land in the groups a scenario asks for.
 MAX_CUSTOMER_SEARCH = 100_000
 
@@ -56,6 +54,7 @@ class ScenarioResult:
     explanation: Mapping[str, Any] = field(default_factory=dict)
     errors: tuple[str, ...] = ()
     dropped: tuple[tuple[str, str], ...] = ()  # (action, why) for offered actions not returned
+    expect_mode: str = "exactly"  # exactly, one of, not (see ScenarioDecl.expect_mode)
 
     @property
     def test_id(self) -> str:
@@ -143,67 +142,10 @@ def _tagging_plan(plan: Plan) -> Plan:
 # ------------------------------------------------------------------ inputs
 
 
-def _normalize(schema: Mapping[str, t.Type], values: Mapping[str, Any]) -> dict[str, Any]:
-    """Scenario literals as the server stores them: times as epoch seconds, sets as lists."""
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        if value is None:
-            continue  # `null`: the attribute is missing
-        ty = schema.get(key)
-        if ty is not None and ty.kind == "time" and isinstance(value, str):
-            value = parse_time(value)
-        elif ty is not None and ty.kind == "set" and isinstance(value, list):
-            value = sorted(set(value))
-        out[key] = value
-    return out
-
-
-@dataclass(frozen=True, slots=True)
-class _Event:
-    type: str
-    ts: float
-    props: Mapping[str, float]
-
-
-def window_events(events: Sequence[_Event], spec: AggregateSpec, now: float) -> list[_Event]:
-    """The events a window covers, as the store's buckets do.
-
-    Windows up to 7 days use hourly buckets, longer ones daily buckets; a window
-    covers every bucket from the one containing `now - W` to the one containing
-    `now`, so up to one bucket more than W is counted at the old edge, never less.
-    """
-    size = HOUR if spec.window_seconds <= HOURLY_MAX_WINDOW else DAY
-    first = int((now - spec.window_seconds) // size)
-    last = int(now // size)
-    return [e for e in events if e.type == spec.event and first <= int(e.ts // size) <= last]
-
-
-def aggregate(events: Sequence[_Event], spec: AggregateSpec, now: float) -> float | None:
-    """One aggregate of the scenario's events: count and sum are 0 over no events,
-    min, max and avg are missing (None)."""
-    if spec.fn == "last":
-        times = [e.ts for e in events if e.type == spec.event]
-        return max(times) if times else None
-    covered = window_events(events, spec, now)
-    if spec.fn == "count":
-        return float(len(covered))
-    prop = spec.prop or ""
-    values = [e.props[prop] for e in covered if prop in e.props]
-    if spec.fn == "sum":
-        return float(sum(values))
-    if not values:
-        return None
-    if spec.fn == "min":
-        return min(values)
-    if spec.fn == "max":
-        return max(values)
-    return sum(values) / len(values)  # avg: over the events that carry the property
-
-
 def scenario_inputs(plan: Plan, scenario: n.ScenarioDecl, now: float) -> Inputs:
     """What the store would read for this scenario's customer at `now`."""
     checked = plan.checked
-    events: list[_Event] = []
+    events: list[LiteralEvent] = []
     contacts: dict[str, list[float]] = {}
     rejections: dict[str, list[float]] = {}
     for ev in scenario.events:
@@ -213,20 +155,10 @@ def scenario_inputs(plan: Plan, scenario: n.ScenarioDecl, now: float) -> Inputs:
             target = rejections if ev.prop == "rejected" else contacts
             target.setdefault(ev.event, []).extend([ts] * int(ev.amount))
         elif ev.prop is None:
-            events += [_Event(ev.event, ts, {})] * int(ev.amount)  # `add_to_cart: 2` = two
+            events += [LiteralEvent(ev.event, ts, {})] * int(ev.amount)  # `add_to_cart: 2` = two
         else:
-            events.append(_Event(ev.event, ts, {ev.prop: ev.amount}))  # one, with that value
-    aggregates = {spec.key: aggregate(events, spec, now) for spec in plan.needs.aggregates}
-    caps = {
-        action: sum(1 for ts in contacts.get(action, ()) if ts > now - window)
-        for action, window in plan.needs.capped_actions
-    }
-    fatigue: dict[str, int] = {}
-    for action, limit, window, period in plan.needs.fatigued_actions:
-        times = sorted(rejections.get(action, ()))
-        fatigue[action] = limit if fatigued(times, now, limit, window, period) else 0
-    profile = _normalize(checked.profile, scenario.profile)
-    return Inputs(profile, aggregates, caps, fatigue)
+            events.append(LiteralEvent(ev.event, ts, {ev.prop: ev.amount}))  # one, with that value
+    return literal_inputs(plan, scenario.profile, events, now, contacts, rejections)
 
 
 def _customer(plan: Plan, scenario: n.ScenarioDecl) -> tuple[str, str | None]:
@@ -277,7 +209,7 @@ def run_scenario(plan: Plan, scenario: n.ScenarioDecl) -> ScenarioResult:
         return ScenarioResult(
             scenario.name, scenario.span, False, expected, (), customer, errors=(problem,)
         )
-    context = _normalize(plan.checked.context, scenario.context)
+    context = normalize_values(plan.checked.context, scenario.context, "context.")
     limit = plan.top if plan.top is not None else 1
     request = DecideRequest(customer, context, plan.name, limit=limit, explain=True)
     inputs = scenario_inputs(plan, scenario, now)
@@ -301,59 +233,38 @@ def run_scenario(plan: Plan, scenario: n.ScenarioDecl) -> ScenarioResult:
     return ScenarioResult(
         name=scenario.name,
         span=scenario.span,
-        passed=got == expected and scenario.expect is not None,
+        passed=scenario.expect is not None and _matches(scenario.expect_mode, expected, got),
         expected=expected,
         got=got,
         customer_id=customer,
         explanation=explanation,
         errors=(*record.errors, *notes),
-        dropped=_dropped(plan, request, inputs, now, explanation, got),
+        dropped=_dropped(explanation, () if scenario.expect_mode == "not" else expected),
+        expect_mode=scenario.expect_mode,
     )
 
 
-def _dropped(
-    plan: Plan,
-    request: DecideRequest,
-    inputs: Inputs,
-    now: float,
-    explanation: Mapping[str, Any],
-    got: tuple[str, ...],
-) -> tuple[tuple[str, str], ...]:
-    """Why each action a rule offered is not in the answer, for the failure report.
+def _matches(mode: str, expected: tuple[str, ...], got: tuple[str, ...]) -> bool:
+    """Whether the returned actions satisfy the scenario's `expect`."""
+    if mode == "one of":
+        return bool(got) and got[0] in expected
+    if mode == "not":
+        return not set(got) & set(expected)
+    return got == expected
 
-    The checks mirror arbitration's filters in its order (`engine.decision.arbitrate`); this
-    only explains a decision already made, it never changes one.
-    """
-    offered = dict.fromkeys(f["offers"] for f in explanation.get("fired") or ())
-    chosen_by = {b["bandit"]: b["chosen"] for b in explanation.get("bandits") or ()}
-    suppressed = set(explanation.get("suppressed") or ())
-    channel = request.context.get("channel")
-    consents = inputs.profile.get("consents") or ()
+
+def _dropped(
+    explanation: Mapping[str, Any], expected: tuple[str, ...]
+) -> tuple[tuple[str, str], ...]:
+    """Why each offered action was not returned, and why each expected one was not offered:
+    the decision's own explanation (`engine.decision.explain`), the same object HTTP and
+    `arbiter decide --explain` show."""
     out: list[tuple[str, str]] = []
-    for name in offered:
-        if name in got:
-            continue
-        spec = plan.action(name)
-        why = f"ranked below the top {len(got) or request.limit} (score, priority, max per tag)"
-        if explanation.get("holdout"):
-            why = f"the customer is in the holdout group '{explanation['holdout']}'"
-        elif name in suppressed:
-            why = "suppressed by a rule"
-        elif spec.channels and channel is not None and channel not in spec.channels:
-            why = f"only for channels [{', '.join(sorted(spec.channels))}], not {channel}"
-        elif spec.valid_from is not None and not (spec.valid_from <= now < (spec.valid_until or 0)):
-            why = "outside its validity dates"
-        elif spec.consent is not None and spec.consent not in consents:
-            why = f'needs consent "{spec.consent}"'
-        elif spec.cap is not None and inputs.caps.get(name, 0) >= spec.cap.count:
-            why = f"contact cap {spec.cap.text} reached ({inputs.caps.get(name, 0)} so far)"
-        elif spec.fatigue is not None and inputs.rejections.get(name, 0) >= spec.fatigue.rejections:
-            why = "fatigued: too many recent rejections"
-        else:
-            for bandit, decl in plan.checked.bandits.items():
-                if name in decl.arms and bandit in chosen_by and chosen_by[bandit] != name:
-                    why = f"bandit '{bandit}' chose {chosen_by[bandit]}"
-        out.append((name, why))
+    for fate in explanation.get("actions") or ():
+        if fate["fate"] == "dropped" or (
+            fate["fate"] == "not-offered" and fate["action"] in expected
+        ):
+            out.append((fate["action"], fate["message"]))
     return tuple(out)
 
 
@@ -381,6 +292,14 @@ def format_report(results: Sequence[ScenarioResult]) -> str:
     return "\n".join(lines)
 
 
+def _expected(r: ScenarioResult) -> str:
+    if r.expect_mode == "one of":
+        return f"one of {_names(r.expected)}"
+    if r.expect_mode == "not":
+        return f"none of {_names(r.expected)}"
+    return _names(r.expected)
+
+
 def _names(actions: Sequence[str]) -> str:
     return "[" + ", ".join(actions) + "]" if actions else "nothing"
 
@@ -390,7 +309,7 @@ def _failure(r: ScenarioResult) -> list[str]:
     out = [
         f"{'_' * 10} {r.test_id} {'_' * 10}",
         f"{r.span}: scenario '{r.name}'",
-        f"  expected: {_names(r.expected)}",
+        f"  expected: {_expected(r)}",
         f"  got:      {_names(r.got)}",
     ]
     if r.customer_id:

@@ -188,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--customer", required=True)
     p.add_argument("--context", default="{}", help="JSON object")
     p.add_argument("--profile", default=None, help="JSON object; skips Redis")
+    p.add_argument(
+        "--events",
+        default=None,
+        help="with --profile: JSON list of {type, ts?, properties?} (as POST /v1/events)",
+    )
     p.add_argument("--limit", type=int, default=1)
     p.add_argument("--explain", action="store_true")
     p.set_defaults(func=cmd_decide)

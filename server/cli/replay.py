@@ -19,19 +19,39 @@ __all__ = ["cmd_decide", "cmd_replay"]
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
-    """One decision from the command line, against Redis or a literal profile."""
+    """One decision from the command line, against Redis or a literal profile.
+
+    The context, profile and events are validated and converted exactly as
+    `POST /v1/decide`, `PUT /v1/profiles` and `POST /v1/events` do
+    (`engine.validate`): a value outside its enum or an unreadable time is an
+    error naming the field, and with `--profile` the aggregates are those of the
+    given `--events` (none: every count is 0).
+    """
     from arbiter.engine.decision.decide import decide
+    from arbiter.engine.decision.literal_inputs import (
+        events_from_json,
+        literal_inputs,
+        normalize_values,
+    )
     from arbiter.engine.decision.oracle import LiveOracle
-    from arbiter.engine.records import ENCODER, DecideRequest, Inputs
+    from arbiter.engine.records import ENCODER, DecideRequest
     from arbiter.engine.scoring.loading import load_models
+    from arbiter.engine.validate import ValueProblem, validate_request
 
     path = rule_paths([args.rules])[0]
     plan = compile_rules(path)
-    context = json.loads(args.context)
-    request = DecideRequest(args.customer, context, limit=args.limit, explain=args.explain)
     now = time.time()
+    context = _json_object(args.context, "--context")
+    request = DecideRequest(args.customer, context, limit=args.limit, explain=args.explain)
+    validate_request(request, plan.checked.context)
     if args.profile is not None:
-        inputs = Inputs(profile=json.loads(args.profile))
+        profile = normalize_values(
+            plan.checked.profile, _json_object(args.profile, "--profile"), "profile."
+        )
+        events = events_from_json(plan, _json(args.events or "[]", "--events"), now)
+        inputs = literal_inputs(plan, profile, events, now)
+    elif args.events is not None:
+        raise ValueProblem("events", "--events needs --profile (without it, Redis is read)")
     else:
         inputs = asyncio.run(_fetch(plan, args.customer, now))
     oracle = LiveOracle(load_models(plan, path.parent), {})
@@ -40,6 +60,24 @@ def cmd_decide(args: argparse.Namespace) -> int:
     )
     print(json.dumps(json.loads(ENCODER.encode(decision)), indent=2))
     return 0
+
+
+def _json(text: str, option: str) -> Any:
+    """A command-line JSON value; unreadable JSON is a usage error (exit 2) naming the option."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{option}: not valid JSON: {exc}") from None
+
+
+def _json_object(text: str, option: str) -> dict[str, Any]:
+    """A command-line JSON object, or a `ValueProblem` naming the option."""
+    from arbiter.engine.validate import ValueProblem
+
+    value = _json(text, option)
+    if not isinstance(value, dict):
+        raise ValueProblem(option, "expected a JSON object")
+    return value
 
 
 async def _fetch(plan: Plan, customer_id: str, now: float) -> Any:

@@ -226,7 +226,7 @@ def test_field_hint_for_a_bare_field_name() -> None:
 
 def test_per_action_model_inputs_may_use_value_and_attributes() -> None:
     text = (
-        "profile { visits: int }\naction a { value 1, discount 5 }\n"
+        "profile { visits: int }\naction attributes { discount: number }\naction a { value 1, discount 5 }\n"
         'model click = onnx "m.onnx" inputs (profile.visits, value, action.discount) per action\n'
         "when true offer a\narbitrate by click * value\n"
     )

@@ -193,7 +193,7 @@ def test_literals() -> None:
     assert number(-2.5) == "-2.5"
     assert number(1e20) == "100000000000000000000"
     assert duration(7 * 86400) == "7d"
-    assert duration(5400) == "90m"
+    assert duration(5400) == "90min"
     assert duration(0.25) == "250ms"
     assert percent(0.05) == "5%"
     assert percent(0.125) == "12.5%"
@@ -213,7 +213,7 @@ def test_scenario_layout() -> None:
     text = """ruleset r
 context { channel: one of [web, app], page: string }
 scenario "s" { expect [a] now 2026-03-01T09:00:00Z in holdout experiments { x: b }
-  scores { m: 0.5, bandit: { a: 1 } } events { view: 2 180m ago, buy.amount: 9.5 2d ago }
+  scores { m: 0.5, bandit: { a: 1 } } events { view: 2 180min ago, buy.amount: 9.5 2d ago }
   context { channel: web, page: "home" } customer "c-1" }
 """
     assert (

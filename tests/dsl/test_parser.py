@@ -169,7 +169,7 @@ def test_else_if_nests() -> None:
 
 def test_literals() -> None:
     rs = parse(
-        "action a { }\nwhen x > -2.5 and y < 5% and z == 2026-03-01T10:30:00Z and d > 90m offer a\n"
+        "action a { }\nwhen x > -2.5 and y < 5% and z == 2026-03-01T10:30:00Z and d > 90min offer a\n"
     )
     cond = rs.of(n.WhenRule)[0].condition
     assert isinstance(cond, n.BoolOp)
@@ -177,7 +177,7 @@ def test_literals() -> None:
     assert values[0] == n.Number(n.NO_SPAN, -2.5)
     assert values[1] == n.Percent(n.NO_SPAN, 0.05, "5%")
     assert isinstance(values[2], n.TimeLit) and values[2].epoch == 1772361000.0
-    assert values[3] == n.Duration(n.NO_SPAN, 5400, "90m")
+    assert values[3] == n.Duration(n.NO_SPAN, 5400, "90min")
 
 
 def test_scenario_parts() -> None:

@@ -73,6 +73,7 @@ def test_report_reads_like_pytest() -> None:
         "  segments true: none\n"
         "  fired rules:\n"
         "    tiny.rules:5:1: when profile.visits <= 1 offer welcome  -> welcome\n"
+        "  not returned: other: no rule offers it\n"
         "\n"
         "1 passed, 1 failed"
     )
@@ -164,6 +165,7 @@ def test_missing_aggregates_are_missing() -> None:
 
 MODELS = """ruleset models
 profile { visits: int }
+action attributes { discount: number }
 action a { value 1, discount 10 }
 action b { value 1, discount 20 }
 model churn = onnx "churn.onnx" inputs (profile.visits)
@@ -283,10 +285,10 @@ scenario "all dropped but one" {
     assert result.got == ("low",)
     assert dict(result.dropped) == {
         "by_email": "only for channels [email], not web",
-        "needs_consent": 'needs consent "email"',
+        "needs_consent": 'needs consent "email" (the customer has none)',
         "capped": "contact cap 1 per 7d reached (1 so far)",
-        "seasonal": "outside its validity dates",
-        "hidden": "suppressed by a rule",
+        "seasonal": "outside its validity dates (2026-12-01 .. 2026-12-24; now 2026-01-01T12:00:00Z)",
+        "hidden": "suppressed by `suppress hidden when true`",
     }
     assert "  not returned: by_email: only for channels [email], not web" in format_report([result])
 
@@ -300,6 +302,7 @@ def test_scenario_inputs_match_what_the_store_reads(redis_url: str) -> None:
     import asyncio
     import time
 
+    from arbiter.engine.decision.policies import rejections_of
     from arbiter.engine.store.client import connect
     from arbiter.engine.store.profiles import Event, ProfileStore
 
@@ -322,11 +325,16 @@ def test_scenario_inputs_match_what_the_store_reads(redis_url: str) -> None:
                 for e in sc.events:
                     ts = now - e.ago_seconds + shift
                     if e.event in plan.checked.actions and e.event not in plan.checked.events:
-                        fatigue = plan.action(e.event).fatigue
-                        if e.prop == "rejected" and fatigue is not None:
-                            keep = fatigue.window_seconds + fatigue.period_seconds
+                        spec = plan.action(e.event)
+                        # What the feedback route records: the action's own rejections and
+                        # those of the fatigue policies covering it.
+                        targets = rejections_of(plan, spec, None) if e.prop == "rejected" else []
+                        if e.prop == "rejected" and spec.fatigue is not None:
+                            keep = spec.fatigue.window_seconds + spec.fatigue.period_seconds
+                            targets.append((e.event, keep))
+                        for name, keep in targets:
                             for _ in range(int(e.amount)):
-                                await store.record_rejection(cid, e.event, ts, keep)
+                                await store.record_rejection(cid, name, ts, keep)
                     elif e.prop is None:
                         events += [Event(cid, e.event, ts, {}) for _ in range(int(e.amount))]
                     else:
