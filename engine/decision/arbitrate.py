@@ -160,12 +160,21 @@ def arbitrate(
     offers: Sequence[Offer],
     suppressed: set[int],
     seed: int,
+    *,
+    scores_out: dict[str, float] | None = None,
 ) -> tuple[list[Candidate], list[BanditChoice]]:
-    """Filter, score, let bandits choose, rank and cut the eligible offers."""
+    """Filter, score, let bandits choose, rank and cut the eligible offers.
+
+    ``scores_out``, when given, receives every eligible candidate's score
+    before bandits, ranking and top N (the decision record keeps them).
+    """
     cands = _eligible(plan, request, inputs, rt, offers, suppressed)
     if not cands:
         return [], []
     _score(plan, rt, cands)
+    if scores_out is not None:
+        for cand in cands.values():
+            scores_out[cand.spec.name] = cand.score
     choices = _bandits(plan, rt, cands, seed) if plan.checked.bandits else []
     ranked = sorted(cands.values(), key=lambda c: (-c.priority, -c.score, c.spec.index))
     limit = request.limit if plan.top is None else min(request.limit, plan.top)

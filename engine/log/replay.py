@@ -14,6 +14,7 @@ from typing import Any
 
 from arbiter.engine.decision.decide import decide
 from arbiter.engine.decision.oracle import ReplayOracle
+from arbiter.engine.log.compare import first_difference
 from arbiter.engine.plan import Plan
 from arbiter.engine.records import ENCODER, RECORD_DECODER, ActionOut, DecisionRecord
 
@@ -27,6 +28,11 @@ class ReplayResult:
     original: list[ActionOut]
     replayed: list[ActionOut]
     errors: list[str] = field(default_factory=list)
+    #: The first field where the recomputed record differs from the logged one (None: none).
+    difference: str | None = None
+    #: The logged record and the recomputed one (for reports; not compared).
+    logged: DecisionRecord | None = None
+    recomputed: DecisionRecord | None = None
 
     @property
     def identical(self) -> bool:
@@ -58,6 +64,9 @@ def replay(plan: Plan, record: DecisionRecord) -> ReplayResult:
         record.actions,
         decision.actions,
         new_record.errors,
+        first_difference(record, new_record),
+        record,
+        new_record,
     )
 
 
