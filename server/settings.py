@@ -38,6 +38,16 @@ class Settings:
     decision_log_file: str | None = field(
         default=None, metadata={"env": "ARBITER_DECISION_LOG_FILE"}
     )
+    # Rotating decision log files (engine/log/files.py): a directory, rotation size
+    # (MB) and age (s), and whether rotated files are gzipped.
+    decision_log_dir: str | None = field(default=None, metadata={"env": "ARBITER_DECISION_LOG_DIR"})
+    decision_log_rotate_mb: int = field(
+        default=256, metadata={"env": "ARBITER_DECISION_LOG_ROTATE_MB"}
+    )
+    decision_log_rotate_s: int = field(
+        default=3600, metadata={"env": "ARBITER_DECISION_LOG_ROTATE_S"}
+    )
+    decision_log_gzip: bool = field(default=False, metadata={"env": "ARBITER_DECISION_LOG_GZIP"})
     decision_stream_maxlen: int = field(
         default=1_000_000, metadata={"env": "ARBITER_DECISION_STREAM_MAXLEN"}
     )
@@ -72,6 +82,10 @@ class Settings:
             raise SettingsError("ARBITER_REDIS_TIMEOUT_MS must be a positive number of ms")
         if self.log_queue_max < 100:
             raise SettingsError("ARBITER_LOG_QUEUE_MAX must be at least 100")
+        if self.decision_log_rotate_mb <= 0 or self.decision_log_rotate_s <= 0:
+            raise SettingsError(
+                "ARBITER_DECISION_LOG_ROTATE_MB and ARBITER_DECISION_LOG_ROTATE_S must be positive"
+            )
         if self.learner not in ("inproc", "off"):
             raise SettingsError("ARBITER_LEARNER must be 'inproc' or 'off'")
         if self.redis_url is not None and not self.redis_url.startswith(
