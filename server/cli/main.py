@@ -16,6 +16,7 @@ from arbiter import dsl
 from arbiter.dsl.errors import ArbiterError
 from arbiter.server.cli import logs as logs_cli
 from arbiter.server.cli.common import redis_url, rule_paths
+from arbiter.server.cli.evaluate import add_evaluate_parser
 from arbiter.server.cli.replay import add_replay_parser, cmd_decide
 from arbiter.server.cli.rules import cmd_check, cmd_fmt, cmd_test
 
@@ -174,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_decide)
 
     add_replay_parser(sub)
+    add_evaluate_parser(sub)
 
     p = sub.add_parser("ingest", help="load events from a JSON-lines file into Redis")
     p.add_argument(
