@@ -295,17 +295,19 @@ def arbiter_evaluate(request: pytest.FixtureRequest) -> Callable[..., Evaluated]
         seed: int = 0,
         clip: float | None = None,
     ) -> Evaluated:
+        from arbiter.engine.scoring.loading import load_models
         from arbiter.server.cli.evaluate import read_rewards
 
-        plans = {}
+        plans, models = {}, {}
         for f in _rules_files(_path(root, rules)):
             plan = compile_plan(dsl.load_checked(f))
             plans[plan.name] = plan
+            models[plan.name] = load_models(plan, f.parent)
         given = (
             rewards if isinstance(rewards, Mapping) else read_rewards([str(_path(root, rewards))])
         )
         records = read_records([_path(root, p) for p in logs])
-        rounds, counts = collect(plans, records, given)
+        rounds, counts = collect(plans, records, given, models=models)
         return Evaluated(evaluate(rounds, counts, clip=clip, resamples=resamples, seed=seed))
 
     return run

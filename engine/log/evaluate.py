@@ -88,8 +88,13 @@ def collect(
     rewards: Mapping[tuple[str, str], float],
     *,
     missing: str = "zero",
+    models: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[list[Round], dict[str, Any]]:
-    """The rounds of a log under the candidate plan(s); and counts of what was left out."""
+    """The rounds of a log under the candidate plan(s); and counts of what was left out.
+
+    ``models``: per plan name, its loaded models (so the candidate's model scores
+    are computed for the rows it asks for; see `engine.log.policy`).
+    """
     rounds: list[Round] = []
     counts: dict[str, Any] = {
         "missing": 0, "dropped": 0, "skipped": 0, "fallbacks": 0, "unsupported": Counter(),
@@ -106,7 +111,7 @@ def collect(
                 counts["dropped"] += 1
                 continue
             reward = 0.0
-        view = action_distribution(plan, record)
+        view = action_distribution(plan, record, (models or {}).get(plan.name))
         counts["fallbacks"] += view.bandit_fallbacks
         support = logged_support(record)
         action = record.actions[0].action if record.actions else NOTHING

@@ -48,13 +48,38 @@ class ReplaySetup:
 class _Worker:
     def __init__(self, setup: ReplaySetup) -> None:
         self.plans: dict[str, Plan] = {}
+        self.folders: dict[str, Path] = {}
         for path in setup.rules:
             plan = compile_plan(dsl.load_checked(Path(path)))
             self.plans[plan.name] = plan
+            self.folders[plan.name] = Path(path).parent
         self.baselines: dict[str, Plan] = {}
         for path in setup.baselines:
             plan = compile_plan(dsl.load_checked(Path(path)))
             self.baselines[plan.hash] = plan
+            # The log may predate a change of the hash itself: a baseline also names its
+            # ruleset's records of any version the report has no plan for.
+            self.baselines.setdefault(plan.name, plan)
+        self.models: dict[str, Any] = {}
+        self.notes: list[str] = []
+
+    def models_for(self, plan: Plan) -> Any:
+        """The plan's models, loaded on first need (None when they cannot be)."""
+        if plan.name not in self.models:
+            from arbiter.engine.scoring.loading import load_models
+
+            try:
+                self.models[plan.name] = (
+                    load_models(plan, self.folders[plan.name]) if plan.model_names else {}
+                )
+            except dsl.RulesError as exc:
+                self.models[plan.name] = None
+                self.notes.append(
+                    f"{plan.name}: models not loaded ({exc.diagnostics[0].message}); logged "
+                    "scores were served in call order, right only where the new rules ask "
+                    "a model for the same rows"
+                )
+        return self.models[plan.name]
 
     def run(self, chunk: Chunk) -> ReplayReport:
         where, lines = chunk
@@ -66,7 +91,12 @@ class _Worker:
             if plan is None:
                 report.skipped += 1
                 continue
-            report.add(replay(plan, record), plan, self.baselines)
+            models = None if plan.hash == record.ruleset.hash else self.models_for(plan)
+            baselines = self.baselines
+            if record.ruleset.hash not in baselines and record.ruleset.name in baselines:
+                baselines = {record.ruleset.hash: baselines[record.ruleset.name]}
+            report.add(replay(plan, record, models), plan, baselines)
+        report.notes.extend(n for n in self.notes if n not in report.notes)
         return report
 
 

@@ -14,11 +14,12 @@ no pmf for, the replay falls back to uniform, and that is reported.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from arbiter.engine.decision.decide import decide
-from arbiter.engine.decision.oracle import ReplayOracle
+from arbiter.engine.decision.oracle import ReplayOracle, Scorer, WhatIfOracle
 from arbiter.engine.plan import Plan
 from arbiter.engine.records import DecisionRecord
 
@@ -42,8 +43,13 @@ class PolicyView:
 class _ForcedDraws:
     """Serves the record's answers, but each bandit's pmf as one-hot on a chosen arm."""
 
-    def __init__(self, record: DecisionRecord, picks: dict[str, int]) -> None:
-        self.inner = ReplayOracle(record)
+    def __init__(
+        self,
+        record: DecisionRecord,
+        picks: dict[str, int],
+        models: Mapping[str, Scorer] | None = None,
+    ) -> None:
+        self.inner = ReplayOracle(record) if models is None else WhatIfOracle(record, models)
         self.picks = picks
         self.seen: dict[str, list[float]] = {}
         self.scores = self.inner.scores
@@ -73,9 +79,17 @@ def _first(record: DecisionRecord) -> str:
     return record.actions[0].action if record.actions else NOTHING
 
 
-def action_distribution(plan: Plan, record: DecisionRecord) -> PolicyView:
-    """``plan``'s probability of serving each first action to ``record``'s request."""
-    probe = _ForcedDraws(record, {})
+def action_distribution(
+    plan: Plan, record: DecisionRecord, models: Mapping[str, Scorer] | None = None
+) -> PolicyView:
+    """``plan``'s probability of serving each first action to ``record``'s request.
+
+    ``models``: the plan's loaded models, used when ``plan`` is not the plan that
+    made the decision (see `WhatIfOracle`).
+    """
+    if plan.hash == record.ruleset.hash:
+        models = None
+    probe = _ForcedDraws(record, {}, models)
     _, first = decide(
         plan,
         record.request,
@@ -104,7 +118,7 @@ def action_distribution(plan: Plan, record: DecisionRecord) -> PolicyView:
         weight = 1.0
         for b, i in zip(names, picks, strict=True):
             weight *= pmfs[b][i]
-        forced = _ForcedDraws(record, dict(zip(names, picks, strict=True)))
+        forced = _ForcedDraws(record, dict(zip(names, picks, strict=True)), models)
         _, rec = decide(
             plan,
             record.request,

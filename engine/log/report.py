@@ -43,6 +43,7 @@ def to_json(r: ReplayReport) -> dict[str, Any]:
         "replayed": r.total - r.skipped,
         "identical": _identical(r),
         "skipped": r.skipped,
+        "notes": list(r.notes),
         "same_version": {
             "records": r.same_version,
             "reproduced": r.reproduced,
@@ -92,6 +93,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def to_text(r: ReplayReport, *, examples: bool = True) -> str:
     """The report as a terminal reads it."""
     out = [summary_line(r)]
+    out += [f"NOTE: {n}" for n in r.notes]
     if r.mismatch_count:
         out += ["", f"MISMATCHES under the same ruleset version ({r.mismatch_count}):"]
         out += [f"  {i}: {d}" for i, d in r.mismatches]
@@ -222,6 +224,7 @@ def to_html(r: ReplayReport, title: str = "Arbiter replay report") -> str:
     body = [
         f"<h1>{_h(title)}</h1>",
         f"<p>{_h(summary_line(r))}</p>",
+        *(f"<p class='bad'>{_h(n)}</p>" for n in r.notes),
         '<div class="cards">'
         + "".join(
             f'<div class="card"><span>{_h(k)}</span><b class="{c}">{_h(v)}</b></div>'

@@ -112,6 +112,7 @@ class ReplayReport:
     value_after: float = 0.0
     examples: dict[str, list[Example]] = field(default_factory=dict)
     kinds: Counter[str] = field(default_factory=Counter)  # transition -> changed decisions
+    notes: list[str] = field(default_factory=list)  # what the reader must know (models missing)
 
     def add(self, result: ReplayResult, plan: Plan, baselines: Mapping[str, Plan]) -> None:
         """Count one replayed record; ``baselines`` maps a ruleset hash to its plan (traces)."""
@@ -182,6 +183,7 @@ class ReplayReport:
             acc_a.after += change.after
             acc_a.gained += change.gained
             acc_a.lost += change.lost
+        self.notes.extend(n for n in other.notes if n not in self.notes)
         for kind, examples in other.examples.items():
             kept = self.examples.setdefault(kind, [])
             kept.extend(examples[: EXAMPLES_PER_KIND - len(kept)])

@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from arbiter.dsl.errors import ArbiterError
+from arbiter.dsl.errors import ArbiterError, RulesError
 from arbiter.server.cli.common import compile_rules, redis_url, rule_paths
 
 __all__ = ["add_evaluate_parser", "cmd_evaluate", "read_rewards"]
@@ -94,13 +94,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from arbiter.engine.log.evaluate import collect, evaluate
     from arbiter.engine.log.files import read_records
     from arbiter.engine.log.replay import read_stream
+    from arbiter.engine.scoring.loading import load_models
     from arbiter.engine.store import keys
     from arbiter.engine.store.client import connect_sync
 
     plans = {}
+    models: dict[str, Any] = {}
     for path in rule_paths([args.rules]):
         plan = compile_rules(path)
         plans[plan.name] = plan
+        try:
+            models[plan.name] = load_models(plan, path.parent)
+        except RulesError as exc:
+            print(
+                f"arbiter: warning: {plan.name}: models not loaded ({exc.diagnostics[0].message}); "
+                "logged scores are served in call order",
+                file=sys.stderr,
+            )
     rewards = read_rewards(args.rewards)
     embedded = client = None
     try:
@@ -117,7 +127,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             records, unit="rec", desc="evaluate", disable=args.quiet or None, file=sys.stderr
         )
         target = next(iter(plans.values())) if len(plans) == 1 else plans
-        rounds, counts = collect(target, bar, rewards, missing=args.missing)
+        rounds, counts = collect(target, bar, rewards, missing=args.missing, models=models)
     finally:
         if client is not None:
             client.close()

@@ -254,3 +254,37 @@ def test_arbiter_evaluate_cli(
     assert main([*argv, "--resamples", "100"]) == 0
     text = capsys.readouterr().out
     assert "DR " in text and "logged policy (observed)" in text and "uniform random" in text
+
+
+def test_rewards_from_the_redis_reward_stream(
+    plans: tuple[Plan, Plan], redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from arbiter.engine.store import keys
+    from arbiter.engine.store.client import connect_sync
+    from arbiter.server.cli.evaluate import read_rewards
+
+    logging, _ = plans
+    records, rewards = simulate(logging, 200, seed=6)
+    client = connect_sync(redis_url)
+    try:
+        for (decision_id, action), reward in rewards.items():
+            # What POST /v1/feedback writes.
+            fields = {b"decision_id": decision_id, b"action": action, b"reward": repr(reward)}
+            client.xadd(keys.REWARD_STREAM, fields)  # type: ignore[arg-type]
+        client.xadd(
+            keys.REWARD_STREAM,
+            {b"decision_id": "s6-0", b"action": records[0].actions[0].action, b"reward": "2.0"},
+        )  # type: ignore[arg-type]
+    finally:
+        client.close()
+    got = read_rewards([redis_url])
+    first = (records[0].decision_id, records[0].actions[0].action)
+    assert got[first] == rewards[first] + 2.0  # a second reward for one decision adds up
+    assert {k: v for k, v in got.items() if k != first} == {
+        k: v for k, v in rewards.items() if k != first
+    }
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(b"".join(ENCODER.encode(r) + b"\n" for r in records))
+    argv = ["evaluate", str(log), "--rules", str(CANDIDATE), "--rewards", redis_url, "-q"]
+    assert main([*argv, "--format", "json", "--resamples", "50"]) == 0
+    assert json.loads(capsys.readouterr().out)["missing_rewards"] == 0

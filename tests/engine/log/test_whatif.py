@@ -198,3 +198,37 @@ def test_same_rules_reproduce_and_a_tampered_record_is_named(
     assert "replayed 7: 5 identical, 2 differ under the same ruleset version" in out
     assert f"{ids[3]}: actions[0].score: 1.5 logged, 1.0 replayed" in out
     assert f"{ids[5]}: trace: 1 logged, 0 replayed" in out
+
+
+def test_a_new_ruleset_is_scored_by_the_models_for_its_own_rows(tmp_path: Path) -> None:
+    """Offering actions to fewer customers (the gift guide to none, the welcome offer in the
+    app only) shifts the models' rows: logged scores, served in call order, would land on
+    the wrong actions; the models score the new rows instead."""
+    from support.paths import CASES_DIR, MODELS_DIR
+
+    from arbiter.engine.log.replay import replay
+    from arbiter.engine.scoring.loading import load_models
+
+    source = (CASES_DIR / "records" / "retail_v1.rules").read_text()
+    welcome = "when new_visitor offer welcome_offer priority 1"
+    gift = 'when context.page == "/" offer holiday_gift_guide'
+    assert welcome in source and gift in source
+    source = source.replace(gift, "").replace('"../../../models/', f'"{MODELS_DIR}/')
+    source = source.replace(
+        welcome, welcome.replace("new_visitor", "new_visitor and context.channel == app")
+    )
+    candidate = tmp_path / "retail.rules"
+    candidate.write_text(source)
+    plan = compile_plan(dsl.load_checked(candidate))
+    models = load_models(plan, tmp_path)
+    records = list(read_records([CASES_DIR / "records" / "v1.jsonl"]))
+    moved = 0
+    for record in records:
+        kept = replay(plan, record, models)
+        naive = replay(plan, record)
+        before = {a.action: a.score for a in record.actions}
+        for a in kept.replayed:
+            if a.action in before:
+                assert a.score == before[a.action], (record.decision_id, a.action)
+        moved += any(a.action in before and a.score != before[a.action] for a in naive.replayed)
+    assert moved > 0  # without the models, scores do land on the wrong actions
