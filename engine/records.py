@@ -2,7 +2,11 @@
 
 All are msgspec Structs so that one reused encoder turns them into JSON with
 no intermediate dicts. `DecisionRecord` is versioned (`v`): readers accept
-older versions; writers always write the newest.
+older versions; writers always write the newest. Versions only add optional
+fields, so one Struct reads them all:
+
+- v1: no `v` in the JSON (the writer omitted the default).
+- v2: `candidates`, `probabilities`, `segments` and `timings`; `v` written.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2
 
 
 class DecideRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -96,7 +100,18 @@ class DecisionRecord(msgspec.Struct, omit_defaults=True):
     variants: dict[str, str] = msgspec.field(default_factory=dict)
     trace: list[int] = msgspec.field(default_factory=list)
     errors: list[str] = msgspec.field(default_factory=list)
-    v: int = RECORD_VERSION
+    # A record without `v` is v1 (v1 writers omitted it): the default must stay 1.
+    # Writers pass `v=RECORD_VERSION`.
+    v: int = 1
+    # v2: every eligible candidate's formula score before bandits, ranking and top N.
+    candidates: dict[str, float] = msgspec.field(default_factory=dict)
+    # v2: per returned action, its probability of being served (the bandit's draw; 1.0
+    # for an action the rules alone chose). Parallel to `actions`.
+    probabilities: list[float] = msgspec.field(default_factory=list)
+    # v2: the segments the customer was in, by name (part of the trace).
+    segments: list[str] = msgspec.field(default_factory=list)
+    # v2: where the time went, in milliseconds (`fetch`, `decide`); never compared by replay.
+    timings: dict[str, float] = msgspec.field(default_factory=dict)
 
 
 ENCODER = msgspec.json.Encoder()

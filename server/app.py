@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from arbiter.engine.learning.bandit_store import BanditRegistry
 from arbiter.engine.learning.learner import LearnerConfig
+from arbiter.engine.log.files import RotatingFiles
 from arbiter.engine.log.writer import DecisionLog
 from arbiter.engine.plan import Plan
 from arbiter.engine.store.client import connect
@@ -94,6 +95,18 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
     return app
 
 
+def decision_log_files(settings: Settings) -> RotatingFiles | None:
+    """The rotating decision log files the settings ask for, if any."""
+    if settings.decision_log_dir is None:
+        return None
+    return RotatingFiles(
+        settings.decision_log_dir,
+        max_bytes=settings.decision_log_rotate_mb * 1024 * 1024,
+        max_seconds=settings.decision_log_rotate_s,
+        gzip=settings.decision_log_gzip,
+    )
+
+
 async def _start(settings: Settings, resources: Resources) -> AppState:
     embedded = None
     url = settings.redis_url
@@ -116,6 +129,7 @@ async def _start(settings: Settings, resources: Resources) -> AppState:
         stream_maxlen=settings.decision_stream_maxlen,
         queue_max=settings.log_queue_max,
         file_path=settings.decision_log_file,
+        files=decision_log_files(settings),
     )
     registry = BanditRegistry(admin_redis, check_interval_ms=settings.reload_interval_ms)
     # Publishing more often than workers poll for new versions is wasted work;

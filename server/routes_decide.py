@@ -69,16 +69,23 @@ async def handle_decide(st: AppState, body: bytes, authorization: str | None) ->
         raise ApiError(422, "invalid_request", _sentence(p), p.field) from None
 
     now = st.clock()
+    fetch_started = time.perf_counter()
     try:
         inputs = await st.store.fetch(req.customer_id, live.plan.needs, now)
     except _REDIS_DOWN:
         # Decide on what needs no profile (context-only rules, the default).
         inputs = Inputs(degraded=True)
+    decide_started = time.perf_counter()
     decision_id = new_decision_id(now)
     oracle = LiveOracle(live.models, live.bandits)
     decision, record = decide(
         live.plan, req, inputs, decision_id=decision_id, now=now, oracle=oracle
     )
+    finished = time.perf_counter()
+    record.timings = {
+        "fetch": round((decide_started - fetch_started) * 1000, 3),
+        "decide": round((finished - decide_started) * 1000, 3),
+    }
     contacts = []
     channel = req.context.get("channel")
     for out in decision.actions:

@@ -38,6 +38,16 @@ class Settings:
     decision_log_file: str | None = field(
         default=None, metadata={"env": "ARBITER_DECISION_LOG_FILE"}
     )
+    # Rotating decision log files (engine/log/files.py): a directory, rotation size
+    # (MB) and age (s), and whether rotated files are gzipped.
+    decision_log_dir: str | None = field(default=None, metadata={"env": "ARBITER_DECISION_LOG_DIR"})
+    decision_log_rotate_mb: int = field(
+        default=256, metadata={"env": "ARBITER_DECISION_LOG_ROTATE_MB"}
+    )
+    decision_log_rotate_s: int = field(
+        default=3600, metadata={"env": "ARBITER_DECISION_LOG_ROTATE_S"}
+    )
+    decision_log_gzip: bool = field(default=False, metadata={"env": "ARBITER_DECISION_LOG_GZIP"})
     decision_stream_maxlen: int = field(
         default=1_000_000, metadata={"env": "ARBITER_DECISION_STREAM_MAXLEN"}
     )
@@ -78,6 +88,10 @@ class Settings:
         if self.intake_shards < 0 or (self.intake_consume and self.intake_shards < 1):
             raise SettingsError(
                 "ARBITER_INTAKE_SHARDS must be at least 1 when ARBITER_INTAKE_CONSUME is on"
+            )
+        if self.decision_log_rotate_mb <= 0 or self.decision_log_rotate_s <= 0:
+            raise SettingsError(
+                "ARBITER_DECISION_LOG_ROTATE_MB and ARBITER_DECISION_LOG_ROTATE_S must be positive"
             )
         if self.learner not in ("inproc", "off"):
             raise SettingsError("ARBITER_LEARNER must be 'inproc' or 'off'")

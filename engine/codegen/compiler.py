@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -251,14 +252,21 @@ def _actions(checked: CheckedRuleset) -> tuple[ActionSpec, ...]:
 
 
 def content_hash(checked: CheckedRuleset) -> str:
-    """sha256 over every source file (sorted by name) and the compiler version."""
+    """sha256 over every source file (sorted by name) and the compiler version.
+
+    Names are taken relative to the folder holding all the sources, so the
+    same files give the same hash from any checkout or working directory
+    (replay tells "the same ruleset version" by this hash).
+    """
     h = hashlib.sha256(COMPILER_VERSION.encode())
-    for name in sorted(checked.sources):
-        h.update(name.encode() + b"\0" + checked.sources[name].encode() + b"\0")
+    names = {name: os.path.abspath(name) for name in checked.sources}
+    root = os.path.commonpath([os.path.dirname(p) for p in names.values()]) if names else ""
+    for rel, name in sorted((os.path.relpath(p, root), name) for name, p in names.items()):
+        h.update(rel.encode() + b"\0" + checked.sources[name].encode() + b"\0")
     return h.hexdigest()
 
 
-_CACHE: OrderedDict[tuple[str, bool], Plan] = OrderedDict()
+_CACHE: OrderedDict[tuple[str, bool, tuple[str, ...]], Plan] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
 _CACHE_SIZE = 32
 
@@ -275,7 +283,8 @@ def compile_plan(checked: CheckedRuleset, *, optimize: bool = True) -> Plan:
     Python can compile.
     """
     digest = content_hash(checked)
-    key = (digest, optimize)
+    # The file names too: the hash ignores where the files are, but the plan's spans name them.
+    key = (digest, optimize, tuple(sorted(checked.sources)))
     with _CACHE_LOCK:
         if key in _CACHE:
             _CACHE.move_to_end(key)

@@ -199,10 +199,14 @@ def arbitrate(
     suppressed: set[int],
     seed: int,
     trace: Trace | None = None,
+    *,
+    scores_out: dict[str, float] | None = None,
 ) -> tuple[list[Candidate], list[BanditChoice]]:
     """Filter, score, let bandits choose, rank and cut the eligible offers.
 
     With a `trace`, records why each offered action that is not returned left.
+    ``scores_out``, when given, receives every eligible candidate's score
+    before bandits, ranking and top N (the decision record keeps them).
     """
     cands = _eligible(plan, request, inputs, rt, offers, suppressed, trace)
     if not cands:
@@ -210,6 +214,9 @@ def arbitrate(
     _score(plan, rt, cands)
     if trace is not None:
         trace.scored = dict(cands)
+    if scores_out is not None:
+        for cand in cands.values():
+            scores_out[cand.spec.name] = cand.score
     choices = _bandits(plan, rt, cands, seed, trace) if plan.checked.bandits else []
     ranked = sorted(cands.values(), key=lambda c: (-c.priority, -c.score, c.spec.index))
     limit = request.limit if plan.top is None else min(request.limit, plan.top)

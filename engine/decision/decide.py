@@ -20,6 +20,7 @@ from arbiter.engine.decision.runtime import EvalRuntime
 from arbiter.engine.decision.sampling import seed_from_decision_id
 from arbiter.engine.plan import Plan
 from arbiter.engine.records import (
+    RECORD_VERSION,
     ActionOut,
     BanditChoice,
     DecideRequest,
@@ -61,6 +62,24 @@ def aggregates_tuple(plan: Plan, inputs: Inputs) -> tuple[Any, ...]:
     return tuple(agg.get(spec.key) for spec in plan.needs.aggregates)
 
 
+def recorded_inputs(plan: Plan, inputs: Inputs) -> Inputs:
+    """The inputs as the record keeps them: only the profile values the plan can read.
+
+    The store returns a customer's whole profile; attributes the ruleset does
+    not declare (nor `consents`, when an action requires consent) are never
+    read by the decision, so they are personal data the log must not keep.
+    """
+    declared = plan.needs.profile_fields
+    profile = inputs.profile
+    keep_consents = plan.needs.reads_consent
+    if all(k in declared or (keep_consents and k == "consents") for k in profile):
+        return inputs
+    kept = {
+        k: v for k, v in profile.items() if k in declared or (keep_consents and k == "consents")
+    }
+    return Inputs(kept, inputs.aggregates, inputs.caps, inputs.rejections, inputs.degraded)
+
+
 def decide(
     plan: Plan,
     request: DecideRequest,
@@ -87,12 +106,15 @@ def decide(
     bandits: list[BanditChoice] = []
     # Kept only when explaining: the hot path records nothing it will not show.
     trace = Trace() if request.explain else None
+    candidates: dict[str, float] = {}
     if in_holdout(plan, subject):
         assert plan.checked.holdout is not None
         holdout_name = plan.checked.holdout.name
         chosen: list[Candidate] = []
     else:
-        chosen, bandits = arbitrate(plan, request, inputs, rt, offers, suppressed, seed, trace)
+        chosen, bandits = arbitrate(
+            plan, request, inputs, rt, offers, suppressed, seed, trace, scores_out=candidates
+        )
 
     if not chosen and plan.default is not None:
         spec = plan.actions[plan.default]
@@ -125,7 +147,7 @@ def decide(
         ts=now,
         ruleset=RecordedRuleset(plan.name, plan.version, plan.hash),
         request=request,
-        inputs=inputs,
+        inputs=recorded_inputs(plan, inputs),
         seed=seed,
         actions=actions,
         scores=oracle.scores if hasattr(oracle, "scores") else {},
@@ -135,6 +157,10 @@ def decide(
         variants=dict(zip(plan.checked.experiments, variants, strict=True)),
         trace=sorted({o.rule for o in offers}),
         errors=rt.errors,
+        v=RECORD_VERSION,
+        candidates=candidates,
+        probabilities=[1.0 if c.probability is None else c.probability for c in chosen],
+        segments=[name for name, value in zip(plan.segment_names, segments, strict=False) if value],
     )
     return decision, record
 

@@ -106,3 +106,28 @@ class ReplayOracle:
 
     def model_versions(self) -> dict[str, str]:
         return {}
+
+
+class WhatIfOracle(ReplayOracle):
+    """Replays a record against a *new* plan: models scored for real, bandits as logged.
+
+    A new plan may ask a model for other rows than the logged decision did (another
+    set of candidates, other inputs), so the logged scores, a queue in call order,
+    would land on the wrong rows. Models are deterministic functions of their rows:
+    given the model of the time (the same version), scoring again gives the logged
+    values where the rows are the same and right values where they differ. Bandit
+    pmfs are served from the record as in replay: the candidate is judged with the
+    bandit model of the time.
+    """
+
+    def __init__(self, record: DecisionRecord, models: Mapping[str, Scorer]) -> None:
+        super().__init__(record)
+        self.models = models
+
+    def score(self, model: str, rows: list[list[float]]) -> list[float]:
+        scorer = self.models.get(model)
+        if scorer is None:
+            return super().score(model, rows)
+        out = scorer.score(rows)
+        self.scores.setdefault(model, []).extend(out)
+        return out

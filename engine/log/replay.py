@@ -7,13 +7,14 @@ the inputs the plan read and every model score and bandit pmf, served back by
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from arbiter.engine.decision.decide import decide
-from arbiter.engine.decision.oracle import ReplayOracle
+from arbiter.engine.decision.oracle import ReplayOracle, Scorer, WhatIfOracle
+from arbiter.engine.log.compare import first_difference
 from arbiter.engine.plan import Plan
 from arbiter.engine.records import ENCODER, RECORD_DECODER, ActionOut, DecisionRecord
 
@@ -27,6 +28,11 @@ class ReplayResult:
     original: list[ActionOut]
     replayed: list[ActionOut]
     errors: list[str] = field(default_factory=list)
+    #: The first field where the recomputed record differs from the logged one (None: none).
+    difference: str | None = None
+    #: The logged record and the recomputed one (for reports; not compared).
+    logged: DecisionRecord | None = None
+    recomputed: DecisionRecord | None = None
 
     @property
     def identical(self) -> bool:
@@ -42,22 +48,36 @@ class ReplayResult:
         return f"{self.decision_id}: CHANGED {before} -> {after}"
 
 
-def replay(plan: Plan, record: DecisionRecord) -> ReplayResult:
-    """Recompute one logged decision with `plan`."""
+def replay(
+    plan: Plan, record: DecisionRecord, models: Mapping[str, Scorer] | None = None
+) -> ReplayResult:
+    """Recompute one logged decision with `plan`.
+
+    Under the plan that made the decision, model scores are served from the
+    record. Under another plan, ``models`` (the plan's loaded models), when
+    given, score the rows the new plan asks for (`WhatIfOracle`); without
+    them the logged scores are served in call order, which is right only
+    where the new plan asks for the same rows.
+    """
+    same = plan.hash == record.ruleset.hash
+    oracle = ReplayOracle(record) if same or models is None else WhatIfOracle(record, models)
     decision, new_record = decide(
         plan,
         record.request,
         record.inputs,
         decision_id=record.decision_id,
         now=record.ts,
-        oracle=ReplayOracle(record),
+        oracle=oracle,
     )
     return ReplayResult(
         record.decision_id,
-        plan.hash == record.ruleset.hash,
+        same,
         record.actions,
         decision.actions,
         new_record.errors,
+        first_difference(record, new_record),
+        record,
+        new_record,
     )
 
 

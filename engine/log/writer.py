@@ -8,6 +8,11 @@ contact-cap counters, and an index entry per customer so that erasure can
 find their log entries. When the queue is full the record is dropped and
 counted; when Redis fails the batch is retried with backoff while there is
 room.
+
+The stream is capped (``stream_maxlen``, trimmed approximately, oldest first).
+Records also go, after Redis took them, to a single JSON-lines file
+(``file_path``) and/or to rotating files (``files``, see `engine.log.files`);
+`arbiter logs export` copies a time range of the stream to such files.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
+from arbiter.engine.log.files import RotatingFiles
 from arbiter.engine.records import ENCODER, DecisionRecord
 from arbiter.engine.store import keys
 from arbiter.engine.store.identity import redirect_of
@@ -55,6 +61,7 @@ class DecisionLog:
         stream_maxlen: int = 1_000_000,
         queue_max: int = 50_000,
         file_path: str | Path | None = None,
+        files: RotatingFiles | None = None,
     ) -> None:
         self.redis = redis
         self.store = store
@@ -62,6 +69,7 @@ class DecisionLog:
         self.maxlen = stream_maxlen
         self.queue_max = queue_max
         self.file_path = Path(file_path) if file_path else None
+        self.files = files
         self._queue: deque[_Entry] = deque()
         self._wake = asyncio.Event()
         self.pending: dict[str, DecisionRecord] = {}
@@ -117,6 +125,8 @@ class DecisionLog:
             log.warning(
                 "decision log: %d records not written at shutdown: %s", len(self._queue), exc
             )
+        if self.files is not None:
+            await asyncio.to_thread(self.files.close)
 
     async def _run(self) -> None:
         backoff = 0.05
@@ -161,6 +171,8 @@ class DecisionLog:
             await self._customer_writes(batch, [e.stream_id or b"" for e in batch])
         if self.file_path is not None:
             await asyncio.to_thread(self._append_file, blobs)
+        if self.files is not None:
+            await asyncio.to_thread(self.files.write, blobs)
         for _ in batch:
             self._queue.popleft()
         for entry in batch:

@@ -16,8 +16,10 @@ from redis.exceptions import RedisError
 
 from arbiter import dsl
 from arbiter.dsl.errors import ArbiterError
+from arbiter.server.cli import logs as logs_cli
 from arbiter.server.cli.common import redis_url, rule_paths
-from arbiter.server.cli.replay import cmd_decide, cmd_replay
+from arbiter.server.cli.evaluate import add_evaluate_parser
+from arbiter.server.cli.replay import add_replay_parser, cmd_decide
 from arbiter.server.cli.rules import cmd_check, cmd_fmt, cmd_test
 
 DEFAULT_RULES = "rulesets"
@@ -197,17 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--explain", action="store_true")
     p.set_defaults(func=cmd_decide)
 
-    p = sub.add_parser("replay", help="recompute logged decisions and compare")
-    p.add_argument(
-        "source",
-        nargs="?",
-        default=None,
-        help="a .jsonl log or a Redis URL (default: the server's Redis)",
-    )
-    p.add_argument("--rules", default=DEFAULT_RULES)
-    p.add_argument("--limit", type=int, default=None)
-    p.add_argument("-v", "--verbose", action="store_true")
-    p.set_defaults(func=cmd_replay)
+    add_replay_parser(sub)
+    add_evaluate_parser(sub)
 
     p = sub.add_parser("ingest", help="load events from a JSON-lines file into Redis")
     p.add_argument(
@@ -249,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
         "ARBITER_RELOAD_INTERVAL_MS)",
     )
     p.set_defaults(func=cmd_learn)
+
+    logs_cli.add_parser(sub)
     return parser
 
 

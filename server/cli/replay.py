@@ -7,12 +7,17 @@ import asyncio
 import json
 import sys
 import time
-from typing import Any
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from arbiter.engine.plan import Plan
 from arbiter.server.cli.common import compile_rules, redis_url, rule_paths
 
-__all__ = ["cmd_decide", "cmd_replay"]
+if TYPE_CHECKING:
+    from arbiter.engine.log.parallel import Chunk
+
+__all__ = ["add_replay_parser", "cmd_decide", "cmd_replay"]
 
 
 # ------------------------------------------------------------------ decide
@@ -96,57 +101,139 @@ async def _fetch(plan: Plan, customer_id: str, now: float) -> Any:
 
 # ------------------------------------------------------------------ replay
 
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
+
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    """Replay logged decisions against the rules; exit 1 if a same-version replay differs."""
-    from arbiter.engine.log.replay import read_jsonl, read_stream, replay
+    """Replay logged decisions against the rules; report; exit 1 on a failed gate.
+
+    Exit 1 when a record differs under the same ruleset version, and, with
+    ``--fail-on-change``, when a new ruleset changes a decision in a way the
+    ``--allow`` patterns do not expect.
+    """
+    from tqdm import tqdm
+
+    from arbiter.engine.log.parallel import (
+        ReplaySetup,
+        chunks_from_files,
+        chunks_from_stream,
+        plan_files,
+        replay_log,
+    )
+    from arbiter.engine.log.report import to_html, to_json, to_text
+    from arbiter.engine.store import keys
     from arbiter.engine.store.client import connect_sync
 
-    plans = {}
-    for path in rule_paths([args.rules]):
-        plan = compile_rules(path)
-        plans[plan.name] = plan
-    embedded = None
-    client = None
-    if args.source and not args.source.startswith(
-        ("redis://", "rediss://", "unix://", "redis+cluster://")
-    ):
-        records = read_jsonl(args.source)
-    else:
-        url = args.source
-        if url is None:
-            url, embedded = redis_url()
-        client = connect_sync(url)
-        from arbiter.engine.store import keys
-
-        records = read_stream(client, keys.DECISION_STREAM, args.limit)
-    total = identical = mismatched = changed = skipped = 0
+    setup = ReplaySetup(
+        plan_files(rule_paths([args.rules])),
+        plan_files(rule_paths(args.baseline)) if args.baseline else (),
+    )
+    for path in (*setup.rules, *setup.baselines):
+        compile_rules(Path(path))  # report rules errors here, once, not from every worker
+    sources = list(args.source)
+    urls = [s for s in sources if s.startswith(_REDIS_SCHEMES)]
+    if urls and len(sources) > 1:
+        raise SystemExit("arbiter: replay either log files or one Redis URL, not both")
+    embedded = client = None
     try:
-        for record in records:
-            found = plans.get(record.ruleset.name)
-            if found is None:
-                skipped += 1
-                continue
-            result = replay(found, record)
-            total += 1
-            if result.identical:
-                identical += 1
-            elif result.same_plan:
-                mismatched += 1
-            else:
-                changed += 1
-            if args.verbose or not result.identical:
-                tag = "" if result.same_plan else " [new ruleset version]"
-                print(result.describe() + tag)
+        if sources and not urls:
+            chunks = chunks_from_files(sources)
+            if args.limit is not None:
+                chunks = _limited(chunks, args.limit)
+            total = None
+        else:
+            url = urls[0] if urls else None
+            if url is None:
+                url, embedded = redis_url()
+            client = connect_sync(url)
+            chunks = chunks_from_stream(client, keys.DECISION_STREAM, args.limit)
+            total = client.xlen(keys.DECISION_STREAM)
+            if args.limit is not None:
+                total = min(total, args.limit)
+        with tqdm(
+            total=total, unit="rec", desc="replay", disable=args.quiet or None, file=sys.stderr
+        ) as bar:
+            started = time.perf_counter()
+            report = replay_log(setup, chunks, jobs=args.jobs, progress=bar.update)
+            elapsed = time.perf_counter() - started
     finally:
         if client is not None:
             client.close()
         if embedded is not None:
             embedded.stop()
-    print(
-        f"replayed {total}: {identical} identical, {mismatched} differ under the same ruleset version, "
-        f"{changed} changed by a new ruleset version; {skipped} skipped (ruleset not loaded)"
-    )
-    if total == 0:
+    if args.format == "json":
+        body = json.dumps(to_json(report), indent=2) + "\n"
+    elif args.format == "html":
+        body = to_html(report)
+    else:
+        body = to_text(report)
+    if args.output:
+        Path(args.output).write_text(body, encoding="utf-8")
+        print(f"arbiter: report written to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(body)
+    replayed = report.total - report.skipped
+    if not args.quiet:
+        rate = replayed / elapsed if elapsed > 0 else 0.0
+        print(f"arbiter: {replayed} records in {elapsed:.2f}s ({rate:,.0f}/s)", file=sys.stderr)
+    if replayed == 0:
         print("no decisions to replay", file=sys.stderr)
-    return 1 if mismatched else 0
+    if report.mismatch_count:
+        return 1
+    if args.fail_on_change:
+        unexpected = report.unexpected(args.allow)
+        if unexpected:
+            kinds = ", ".join(f"{k} ({n})" for k, n in sorted(unexpected.items()))
+            print(f"arbiter: unexpected changes: {kinds}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def _limited(chunks: Iterator[Chunk], limit: int) -> Iterator[Chunk]:
+    left = limit
+    for where, lines in chunks:
+        if left <= 0:
+            return
+        yield where, lines[:left]
+        left -= len(lines)
+
+
+def add_replay_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """The `replay` verb."""
+    p = sub.add_parser(
+        "replay",
+        help="recompute logged decisions: exact under the same rules, a what-if under new ones",
+    )
+    p.add_argument(
+        "source",
+        nargs="*",
+        default=[],
+        help="log files (.jsonl, .jsonl.gz), directories of them, or a Redis URL "
+        "(default: the server's Redis stream)",
+    )
+    p.add_argument("--rules", default="rulesets", help="the rules to replay against")
+    p.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        help="the rules the log was written with (only to name the rules of old traces)",
+    )
+    p.add_argument("--jobs", "-j", type=int, default=1, help="worker processes")
+    p.add_argument("--format", choices=["text", "json", "html"], default="text")
+    p.add_argument("--output", "-o", default=None, help="write the report to this file")
+    p.add_argument(
+        "--fail-on-change",
+        action="store_true",
+        help="exit 1 when the new rules change a decision (beyond --allow)",
+    )
+    p.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="OLD->NEW",
+        help="an expected change of first action; * matches any; '(nothing)' is no action",
+    )
+    p.add_argument("--limit", type=int, default=None, help="replay at most this many records")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or timing")
+    p.add_argument("-v", "--verbose", action="store_true", help="(kept for compatibility)")
+    p.set_defaults(func=cmd_replay)

@@ -1,0 +1,141 @@
+"""Replay throughput: records per second on one core and with ``--jobs 2``, side by side.
+
+Writes a decision log of ``--records`` records (default 100,000) from the
+reference ruleset `rulesets/retail.rules` -- three ONNX models, the
+`homepage_hero` bandit (a trained VW model, so its pmf is VW's, not the
+cold-start uniform), an experiment, the holdout, event aggregates -- by
+calling the engine's `decide` with a `LiveOracle`, as the server does after
+its Redis read. Then it replays the log with `engine.log.parallel.replay_log`
+(what `arbiter replay` runs, minus the progress bar), same rules, every record
+checked for exact reproduction, once with one process and once with two, in
+alternating rounds; prints the median records/s of each and their ratio.
+
+    python -m benchmarks.replay_throughput [--records 100000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from arbiter import dsl
+from arbiter.engine.codegen.compiler import compile_plan
+from arbiter.engine.decision.decide import decide
+from arbiter.engine.decision.oracle import LiveOracle
+from arbiter.engine.learning.bandit import BanditModel
+from arbiter.engine.learning.bandit_store import exploration_of
+from arbiter.engine.log.files import RotatingFiles
+from arbiter.engine.log.parallel import ReplaySetup, chunks_from_files, replay_log
+from arbiter.engine.records import ENCODER, DecideRequest, Inputs
+from arbiter.engine.scoring.loading import load_models
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES = ROOT / "rulesets" / "retail.rules"
+DEVICES = ("desktop", "mobile", "tablet")
+
+
+def _inputs(rng: random.Random, now: float) -> Inputs:
+    profile: dict[str, Any] = {
+        "lifetime_value": round(rng.choice([0, 80, 600, 2500]) * rng.random(), 2),
+        "orders_90d": rng.randint(0, 6),
+        "visits_30d": rng.randint(0, 20),
+        "last_purchase_at": now - rng.randint(1, 200) * 86400,
+        "loyalty_tier": rng.choice(["none", "silver", "gold"]),
+        "consents": rng.choice([["email"], [], ["email", "sms"]]),
+    }
+    aggregates = {
+        "count(purchase within 31536000s)": float(rng.randint(0, 9)),
+        "count(product_view within 86400s)": float(rng.randint(0, 6)),
+        "count(add_to_cart within 86400s)": float(rng.randint(0, 2)),
+        "count(purchase within 86400s)": float(rng.randint(0, 1)),
+        "count(purchase within 2592000s)": float(rng.randint(0, 3)),
+        "count(add_to_cart within 604800s)": float(rng.randint(0, 3)),
+        "last(add_to_cart within 0s)": now - rng.randint(60, 90000),
+        "last(page_view within 0s)": now - rng.randint(1, 900000),
+    }
+    return Inputs(profile, aggregates, {}, {})
+
+
+def write_log(path: Path, n: int, seed: int = 11) -> float:
+    """``n`` records of retail.rules to JSONL files under ``path``; seconds taken."""
+    plan = compile_plan(dsl.load_checked(RULES))
+    decl = plan.checked.bandits["homepage_hero"]
+    bandit = BanditModel("homepage_hero", exploration_of(decl))
+    oracle = LiveOracle(load_models(plan, RULES.parent), {"homepage_hero": bandit})
+    rng = random.Random(seed)
+    files = RotatingFiles(path, max_bytes=64 * 1024 * 1024)
+    started = time.perf_counter()
+    now = 1.796e9
+    batch: list[bytes] = []
+    for i in range(n):
+        context = {
+            "channel": rng.choice(["web", "web", "web", "app", "email"]),
+            "page": rng.choice(["/", "/", "/cart", "/product/7", "/account"]),
+            "device": rng.choice(DEVICES),
+            "cart_value": rng.choice([0, 20, 45, 120]),
+        }
+        oracle.scores = {}
+        _, record = decide(
+            plan,
+            DecideRequest(f"c{i % 20000}", context, limit=2),
+            _inputs(rng, now),
+            decision_id=f"bench-{seed}-{i}",
+            now=now + i * 0.01,
+            oracle=oracle,
+        )
+        batch.append(ENCODER.encode(record))
+        for choice in record.bandits:
+            if i < 3000:  # learn a little, so later pmfs come from VW and vary
+                reward = float(choice.arms.index(choice.chosen) == DEVICES.index(context["device"]))
+                bandit.learn(
+                    choice.shared,
+                    choice.arm_features,
+                    choice.arms.index(choice.chosen),
+                    reward,
+                    choice.probability,
+                )
+        if len(batch) >= 1000:
+            files.write(batch)
+            batch = []
+    files.write(batch)
+    files.close()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "log"
+        took = write_log(log, args.records)
+        size = sum(p.stat().st_size for p in log.iterdir())
+        print(
+            f"log: {args.records:,} records of {RULES.name}, {size / 1e6:.0f} MB, "
+            f"written in {took:.1f}s"
+        )
+        setup = ReplaySetup((str(RULES),))
+        rates: dict[int, list[float]] = {1: [], 2: []}
+        for r in range(args.rounds):
+            for jobs in (1, 2) if r % 2 == 0 else (2, 1):
+                started = time.perf_counter()
+                report = replay_log(setup, chunks_from_files([log]), jobs=jobs)
+                elapsed = time.perf_counter() - started
+                assert report.total == args.records, report.total
+                assert report.reproduced == args.records, (report.mismatches[:3], report.total)
+                rates[jobs].append(args.records / elapsed)
+                print(f"  round {r + 1}, jobs {jobs}: {args.records / elapsed:,.0f} records/s")
+        one, two = statistics.median(rates[1]), statistics.median(rates[2])
+        print(f"replay, 1 process:   {one:,.0f} records/s (median of {args.rounds})")
+        print(f"replay, --jobs 2:    {two:,.0f} records/s ({two / one:.2f}x)")
+        print("every record reproduced exactly in every round")
+
+
+if __name__ == "__main__":
+    main()
