@@ -13,7 +13,9 @@ from arbiter import dsl
 from arbiter.dsl.types import Type
 from arbiter.engine.store.profiles import Event
 from arbiter.engine.validate import ValueProblem, normalize, normalize_all
+from arbiter.server.access import authorize
 from arbiter.server.errors import ApiError
+from arbiter.server.lag import learner_lag
 from arbiter.server.responses import JSONResponse
 from arbiter.server.rulesets import NameMismatch, NoEarlierVersion
 from arbiter.server.state import AppState
@@ -59,7 +61,7 @@ async def _redis_call(awaitable: Any) -> Any:
 async def get_profile(customer_id: str, request: Request, authorization: Auth = None) -> Any:
     """A customer's attributes and the last time of each event type."""
     st = _st(request)
-    st.keys.require("admin", authorization)
+    await authorize(request, "profiles:read")
     _check_customer(customer_id)
     attributes = await _redis_call(st.admin_store.get_profile(customer_id))
     last_seen = await _redis_call(st.admin_store.event_summary(customer_id))
@@ -70,12 +72,12 @@ async def get_profile(customer_id: str, request: Request, authorization: Auth = 
     return {"customer_id": customer_id, "attributes": attributes, "last_seen": last_seen}
 
 
-def _profile_write(
+async def _profile_write(
     request: Request, authorization: str | None, customer_id: str, attributes: dict[str, Any]
 ) -> tuple[AppState, dict[str, Any]]:
     """Auth, id and type checks shared by PUT and PATCH; the normalised values."""
     st = _st(request)
-    st.keys.require("admin", authorization)
+    await authorize(request, "profiles:write")
     _check_customer(customer_id)
     try:
         return st, normalize_all(_profile_schema(st), attributes)
@@ -91,7 +93,7 @@ async def put_profile(
     authorization: Auth = None,
 ) -> Any:
     """Replace a customer's attributes; values are checked against the declared profile types."""
-    st, values = _profile_write(request, authorization, customer_id, attributes)
+    st, values = await _profile_write(request, authorization, customer_id, attributes)
     values = {k: v for k, v in values.items() if v is not None}
     await _redis_call(st.admin_store.put_profile(customer_id, values))
     return {"customer_id": customer_id, "attributes": values}
@@ -105,7 +107,7 @@ async def patch_profile(
     authorization: Auth = None,
 ) -> Any:
     """Merge attributes in; `null` removes one."""
-    st, values = _profile_write(request, authorization, customer_id, attributes)
+    st, values = await _profile_write(request, authorization, customer_id, attributes)
     await _redis_call(st.admin_store.patch_profile(customer_id, values))
     merged = await _redis_call(st.admin_store.get_profile(customer_id))
     return {"customer_id": customer_id, "attributes": merged}
@@ -115,7 +117,7 @@ async def patch_profile(
 async def delete_profile(customer_id: str, request: Request, authorization: Auth = None) -> Any:
     """Erase everything held on a customer: attributes, windows, caps, decision-log entries."""
     st = _st(request)
-    st.keys.require("admin", authorization)
+    await authorize(request, "profiles:write")
     _check_customer(customer_id)
     await st.log.flush()
     deleted = await _redis_call(st.admin_store.erase(customer_id))
@@ -149,7 +151,7 @@ def _event_schema(st: AppState) -> dict[str, dict[str, Type]]:
 async def post_events(body: EventsIn, request: Request, authorization: Auth = None) -> Any:
     """Count events into their customers' time windows (idempotent per `event_id`)."""
     st = _st(request)
-    st.keys.require("admin", authorization)
+    await authorize(request, "events")
     now = st.clock()
     schema = _event_schema(st)
     events: list[Event] = []
@@ -186,7 +188,7 @@ def _live_summary(st: AppState, name: str) -> dict[str, Any]:
 async def list_rulesets(request: Request, authorization: Auth = None) -> Any:
     """Live rulesets of this server."""
     st = _st(request)
-    st.keys.require("decide", authorization)
+    await authorize(request, "rulesets:read")
     return {"rulesets": [_live_summary(st, name) for name in sorted(st.rulesets.live)]}
 
 
@@ -194,7 +196,7 @@ async def list_rulesets(request: Request, authorization: Auth = None) -> Any:
 async def get_ruleset(name: str, request: Request, authorization: Auth = None) -> Any:
     """The live version of a ruleset, with its text."""
     st = _st(request)
-    st.keys.require("decide", authorization)
+    await authorize(request, "rulesets:read")
     if name not in st.rulesets.live:
         raise ApiError(404, "unknown_ruleset", f"no ruleset named '{name}'", "name")
     summary = _live_summary(st, name)
@@ -221,7 +223,7 @@ def _rules_invalid(exc: dsl.RulesError) -> JSONResponse:
 async def put_ruleset(name: str, request: Request, authorization: Auth = None) -> Response:
     """Upload `.rules` text; if it checks and compiles it becomes live, else 422 and nothing changes."""
     st = _st(request)
-    st.keys.require("admin", authorization)
+    await authorize(request, "rulesets:write")
     raw = await request.body()
     try:
         text = raw.decode("utf-8")
@@ -246,7 +248,7 @@ async def put_ruleset(name: str, request: Request, authorization: Auth = None) -
 async def rollback_ruleset(name: str, request: Request, authorization: Auth = None) -> Any:
     """Make the previous version live again."""
     st = _st(request)
-    st.keys.require("admin", authorization)
+    await authorize(request, "rulesets:write")
     if name not in st.rulesets.live:
         raise ApiError(404, "unknown_ruleset", f"no ruleset named '{name}'", "name")
     try:
@@ -288,4 +290,5 @@ async def metrics(request: Request) -> Response:
     """Prometheus metrics."""
     st = _st(request)
     st.metrics.log_dropped.inc(0)
+    st.metrics.learner_lag.update(await learner_lag(st.admin_redis, st.clock()))
     return Response(st.metrics.render(), media_type="text/plain; version=0.0.4")

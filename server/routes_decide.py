@@ -17,11 +17,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from arbiter.engine.decision.decide import decide
-from arbiter.engine.decision.oracle import LiveOracle
 from arbiter.engine.records import ENCODER, RECORD_DECODER, REQUEST_DECODER, DecisionRecord, Inputs
 from arbiter.engine.store import keys
 from arbiter.engine.validate import ValueProblem, normalize_all
+from arbiter.server.access import Access, access_of, authorize
 from arbiter.server.errors import ApiError, from_msgspec
+from arbiter.server.limits import check_decide, check_depth
+from arbiter.server.stages import StageClock, TimedOracle
 from arbiter.server.state import AppState, new_decision_id
 
 MAX_LIMIT = 50
@@ -45,16 +47,25 @@ def _state(request: Request) -> AppState:
     return state
 
 
-async def handle_decide(st: AppState, body: bytes, authorization: str | None) -> bytes:
-    """Decide for one request body; the JSON answer, or `ApiError`."""
+async def handle_decide(
+    st: AppState, body: bytes, authorization: str | None, access: Access | None = None
+) -> bytes:
+    """Decide for one request body; the JSON answer, or `ApiError`.
+
+    With `access`, the caller was admitted already (`server.access.admit`)
+    and the decision id is noted there for the access log.
+    """
     started = time.perf_counter()
-    st.keys.require("decide", authorization)
+    if access is None:
+        st.keys.require("decide", authorization)
+    check_depth(body)
     try:
         req = REQUEST_DECODER.decode(body)
     except msgspec.DecodeError as exc:
         raise from_msgspec(exc) from None
     if not req.customer_id:
         raise ApiError(422, "invalid_request", "customer_id must not be empty", "customer_id")
+    check_decide(req.customer_id, req.context, req.ruleset)
     if not 1 <= req.limit <= MAX_LIMIT:
         raise ApiError(422, "invalid_request", f"limit must be between 1 and {MAX_LIMIT}", "limit")
     live = st.rulesets.get(req.ruleset)
@@ -66,15 +77,24 @@ async def handle_decide(st: AppState, body: bytes, authorization: str | None) ->
         raise ApiError(422, "invalid_request", str(p), p.field) from None
 
     now = st.clock()
+    metrics = st.metrics
+    read_started = time.perf_counter()
     try:
         inputs = await st.store.fetch(req.customer_id, live.plan.needs, now)
-    except _REDIS_DOWN:
+    except _REDIS_DOWN as exc:
         # Decide on what needs no profile (context-only rules, the default).
         inputs = Inputs(degraded=True)
+        cause = "redis_timeout" if isinstance(exc, TimeoutError) else "redis_error"
+        metrics.degraded.labels(cause).inc()
+        metrics.redis_errors.labels("decide_read", cause.removeprefix("redis_")).inc()
     decision_id = new_decision_id(now)
-    oracle = LiveOracle(live.models, live.bandits)
+    if access is not None:
+        access.decision_id = decision_id
+    oracle = TimedOracle(live.models, live.bandits)
+    clock = StageClock(oracle)
+    metrics.stage.labels("redis_read").observe(clock._mark - read_started)
     decision, record = decide(
-        live.plan, req, inputs, decision_id=decision_id, now=now, oracle=oracle
+        live.plan, req, inputs, decision_id=decision_id, now=now, oracle=oracle, lap=clock.lap
     )
     contacts = []
     for out in decision.actions:
@@ -82,19 +102,29 @@ async def handle_decide(st: AppState, body: bytes, authorization: str | None) ->
         if spec.cap is not None:
             contacts.append((spec.name, spec.cap.window_seconds))
     if not st.log.submit(record, contacts):
-        st.metrics.log_dropped.inc()
+        metrics.log_dropped.inc()
+    clock.lap("log")
+    encoded = ENCODER.encode(decision)
+    clock.lap("encode")
+    for stage, seconds in clock.finish().items():
+        metrics.stage.labels(stage).observe(seconds)
     if record.errors:
-        st.metrics.rule_errors.labels(live.name).inc(len(record.errors))
-    st.metrics.decisions.labels(live.name, "true" if inputs.degraded else "false").inc()
-    st.metrics.latency.observe(time.perf_counter() - started)
-    return ENCODER.encode(decision)
+        metrics.rule_errors.labels(live.name).inc(len(record.errors))
+    metrics.decisions.labels(live.name, "true" if inputs.degraded else "false").inc()
+    version = live.plan.version
+    for out in decision.actions:
+        metrics.actions.labels(live.name, version, out.action).inc()
+    if not decision.actions:
+        metrics.actions.labels(live.name, version, "none").inc()
+    metrics.latency.observe(time.perf_counter() - started)
+    return encoded
 
 
 async def decide_endpoint(request: Request) -> Response:
     """Decide the next best action(s) for one customer in one context."""
-    body = await handle_decide(
-        _state(request), await request.body(), request.headers.get("authorization")
-    )
+    access = access_of(request.scope)
+    await authorize(request, "decide")
+    body = await handle_decide(_state(request), await request.body(), None, access=access)
     return Response(body, media_type=_JSON)
 
 
@@ -110,7 +140,7 @@ async def find_decision(st: AppState, decision_id: str) -> DecisionRecord | None
 async def feedback_endpoint(request: Request) -> Response:
     """Record the outcome of a decision's action (a click, a purchase, a rejection)."""
     st = _state(request)
-    st.keys.require("decide", request.headers.get("authorization"))
+    await authorize(request, "feedback")
     try:
         fb = FEEDBACK_DECODER.decode(await request.body())
     except msgspec.DecodeError as exc:
