@@ -45,7 +45,7 @@ SCOPES = (
 # Scopes that may be public: what a browser needs on a page view. Reading or
 # writing profiles and rules never is.
 PUBLIC_ALLOWED = frozenset({"decide", "feedback", "events"})
-# How often the key file's modification time is looked at, at most.
+# How often the key file is read again, at most (it is small: a read a second costs nothing).
 RELOAD_CHECK_S = 1.0
 
 
@@ -220,8 +220,9 @@ class KeyRing:
         self.public_rate_limit = public_rate_limit
         self._clock = clock
         self._file_keys: list[ApiKey] = []
-        self._file_stamp: tuple[int, int] | None = None
+        self._file_text: str | None = None
         self._next_check = 0.0
+        self.reload_check_s = RELOAD_CHECK_S
         if self.keys_file is not None:
             self.reload()
 
@@ -238,17 +239,15 @@ class KeyRing:
         """
         assert self.keys_file is not None
         try:
-            st = self.keys_file.stat()
+            text = self.keys_file.read_text(encoding="utf-8")
         except OSError as exc:
-            if self._file_stamp is None:
+            if self._file_text is None:
                 raise KeyFileError(f"{self.keys_file}: {exc.strerror}") from None
             return False
-        stamp = (st.st_mtime_ns, st.st_size)
-        if stamp == self._file_stamp:
+        if text == self._file_text:
             return False
-        keys = parse_key_file(self.keys_file.read_text(encoding="utf-8"), str(self.keys_file))
-        self._file_keys = keys
-        self._file_stamp = stamp
+        self._file_keys = parse_key_file(text, str(self.keys_file))
+        self._file_text = text
         return True
 
     def _maybe_reload(self) -> None:
@@ -257,7 +256,7 @@ class KeyRing:
         now = time.monotonic()
         if now < self._next_check:
             return
-        self._next_check = now + RELOAD_CHECK_S
+        self._next_check = now + self.reload_check_s
         try:
             self.reload()
         except KeyFileError:

@@ -17,6 +17,7 @@ import orjson
 
 from arbiter.server.access import SCOPE_KEY, Access, header
 from arbiter.server.errors import ApiError
+from arbiter.server.limits import check_depth
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -89,7 +90,18 @@ async def handle(
                     message["headers"] = [*message.get("headers", ()), *extra]
             await send(message)
 
-        await inner(scope, _bounded(receive, limit), send_with_headers)
+        bounded = _bounded(receive, limit)
+        if inner_reads_json(scope):
+            # Buffered (the framework buffers it anyway) so its nesting is checked before
+            # any parser sees it; the route then reads the same bytes.
+            body = await _read_all(bounded)
+            check_depth(body)
+            bounded = _replay(body, receive)
+        await inner(scope, bounded, send_with_headers)
+    except ApiError as exc:
+        # Raised here, outside any route: the body limit or the nesting check.
+        access.status = exc.status
+        await answer(send, exc.status, orjson.dumps(exc.body()), cors_headers)
     finally:
         duration = time.perf_counter() - access.started
         if not access.route:
@@ -98,6 +110,39 @@ async def handle(
             state.metrics.requests.labels(access.route, scope["method"], str(access.status)).inc()
             state.metrics.request_seconds.labels(access.route).observe(duration)
         state.access_log.write(access, duration)
+
+
+def inner_reads_json(scope: Scope) -> bool:
+    """A JSON body for a framework route (decide's fast path checks its own)."""
+    if scope["method"] not in ("POST", "PUT", "PATCH") or scope["path"] == "/v1/decide":
+        return False
+    content_type = header(scope, b"content-type") or ""
+    return "json" in content_type
+
+
+async def _read_all(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 def _bounded(receive: Receive, limit: int) -> Receive:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from arbiter import dsl
 from arbiter.dsl.errors import ArbiterError
+from arbiter.server.cli import keys
 from arbiter.server.cli.common import redis_url, rule_paths
 from arbiter.server.cli.replay import cmd_decide, cmd_replay
 from arbiter.server.cli.rules import cmd_check, cmd_fmt, cmd_test
@@ -210,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
         "ARBITER_RELOAD_INTERVAL_MS)",
     )
     p.set_defaults(func=cmd_learn)
+
+    keys.add_parser(sub)
     return parser
 
 
