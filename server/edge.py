@@ -85,6 +85,11 @@ async def handle(
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 access.status = message["status"]
+                if access.status == 405:
+                    # One route per method: the router's Allow names only the first match's.
+                    allow = ", ".join(methods_for(scope["path"], routes)).encode()
+                    kept = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"allow"]
+                    message["headers"] = [*kept, (b"allow", allow)]
                 extra = [*access.headers, *cors_headers]
                 if extra:
                     message["headers"] = [*message.get("headers", ()), *extra]

@@ -95,9 +95,14 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {400: "malformed_json", 404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "http_error"
+        )
+        # Starlette's 405 carries the `Allow` header RFC 9110 requires: keep its headers.
         return JSONResponse(
-            ApiError(exc.status_code, code, str(exc.detail)).body(), status_code=exc.status_code
+            ApiError(exc.status_code, code, str(exc.detail)).body(),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
         )
 
     @app.exception_handler(Exception)

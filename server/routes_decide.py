@@ -17,7 +17,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from arbiter.engine.decision.decide import decide
-from arbiter.engine.records import ENCODER, RECORD_DECODER, REQUEST_DECODER, DecisionRecord, Inputs
+from arbiter.engine.records import (
+    ENCODER,
+    RECORD_DECODER,
+    REQUEST_DECODER,
+    DecideRequest,
+    DecisionRecord,
+    Inputs,
+)
 from arbiter.engine.store import keys
 from arbiter.engine.validate import ValueProblem, normalize_all
 from arbiter.server.access import Access, access_of, authorize
@@ -39,6 +46,9 @@ class FeedbackIn(msgspec.Struct, forbid_unknown_fields=True):
 
 
 FEEDBACK_DECODER = msgspec.json.Decoder(FeedbackIn)
+# Only for a `limit` sent as an integral float (3.0); lax mode also turns "3" into 3,
+# so it is used only after the strict decoder named that one problem.
+_LAX_DECODER = msgspec.json.Decoder(DecideRequest, strict=False)
 _JSON = "application/json"
 
 
@@ -61,6 +71,14 @@ async def handle_decide(
     check_depth(body)
     try:
         req = REQUEST_DECODER.decode(body)
+    except msgspec.ValidationError as exc:
+        # JSON Schema counts 3.0 as an integer; msgspec's strict int does not.
+        if "Expected `int`, got `float` - at `$.limit`" not in str(exc):
+            raise from_msgspec(exc) from None
+        try:
+            req = _LAX_DECODER.decode(body)
+        except msgspec.DecodeError as lax:
+            raise from_msgspec(lax) from None
     except msgspec.DecodeError as exc:
         raise from_msgspec(exc) from None
     if not req.customer_id:
@@ -158,9 +176,10 @@ async def feedback_endpoint(request: Request) -> Response:
         )
     offered = [a.action for a in record.actions]
     if fb.action not in offered:
+        # 409, not 422: the body is well formed; it conflicts with what the decision returned.
         raise ApiError(
-            422,
-            "invalid_request",
+            409,
+            "action_not_offered",
             f"action '{fb.action}' was not returned by this decision (it returned {offered})",
             "action",
         )

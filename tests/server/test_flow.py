@@ -161,7 +161,7 @@ def test_feedback_for_an_action_not_returned(client: TestClient) -> None:
     r = client.post(
         "/v1/feedback", json={"decision_id": d["decision_id"], "action": "vip_lounge", "reward": 1}
     )
-    assert r.status_code == 422 and r.json()["error"]["field"] == "action"
+    assert r.status_code == 409 and r.json()["error"]["field"] == "action"
 
 
 def test_profile_writes_are_typed_and_need_admin(client: TestClient) -> None:
