@@ -75,11 +75,6 @@ class Metrics:
         )
         self.feedback = Counter("arbiter_feedback", "Feedback received", ["outcome"], registry=r)
         self.events = Counter("arbiter_events", "Events ingested", registry=r)
-        self.log_dropped = Counter(
-            "arbiter_decision_log_dropped",
-            "Decision records dropped (queue full)",
-            registry=r,
-        )
         self.rule_errors = Counter(
             "arbiter_rule_errors", "Run-time errors inside rules", ["ruleset"], registry=r
         )
@@ -96,9 +91,13 @@ class Metrics:
 # name -> (kind, help). Counters end in _total when exported.
 STATE_METRICS: dict[str, tuple[str, str]] = {
     "arbiter_decision_log_queue_depth": ("gauge", "Decision records waiting to be written"),
-    "arbiter_decision_log_queue_dropped": (
+    "arbiter_decision_log_dropped": (
         "counter",
-        "Decision records dropped from the queue, oldest first, while the sink stalled",
+        "Decision records dropped from the full queue, oldest first, while the sink stalled",
+    ),
+    "arbiter_decision_log_file_failures": (
+        "counter",
+        "Batches the JSONL file sink could not append (disk full); they are on the stream",
     ),
     "arbiter_decision_log_written": ("counter", "Decision records written"),
     "arbiter_decision_log_failures": ("counter", "Decision-log batch writes that failed"),

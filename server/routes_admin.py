@@ -292,6 +292,5 @@ async def readyz(request: Request) -> Any:
 async def metrics(request: Request) -> Response:
     """Prometheus metrics."""
     st = _st(request)
-    st.metrics.log_dropped.inc(0)
     st.metrics.learner_lag.update(await learner_lag(st.admin_redis, st.clock()))
     return Response(st.metrics.render(), media_type="text/plain; version=0.0.4")

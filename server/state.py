@@ -47,7 +47,8 @@ class AppState:
         """The state-valued metrics (`server.metrics.STATE_METRICS`), read at scrape time."""
         return {
             "arbiter_decision_log_queue_depth": len(self.log.pending),
-            "arbiter_decision_log_queue_dropped": self.log.dropped,
+            "arbiter_decision_log_dropped": self.log.dropped,
+            "arbiter_decision_log_file_failures": self.log.file_failures,
             "arbiter_decision_log_written": self.log.written,
             "arbiter_decision_log_failures": self.log.failures,
             "arbiter_ratelimit_unavailable": self.limiter.unavailable,
