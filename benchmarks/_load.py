@@ -158,6 +158,7 @@ async def run(
                 if delay > 0:
                     await asyncio.sleep(delay)
                 kind, path, body, ids = next_request()
+                sent = time.perf_counter()
                 status = 0
                 try:
                     status, payload = await asyncio.wait_for(
@@ -167,9 +168,10 @@ async def run(
                     conn.close()
                     tally.errors[type(exc).__name__] += 1
                     payload = b""
-                elapsed = time.perf_counter() - due
+                done = time.perf_counter()
+                elapsed = done - due
                 tally.latencies[kind].append(elapsed)
-                tally.timeline.append((due - started, kind, status, elapsed))
+                tally.timeline.append((due - started, kind, status, elapsed, done - sent))
                 if status:
                     tally.statuses[(kind, status)] += 1
                 if status == 200 and kind == "decide":

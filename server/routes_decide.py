@@ -8,6 +8,7 @@ OpenAPI description is added by `server.openapi`.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -182,38 +183,67 @@ async def feedback_endpoint(request: Request) -> Response:
             f"action '{fb.action}' was not returned by this decision (it returned {offered})",
             "action",
         )
+    try:
+        duplicate = not await _store_feedback(st, fb, record)
+    except _REDIS_DOWN as exc:
+        st.metrics.redis_errors.labels("feedback", "error").inc()
+        raise ApiError(
+            503, "unavailable", f"cannot reach Redis: {type(exc).__name__}",
+            extra_headers={"retry-after": "1"},
+        ) from None  # fmt: skip
+    if duplicate:
+        st.metrics.feedback.labels("duplicate").inc()
+        return Response(
+            ENCODER.encode({"accepted": False, "duplicate": True}), 202, media_type=_JSON
+        )
+    st.metrics.feedback.labels("accepted").inc()
+    body: dict[str, Any] = {"accepted": True, "duplicate": False}
+    return Response(ENCODER.encode(body), 202, media_type=_JSON)
+
+
+async def _store_feedback(st: AppState, fb: FeedbackIn, record: DecisionRecord) -> bool:
+    """Append the reward once; False for a duplicate. Raises if Redis fails.
+
+    The marker is set first (so a duplicate is refused) and removed again when
+    the reward could not be appended, so that the client's retry is not taken
+    for a duplicate of a reward that was never stored.
+    """
     now = st.clock()
     first = await st.admin_redis.set(
         keys.feedback_seen(fb.decision_id, fb.action), b"1", nx=True,
         ex=st.settings.decision_ttl_s,
     )  # fmt: skip
     if not first:
-        st.metrics.feedback.labels("duplicate").inc()
-        return Response(
-            ENCODER.encode({"accepted": False, "duplicate": True}), 202, media_type=_JSON
+        return False
+    try:
+        if fb.decision_id in st.log.pending:
+            # The learner joins each reward to the stored record and drops the
+            # reward if the record is missing. Feedback sent within the log's
+            # linger (a site sending reward 0 at once) would overtake its record
+            # (6% of rewards lost in benchmarks/bandit_simulation.py): store it first.
+            await st.log.flush_through(fb.decision_id)
+        await st.admin_redis.xadd(
+            keys.REWARD_STREAM,
+            {
+                b"decision_id": fb.decision_id.encode(),
+                b"action": fb.action.encode(),
+                b"reward": repr(float(fb.reward)).encode(),
+                b"ts": repr(now).encode(),
+            },
+            maxlen=st.settings.decision_stream_maxlen,
+            approximate=True,
         )
-    if fb.decision_id in st.log.pending:
-        # The learner joins each reward to the stored record and drops the
-        # reward if the record is missing. Feedback sent within the log's
-        # linger (a site sending reward 0 at once) would overtake its record
-        # (6% of rewards lost in benchmarks/bandit_simulation.py): store it first.
-        await st.log.flush_through(fb.decision_id)
-    await st.admin_redis.xadd(
-        keys.REWARD_STREAM,
-        {
-            b"decision_id": fb.decision_id.encode(),
-            b"action": fb.action.encode(),
-            b"reward": repr(float(fb.reward)).encode(),
-            b"ts": repr(now).encode(),
-        },
-        maxlen=st.settings.decision_stream_maxlen,
-        approximate=True,
-    )
+    except _REDIS_DOWN:
+        with contextlib.suppress(*_REDIS_DOWN):
+            await st.admin_redis.delete(keys.feedback_seen(fb.decision_id, fb.action))
+        raise
     if fb.reward <= 0:
-        await _count_rejection(st, record, fb.action, now)
-    st.metrics.feedback.labels("accepted").inc()
-    body: dict[str, Any] = {"accepted": True, "duplicate": False}
-    return Response(ENCODER.encode(body), 202, media_type=_JSON)
+        # The reward is stored: a failure here must not make the client send it again.
+        try:
+            await _count_rejection(st, record, fb.action, now)
+        except _REDIS_DOWN:
+            st.metrics.redis_errors.labels("feedback_rejection", "error").inc()
+    return True
 
 
 async def _count_rejection(st: AppState, record: DecisionRecord, action: str, now: float) -> None:
