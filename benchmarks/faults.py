@@ -3,7 +3,7 @@
 Each scenario, on 127.0.0.1 only: a fresh real Redis (TCP, persistent) and
 `arbiter serve --workers 2`; a mixed open-loop load (decide, feedback, events)
 for `--seconds`; the fault at `--at` seconds; then the verdict: 5xx answers
-(a "storm" is more than 1% of the requests), decide latency during and after
+(a "storm" is any 500, or 5xx going on 2 s after the fault is over), decide latency during and after
 the fault, and whether anything accepted is missing from Redis afterwards.
 
     python -m benchmarks.faults [--seconds 8] [--at 3] [--rate 300] [--only NAME ...]
@@ -77,7 +77,7 @@ def _children(pid: int) -> list[int]:
 
 def _kill_worker(ctx: Ctx) -> None:
     # uvicorn's supervisor forks the workers (and a resource tracker): kill one that serves.
-    workers = [p for p in _children(ctx.proc.pid) if "multiprocessing" not in _cmdline(p)]
+    workers = [p for p in _children(ctx.proc.pid) if "spawn_main" in _cmdline(p)]
     ctx.notes["workers_before"] = workers
     os.kill(workers[0], signal.SIGKILL)
     ctx.notes["killed"] = workers[0]
@@ -199,13 +199,21 @@ def run_scenario(sc: Scenario, seconds: float, at: float, rate: float) -> dict[s
                 for t, kind, _status, _lat, service in tally.timeline
                 if kind == "decide" and at - 0.5 <= t <= at + 3
             ]
+            fault_end = at + notes["fault_s"]
+            late = [t for t, _k, st, _l, _s in tally.timeline if st >= 500]
+            last_5xx = round(max(late) - fault_end, 2) if late else None
             verdict = {
                 "scenario": sc.name,
                 **{
                     k: report[k]
                     for k in ("requests", "status_5xx", "status_4xx", "connection_errors")
                 },
-                "storm": report["status_5xx"] > 0.01 * max(1, report["requests"]),
+                "status_500": tally.count(lambda _k, st: st == 500),
+                # 503 is the designed answer of a write while Redis is down (with Retry-After);
+                # a storm is any 500, or 5xx going on more than 2 s after the fault is over.
+                "last_5xx_after_fault_s": last_5xx,
+                "storm": tally.count(lambda _k, st: st == 500) > 0
+                or (last_5xx is not None and last_5xx > 2.0),
                 "decide_p99_ms": round(_load.percentile(tally.latencies["decide"], 0.99) * 1000, 1),
                 "decide_service_p99_ms_fault_window": round(
                     _load.percentile(during, 0.99) * 1000, 1

@@ -132,3 +132,20 @@ def test_log_queue_and_learner_lag(redis_url: str, tmp_path: Path) -> None:
     assert value(found, "arbiter_learner_lag_seconds", group="learner:test") >= 0
     assert ("arbiter_decision_log_queue_depth", ()) in found
     assert value(found, "arbiter_decision_log_dropped_total") == 0
+
+
+def test_dashboard_uses_only_exported_metrics(redis_url: str, tmp_path: Path) -> None:
+    import json
+    import re
+
+    dashboard = json.loads((ROOT_DIR / "docs" / "grafana" / "arbiter.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {
+        re.sub(r"_(bucket|count|sum)$", "", m) for e in exprs for m in re.findall(r"arbiter_\w+", e)
+    }
+    with TestClient(create_app(settings(redis_url, tmp_path))) as c:
+        c.post("/v1/decide", json={"customer_id": "a", "context": {"channel": "web"}})
+        text = c.get("/metrics").text
+    exported = {f.name for f in text_string_to_metric_families(text)}
+    exported |= {f"{n}_total" for n in exported}
+    assert used and used <= exported, used - exported
