@@ -60,6 +60,9 @@ def start(redis_url: str, tmp: Path, workers: int) -> tuple[subprocess.Popen[byt
         "ARBITER_DATA_DIR": str(tmp / f"data{port}"),
         "ARBITER_RELOAD_INTERVAL_MS": str(RELOAD_MS),
         "ARBITER_ACCESS_LOG_SAMPLE": "0",
+        # Not a test of the read deadline: on a loaded machine 50 ms can pass, and a
+        # degraded answer (no profile) would hide what is tested here.
+        "ARBITER_REDIS_TIMEOUT_MS": "5000",
     }
     argv = [sys.executable, "-m", "arbiter.server.cli", "serve", "--rules", str(tmp / "rules")]
     argv += ["--port", str(port), "--workers", str(workers), "--log-level", "warning"]
