@@ -65,11 +65,21 @@ async def admit(st: Any, scope: MutableMapping[str, Any], needed: str) -> Princi
     principal: Principal = st.keys.authenticate(needed, header(scope, b"authorization"), origin)
     access = access_of(scope)
     access.key = principal.name
-    if principal.public and origin is not None and not st.cors.allows(origin):
+    if (
+        principal.public
+        and origin is not None
+        and not st.cors.allows(origin)
+        and not same_origin(origin, header(scope, b"host"))
+    ):
         raise ApiError(403, "origin_refused", f"origin {origin} is not allowed to call this API")
     client = scope.get("client")
     access.headers = await st.limiter.hit(principal, needed, client[0] if client else None)
     return principal
+
+
+def same_origin(origin: str, host: str | None) -> bool:
+    """Whether a browser's `Origin` is this server itself (a page it served, like the studio)."""
+    return host is not None and origin.partition("://")[2] == host
 
 
 async def authorize(request: Request, needed: str) -> Principal:
