@@ -80,7 +80,10 @@ def install(app: FastAPI) -> None:
     """Register the handlers that give every error the JSON shape above."""
 
     @app.exception_handler(ApiError)
-    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        if exc.code == "unavailable" and hasattr(request.app.state, "arbiter"):
+            # Routes off the hot path answer 503 when Redis fails: count it by use.
+            request.app.state.arbiter.metrics.redis_errors.labels("admin", "error").inc()
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers or None)
 
     @app.exception_handler(RequestValidationError)

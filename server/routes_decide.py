@@ -186,7 +186,6 @@ async def feedback_endpoint(request: Request) -> Response:
     try:
         duplicate = not await _store_feedback(st, fb, record)
     except _REDIS_DOWN as exc:
-        st.metrics.redis_errors.labels("feedback", "error").inc()
         raise ApiError(
             503, "unavailable", f"cannot reach Redis: {type(exc).__name__}",
             extra_headers={"retry-after": "1"},

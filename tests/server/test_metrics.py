@@ -149,3 +149,21 @@ def test_dashboard_uses_only_exported_metrics(redis_url: str, tmp_path: Path) ->
     exported = {f.name for f in text_string_to_metric_families(text)}
     exported |= {f"{n}_total" for n in exported}
     assert used and used <= exported, used - exported
+
+
+def test_redis_errors_off_the_hot_path_are_counted(redis_url: str, tmp_path: Path) -> None:
+    with TestClient(create_app(settings(redis_url, tmp_path))) as c:
+        state = c.app.state.arbiter  # type: ignore[attr-defined]
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            dead_port = s.getsockname()[1]
+        dead = connect(f"redis://127.0.0.1:{dead_port}", socket_timeout=0.05)
+        real, state.admin_store = state.admin_store, ProfileStore(dead)
+        try:
+            r = c.get("/v1/profiles/a", headers=ADMIN)
+            assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable"
+        finally:
+            state.admin_store = real
+            c.portal.call(dead.aclose)  # type: ignore[union-attr]
+        found = samples(c)
+    assert value(found, "arbiter_redis_errors_total", use="admin", kind="error") == 1
