@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,14 @@ from arbiter.engine.plan import Plan
 from arbiter.engine.store.client import connect
 from arbiter.engine.store.embedded import EmbeddedRedis
 from arbiter.engine.store.profiles import ProfileStore
-from arbiter.server import errors, openapi
-from arbiter.server.auth import KeyRing
+from arbiter.server import edge, errors, openapi
+from arbiter.server.access import AccessLog
+from arbiter.server.cors import CorsPolicy
 from arbiter.server.fast_path import decide_asgi
 from arbiter.server.intake import start_intake
 from arbiter.server.learning import LearnerSupervisor
 from arbiter.server.metrics import Metrics
+from arbiter.server.ratelimit import RateLimiter
 from arbiter.server.routes_admin import router as admin_router
 from arbiter.server.routes_decide import decide_endpoint, feedback_endpoint
 from arbiter.server.routes_identity import router as identity_router
@@ -54,15 +57,14 @@ class ArbiterApp(FastAPI):
     """FastAPI, with `POST /v1/decide` answered before the middleware stack (see fast_path)."""
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["path"] == "/v1/decide"
-            and scope["method"] == "POST"
-            and hasattr(self.state, "arbiter")
-        ):
-            await decide_asgi(self.state.arbiter, scope, receive, send)
+        state = getattr(self.state, "arbiter", None)
+        if scope["type"] != "http" or state is None:
+            await super().__call__(scope, receive, send)
             return
-        await super().__call__(scope, receive, send)
+        inner = super().__call__
+        if scope["path"] == "/v1/decide" and scope["method"] == "POST":
+            inner = partial(decide_asgi, state)
+        await edge.handle(state, self.router.routes, scope, receive, send, inner)
 
 
 def create_app(settings: Settings | None = None, resources: Resources | None = None) -> FastAPI:
@@ -156,11 +158,15 @@ async def _start(settings: Settings, resources: Resources) -> AppState:
         admin_store=admin_store,
         log=decision_log,
         rulesets=rulesets,
-        keys=KeyRing(settings.admin_key, settings.decide_key),
+        keys=settings.key_ring(),
         metrics=Metrics(),
+        cors=CorsPolicy.parse(settings.cors_origins),
+        limiter=RateLimiter(redis, deadline),
+        access_log=AccessLog(settings.access_log_sample),
         embedded=embedded,
         learners=learners,
     )
+    state.metrics.watch(state.gauges)
     decision_log.start()
     state.tasks.append(
         asyncio.get_running_loop().create_task(registry.watch(state.stop), name="bandit-watch")

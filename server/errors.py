@@ -37,6 +37,7 @@ class ApiError(ArbiterError):
         message: str,
         field: str | None = None,
         extra: dict[str, Any] | None = None,
+        extra_headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -44,6 +45,7 @@ class ApiError(ArbiterError):
         self.message = message
         self.field = field
         self.extra = extra or {}
+        self.headers = extra_headers or {}
 
     def body(self) -> dict[str, Any]:
         err: dict[str, Any] = {"code": self.code, "message": self.message}
@@ -84,8 +86,11 @@ def install(app: FastAPI) -> None:
     """Register the handlers that give every error the JSON shape above."""
 
     @app.exception_handler(ApiError)
-    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        if exc.code == "unavailable" and hasattr(request.app.state, "arbiter"):
+            # Routes off the hot path answer 503 when Redis fails: count it by use.
+            request.app.state.arbiter.metrics.redis_errors.labels("admin", "error").inc()
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -99,9 +104,14 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {400: "malformed_json", 404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "http_error"
+        )
+        # Starlette's 405 carries the `Allow` header RFC 9110 requires: keep its headers.
         return JSONResponse(
-            ApiError(exc.status_code, code, str(exc.detail)).body(), status_code=exc.status_code
+            ApiError(exc.status_code, code, str(exc.detail)).body(),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
         )
 
     @app.exception_handler(Exception)

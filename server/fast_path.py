@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from arbiter.server.access import access_of, admit
 from arbiter.server.errors import ApiError
 from arbiter.server.routes_decide import handle_decide
 
@@ -45,25 +46,27 @@ async def _read_body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
-def _authorization(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            return str(value.decode("latin-1"))
-    return None
-
-
-async def _answer(send: Send, status: int, body: bytes) -> None:
-    headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+async def _answer(
+    send: Send,
+    status: int,
+    body: bytes,
+    extra: list[tuple[bytes, bytes]] = (),  # type: ignore[assignment]
+) -> None:
+    headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode()), *extra]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
 async def decide_asgi(state: Any, scope: Scope, receive: Receive, send: Send) -> None:
     """Answer one `POST /v1/decide`."""
+    access = access_of(scope)
     try:
-        body = await handle_decide(state, await _read_body(receive), _authorization(scope))
+        # Key and rate limit first: a refused caller's body is never read.
+        await admit(state, scope, "decide")
+        body = await handle_decide(state, await _read_body(receive), None, access=access)
     except ApiError as exc:
-        await _answer(send, exc.status, orjson.dumps(exc.body()))
+        extra = [(k.encode(), v.encode()) for k, v in exc.headers.items()]
+        await _answer(send, exc.status, orjson.dumps(exc.body()), extra)
         return
     except ConnectionError:
         return

@@ -8,6 +8,7 @@ OpenAPI description is added by `server.openapi`.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -17,12 +18,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from arbiter.engine.decision.decide import decide
-from arbiter.engine.decision.oracle import LiveOracle
 from arbiter.engine.decision.policies import contacts_of, rejections_of
-from arbiter.engine.records import ENCODER, RECORD_DECODER, REQUEST_DECODER, DecisionRecord, Inputs
+from arbiter.engine.records import (
+    ENCODER,
+    RECORD_DECODER,
+    REQUEST_DECODER,
+    DecideRequest,
+    DecisionRecord,
+    Inputs,
+)
 from arbiter.engine.store import keys
 from arbiter.engine.validate import ValueProblem, check_request, normalize_all
+from arbiter.server.access import Access, access_of, authorize
 from arbiter.server.errors import ApiError, from_msgspec
+from arbiter.server.limits import check_decide, check_depth
+from arbiter.server.stages import StageClock, TimedOracle
 from arbiter.server.state import AppState, new_decision_id
 
 _REDIS_DOWN = (RedisError, OSError, TimeoutError)
@@ -37,6 +47,9 @@ class FeedbackIn(msgspec.Struct, forbid_unknown_fields=True):
 
 
 FEEDBACK_DECODER = msgspec.json.Decoder(FeedbackIn)
+# Only for a `limit` sent as an integral float (3.0); lax mode also turns "3" into 3,
+# so it is used only after the strict decoder named that one problem.
+_LAX_DECODER = msgspec.json.Decoder(DecideRequest, strict=False)
 _JSON = "application/json"
 
 
@@ -50,17 +63,35 @@ def _sentence(p: ValueProblem) -> str:
     return f"{p.field} {p.message}" if p.field in ("customer_id", "limit") else str(p)
 
 
-async def handle_decide(st: AppState, body: bytes, authorization: str | None) -> bytes:
-    """Decide for one request body; the JSON answer, or `ApiError`."""
+async def handle_decide(
+    st: AppState, body: bytes, authorization: str | None, access: Access | None = None
+) -> bytes:
+    """Decide for one request body; the JSON answer, or `ApiError`.
+
+    With `access`, the caller was admitted already (`server.access.admit`)
+    and the decision id is noted there for the access log.
+    """
     started = time.perf_counter()
-    st.keys.require("decide", authorization)
+    if access is None:
+        st.keys.require("decide", authorization)
+    check_depth(body)
     try:
         req = REQUEST_DECODER.decode(body)
+    except msgspec.ValidationError as exc:
+        # JSON Schema counts 3.0 as an integer; msgspec's strict int does not.
+        if "Expected `int`, got `float` - at `$.limit`" not in str(exc):
+            raise from_msgspec(exc) from None
+        try:
+            req = _LAX_DECODER.decode(body)
+        except msgspec.DecodeError as lax:
+            raise from_msgspec(lax) from None
     except msgspec.DecodeError as exc:
         raise from_msgspec(exc) from None
-    # One validation path (engine.validate), shared with `arbiter decide`.
+    # One validation path (engine.validate), shared with `arbiter decide`; the size
+    # limits of the edge (server.limits) first.
     try:
         check_request(req)
+        check_decide(req.customer_id, req.context, req.ruleset)
         live = st.rulesets.get(req.ruleset)
         if live is None:
             raise ApiError(404, "unknown_ruleset", f"no ruleset named '{req.ruleset}'", "ruleset")
@@ -69,22 +100,29 @@ async def handle_decide(st: AppState, body: bytes, authorization: str | None) ->
         raise ApiError(422, "invalid_request", _sentence(p), p.field) from None
 
     now = st.clock()
-    fetch_started = time.perf_counter()
+    metrics = st.metrics
+    read_started = time.perf_counter()
     try:
         inputs = await st.store.fetch(req.customer_id, live.plan.needs, now)
-    except _REDIS_DOWN:
+    except _REDIS_DOWN as exc:
         # Decide on what needs no profile (context-only rules, the default).
         inputs = Inputs(degraded=True)
-    decide_started = time.perf_counter()
+        cause = "redis_timeout" if isinstance(exc, TimeoutError) else "redis_error"
+        metrics.degraded.labels(cause).inc()
+        metrics.redis_errors.labels("decide_read", cause.removeprefix("redis_")).inc()
     decision_id = new_decision_id(now)
-    oracle = LiveOracle(live.models, live.bandits)
+    if access is not None:
+        access.decision_id = decision_id
+    oracle = TimedOracle(live.models, live.bandits)
+    clock = StageClock(oracle)
+    decide_started = clock._mark
+    metrics.stage.labels("redis_read").observe(decide_started - read_started)
     decision, record = decide(
-        live.plan, req, inputs, decision_id=decision_id, now=now, oracle=oracle
+        live.plan, req, inputs, decision_id=decision_id, now=now, oracle=oracle, lap=clock.lap
     )
-    finished = time.perf_counter()
     record.timings = {
-        "fetch": round((decide_started - fetch_started) * 1000, 3),
-        "decide": round((finished - decide_started) * 1000, 3),
+        "fetch": round((decide_started - read_started) * 1000, 3),
+        "decide": round((time.perf_counter() - decide_started) * 1000, 3),
     }
     contacts = []
     channel = req.context.get("channel")
@@ -94,20 +132,29 @@ async def handle_decide(st: AppState, body: bytes, authorization: str | None) ->
             contacts.append((spec.name, spec.cap.window_seconds))
         # Contact policies and contact history count through the same write (no-op without).
         contacts += contacts_of(live.plan, spec, channel)
-    if not st.log.submit(record, contacts):
-        st.metrics.log_dropped.inc()
+    st.log.submit(record, contacts)  # never blocks; a full queue drops its oldest (counted)
+    clock.lap("log")
+    encoded = ENCODER.encode(decision)
+    clock.lap("encode")
+    for stage, seconds in clock.finish().items():
+        metrics.stage.labels(stage).observe(seconds)
     if record.errors:
-        st.metrics.rule_errors.labels(live.name).inc(len(record.errors))
-    st.metrics.decisions.labels(live.name, "true" if inputs.degraded else "false").inc()
-    st.metrics.latency.observe(time.perf_counter() - started)
-    return ENCODER.encode(decision)
+        metrics.rule_errors.labels(live.name).inc(len(record.errors))
+    metrics.decisions.labels(live.name, "true" if inputs.degraded else "false").inc()
+    version = live.plan.version
+    for out in decision.actions:
+        metrics.actions.labels(live.name, version, out.action).inc()
+    if not decision.actions:
+        metrics.actions.labels(live.name, version, "none").inc()
+    metrics.latency.observe(time.perf_counter() - started)
+    return encoded
 
 
 async def decide_endpoint(request: Request) -> Response:
     """Decide the next best action(s) for one customer in one context."""
-    body = await handle_decide(
-        _state(request), await request.body(), request.headers.get("authorization")
-    )
+    access = access_of(request.scope)
+    await authorize(request, "decide")
+    body = await handle_decide(_state(request), await request.body(), None, access=access)
     return Response(body, media_type=_JSON)
 
 
@@ -123,7 +170,7 @@ async def find_decision(st: AppState, decision_id: str) -> DecisionRecord | None
 async def feedback_endpoint(request: Request) -> Response:
     """Record the outcome of a decision's action (a click, a purchase, a rejection)."""
     st = _state(request)
-    st.keys.require("decide", request.headers.get("authorization"))
+    await authorize(request, "feedback")
     try:
         fb = FEEDBACK_DECODER.decode(await request.body())
     except msgspec.DecodeError as exc:
@@ -141,44 +188,73 @@ async def feedback_endpoint(request: Request) -> Response:
         )
     offered = [a.action for a in record.actions]
     if fb.action not in offered:
+        # 409, not 422: the body is well formed; it conflicts with what the decision returned.
         raise ApiError(
-            422,
-            "invalid_request",
+            409,
+            "action_not_offered",
             f"action '{fb.action}' was not returned by this decision (it returned {offered})",
             "action",
         )
+    try:
+        duplicate = not await _store_feedback(st, fb, record)
+    except _REDIS_DOWN as exc:
+        raise ApiError(
+            503, "unavailable", f"cannot reach Redis: {type(exc).__name__}",
+            extra_headers={"retry-after": "1"},
+        ) from None  # fmt: skip
+    if duplicate:
+        st.metrics.feedback.labels("duplicate").inc()
+        return Response(
+            ENCODER.encode({"accepted": False, "duplicate": True}), 202, media_type=_JSON
+        )
+    st.metrics.feedback.labels("accepted").inc()
+    body: dict[str, Any] = {"accepted": True, "duplicate": False}
+    return Response(ENCODER.encode(body), 202, media_type=_JSON)
+
+
+async def _store_feedback(st: AppState, fb: FeedbackIn, record: DecisionRecord) -> bool:
+    """Append the reward once; False for a duplicate. Raises if Redis fails.
+
+    The marker is set first (so a duplicate is refused) and removed again when
+    the reward could not be appended, so that the client's retry is not taken
+    for a duplicate of a reward that was never stored.
+    """
     now = st.clock()
     first = await st.admin_redis.set(
         keys.feedback_seen(fb.decision_id, fb.action), b"1", nx=True,
         ex=st.settings.decision_ttl_s,
     )  # fmt: skip
     if not first:
-        st.metrics.feedback.labels("duplicate").inc()
-        return Response(
-            ENCODER.encode({"accepted": False, "duplicate": True}), 202, media_type=_JSON
+        return False
+    try:
+        if fb.decision_id in st.log.pending:
+            # The learner joins each reward to the stored record and drops the
+            # reward if the record is missing. Feedback sent within the log's
+            # linger (a site sending reward 0 at once) would overtake its record
+            # (6% of rewards lost in benchmarks/bandit_simulation.py): store it first.
+            await st.log.flush_through(fb.decision_id)
+        await st.admin_redis.xadd(
+            keys.REWARD_STREAM,
+            {
+                b"decision_id": fb.decision_id.encode(),
+                b"action": fb.action.encode(),
+                b"reward": repr(float(fb.reward)).encode(),
+                b"ts": repr(now).encode(),
+            },
+            maxlen=st.settings.decision_stream_maxlen,
+            approximate=True,
         )
-    if fb.decision_id in st.log.pending:
-        # The learner joins each reward to the stored record and drops the
-        # reward if the record is missing. Feedback sent within the log's
-        # linger (a site sending reward 0 at once) would overtake its record
-        # (6% of rewards lost in benchmarks/bandit_simulation.py): store it first.
-        await st.log.flush_through(fb.decision_id)
-    await st.admin_redis.xadd(
-        keys.REWARD_STREAM,
-        {
-            b"decision_id": fb.decision_id.encode(),
-            b"action": fb.action.encode(),
-            b"reward": repr(float(fb.reward)).encode(),
-            b"ts": repr(now).encode(),
-        },
-        maxlen=st.settings.decision_stream_maxlen,
-        approximate=True,
-    )
+    except _REDIS_DOWN:
+        with contextlib.suppress(*_REDIS_DOWN):
+            await st.admin_redis.delete(keys.feedback_seen(fb.decision_id, fb.action))
+        raise
     if fb.reward <= 0:
-        await _count_rejection(st, record, fb.action, now)
-    st.metrics.feedback.labels("accepted").inc()
-    body: dict[str, Any] = {"accepted": True, "duplicate": False}
-    return Response(ENCODER.encode(body), 202, media_type=_JSON)
+        # The reward is stored: a failure here must not make the client send it again.
+        try:
+            await _count_rejection(st, record, fb.action, now)
+        except _REDIS_DOWN:
+            st.metrics.redis_errors.labels("feedback_rejection", "error").inc()
+    return True
 
 
 async def _count_rejection(st: AppState, record: DecisionRecord, action: str, now: float) -> None:

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 
 from arbiter.engine.store.identity import IdentityConflict, InvalidIdentify
+from arbiter.server.access import authorize
 from arbiter.server.errors import ApiError
 from arbiter.server.intake import live_actions
 from arbiter.server.state import AppState
@@ -40,7 +41,8 @@ async def identify(body: IdentifyIn, request: Request, authorization: Auth = Non
     an interrupted merge and counts nothing twice.
     """
     st: AppState = request.app.state.arbiter
-    st.keys.require("admin", authorization)
+    # Linking merges one customer's data into another's: a profile write.
+    await authorize(request, "profiles:write")
     try:
         report = await st.admin_store.identities.identify(
             body.anonymous_id, body.customer_id, live_actions(st), st.clock()
@@ -54,6 +56,7 @@ async def identify(body: IdentifyIn, request: Request, authorization: Auth = Non
             503,
             "unavailable",
             f"cannot reach Redis: {type(exc).__name__}: {exc}; repeat the request to finish",
+            extra_headers={"retry-after": "1"},
         ) from None
     st.metrics.identifies.labels("linked" if report.newly_linked else "repeated").inc()
     return {

@@ -64,7 +64,11 @@ def build(path: Path, text: str, version_no: int, resources: Resources | None) -
     """Parse, check, compile and load resources; raises `dsl.RulesError` on any problem."""
     checked = dsl.load_checked(path, text)
     plan = compile_plan(checked)
-    loaded = resources(plan, path.parent) if resources else {}
+    try:
+        loaded = resources(plan, path.parent) if resources else {}
+    except Exception as exc:
+        exc.add_note("arbiter: while loading the models")
+        raise
     return LiveRuleset(
         checked.name,
         plan,
@@ -94,12 +98,16 @@ class RulesetManager:
         self.on_activate = on_activate
         self.live: dict[str, LiveRuleset] = {}
         self.default: str | None = None
+        # Exported as metrics: versions made live, versions (and models) that failed to load.
+        self.reloads = 0
+        self.load_failures = 0
+        self.model_failures = 0
 
     async def _activate(
         self, path: Path, text: str, version_no: int, name: str | None = None
     ) -> LiveRuleset:
         """Build a version and make it live; raises (and changes nothing) if it does not load."""
-        built = await asyncio.to_thread(build, path, text, version_no, self.resources)
+        built = await self._build(path, text, version_no)
         if name is not None and built.name != name:
             raise NameMismatch(name, built.name)
         prepared = await self.registry.prepare(built.plan) if self.registry else None
@@ -108,9 +116,19 @@ class RulesetManager:
         bandits = self.registry.install(prepared) if self.registry and prepared else {}
         live = LiveRuleset(built.name, built.plan, text, version_no, path, built.models, bandits)
         self.live[live.name] = live
+        self.reloads += 1
         if self.on_activate is not None:
             self.on_activate(live)
         return live
+
+    async def _build(self, path: Path, text: str, version_no: int) -> LiveRuleset:
+        try:
+            return await asyncio.to_thread(build, path, text, version_no, self.resources)
+        except Exception as exc:
+            self.load_failures += 1
+            if "arbiter: while loading the models" in getattr(exc, "__notes__", ()):
+                self.model_failures += 1
+            raise
 
     def folder(self) -> Path:
         return self.rules_path if self.rules_path.is_dir() else self.rules_path.parent
@@ -152,7 +170,7 @@ class RulesetManager:
     async def put(self, name: str, text: str) -> LiveRuleset:
         """Check and compile `text`; if good, store it as a new version and make it live."""
         path = self.live[name].path if name in self.live else self.folder() / f"{name}.rules"
-        built = await asyncio.to_thread(build, path, text, 0, self.resources)
+        built = await self._build(path, text, 0)
         if built.name != name:
             raise NameMismatch(name, built.name)
         count = int(await self.redis.rpush(keys.ruleset_versions(name), text.encode()))

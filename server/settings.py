@@ -15,6 +15,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from arbiter.dsl.errors import ArbiterError
+from arbiter.server.auth import KeyFileError, KeyRing, RateLimit, parse_public_scopes
 
 
 class SettingsError(ArbiterError):
@@ -58,6 +59,16 @@ class Settings:
     # The event intake on Redis Streams (docs/identity.md): shards, and whether to consume here.
     intake_shards: int = field(default=0, metadata={"env": "ARBITER_INTAKE_SHARDS"})
     intake_consume: bool = field(default=False, metadata={"env": "ARBITER_INTAKE_CONSUME"})
+    # Keys, scopes, browsers, limits (docs/operations.md).
+    keys_file: str | None = field(default=None, metadata={"env": "ARBITER_KEYS_FILE"})
+    public_scopes: str | None = field(default=None, metadata={"env": "ARBITER_PUBLIC_SCOPES"})
+    cors_origins: str | None = field(default=None, metadata={"env": "ARBITER_CORS_ORIGINS"})
+    rate_limit: str | None = field(default=None, metadata={"env": "ARBITER_RATE_LIMIT"})
+    public_rate_limit: str | None = field(
+        default=None, metadata={"env": "ARBITER_PUBLIC_RATE_LIMIT"}
+    )
+    max_body_bytes: int = field(default=1 << 20, metadata={"env": "ARBITER_MAX_BODY_BYTES"})
+    access_log_sample: float = field(default=1.0, metadata={"env": "ARBITER_ACCESS_LOG_SAMPLE"})
 
     @classmethod
     def from_env(
@@ -95,12 +106,35 @@ class Settings:
             )
         if self.learner not in ("inproc", "off"):
             raise SettingsError("ARBITER_LEARNER must be 'inproc' or 'off'")
+        if not 0.0 <= self.access_log_sample <= 1.0:
+            raise SettingsError("ARBITER_ACCESS_LOG_SAMPLE must be between 0 and 1")
+        if self.max_body_bytes < 1024:
+            raise SettingsError("ARBITER_MAX_BODY_BYTES must be at least 1024")
+        try:
+            self.key_ring()
+        except KeyFileError as exc:
+            raise SettingsError(str(exc)) from None
         if self.redis_url is not None and not self.redis_url.startswith(
             ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
         ):
             raise SettingsError(
                 "ARBITER_REDIS_URL must start with redis://, rediss://, unix:// or redis+cluster://"
             )
+
+    def key_ring(self) -> KeyRing:
+        """The API keys these settings describe (the key file is read now)."""
+        return KeyRing(
+            self.admin_key,
+            self.decide_key,
+            keys_file=self.keys_file,
+            public_scopes=parse_public_scopes(self.public_scopes, self.decide_key, self.keys_file),
+            default_rate_limit=_rate(self.rate_limit, "ARBITER_RATE_LIMIT"),
+            public_rate_limit=_rate(self.public_rate_limit, "ARBITER_PUBLIC_RATE_LIMIT"),
+        )
+
+
+def _rate(text: str | None, name: str) -> RateLimit | None:
+    return RateLimit.parse(text, name) if text else None
 
 
 def _convert(name: str, raw: str, type_: object) -> object:
@@ -110,6 +144,11 @@ def _convert(name: str, raw: str, type_: object) -> object:
             return int(raw)
         except ValueError:
             raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if "float" in text:
+        try:
+            return float(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be a number, got {raw!r}") from None
     if "bool" in text:
         lowered = raw.strip().lower()
         if lowered in ("1", "true", "yes", "on"):

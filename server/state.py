@@ -11,8 +11,11 @@ from typing import Any
 from arbiter.engine.log.writer import DecisionLog
 from arbiter.engine.store.embedded import EmbeddedRedis
 from arbiter.engine.store.profiles import ProfileStore
+from arbiter.server.access import AccessLog
 from arbiter.server.auth import KeyRing
+from arbiter.server.cors import CorsPolicy
 from arbiter.server.metrics import Metrics
+from arbiter.server.ratelimit import RateLimiter
 from arbiter.server.rulesets import RulesetManager
 from arbiter.server.settings import Settings
 
@@ -31,12 +34,29 @@ class AppState:
     rulesets: RulesetManager
     keys: KeyRing
     metrics: Metrics
+    cors: CorsPolicy
+    limiter: RateLimiter
+    access_log: AccessLog
     embedded: EmbeddedRedis | None = None
     learners: Any = None  # server.learning.LearnerSupervisor, when learning in-process
     intake: Any = None  # engine.intake.consumer.IntakeConsumer, when consuming in-process
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     redis_ok: bool = True
+
+    def gauges(self) -> dict[str, float]:
+        """The state-valued metrics (`server.metrics.STATE_METRICS`), read at scrape time."""
+        return {
+            "arbiter_decision_log_queue_depth": len(self.log.pending),
+            "arbiter_decision_log_dropped": self.log.dropped,
+            "arbiter_decision_log_file_failures": self.log.file_failures,
+            "arbiter_decision_log_written": self.log.written,
+            "arbiter_decision_log_failures": self.log.failures,
+            "arbiter_ratelimit_unavailable": self.limiter.unavailable,
+            "arbiter_ruleset_reloads": self.rulesets.reloads,
+            "arbiter_ruleset_load_failures": self.rulesets.load_failures,
+            "arbiter_model_load_failures": self.rulesets.model_failures,
+        }
 
     def clock(self) -> float:
         """Wall-clock seconds; the one place a decision's time comes from."""

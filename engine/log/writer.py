@@ -5,9 +5,11 @@ record on a bounded queue. A background task drains the queue into one Redis
 pipeline per batch: the record under `keys.decision(id)` (for joining
 feedback, with a TTL), an entry on the decision stream, the customer's
 contact-cap counters, and an index entry per customer so that erasure can
-find their log entries. When the queue is full the record is dropped and
-counted; when Redis fails the batch is retried with backoff while there is
-room.
+find their log entries. When Redis fails the batch is retried with backoff;
+when the queue is full (the sink stalled) the *oldest* waiting record is
+dropped and counted, never one being written and never the decision itself.
+A failing file sink (a full disk) is counted and logged, and does not hold
+back the Redis writes: the stream is the log of record.
 
 The stream is capped (``stream_maxlen``, trimmed approximately, oldest first).
 Records also go, after Redis took them, to a single JSON-lines file
@@ -76,6 +78,9 @@ class DecisionLog:
         self.dropped = 0
         self.written = 0
         self.failures = 0
+        self.file_failures = 0
+        # The first `_in_flight` queue entries are being written: never dropped.
+        self._in_flight = 0
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         # flush() from a request (erasure) and the background task must not write one batch twice.
@@ -86,10 +91,19 @@ class DecisionLog:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="decision-log")
 
     def submit(self, record: DecisionRecord, contacts: Sequence[tuple[str, int]] = ()) -> bool:
-        """Queue a record (and the contacts it counts against caps); False if dropped."""
+        """Queue a record (and the contacts it counts against caps); False if dropped.
+
+        A full queue drops its oldest record not being written (the newest
+        decisions matter most to feedback and learning); only when every
+        queued record is in flight is this one dropped instead.
+        """
         if len(self._queue) >= self.queue_max:
             self.dropped += 1
-            return False
+            if len(self._queue) <= self._in_flight:
+                return False
+            oldest = self._queue[self._in_flight]
+            del self._queue[self._in_flight]
+            self.pending.pop(oldest.record.decision_id, None)
         self._queue.append(_Entry(record, contacts))
         self.pending[record.decision_id] = record
         self._wake.set()
@@ -154,6 +168,18 @@ class DecisionLog:
 
     async def _write_locked(self) -> None:
         batch = [self._queue[i] for i in range(min(BATCH_MAX, len(self._queue)))]
+        self._in_flight = len(batch)
+        try:
+            await self._write_entries(batch)
+        finally:
+            self._in_flight = 0
+        for _ in batch:
+            self._queue.popleft()
+        for entry in batch:
+            self.pending.pop(entry.record.decision_id, None)
+        self.written += len(batch)
+
+    async def _write_entries(self, batch: list[_Entry]) -> None:
         blobs = [ENCODER.encode(e.record) for e in batch]
         async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
             unwritten = [(e, b) for e, b in zip(batch, blobs, strict=True) if e.stream_id is None]
@@ -170,14 +196,26 @@ class DecisionLog:
                     entry.stream_id = sid
             await self._customer_writes(batch, [e.stream_id or b"" for e in batch])
         if self.file_path is not None:
-            await asyncio.to_thread(self._append_file, blobs)
+            try:
+                await asyncio.to_thread(self._append_file, blobs)
+            except OSError as exc:
+                self.file_failures += 1
+                log.warning(
+                    "decision log file %s: %d records not appended (%s); they are on the stream",
+                    self.file_path,
+                    len(blobs),
+                    exc,
+                )
         if self.files is not None:
-            await asyncio.to_thread(self.files.write, blobs)
-        for _ in batch:
-            self._queue.popleft()
-        for entry in batch:
-            self.pending.pop(entry.record.decision_id, None)
-        self.written += len(batch)
+            try:
+                await asyncio.to_thread(self.files.write, blobs)
+            except OSError as exc:
+                self.file_failures += 1
+                log.warning(
+                    "decision log files: %d records not written (%s); they are on the stream",
+                    len(blobs),
+                    exc,
+                )
 
     async def _customer_writes(self, batch: Sequence[_Entry], stream_ids: Sequence[bytes]) -> None:
         """Index entries and contact counters: one script call per decision, retried if unloaded."""

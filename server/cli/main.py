@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 
 from arbiter import dsl
 from arbiter.dsl.errors import ArbiterError
+from arbiter.server.cli import keys
 from arbiter.server.cli import logs as logs_cli
 from arbiter.server.cli.common import redis_url, rule_paths
 from arbiter.server.cli.evaluate import add_evaluate_parser
@@ -110,8 +111,10 @@ def cmd_learn(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Start the HTTP server (embedded Redis unless ARBITER_REDIS_URL is set)."""
     import uvicorn
+    import uvicorn.config
 
     from arbiter.engine.store.embedded import EmbeddedRedis
+    from arbiter.server.access import logging_config
     from arbiter.server.settings import Settings, SettingsError
 
     os.environ["ARBITER_RULES"] = args.rules
@@ -145,6 +148,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             http="httptools",
             log_level=args.log_level,
             access_log=False,
+            # Arbiter's own JSON access log (server.access), set up in every worker.
+            log_config=logging_config(uvicorn.config.LOGGING_CONFIG),
         )
     finally:
         if embedded is not None:
@@ -244,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_learn)
 
     logs_cli.add_parser(sub)
+    keys.add_parser(sub)
     return parser
 
 
