@@ -29,8 +29,10 @@ from arbiter.engine.store.read_batcher import ReadBatcher
 AFTER_DECISION_LUA = """
 -- KEYS[1] decision index list, KEYS[2..] contact zsets
 -- ARGV: stream id, decision id, ttl, now, member, then one cap window per contact key
-redis.call('RPUSH', KEYS[1], 's:' .. ARGV[1], 'd:' .. ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
+if ARGV[1] ~= '' then  -- '' = the record was not logged (ARBITER_DECISION_LOG=off)
+  redis.call('RPUSH', KEYS[1], 's:' .. ARGV[1], 'd:' .. ARGV[2])
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
 local now = tonumber(ARGV[4])
 for i = 2, #KEYS do
   local window = tonumber(ARGV[4 + i])

@@ -36,6 +36,11 @@ from typing import Any
 from arbiter.engine.plan import AggregateSpec, Needs
 from arbiter.engine.store import keys
 
+# Bumped whenever what is stored for event windows changes shape (benchmarks cache by it).
+LAYOUT_VERSION = 1
+# What a window's figure means, as the performance table reports it.
+EXACTNESS = "hourly buckets to 7d, daily beyond: never under, over by at most the old-edge bucket"
+
 HOUR = 3600
 DAY = 86400
 HOURLY_MAX_WINDOW = 7 * DAY
