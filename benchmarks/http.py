@@ -85,8 +85,21 @@ def redis_server(workdir: Path, rdb: Path | None) -> Iterator[int]:
     if rdb is not None:
         shutil.copy(rdb, workdir / dbfile)
     proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no"]
-        + ["--dir", str(workdir), "--dbfilename", dbfile],
+        [
+            exe,
+            "--port",
+            str(port),
+            "--bind",
+            HOST,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+            "--dbfilename",
+            dbfile,
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -95,9 +108,8 @@ def redis_server(workdir: Path, rdb: Path | None) -> Iterator[int]:
         deadline = time.monotonic() + 60
         while True:
             try:
-                if client.ping():
-                    if client.info("persistence").get("loading", 0) == 0:
-                        break
+                if client.ping() and client.info("persistence").get("loading", 0) == 0:
+                    break
             except Exception:
                 if time.monotonic() > deadline:
                     raise
@@ -176,37 +188,50 @@ def bandit50_rules() -> str:
         '  when context.page == "/" offer holiday_gift_guide\n',
         '  when context.page == "/" offer holiday_gift_guide\n' + offers,
     )
-    text = text.replace("# ---------------------------------------------------------------- rules",
-                        actions + "\n# ---------------------------------------------------------------- rules")
+    text = text.replace(
+        "# ---------------------------------------------------------------- rules",
+        actions + "\n# ---------------------------------------------------------------- rules",
+    )
     text = re.sub(
         r"bandit homepage_hero over \[[^\]]*\]",
         "bandit homepage_hero over [" + ", ".join(arms) + "]",
         text,
     )
     # Scenarios name the three original arms; they are not what is measured here.
-    return text.split("# ---------------------------------------------------------------- scenarios")[0]
+    return text.split(
+        "# ---------------------------------------------------------------- scenarios"
+    )[0]
 
 
-def trained(plan: Plan, models: dict[str, Any], reqs: Sequence[DecideRequest],
-            inputs: Sequence[Inputs]) -> dict[str, BanditModel]:
+def trained(
+    plan: Plan, models: dict[str, Any], reqs: Sequence[DecideRequest], inputs: Sequence[Inputs]
+) -> dict[str, BanditModel]:
     """The plan's bandits after 300 rewarded decisions, so the pmf comes from VW."""
     bandits = {
         name: BanditModel(name, exploration_of(spec)) for name, spec in plan.checked.bandits.items()
     }
     oracle = LiveOracle(models, bandits)
     for i in range(300):
-        _, record = decide(plan, reqs[i % len(reqs)], inputs[i % len(inputs)],
-                           decision_id=f"t{i}", now=time.time(), oracle=oracle)
+        _, record = decide(
+            plan,
+            reqs[i % len(reqs)],
+            inputs[i % len(inputs)],
+            decision_id=f"t{i}",
+            now=time.time(),
+            oracle=oracle,
+        )
         for choice in record.bandits:
             reward = float(choice.arms.index(choice.chosen) % 3 == i % 3)
             k = choice.arms.index(choice.chosen)
-            bandits[choice.bandit].learn(choice.shared, choice.arm_features, k, reward,
-                                         choice.probability)
+            bandits[choice.bandit].learn(
+                choice.shared, choice.arm_features, k, reward, choice.probability
+            )
     return bandits
 
 
-def engine_us(plan: Plan, reqs: Sequence[DecideRequest], inputs: Sequence[Inputs],
-              base: Path, n: int = 3000) -> float:
+def engine_us(
+    plan: Plan, reqs: Sequence[DecideRequest], inputs: Sequence[Inputs], base: Path, n: int = 3000
+) -> float:
     """Median µs of one `decide` (a LiveOracle per decision, as the server makes one)."""
     models = load_models(plan, base)
     bandits = trained(plan, models, reqs, inputs)
@@ -214,8 +239,14 @@ def engine_us(plan: Plan, reqs: Sequence[DecideRequest], inputs: Sequence[Inputs
     samples = []
     for i in range(n + n // 5):
         t0 = time.perf_counter()
-        decide(plan, reqs[i % len(reqs)], inputs[i % len(inputs)], decision_id=f"d{i}",
-               now=now, oracle=LiveOracle(models, bandits))
+        decide(
+            plan,
+            reqs[i % len(reqs)],
+            inputs[i % len(inputs)],
+            decision_id=f"d{i}",
+            now=now,
+            oracle=LiveOracle(models, bandits),
+        )
         samples.append(time.perf_counter() - t0)
     return statistics.median(samples[n // 5 :]) * 1e6
 
@@ -333,22 +364,45 @@ class Load:
     extra: dict[str, float] = field(default_factory=dict)
 
 
-def run_wrk(port: int, path: str, bodies: Sequence[str], seconds: int, *,
-            feedback_every: int = 0, pace_ms: int = 0, connections: int = CONNECTIONS) -> Load:
+def run_wrk(
+    port: int,
+    path: str,
+    bodies: Sequence[str],
+    seconds: int,
+    *,
+    feedback_every: int = 0,
+    pace_ms: int = 0,
+    connections: int = CONNECTIONS,
+) -> Load:
     exe = shutil.which("wrk")
     if exe is None:
         sys.exit("wrk not found: apt-get install -y wrk")
     lua_bodies = "{" + ",".join(json.dumps(b) for b in bodies) + "}"
-    script = WRK_SCRIPT % {"bodies": lua_bodies, "path": path, "feedback_every": feedback_every,
-                           "pace_ms": pace_ms}
+    script = WRK_SCRIPT % {
+        "bodies": lua_bodies,
+        "path": path,
+        "feedback_every": feedback_every,
+        "pace_ms": pace_ms,
+    }
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
         fh.write(script)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     out = subprocess.run(
-        [exe, "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s", fh.name,
-         f"http://{HOST}:{port}{path}"],
-        capture_output=True, text=True, timeout=seconds + 30,
+        [
+            exe,
+            "-t2",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--timeout",
+            "5s",
+            "-s",
+            fh.name,
+            f"http://{HOST}:{port}{path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
     ).stdout
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -362,8 +416,16 @@ def run_wrk(port: int, path: str, bodies: Sequence[str], seconds: int, *,
     d, f = int(found["decides"]), int(found["feedbacks"])
     rps = float(total.group(1)) * d / max(1, d + f)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return Load(rps, int(found["p50"]) / 1000, int(found["p99"]) / 1000,
-                int(found["p99.9"]) / 1000, d, f, cpu / (wall * (os.cpu_count() or 1)), wall)
+    return Load(
+        rps,
+        int(found["p50"]) / 1000,
+        int(found["p99"]) / 1000,
+        int(found["p99.9"]) / 1000,
+        d,
+        f,
+        cpu / (wall * (os.cpu_count() or 1)),
+        wall,
+    )
 
 
 # ---------------------------------------------------------------- servers
@@ -371,12 +433,40 @@ def run_wrk(port: int, path: str, bodies: Sequence[str], seconds: int, *,
 
 def echo_argv(server_kind: str, port: int) -> list[str]:
     if server_kind == "granian":
-        return [sys.executable, "-m", "granian", "--interface", "asgi", "--host", HOST,
-                "--port", str(port), "--workers", "1", "--log-level", "warning",
-                "--no-ws", "benchmarks.echo_app:app"]
-    return [sys.executable, "-m", "uvicorn", "benchmarks.echo_app:app", "--host", HOST,
-            "--port", str(port), "--loop", "uvloop", "--http", "httptools",
-            "--log-level", "warning", "--no-access-log"]
+        return [
+            sys.executable,
+            "-m",
+            "granian",
+            "--interface",
+            "asgi",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--log-level",
+            "warning",
+            "--no-ws",
+            "benchmarks.echo_app:app",
+        ]
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "benchmarks.echo_app:app",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
 
 
 def serve_argv(server_kind: str, port: int, workers: int) -> list[str]:
@@ -387,8 +477,9 @@ def serve_argv(server_kind: str, port: int, workers: int) -> list[str]:
 
 
 @contextmanager
-def arbiter(redis_port: int, tmp: Path, server_kind: str, workers: int = 1,
-            log: str = "on") -> Iterator[int]:
+def arbiter(
+    redis_port: int, tmp: Path, server_kind: str, workers: int = 1, log: str = "on"
+) -> Iterator[int]:
     port = free_port()
     env = {
         "ARBITER_REDIS_URL": f"redis://{HOST}:{redis_port}",
@@ -415,9 +506,24 @@ def profiled(pid: int, out: Path | None, seconds: int) -> Iterator[None]:
         return
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     proc = subprocess.Popen(
-        [spy, "record", "--pid", str(pid), "--subprocesses", "--rate", "200", "--format",
-         "flamegraph", "--output", str(out), "--duration", str(seconds + 2), "--nonblocking"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--subprocesses",
+            "--rate",
+            "200",
+            "--format",
+            "flamegraph",
+            "--output",
+            str(out),
+            "--duration",
+            str(seconds + 2),
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     time.sleep(1.0)
     try:
@@ -433,8 +539,9 @@ def warm(port: int, path: str, bodies: Sequence[str]) -> None:
     run_wrk(port, path, bodies, 1, connections=4)
 
 
-def http_figures(redis_port: int, tmp: Path, args: argparse.Namespace,
-                 bodies: Sequence[str]) -> dict[str, Any]:
+def http_figures(
+    redis_port: int, tmp: Path, args: argparse.Namespace, bodies: Sequence[str]
+) -> dict[str, Any]:
     s = args.seconds
     out: dict[str, Any] = {"decide": [], "echo": []}
     stats0 = commandstats(redis_port)
@@ -457,15 +564,19 @@ def http_figures(redis_port: int, tmp: Path, args: argparse.Namespace,
             if round_ == 0:
                 stats_b = commandstats(redis_port)
                 out["commands"] = {
-                    k: ((c - stats_a.get(k, (0, 0))[0]) / load.decisions,
-                        (u - stats_a.get(k, (0, 0))[1]) / load.decisions)
-                    for k, (c, u) in stats_b.items() if k != "info"
+                    k: (
+                        (c - stats_a.get(k, (0, 0))[0]) / load.decisions,
+                        (u - stats_a.get(k, (0, 0))[1]) / load.decisions,
+                    )
+                    for k, (c, u) in stats_b.items()
+                    if k != "info"
                 }
         saturation = statistics.median(x.rps for x in out["decide"])
         rate = saturation / 2
         pace = max(1, round(CONNECTIONS / rate * 1000))
-        out["paced"] = run_wrk(port, "/v1/decide", bodies, max(s, 8), feedback_every=10,
-                               pace_ms=pace)
+        out["paced"] = run_wrk(
+            port, "/v1/decide", bodies, max(s, 8), feedback_every=10, pace_ms=pace
+        )
         out["paced"].extra["target_rps"] = rate
     out["redis_us"] = cpu_total / max(1, decisions_total) * 1e6
     del stats0
@@ -517,11 +628,15 @@ def main() -> None:
         with redis_server(tmp, rdb if cached else None) as redis_port:
             if cached:
                 meta = json.loads(connect_sync(f"redis://{HOST}:{redis_port}").get("bench:built"))
-                built = {"load_s": meta["seconds"],
-                         "ingest_redis_us": meta["cpu"] / (w.customers * w.events_per_customer) * 1e6,
-                         "bytes_per_customer": meta.get("bytes", float("nan"))}
-                print(f"workload from {rdb.relative_to(ROOT)} "
-                      f"(built {(time.time() - meta['at']) / 3600:.1f} h ago)")
+                built = {
+                    "load_s": meta["seconds"],
+                    "ingest_redis_us": meta["cpu"] / (w.customers * w.events_per_customer) * 1e6,
+                    "bytes_per_customer": meta.get("bytes", float("nan")),
+                }
+                print(
+                    f"workload from {rdb.relative_to(ROOT)} "
+                    f"(built {(time.time() - meta['at']) / 3600:.1f} h ago)"
+                )
             else:
                 built = build(redis_port, w, rdb, tmp)
                 sync = connect_sync(f"redis://{HOST}:{redis_port}")
@@ -535,60 +650,107 @@ def main() -> None:
     report(args, w, built, engine, http, time.perf_counter() - started)
 
 
-def report(args: argparse.Namespace, w: reference.Workload, built: dict[str, float],
-           engine: dict[str, float], http: dict[str, Any], elapsed: float) -> None:
+def report(
+    args: argparse.Namespace,
+    w: reference.Workload,
+    built: dict[str, float],
+    engine: dict[str, float],
+    http: dict[str, Any],
+    elapsed: float,
+) -> None:
     dec = statistics.median(x.rps for x in http["decide"])
     ech = statistics.median(x.rps for x in http["echo"])
     paced: Load = http["paced"]
     one, two = http["one"], http["two"]
     on, off = http["log_on"], http["log_off"]
     rows = [
-        ("1 Redis CPU per decision (read + write-behind + feedback)",
-         f"{http['redis_us']:.0f} µs", f"{http['redis_us'] / 30:.2f}× of 30 µs",
-         http["redis_us"] <= 30),
-        ("2 decide / FastAPI echo throughput, 1 worker",
-         f"{dec:,.0f} / {ech:,.0f} req/s", f"{dec / ech:.2f}×", dec / ech >= 1.0),
-        (f"3 p99 at half saturation ({paced.rps:,.0f} of {paced.extra['target_rps']:,.0f} req/s)",
-         f"p99 {paced.p99:.1f} ms, p99.9 {paced.p999:.1f} ms", f"{paced.p99 / 5:.2f}× of 5 ms",
-         paced.p99 <= 5),
-        (f"4 --workers 2 / 1 (wrk CPU {two.wrk_cpu_share:.0%} of the machine)",
-         f"{two.rps:,.0f} / {one.rps:,.0f} req/s", f"{two.rps / one.rps:.2f}×",
-         two.rps / one.rps >= 1.6),
-        ("5a logging on / off throughput", f"{on.rps:,.0f} / {off.rps:,.0f} req/s",
-         f"{on.rps / off.rps:.2f}×", on.rps / off.rps >= 0.95),
-        ("5b logging on / off p99", f"{on.p99:.1f} / {off.p99:.1f} ms",
-         f"{on.p99 / off.p99:.2f}×", on.p99 / off.p99 <= 1.2),
-        ("6a engine per decision, no I/O (median)", f"{engine['engine_us']:.1f} µs",
-         f"{engine['engine_us'] / 40:.2f}× of 40 µs", engine["engine_us"] <= 40),
-        ("6b same with a 50-arm bandit", f"{engine['engine50_us']:.1f} µs",
-         f"{engine['engine50_us'] / engine['engine_us']:.2f}× of 6a", 
-         engine["engine50_us"] <= 3 * engine["engine_us"]),
+        (
+            "1 Redis CPU per decision (read + write-behind + feedback)",
+            f"{http['redis_us']:.0f} µs",
+            f"{http['redis_us'] / 30:.2f}x of 30 µs",
+            http["redis_us"] <= 30,
+        ),
+        (
+            "2 decide / FastAPI echo throughput, 1 worker",
+            f"{dec:,.0f} / {ech:,.0f} req/s",
+            f"{dec / ech:.2f}x",
+            dec / ech >= 1.0,
+        ),
+        (
+            f"3 p99 at half saturation ({paced.rps:,.0f} of {paced.extra['target_rps']:,.0f} req/s)",
+            f"p99 {paced.p99:.1f} ms, p99.9 {paced.p999:.1f} ms",
+            f"{paced.p99 / 5:.2f}x of 5 ms",
+            paced.p99 <= 5,
+        ),
+        (
+            f"4 --workers 2 / 1 (wrk CPU {two.wrk_cpu_share:.0%} of the machine)",
+            f"{two.rps:,.0f} / {one.rps:,.0f} req/s",
+            f"{two.rps / one.rps:.2f}x",
+            two.rps / one.rps >= 1.6,
+        ),
+        (
+            "5a logging on / off throughput",
+            f"{on.rps:,.0f} / {off.rps:,.0f} req/s",
+            f"{on.rps / off.rps:.2f}x",
+            on.rps / off.rps >= 0.95,
+        ),
+        (
+            "5b logging on / off p99",
+            f"{on.p99:.1f} / {off.p99:.1f} ms",
+            f"{on.p99 / off.p99:.2f}x",
+            on.p99 / off.p99 <= 1.2,
+        ),
+        (
+            "6a engine per decision, no I/O (median)",
+            f"{engine['engine_us']:.1f} µs",
+            f"{engine['engine_us'] / 40:.2f}x of 40 µs",
+            engine["engine_us"] <= 40,
+        ),
+        (
+            "6b same with a 50-arm bandit",
+            f"{engine['engine50_us']:.1f} µs",
+            f"{engine['engine50_us'] / engine['engine_us']:.2f}x of 6a",
+            engine["engine50_us"] <= 3 * engine["engine_us"],
+        ),
         ("7 window exactness", windows.EXACTNESS, "", True),
-        ("8 Redis memory per customer (used_memory delta / customers)",
-         f"{built['bytes_per_customer'] / 1000:.1f} KB",
-         f"{built['bytes_per_customer'] / 15000:.2f}× of 15 KB",
-         built["bytes_per_customer"] <= 15000),
+        (
+            "8 Redis memory per customer (used_memory delta / customers)",
+            f"{built['bytes_per_customer'] / 1000:.1f} KB",
+            f"{built['bytes_per_customer'] / 15000:.2f}x of 15 KB",
+            built["bytes_per_customer"] <= 15000,
+        ),
     ]
     print()
-    print(f"reference workload: {reference.RULES}, {w.customers:,} customers x "
-          f"{w.events_per_customer} events over {w.days} days, {w.unknown_share:.0%} unknown, "
-          f"log on, feedback 10%; server {args.server}; wrk -t2 -c{CONNECTIONS} -d{args.seconds}s "
-          f"x {args.rounds} rounds alternating")
+    print(
+        f"reference workload: {reference.RULES}, {w.customers:,} customers x "
+        f"{w.events_per_customer} events over {w.days} days, {w.unknown_share:.0%} unknown, "
+        f"log on, feedback 10%; server {args.server}; wrk -t2 -c{CONNECTIONS} -d{args.seconds}s "
+        f"x {args.rounds} rounds alternating"
+    )
     print()
     print("| target | figure | ratio | |")
     print("|---|---|---|---|")
     for name, fig, ratio, ok in rows:
         print(f"| {name} | {fig} | {ratio} | {verdict(ok)} |")
     print()
-    print("decide runs req/s: " + ", ".join(f"{x.rps:,.0f}" for x in http["decide"])
-          + "; echo: " + ", ".join(f"{x.rps:,.0f}" for x in http["echo"]))
-    print("decide p50/p99 under saturation (ms): "
-          + ", ".join(f"{x.p50:.1f}/{x.p99:.1f}" for x in http["decide"]))
-    print(f"workload load: {built['load_s']:.0f} s, Redis CPU per ingested event "
-          f"{built['ingest_redis_us']:.1f} µs")
+    print(
+        "decide runs req/s: "
+        + ", ".join(f"{x.rps:,.0f}" for x in http["decide"])
+        + "; echo: "
+        + ", ".join(f"{x.rps:,.0f}" for x in http["echo"])
+    )
+    print(
+        "decide p50/p99 under saturation (ms): "
+        + ", ".join(f"{x.p50:.1f}/{x.p99:.1f}" for x in http["decide"])
+    )
+    print(
+        f"workload load: {built['load_s']:.0f} s, Redis CPU per ingested event "
+        f"{built['ingest_redis_us']:.1f} µs"
+    )
     top = sorted(http["commands"].items(), key=lambda kv: -kv[1][1])[:8]
-    print("Redis per decision (calls, µs): "
-          + ", ".join(f"{k} {c:.2f}/{u:.1f}" for k, (c, u) in top))
+    print(
+        "Redis per decision (calls, µs): " + ", ".join(f"{k} {c:.2f}/{u:.1f}" for k, (c, u) in top)
+    )
     print(f"total {elapsed:.0f} s")
 
 

@@ -67,7 +67,7 @@ def events(i: int, w: Workload, now: float, rng: random.Random) -> list[Event]:
     """
     cid = customer_id(i)
     out = []
-    for k in range(w.events_per_customer):
+    for _ in range(w.events_per_customer):
         ts = now - rng.uniform(0, w.days * DAY)
         roll = rng.random()
         if roll < 0.55:

@@ -23,14 +23,9 @@ def profile(customer_id: str) -> str:
     return f"{_tag(customer_id)}:p"
 
 
-def hourly_buckets(customer_id: str, day: int) -> str:
-    """Hash of one day's hourly event buckets (see engine.windows)."""
-    return f"{_tag(customer_id)}:eh:{day}"
-
-
-def daily_buckets(customer_id: str, block: int) -> str:
-    """Hash of one 32-day block's daily event buckets (see engine.windows)."""
-    return f"{_tag(customer_id)}:ed:{block}"
+def windows(customer_id: str) -> str:
+    """Hash of the customer's event buckets, one field per series (see engine.store.series)."""
+    return f"{_tag(customer_id)}:w"
 
 
 def last_seen(customer_id: str) -> str:

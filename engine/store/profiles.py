@@ -94,7 +94,7 @@ class ProfileStore:
         """Everything a plan needs about one customer, in one command."""
         key_list, args = windows.read_command(customer_id, needs, now)
         reply = await self.reads.call(key_list, args)
-        raw_profile, aggregates, caps, rejection_times = windows.parse_read(reply, needs)
+        raw_profile, aggregates, caps, rejection_times = windows.parse_read(reply, needs, now)
         rejections = {}
         for action, limit, window, period in needs.fatigued_actions:
             times = rejection_times[action]

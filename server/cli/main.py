@@ -1,4 +1,4 @@
-"""The `arbiter` command: serve, check, test, fmt, decide, replay, learn, ingest."""
+"""The `arbiter` command: serve, check, test, fmt, decide, replay, learn, ingest, migrate."""
 
 from __future__ import annotations
 
@@ -35,6 +35,36 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         skip_invalid=args.skip_invalid,
         rules=args.rules,
     )
+
+
+# ----------------------------------------------------------------- migrate
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Convert event windows stored by an older Arbiter to the current layout."""
+    from arbiter.engine.store.client import connect
+    from arbiter.engine.store.window_migration import migrate_windows
+
+    url, embedded = redis_url()
+
+    async def run() -> str:
+        client = connect(url, socket_timeout=30.0)
+        try:
+            report = await migrate_windows(client, dry_run=args.dry_run)
+        finally:
+            await client.aclose()
+        verb = "would convert" if args.dry_run else "converted"
+        return (
+            f"arbiter: {verb} the event windows of {report.customers} customers "
+            f"({report.old_keys} old keys, {report.series} series)"
+        )
+
+    try:
+        print(asyncio.run(run()))
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    return 0
 
 
 # ------------------------------------------------------------------- learn
@@ -210,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
         "ARBITER_RELOAD_INTERVAL_MS)",
     )
     p.set_defaults(func=cmd_learn)
+
+    p = sub.add_parser("migrate", help="convert stored event windows to this version's layout")
+    p.add_argument("--dry-run", action="store_true", help="count what would be converted")
+    p.set_defaults(func=cmd_migrate)
     return parser
 
 
