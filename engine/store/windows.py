@@ -34,7 +34,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from arbiter.engine.plan import AggregateSpec, Needs
@@ -163,23 +162,43 @@ return 1
 
 @dataclass(frozen=True, slots=True)
 class _Window:
-    spec: AggregateSpec
+    key: str  # the aggregate's name in `Inputs.aggregates` (AggregateSpec.key, computed once)
+    fn: str
+    window_seconds: int
     series: int  # index into the plan's series fields
     size: int  # bucket length in seconds
 
 
 @dataclass(frozen=True, slots=True)
 class _Reads:
-    """What a plan's `Needs` read, prepared once per plan (cached by `Needs`)."""
+    """What a plan's `Needs` read, prepared once per plan."""
 
     windows: tuple[_Window, ...]
-    last: tuple[AggregateSpec, ...]
-    fields: tuple[str, ...]  # series fields, HMGET in this order
+    last_keys: tuple[str, ...]
     head: tuple[Any, ...]  # ARGV up to the caps: last-seen names and series fields
+    suffixes: tuple[str, ...]  # key suffixes after the customer's tag, in KEYS order
+    cap_windows: tuple[int, ...]
+    cap_actions: tuple[str, ...]
+    fatigued: tuple[str, ...]
 
 
-@lru_cache(maxsize=256)
+# Prepared reads by plan: looked up by identity, since hashing a `Needs` (a tuple of
+# dataclasses) costs several µs per decision. A plan's `Needs` lives as long as the plan.
+_prepared: dict[int, tuple[Needs, _Reads]] = {}
+
+
 def _reads(needs: Needs) -> _Reads:
+    found = _prepared.get(id(needs))
+    if found is not None and found[0] is needs:
+        return found[1]
+    if len(_prepared) > 256:
+        _prepared.clear()
+    reads = _prepare(needs)
+    _prepared[id(needs)] = (needs, reads)
+    return reads
+
+
+def _prepare(needs: Needs) -> _Reads:
     windows = []
     last = []
     fields: list[str] = []
@@ -192,22 +211,38 @@ def _reads(needs: Needs) -> _Reads:
         name = series.field_name(hourly, spec.event, spec.prop if spec.fn != "count" else None)
         if name not in fields:
             fields.append(name)
-        windows.append(_Window(spec, fields.index(name), HOUR if hourly else DAY))
+        windows.append(
+            _Window(
+                spec.key, spec.fn, spec.window_seconds, fields.index(name), HOUR if hourly else DAY
+            )
+        )
     head = (len(last), *(s.event for s in last), len(fields), *fields)
-    return _Reads(tuple(windows), tuple(last), tuple(fields), head)
+    suffixes = (
+        keys.PROFILE_SUFFIX,
+        keys.LAST_SEEN_SUFFIX,
+        keys.WINDOWS_SUFFIX,
+        *(keys.contacts_suffix(action) for action, _ in needs.capped_actions),
+        *(keys.rejections_suffix(action) for action, *_ in needs.fatigued_actions),
+    )
+    return _Reads(
+        tuple(windows),
+        tuple(s.key for s in last),
+        head,
+        suffixes,
+        tuple(window for _, window in needs.capped_actions),
+        tuple(action for action, _ in needs.capped_actions),
+        tuple(action for action, *_ in needs.fatigued_actions),
+    )
 
 
 def read_command(customer_id: str, needs: Needs, now: float) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of `READ_LUA` for one decision."""
     reads = _reads(needs)
-    key_list = [keys.profile(customer_id), keys.last_seen(customer_id), keys.windows(customer_id)]
-    args: list[Any] = [*reads.head, len(needs.capped_actions)]
-    for action, window in needs.capped_actions:
-        key_list.append(keys.contacts(customer_id, action))
-        args.append(repr(now - window))
-    for action, *_ in needs.fatigued_actions:
-        key_list.append(keys.rejections(customer_id, action))
-    args.append(len(needs.fatigued_actions))
+    tag = keys.tag(customer_id)
+    key_list = [tag + suffix for suffix in reads.suffixes]
+    args: list[Any] = [*reads.head, len(reads.cap_windows)]
+    args += [repr(now - window) for window in reads.cap_windows]
+    args.append(len(reads.fatigued))
     return key_list, args
 
 
@@ -219,15 +254,14 @@ def parse_read(
     raw_profile, last_vals, blobs, caps_raw, rej_raw = reply
     aggregates: dict[str, Any] = {}
     for w in reads.windows:
-        spec = w.spec
-        first = int((now - spec.window_seconds) // w.size)
-        value = series.aggregate(spec.fn, blobs[w.series], first, int(now // w.size))
-        aggregates[spec.key] = None if value is None else float(value)
-    for spec, raw in zip(reads.last, last_vals, strict=True):
-        aggregates[spec.key] = float(raw) if raw is not None else None
-    caps = {action: int(n) for (action, _), n in zip(needs.capped_actions, caps_raw, strict=True)}
+        first = int((now - w.window_seconds) // w.size)
+        value = series.aggregate(w.fn, blobs[w.series], first, int(now // w.size))
+        aggregates[w.key] = None if value is None else float(value)
+    for key, raw in zip(reads.last_keys, last_vals, strict=True):
+        aggregates[key] = float(raw) if raw is not None else None
+    caps = dict(zip(reads.cap_actions, map(int, caps_raw), strict=True))
     rejections: dict[str, list[float]] = {}
-    for (action, *_), pairs in zip(needs.fatigued_actions, rej_raw, strict=True):
+    for action, pairs in zip(reads.fatigued, rej_raw, strict=True):
         rejections[action] = sorted(float(pairs[i + 1]) for i in range(0, len(pairs), 2))
     return raw_profile, aggregates, caps, rejections
 

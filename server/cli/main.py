@@ -143,21 +143,45 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"arbiter: embedded Redis at {embedded.url}")
     print(f"arbiter: serving {args.rules} on http://{args.host}:{args.port} (docs at /docs)")
     try:
-        uvicorn.run(
-            "arbiter.server.app:create_app",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            loop="uvloop",
-            http="httptools",
-            log_level=args.log_level,
-            access_log=False,
-        )
+        if args.server == "granian":
+            _serve_granian(args)
+        else:
+            uvicorn.run(
+                "arbiter.server.app:create_app",
+                factory=True,
+                host=args.host,
+                port=args.port,
+                workers=args.workers,
+                loop="uvloop",
+                http="httptools",
+                log_level=args.log_level,
+                access_log=False,
+            )
     finally:
         if embedded is not None:
             embedded.stop()
     return 0
+
+
+def _serve_granian(args: argparse.Namespace) -> None:
+    """The same app under Granian (a Rust HTTP server; `pip install granian`)."""
+    try:
+        from granian import Granian
+        from granian.constants import Interfaces, Loops
+        from granian.log import LogLevels
+    except ImportError:
+        raise SystemExit("arbiter: --server granian needs the granian package") from None
+    Granian(
+        "arbiter.server.app:create_app",
+        factory=True,
+        address=args.host,
+        port=args.port,
+        interface=Interfaces.ASGI,
+        workers=args.workers,
+        loop=Loops.uvloop,
+        websockets=False,
+        log_level=LogLevels(args.log_level.lower()),
+    ).serve()
 
 
 # -------------------------------------------------------------------- main
@@ -173,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument(
+        "--server",
+        choices=["uvicorn", "granian"],
+        default="uvicorn",
+        help="the HTTP server (see benchmarks/RESULTS.md for how they compare)",
+    )
     p.add_argument("--dev", action="store_true", help="generate and print an admin key")
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=cmd_serve)
