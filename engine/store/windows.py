@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from arbiter.engine.plan import AggregateSpec, Needs
+from arbiter.engine.plan import Needs
 from arbiter.engine.store import keys, series
 
 # Bumped whenever what is stored for event windows changes shape (benchmarks cache by it).
