@@ -46,7 +46,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -595,6 +595,50 @@ def http_figures(
     return out
 
 
+def compare_servers(
+    redis_port: int, tmp: Path, args: argparse.Namespace, bodies: Sequence[str]
+) -> None:
+    """Decide and echo under uvicorn and under Granian, 1 worker, alternately in one run."""
+    kinds = ("uvicorn", "granian")
+    got: dict[tuple[str, str], list[Load]] = {}
+    with ExitStack() as stack:
+        ports = {}
+        for kind in kinds:
+            ports[kind, "decide"] = stack.enter_context(arbiter(redis_port, tmp, kind))
+            ports[kind, "echo"] = stack.enter_context(echo(kind))
+        for (_, what), port in ports.items():
+            warm(port, "/v1/decide" if what == "decide" else "/echo", bodies)
+        for _ in range(args.rounds):
+            for (kind, what), port in ports.items():
+                path = "/v1/decide" if what == "decide" else "/echo"
+                load = run_wrk(port, path, bodies, args.seconds, feedback_every=10)
+                got.setdefault((kind, what), []).append(load)
+    print(
+        f"uvicorn (uvloop, httptools) against granian (uvloop), 1 worker each, "
+        f"wrk -t2 -c{CONNECTIONS} -d{args.seconds}s, {args.rounds} rounds alternating"
+    )
+    print("| server | decide req/s | decide p99 ms | echo req/s | echo p99 ms |")
+    print("|---|---|---|---|---|")
+    med: dict[tuple[str, str], float] = {}
+    for kind in kinds:
+        cells = []
+        for what in ("decide", "echo"):
+            runs = got[kind, what]
+            med[kind, what] = statistics.median(x.rps for x in runs)
+            cells += [f"{med[kind, what]:,.0f}", f"{statistics.median(x.p99 for x in runs):.1f}"]
+        print(f"| {kind} | " + " | ".join(cells) + " |")
+    for what in ("decide", "echo"):
+        ratio = med["granian", what] / med["uvicorn", what]
+        print(f"{what}: granian / uvicorn = {ratio:.2f}x")
+    print(
+        "per round (decide uvicorn, granian): "
+        + "; ".join(
+            f"{a.rps:,.0f}, {b.rps:,.0f}"
+            for a, b in zip(got["uvicorn", "decide"], got["granian", "decide"], strict=True)
+        )
+    )
+
+
 def _server_pid(port: int) -> int:
     import psutil
 
@@ -617,6 +661,11 @@ def main() -> None:
     ap.add_argument("--server", choices=["uvicorn", "granian"], default="uvicorn")
     ap.add_argument("--profile", type=Path, default=None, help="py-spy flame graph (SVG) of decide")
     ap.add_argument("--rebuild", action="store_true", help="ignore the cached workload")
+    ap.add_argument(
+        "--compare-servers",
+        action="store_true",
+        help="only uvicorn against granian: decide and echo under each, alternately",
+    )
     args = ap.parse_args()
     started = time.perf_counter()
     w = reference.Workload(customers=args.customers, events_per_customer=args.events)
@@ -645,6 +694,9 @@ def main() -> None:
                 sync.set("bench:built", json.dumps(meta))
                 sync.save()
                 shutil.copy(tmp / "dump.rdb", rdb)
+            if args.compare_servers:
+                compare_servers(redis_port, tmp, args, bodies)
+                return
             engine = engine_figures(redis_port, w, tmp)
             http = http_figures(redis_port, tmp, args, bodies)
     report(args, w, built, engine, http, time.perf_counter() - started)
