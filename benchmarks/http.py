@@ -647,16 +647,30 @@ def compare_servers(
         f"uvicorn (uvloop, httptools) against granian (uvloop), 1 worker each, "
         f"wrk -t2 -c{CONNECTIONS} -d{args.seconds}s, {args.rounds} rounds alternating"
     )
-    print("| server | decide req/s | decide p99 ms | echo req/s | echo p99 ms |")
-    print("|---|---|---|---|---|")
+    print(
+        "| server | decide req/s | decide p99 ms | decide CPU µs | echo req/s | echo p99 ms "
+        "| echo CPU µs |"
+    )
+    print("|---|---|---|---|---|---|---|")
     med: dict[tuple[str, str], float] = {}
+    cpu: dict[tuple[str, str], float] = {}
     for kind in kinds:
         cells = []
         for what in ("decide", "echo"):
             runs = got[kind, what]
             med[kind, what] = statistics.median(x.rps for x in runs)
-            cells += [f"{med[kind, what]:,.0f}", f"{statistics.median(x.p99 for x in runs):.1f}"]
+            cpu[kind, what] = statistics.median(x.server_cpu_us for x in runs)
+            cells += [
+                f"{med[kind, what]:,.0f}",
+                f"{statistics.median(x.p99 for x in runs):.1f}",
+                f"{cpu[kind, what]:.0f}",
+            ]
         print(f"| {kind} | " + " | ".join(cells) + " |")
+    for what in ("decide", "echo"):
+        print(
+            f"{what}: server CPU per request uvicorn / granian = "
+            f"{cpu['uvicorn', what] / cpu['granian', what]:.2f}x"
+        )
     for what in ("decide", "echo"):
         ratio = med["granian", what] / med["uvicorn", what]
         print(f"{what}: granian / uvicorn = {ratio:.2f}x")
