@@ -55,13 +55,16 @@ class DecisionLog:
         stream_maxlen: int = 1_000_000,
         queue_max: int = 50_000,
         file_path: str | Path | None = None,
+        records: bool = True,
     ) -> None:
+        """`records=False` writes no decision records (stream, record key, index): caps only."""
         self.redis = redis
         self.store = store
         self.ttl = ttl_seconds
         self.maxlen = stream_maxlen
         self.queue_max = queue_max
         self.file_path = Path(file_path) if file_path else None
+        self.records = records
         self._queue: deque[_Entry] = deque()
         self._wake = asyncio.Event()
         self.pending: dict[str, DecisionRecord] = {}
@@ -147,7 +150,7 @@ class DecisionLog:
         blobs = [ENCODER.encode(e.record) for e in batch]
         async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
             unwritten = [(e, b) for e, b in zip(batch, blobs, strict=True) if e.stream_id is None]
-            if unwritten:
+            if unwritten and self.records:
                 pipe = self.redis.pipeline(transaction=False)
                 for entry, blob in unwritten:
                     pipe.set(keys.decision(entry.record.decision_id), blob, ex=self.ttl)
