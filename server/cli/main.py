@@ -75,9 +75,14 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         finally:
             await client.aclose()
         verb = "would convert" if args.dry_run else "converted"
+        linked = (
+            f"; {report.linked} of them linked ids, whose old windows went to their customers"
+            if report.linked
+            else ""
+        )
         return (
             f"arbiter: {verb} the event windows of {report.customers} customers "
-            f"({report.old_keys} old keys, {report.series} series)"
+            f"({report.old_keys} old keys, {report.series} series){linked}"
         )
 
     try:
