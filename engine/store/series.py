@@ -13,8 +13,9 @@ Records are sorted by bucket (hours or days since the epoch), one per bucket
 that had events. A window is then two binary searches and a sum over the
 records between them, done here in the worker, where CPU scales out; Redis
 only returns the few fields a plan reads (one HMGET), whatever the windows'
-lengths. Scripts that write records (`INGEST_LUA`, `MERGE_LUA`) share the Lua
-in `LUA_SERIES`.
+lengths. Scripts that write records (`windows.INGEST_LUA`, `window_merge.MERGE_LUA`,
+`merge.MERGE_WINDOWS_LUA`, `window_migration.MIGRATE_LUA`) share the Lua in
+`LUA_SERIES`.
 """
 
 from __future__ import annotations

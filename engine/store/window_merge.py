@@ -9,8 +9,10 @@ merge works on Redis Cluster; the source is read first with one HGETALL per
 hash and left as it is (deleting it is the caller's decision, e.g.
 `ProfileStore.erase`).
 
-Merging the same source twice counts it twice: callers that may retry must
-remember that a merge happened (stitching records the link first).
+Merging the same source twice counts it twice. Identity stitching therefore
+does not call `merge_customer_windows`: `engine.store.merge` runs the same
+series merge (`LUA_MERGE_SERIES`) with a mark per source key set in the same
+script, so its retries count nothing twice.
 """
 
 from __future__ import annotations
