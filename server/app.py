@@ -132,6 +132,7 @@ async def _start(settings: Settings, resources: Resources) -> AppState:
         queue_max=settings.log_queue_max,
         file_path=settings.decision_log_file,
         files=decision_log_files(settings),
+        records=settings.decision_log == "on",
     )
     registry = BanditRegistry(admin_redis, check_interval_ms=settings.reload_interval_ms)
     # Publishing more often than workers poll for new versions is wasted work;

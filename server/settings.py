@@ -53,6 +53,8 @@ class Settings:
         default=1_000_000, metadata={"env": "ARBITER_DECISION_STREAM_MAXLEN"}
     )
     log_queue_max: int = field(default=50_000, metadata={"env": "ARBITER_LOG_QUEUE_MAX"})
+    # "off" keeps no decision records (feedback cannot be joined): for measuring what logging costs.
+    decision_log: str = field(default="on", metadata={"env": "ARBITER_DECISION_LOG"})
     reload_interval_ms: int = field(default=1000, metadata={"env": "ARBITER_RELOAD_INTERVAL_MS"})
     learner: str = field(default="inproc", metadata={"env": "ARBITER_LEARNER"})
     dev: bool = field(default=False, metadata={"env": "ARBITER_DEV"})
@@ -104,6 +106,8 @@ class Settings:
             raise SettingsError(
                 "ARBITER_DECISION_LOG_ROTATE_MB and ARBITER_DECISION_LOG_ROTATE_S must be positive"
             )
+        if self.decision_log not in ("on", "off"):
+            raise SettingsError("ARBITER_DECISION_LOG must be 'on' or 'off'")
         if self.learner not in ("inproc", "off"):
             raise SettingsError("ARBITER_LEARNER must be 'inproc' or 'off'")
         if not 0.0 <= self.access_log_sample <= 1.0:

@@ -57,10 +57,21 @@ def in_holdout(plan: Plan, customer_id: str) -> bool:
     return holdout is not None and bucket(plan.name, "holdout", customer_id) < holdout.fraction
 
 
+# Aggregate names by plan, looked up by identity: `AggregateSpec.key` formats a string
+# on every access, and hashing a plan's `Needs` costs more than the lookup saves.
+_aggregate_keys: dict[int, tuple[Plan, tuple[str, ...]]] = {}
+
+
 def aggregates_tuple(plan: Plan, inputs: Inputs) -> tuple[Any, ...]:
     """The aggregate values in the order the plan's evaluator indexes them."""
-    agg = inputs.aggregates
-    return tuple(agg.get(spec.key) for spec in plan.needs.aggregates)
+    found = _aggregate_keys.get(id(plan))
+    if found is None or found[0] is not plan:
+        if len(_aggregate_keys) > 256:
+            _aggregate_keys.clear()
+        found = (plan, tuple(spec.key for spec in plan.needs.aggregates))
+        _aggregate_keys[id(plan)] = found
+    get = inputs.aggregates.get
+    return tuple(get(k) for k in found[1])
 
 
 def recorded_inputs(plan: Plan, inputs: Inputs) -> Inputs:

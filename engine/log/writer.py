@@ -64,7 +64,9 @@ class DecisionLog:
         queue_max: int = 50_000,
         file_path: str | Path | None = None,
         files: RotatingFiles | None = None,
+        records: bool = True,
     ) -> None:
+        """`records=False` writes no decision records (stream, record key, index): caps only."""
         self.redis = redis
         self.store = store
         self.ttl = ttl_seconds
@@ -72,6 +74,7 @@ class DecisionLog:
         self.queue_max = queue_max
         self.file_path = Path(file_path) if file_path else None
         self.files = files
+        self.records = records
         self._queue: deque[_Entry] = deque()
         self._wake = asyncio.Event()
         self.pending: dict[str, DecisionRecord] = {}
@@ -183,7 +186,7 @@ class DecisionLog:
         blobs = [ENCODER.encode(e.record) for e in batch]
         async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
             unwritten = [(e, b) for e, b in zip(batch, blobs, strict=True) if e.stream_id is None]
-            if unwritten:
+            if unwritten and self.records:
                 pipe = self.redis.pipeline(transaction=False)
                 for entry, blob in unwritten:
                     pipe.set(keys.decision(entry.record.decision_id), blob, ex=self.ttl)

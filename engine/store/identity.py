@@ -254,7 +254,7 @@ class Identities:
         sources = self._sources(anonymous_id, actions, now)
         pipe = self.redis.pipeline(transaction=False)
         for key, kind in sources:
-            if kind in ("buckets", "seen", "eids"):
+            if kind in merge.KINDS:
                 merge.read_source(pipe, key, kind)
             elif kind == "profile":
                 pipe.hgetall(key)
@@ -274,7 +274,7 @@ class Identities:
             if not content:
                 continue
             found.append((key, kind))
-            if kind in ("buckets", "seen", "eids"):
+            if kind in merge.KINDS:
                 key_list, args = merge.merge_command(
                     customer_id, anonymous_id, key, kind, content, pttl, now_ms
                 )

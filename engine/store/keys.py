@@ -14,28 +14,45 @@ PREFIX = "arb"
 def _tag(customer_id: str) -> str:
     # Braces inside an id would move the hash tag; escape them, and escape the
     # escape character first so that "a{b" and "a%7Bb" stay two customers.
-    safe = customer_id.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
-    return f"{PREFIX}:{{{safe}}}"
+    if "%" in customer_id or "{" in customer_id or "}" in customer_id:
+        customer_id = customer_id.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
+    return f"{PREFIX}:{{{customer_id}}}"
+
+
+def tag(customer_id: str) -> str:
+    """The prefix of every key of one customer; `tag(c) + suffix` is that key (hot paths)."""
+    return _tag(customer_id)
+
+
+# Suffixes after `tag(c)` of the keys a decision reads (see the functions below).
+PROFILE_SUFFIX = ":p"
+LAST_SEEN_SUFFIX = ":seen"
+WINDOWS_SUFFIX = ":w"
+
+
+def contacts_suffix(action: str) -> str:
+    """`contacts(c, action)` is `tag(c) + contacts_suffix(action)`."""
+    return f":cap:{action}"
+
+
+def rejections_suffix(action: str) -> str:
+    """`rejections(c, action)` is `tag(c) + rejections_suffix(action)`."""
+    return f":rej:{action}"
 
 
 def profile(customer_id: str) -> str:
     """Hash: attribute name -> JSON-encoded value."""
-    return f"{_tag(customer_id)}:p"
+    return _tag(customer_id) + PROFILE_SUFFIX
 
 
-def hourly_buckets(customer_id: str, day: int) -> str:
-    """Hash of one day's hourly event buckets (see engine.windows)."""
-    return f"{_tag(customer_id)}:eh:{day}"
-
-
-def daily_buckets(customer_id: str, block: int) -> str:
-    """Hash of one 32-day block's daily event buckets (see engine.windows)."""
-    return f"{_tag(customer_id)}:ed:{block}"
+def windows(customer_id: str) -> str:
+    """Hash of the customer's event buckets, one field per series (see engine.store.series)."""
+    return _tag(customer_id) + WINDOWS_SUFFIX
 
 
 def last_seen(customer_id: str) -> str:
     """Hash: event type -> epoch seconds of the newest event."""
-    return f"{_tag(customer_id)}:seen"
+    return _tag(customer_id) + LAST_SEEN_SUFFIX
 
 
 def event_ids(customer_id: str) -> str:
@@ -45,12 +62,12 @@ def event_ids(customer_id: str) -> str:
 
 def contacts(customer_id: str, action: str) -> str:
     """Sorted set of contact times of one action (contact caps)."""
-    return f"{_tag(customer_id)}:cap:{action}"
+    return _tag(customer_id) + contacts_suffix(action)
 
 
 def rejections(customer_id: str, action: str) -> str:
     """Sorted set of negative-outcome times of one action (fatigue)."""
-    return f"{_tag(customer_id)}:rej:{action}"
+    return _tag(customer_id) + rejections_suffix(action)
 
 
 def decision_index(customer_id: str) -> str:

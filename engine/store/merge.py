@@ -6,37 +6,52 @@ event history is added into the customer's. Everything that depends on how
 this module and its tests, and nothing else of the stitching:
 
 - `window_sources(anonymous_id, now)`: the names of the anonymous id's keys
-  that may hold window data at `now` (hourly and daily bucket hashes that a
-  window could still read, last-seen times, recent event ids). Computed, not
-  scanned: a SCAN walks a node's whole keyspace, too slow for every login.
+  that may hold window data at `now`: its window hash (layout 2, one per
+  id), any layout-1 bucket hashes not yet converted by `arbiter migrate`
+  (`engine.store.layout1`: computed names, not scanned: a SCAN walks a
+  node's whole keyspace, too slow for every login), last-seen times, recent
+  event ids.
 - `MERGE_WINDOWS_LUA` and `merge_command(...)`: add one source key's content
-  (read by the caller from the anonymous id's slot) into the same-named key
-  of the customer, in the customer's slot, atomically.
+  (read by the caller from the anonymous id's slot) into the customer's
+  window hash or same-named key, in the customer's slot, atomically.
 
 How each kind adds up:
 
 | key | rule | retried twice |
 |---|---|---|
-| bucket hash (`eh:`, `ed:`) | counts, sums and `|n` added; `|min` the smaller, `|max` the larger | counted once: a mark per source key, set in the same script |
+| window hash (`w`, layout 2) | every series merged record by record (`window_merge.LUA_MERGE_SERIES`: counts and sums added, the smaller minimum, the larger maximum); the later expiry (`x`) | counted once: a mark per source key, set in the same script |
+| layout-1 hash (`eh:`, `ed:`) | converted and merged into the customer's window hash the same way | counted once: marked under the name layout 1's merge used, so a merge interrupted before the upgrade and retried after it skips what it had added |
 | last-seen hash | the newer time per event type | the same result |
 | event ids | union, the later arrival kept | the same result |
 
 The mark set (`keys.merge_marks(customer, anonymous)`) expires no earlier
 than the source keys it stands for, so a source key that was added but not
 yet deleted (an interrupted merge) is never added again, however late the
-retry.
+retry. No write reaches the anonymous id's keys once it is linked (the
+scripts are alias-aware), so a marked source never grows afterwards.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from arbiter.engine.store import keys, windows
+from arbiter.engine.store import keys, layout1, series, windows
+from arbiter.engine.store.window_merge import LUA_MERGE_SERIES
 
-MERGE_WINDOWS_LUA = """
+# Kinds of `window_sources` entries (the caller reads and applies them through this module).
+KINDS = ("series", "h", "d", "seen", "eids")
+
+MERGE_WINDOWS_LUA = (
+    series.LUA_SERIES
+    + LUA_MERGE_SERIES
+    + layout1.LUA_ADD_LAYOUT1
+    + f"""
+local DAY, MAX_WINDOW = {windows.DAY}, {windows.MAX_WINDOW}
+"""
+    + """
 -- KEYS[1] the customer's key, KEYS[2] the customer's mark set for this anonymous id
--- ARGV: kind ('buckets' | 'seen' | 'eids'), mark, source expiry (ms epoch, -1 none), now (ms),
---       then field/member, value/score pairs
+-- ARGV: kind ('series' | 'h' | 'd' | 'seen' | 'eids'), mark, source expiry (ms epoch,
+--       -1 none), now (ms), then field/member, value/score pairs
 local kind, mark, expire_at = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now_ms = tonumber(ARGV[4])
 -- Expiries: a key this script creates gets `at`; an existing one keeps the later of
@@ -49,25 +64,27 @@ local function later(i, at)
     redis.call('PEXPIREAT', KEYS[i], at)
   end
 end
-if kind == 'buckets' then
+if kind == 'series' or kind == 'h' or kind == 'd' then
   if redis.call('SISMEMBER', KEYS[2], mark) == 1 then return 0 end
-  for i = 5, #ARGV, 2 do
-    local field, v = ARGV[i], ARGV[i + 1]
-    local tail = string.sub(field, -4)
-    if tail == '|min' or tail == '|max' then
-      local cur = redis.call('HGET', KEYS[1], field)
-      local keep = not cur
-        or (tail == '|min' and tonumber(v) < tonumber(cur))
-        or (tail == '|max' and tonumber(v) > tonumber(cur))
-      if keep then redis.call('HSET', KEYS[1], field, v) end
-    else
-      -- Counts stay integers: HINCRBYFLOAT prints 5, not 5.0, so HINCRBY still works after.
-      redis.call('HINCRBYFLOAT', KEYS[1], field, v)
+  if kind == 'series' then
+    for i = 5, #ARGV, 2 do
+      -- The window hash's own expiry field is not a series: the later one is kept below.
+      if ARGV[i] ~= 'x' then merge_series(KEYS[1], ARGV[i], ARGV[i + 1]) end
     end
+    for i = 5, #ARGV, 2 do
+      if ARGV[i] == 'x' then extend_expiry(KEYS[1], tonumber(ARGV[i + 1])) end
+    end
+  else
+    local flat = {}
+    for i = 5, #ARGV do flat[#flat + 1] = ARGV[i] end
+    local day = add_layout1(KEYS[1], kind .. ':', flat, {})
+    -- As `windows.expire_at`: the hash goes when its newest day has left the longest window.
+    if day then extend_expiry(KEYS[1], (day + 1) * DAY + MAX_WINDOW + DAY) end
   end
   redis.call('SADD', KEYS[2], mark)
   -- The mark outlives its source key (by a day), whatever the order marks are set in.
   if expire_at < 0 then redis.call('PERSIST', KEYS[2]) else later(2, expire_at + 86400000) end
+  return 1
 elseif kind == 'seen' then
   for i = 5, #ARGV, 2 do
     local cur = redis.call('HGET', KEYS[1], ARGV[i])
@@ -82,31 +99,22 @@ elseif kind == 'eids' then
 else
   return redis.error_reply('unknown merge kind ' .. kind)
 end
--- The later of the two expiries (bucket hashes: the same one, fixed by the key name).
+-- The later of the two expiries.
 if expire_at >= 0 then later(1, expire_at) end
 return 1
 """
+)
 
 
 def window_sources(anonymous_id: str, now: float) -> list[tuple[str, str]]:
     """(key, kind) of every key of `anonymous_id` that may hold window data at `now`.
 
-    Kinds: 'buckets' (a hash read with HGETALL), 'seen' (hash), 'eids'
-    (sorted set). Bucket hashes whose expiry has passed are not listed; a day
-    of margin on each side covers clock skew and events stamped up to five
-    minutes ahead.
+    Kinds: 'series' (the layout-2 window hash), 'd' and 'h' (layout-1 daily
+    and hourly bucket hashes, read with HGETALL), 'seen' (hash), 'eids'
+    (sorted set).
     """
-    today = int(now // windows.DAY)
-    out: list[tuple[str, str]] = []
-    first_day = today - windows.HOURLY_MAX_WINDOW // windows.DAY - 2
-    for day in range(first_day, today + 2):
-        if windows.hourly_expire_at(day) > now:
-            out.append((keys.hourly_buckets(anonymous_id, day), "buckets"))
-    block_now = today // windows.DAYS_PER_KEY
-    span = windows.MAX_WINDOW // (windows.DAYS_PER_KEY * windows.DAY) + 2
-    for block in range(block_now - span, block_now + 2):
-        if windows.daily_expire_at(block) > now:
-            out.append((keys.daily_buckets(anonymous_id, block), "buckets"))
+    out = [(keys.windows(anonymous_id), "series")]
+    out += layout1.keys_of(anonymous_id, now)
     out.append((keys.last_seen(anonymous_id), "seen"))
     out.append((keys.event_ids(anonymous_id), "eids"))
     return out
@@ -138,7 +146,10 @@ def merge_command(
     now_ms: int,
 ) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of `MERGE_WINDOWS_LUA` adding one source key into the customer's."""
-    dest = keys.rekey(source_key, anonymous_id, customer_id)
+    if kind in ("h", "d"):
+        dest = keys.windows(customer_id)  # layout 1 is converted on the way in
+    else:
+        dest = keys.rekey(source_key, anonymous_id, customer_id)
     marks = keys.merge_marks(customer_id, anonymous_id)
     # Braces in ids are escaped in key names, so the first "}:" ends the hash tag.
     mark = source_key.split("}:", 1)[1]

@@ -30,8 +30,10 @@ from arbiter.engine.store.read_batcher import ReadBatcher
 AFTER_DECISION_LUA_BODY = """
 -- KEYS[1] decision index list, KEYS[2..] contact zsets
 -- ARGV: stream id, decision id, ttl, now, member, then one cap window per contact key
-redis.call('RPUSH', KEYS[1], 's:' .. ARGV[1], 'd:' .. ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
+if ARGV[1] ~= '' then  -- '' = the record was not logged (ARBITER_DECISION_LOG=off)
+  redis.call('RPUSH', KEYS[1], 's:' .. ARGV[1], 'd:' .. ARGV[2])
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
 local now = tonumber(ARGV[4])
 for i = 2, #KEYS do
   local window = tonumber(ARGV[4 + i])
@@ -102,14 +104,16 @@ class ProfileStore:
         customer (and `Inputs.resolved_id` says so).
         """
         key_list, args = windows.read_command(customer_id, needs, now)
-        reply = await self.reads.call([*key_list, keys.alias(customer_id)], args)
+        key_list.append(keys.alias(customer_id))  # see identity.guarded
+        reply = await self.reads.call(key_list, args)
         resolved = redirect_of(reply)
         if resolved is not None:
             key_list, args = windows.read_command(resolved, needs, now)
-            reply = await self.reads.call([*key_list, keys.alias(resolved)], args)
+            key_list.append(keys.alias(resolved))
+            reply = await self.reads.call(key_list, args)
             if redirect_of(reply) is not None:
                 raise RuntimeError(f"'{customer_id}' links to a linked id; links are one level")
-        raw_profile, aggregates, caps, rejection_times = windows.parse_read(reply, needs)
+        raw_profile, aggregates, caps, rejection_times = windows.parse_read(reply, needs, now)
         rejections = {}
         for action, limit, window, period in needs.fatigued_actions:
             times = rejection_times[action]

@@ -1,4 +1,5 @@
-"""The `arbiter` command: serve, check, test, fmt, decide, replay, learn, ingest, consume."""
+"""The `arbiter` command: serve, check, test, fmt, decide, replay, learn, ingest, consume,
+migrate."""
 
 from __future__ import annotations
 
@@ -58,6 +59,41 @@ def cmd_consume(args: argparse.Namespace) -> int:
         batch=args.batch,
         claim_idle_ms=args.claim_idle_ms,
     )
+
+
+# ----------------------------------------------------------------- migrate
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Convert event windows stored by an older Arbiter to the current layout."""
+    from arbiter.engine.store.client import connect
+    from arbiter.engine.store.window_migration import migrate_windows
+
+    url, embedded = redis_url()
+
+    async def run() -> str:
+        client = connect(url, socket_timeout=30.0)
+        try:
+            report = await migrate_windows(client, dry_run=args.dry_run)
+        finally:
+            await client.aclose()
+        verb = "would convert" if args.dry_run else "converted"
+        linked = (
+            f"; {report.linked} of them linked ids, whose old windows went to their customers"
+            if report.linked
+            else ""
+        )
+        return (
+            f"arbiter: {verb} the event windows of {report.customers} customers "
+            f"({report.old_keys} old keys, {report.series} series){linked}"
+        )
+
+    try:
+        print(asyncio.run(run()))
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    return 0
 
 
 # ------------------------------------------------------------------- learn
@@ -138,23 +174,51 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"arbiter: embedded Redis at {embedded.url}")
     print(f"arbiter: serving {args.rules} on http://{args.host}:{args.port} (docs at /docs)")
     try:
-        uvicorn.run(
-            "arbiter.server.app:create_app",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            loop="uvloop",
-            http="httptools",
-            log_level=args.log_level,
-            access_log=False,
-            # Arbiter's own JSON access log (server.access), set up in every worker.
-            log_config=logging_config(uvicorn.config.LOGGING_CONFIG),
-        )
+        if args.server == "granian":
+            _serve_granian(args)
+        else:
+            uvicorn.run(
+                "arbiter.server.app:create_app",
+                factory=True,
+                host=args.host,
+                port=args.port,
+                workers=args.workers,
+                loop="uvloop",
+                http="httptools",
+                log_level=args.log_level,
+                access_log=False,
+                # Arbiter's own JSON access log (server.access), set up in every worker.
+                log_config=logging_config(uvicorn.config.LOGGING_CONFIG),
+            )
     finally:
         if embedded is not None:
             embedded.stop()
     return 0
+
+
+def _serve_granian(args: argparse.Namespace) -> None:
+    """The same app under Granian (a Rust HTTP server; `pip install granian`)."""
+    try:
+        from granian import Granian
+        from granian.constants import Interfaces, Loops
+        from granian.log import LogLevels
+
+        from arbiter.server.access import logging_config
+    except ImportError:
+        raise SystemExit("arbiter: --server granian needs the granian package") from None
+    Granian(
+        "arbiter.server.app:create_app",
+        factory=True,
+        address=args.host,
+        port=args.port,
+        interface=Interfaces.ASGI,
+        workers=args.workers,
+        loop=Loops.uvloop,
+        websockets=False,
+        log_level=LogLevels(args.log_level.lower()),
+        # Arbiter's own JSON access log (server.access), set up in every worker.
+        log_dictconfig=logging_config({"version": 1, "disable_existing_loggers": False}),
+    ).serve()
 
 
 # -------------------------------------------------------------------- main
@@ -170,6 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument(
+        "--server",
+        choices=["uvicorn", "granian"],
+        default="uvicorn",
+        help="the HTTP server (see benchmarks/RESULTS.md for how they compare)",
+    )
     p.add_argument("--dev", action="store_true", help="generate and print an admin key")
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=cmd_serve)
@@ -250,6 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     logs_cli.add_parser(sub)
     keys.add_parser(sub)
+    p = sub.add_parser("migrate", help="convert stored event windows to this version's layout")
+    p.add_argument("--dry-run", action="store_true", help="count what would be converted")
+    p.set_defaults(func=cmd_migrate)
     return parser
 
 

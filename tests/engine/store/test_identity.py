@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import redis
+from support.legacy_windows import legacy_ingest
 from support.redis import run_with_client
 from support.store import DAY, HOUR, Decider, count, ev, everything, shop_plan
 
@@ -22,6 +23,7 @@ from arbiter.engine.store import keys
 from arbiter.engine.store.client import connect_sync
 from arbiter.engine.store.identity import Identities, IdentityConflict, InvalidIdentify
 from arbiter.engine.store.profiles import AFTER_DECISION_LUA, ProfileStore
+from arbiter.engine.store.window_migration import migrate_windows
 
 ACTIONS = ["welcome_offer", "cart_reminder", "vip_lounge", "app_banner", "bestsellers"]
 SPECS = [
@@ -157,7 +159,9 @@ def test_merged_windows_equal_one_customer_having_had_all_the_events(url: str) -
         ref += [ev("ref", e.type, e.ts, e.event_id, **e.properties) for e in cust_events]
         await s.add_events(ref, now=now)
         report = await s.identities.identify("anon-1", "cust-1", ACTIONS, now)
-        assert report.newly_linked and report.keys_merged >= 5
+        assert report.newly_linked
+        # Layout 2: the window hash, last-seen times and event ids (one key each).
+        assert (report.keys_merged, report.merged) == (3, ["eids", "seen", "series"])
         return [await s.aggregates(who, SPECS, now) for who in ("cust-1", "ref", "anon-1")]
 
     merged, ref, via_anon = run(url, body)
@@ -165,9 +169,11 @@ def test_merged_windows_equal_one_customer_having_had_all_the_events(url: str) -
     assert via_anon == ref  # reads of the anonymous id land on the customer
     assert merged[count("add_to_cart", 30 * DAY).key] == 3
     assert merged[AggregateSpec("max", "purchase", "amount", 30 * DAY).key] == 120.25
-    window = {k: v for k, v in snapshot(url, {"cust-1": "X"}).items() if ":e" in k or "seen" in k}
-    reference = {k: v for k, v in snapshot(url, {"ref": "X"}).items() if ":e" in k or "seen" in k}
-    assert window == reference  # bucket by bucket, field by field, expiries included
+    windows = (":w", ":seen", ":eids")
+    window = {k: v for k, v in snapshot(url, {"cust-1": "X"}).items() if k.endswith(windows)}
+    reference = {k: v for k, v in snapshot(url, {"ref": "X"}).items() if k.endswith(windows)}
+    assert set(window) == {"X:w", "X:seen", "X:eids"}
+    assert window == reference  # record by record, series by series, expiries included
 
 
 def test_everything_of_the_anonymous_id_moves_and_consent_is_never_widened(url: str) -> None:
@@ -454,3 +460,63 @@ def test_a_decision_read_before_the_link_writes_its_contacts_to_the_customer(url
     assert caps["welcome_offer"] == 1
     assert b"d:d-early" in index
     assert set(snapshot(url, {"early": "A"})) == {"A:alias"}
+
+
+# --------------------------------------------- windows stored by layout 1
+
+
+def test_an_anonymous_id_with_windows_not_yet_migrated_merges_them_too(url: str) -> None:
+    """Identify between the upgrade and `arbiter migrate`: the old hashes go to the customer."""
+    now = time.time()
+    anon_events, cust_events = history("anon-9", "cust-9", now)
+    old = [(e.customer_id, e.type, e.ts, dict(e.properties)) for e in anon_events]
+    client = connect_sync(url)
+    try:
+        legacy_ingest(client, old, now)
+    finally:
+        client.close()
+
+    async def body(s: ProfileStore) -> Any:
+        await s.add_events(cust_events, now=now)
+        ref = [ev("ref-9", e.type, e.ts, None, **e.properties) for e in anon_events + cust_events]
+        await s.add_events(ref, now=now)
+        report = await s.identities.identify("anon-9", "cust-9", ACTIONS, now)
+        again = await s.identities.identify("anon-9", "cust-9", ACTIONS, now)
+        assert again.keys_merged == 0
+        return report, [await s.aggregates(who, SPECS, now) for who in ("cust-9", "ref-9")]
+
+    report, (merged, ref) = run(url, body)
+    assert {"d", "h", "seen"} <= set(report.merged)
+    assert merged == pytest.approx(ref)
+    assert set(snapshot(url, {"anon-9": "A"})) == {"A:alias"}
+
+
+def test_migrate_completes_the_merge_of_a_linked_id_instead_of_converting_it(
+    redis_url: str,
+) -> None:
+    """Old hashes left on a linked id (a merge interrupted before the upgrade) reach the customer."""
+    now = time.time()
+    anon_events, cust_events = history("anon-10", "cust-10", now)
+    client = connect_sync(redis_url)
+    try:
+        old = [(e.customer_id, e.type, e.ts, dict(e.properties)) for e in anon_events]
+        legacy_ingest(client, old, now)
+    finally:
+        client.close()
+
+    async def body(s: ProfileStore) -> Any:
+        await s.add_events(cust_events, now=now)
+        ref = [ev("ref-10", e.type, e.ts, None, **e.properties) for e in anon_events + cust_events]
+        await s.add_events(ref, now=now)
+        # The link made, the merge interrupted before it read anything.
+        await s.identities._reserve("anon-10", "cust-10")
+        await s.identities._link("anon-10", "cust-10")
+        report = await migrate_windows(s.redis, now=now)
+        again = await migrate_windows(s.redis, now=now)
+        return report, again, [await s.aggregates(w, SPECS, now) for w in ("cust-10", "ref-10")]
+
+    report, again, (merged, ref) = run(redis_url, body)
+    assert (report.customers, report.linked, report.series) == (1, 1, 0)
+    assert (again.customers, again.linked) == (0, 0)
+    assert merged == pytest.approx(ref)
+    assert set(snapshot(redis_url, {"anon-10": "A"})) == {"A:alias"}
