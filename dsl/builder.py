@@ -206,14 +206,21 @@ class Builder(Transformer[Token, Any]):
         name, arms, features, *rest = c
         extra: dict[str, Any] = {}
         for key, value in rest:
-            extra.update(value) if key == "explore" else extra.__setitem__(key, value)
+            extra.update(value) if key in ("explore", "reward") else extra.__setitem__(key, value)
         return n.BanditDecl(self._s(meta), str(name), arms, features, **extra)
 
     def explore(self, meta: Meta, c: list[Any]) -> tuple[str, Any]:
         return "explore", {"exploration": str(c[0]), "rate": float(c[1])}
 
-    def reward(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
-        return "reward", str(c[0])
+    def reward(self, meta: Meta, c: list[Any]) -> tuple[str, Any]:
+        name, *opts = c
+        return "reward", {"reward": str(name), **dict(opts)}
+
+    def reward_within(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
+        return "reward_within", self._duration(c[0])
+
+    def reward_value(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
+        return "reward_value", str(c[0])
 
     def arbitrate_decl(self, meta: Meta, c: list[Any]) -> n.ArbitrateDecl:
         formula, *opts = c

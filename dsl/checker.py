@@ -246,11 +246,28 @@ class _Checker(ExprChecker, RulePaths):
             elif decl.rate < 0:
                 self.error("bad-rate", "exploration rate must not be negative", decl.span)
             if decl.reward is not None:
-                self._check_event(decl.reward, decl.span)
+                self._check_reward(decl)
             self.where = "feature"
             features = tuple(self.expr(e)[0] for e in decl.features)
             self.where = "condition"
             self.out.bandits[name] = replace(decl, features=features)
+
+    def _check_reward(self, decl: n.BanditDecl) -> None:
+        """The reward event exists, its window is positive, its value property a number."""
+        assert decl.reward is not None
+        self._check_event(decl.reward, decl.span)
+        if decl.reward_within is not None and decl.reward_within <= 0:
+            self.error("bad-window", "the reward window must be longer than zero", decl.span)
+        fields = self.out.events.get(decl.reward)
+        if decl.reward_value is None or fields is None:
+            return
+        if decl.reward_value not in fields:
+            hint = did_you_mean(decl.reward_value, fields)
+            message = f"event {decl.reward} has no field '{decl.reward_value}'"
+            self.error("unknown-field", message, decl.span, hint)
+        elif not fields[decl.reward_value].is_numeric:
+            message = f"reward value needs a number property, not {fields[decl.reward_value]}"
+            self.error("type-mismatch", message, decl.span)
 
     def arbitration(self) -> None:
         """The formula is numeric; top and diversity limits are positive."""

@@ -244,7 +244,12 @@ class _Printer:
         ]
         clauses.append(f"explore {d.exploration} {number(d.rate)}")
         if d.reward is not None:
-            clauses.append(f"reward {d.reward}")
+            reward = f"reward {d.reward}"
+            if d.reward_within is not None:
+                reward += f" within {duration(d.reward_within)}"
+            if d.reward_value is not None:
+                reward += f" value {d.reward_value}"
+            clauses.append(reward)
         one = f"bandit {d.name} " + " ".join(clauses)
         if len(one) <= WIDTH:
             return self._leaf([one], d.span)

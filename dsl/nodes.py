@@ -286,6 +286,10 @@ class BanditDecl(Decl):
     exploration: str = "epsilon"
     rate: float = 0.05
     reward: str | None = None
+    #: Attribution window of the reward event, seconds (None: the default, see engine.learning.attribution).
+    reward_within: float | None = None
+    #: Event property whose number is the reward (None: every rewarding event is worth 1).
+    reward_value: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

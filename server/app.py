@@ -27,7 +27,7 @@ from arbiter.engine.store.profiles import ProfileStore
 from arbiter.server import errors, openapi
 from arbiter.server.auth import KeyRing
 from arbiter.server.fast_path import decide_asgi
-from arbiter.server.learning import LearnerSupervisor
+from arbiter.server.learning import LearnerSupervisor, attributor_for
 from arbiter.server.metrics import Metrics
 from arbiter.server.routes_admin import router as admin_router
 from arbiter.server.routes_decide import decide_endpoint, feedback_endpoint
@@ -120,7 +120,11 @@ async def _start(settings: Settings, resources: Resources) -> AppState:
     reload_s = settings.reload_interval_ms / 1000
     learner_config = LearnerConfig(publish_interval=reload_s, poll_interval=min(0.1, reload_s))
     learners = (
-        LearnerSupervisor(admin_redis, learner_config) if settings.learner == "inproc" else None
+        LearnerSupervisor(
+            admin_redis, learner_config, attributor=attributor_for(settings, admin_redis)
+        )
+        if settings.learner == "inproc"
+        else None
     )
     rulesets = RulesetManager(
         admin_redis,

@@ -18,6 +18,7 @@ from starlette.responses import Response
 
 from arbiter.engine.decision.decide import decide
 from arbiter.engine.decision.oracle import LiveOracle
+from arbiter.engine.learning.attribution import exposures_of
 from arbiter.engine.records import ENCODER, RECORD_DECODER, REQUEST_DECODER, DecisionRecord, Inputs
 from arbiter.engine.store import keys
 from arbiter.engine.validate import ValueProblem, normalize_all
@@ -81,7 +82,8 @@ async def handle_decide(st: AppState, body: bytes, authorization: str | None) ->
         spec = live.plan.action(out.action)
         if spec.cap is not None:
             contacts.append((spec.name, spec.cap.window_seconds))
-    if not st.log.submit(record, contacts):
+    exposures = exposures_of(live.plan.checked.bandits, record) if record.bandits else ()
+    if not st.log.submit(record, contacts, exposures):
         st.metrics.log_dropped.inc()
     if record.errors:
         st.metrics.rule_errors.labels(live.name).inc(len(record.errors))

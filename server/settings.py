@@ -44,6 +44,8 @@ class Settings:
     log_queue_max: int = field(default=50_000, metadata={"env": "ARBITER_LOG_QUEUE_MAX"})
     reload_interval_ms: int = field(default=1000, metadata={"env": "ARBITER_RELOAD_INTERVAL_MS"})
     learner: str = field(default="inproc", metadata={"env": "ARBITER_LEARNER"})
+    #: How long after arrival an outcome event is attributed (engine.learning.attribution).
+    attribution_grace_ms: int = field(default=500, metadata={"env": "ARBITER_ATTRIBUTION_GRACE_MS"})
     dev: bool = field(default=False, metadata={"env": "ARBITER_DEV"})
 
     @classmethod
@@ -72,6 +74,8 @@ class Settings:
             raise SettingsError("ARBITER_REDIS_TIMEOUT_MS must be a positive number of ms")
         if self.log_queue_max < 100:
             raise SettingsError("ARBITER_LOG_QUEUE_MAX must be at least 100")
+        if self.attribution_grace_ms < 0:
+            raise SettingsError("ARBITER_ATTRIBUTION_GRACE_MS must not be negative")
         if self.learner not in ("inproc", "off"):
             raise SettingsError("ARBITER_LEARNER must be 'inproc' or 'off'")
         if self.redis_url is not None and not self.redis_url.startswith(

@@ -58,6 +58,12 @@ def decision_index(customer_id: str) -> str:
     return f"{_tag(customer_id)}:dlog"
 
 
+def exposures(customer_id: str) -> str:
+    """Sorted set of open reward exposures (score = the attribution window's end), see
+    engine.learning.attribution."""
+    return f"{_tag(customer_id)}:exp"
+
+
 def customer_pattern(customer_id: str) -> str:
     """SCAN pattern matching every key of one customer (and no other customer's)."""
     # Glob metacharacters in an id must match themselves; the backslash first.
@@ -79,6 +85,12 @@ def feedback_seen(decision_id: str, action: str) -> str:
 
 DECISION_STREAM = f"{PREFIX}:decisions"
 REWARD_STREAM = f"{PREFIX}:rewards"
+#: Events of the types some ruleset rewards or measures (bandit rewards, experiment goals).
+OUTCOME_STREAM = f"{PREFIX}:outcomes"
+#: Set of those event types, kept by servers so that `arbiter ingest` knows them too.
+OUTCOME_TYPES = f"{PREFIX}:outcomes:types"
+#: Sorted set of every open exposure (score = window end), for closing windows with reward 0.
+EXPOSURES_DUE = f"{PREFIX}:exposures:due"
 
 
 def ruleset_versions(name: str) -> str:

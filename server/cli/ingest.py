@@ -32,7 +32,7 @@ import math
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from arbiter.dsl.errors import ArbiterError
 from arbiter.dsl.types import Type
+from arbiter.engine.learning.attribution import known_outcome_types
 from arbiter.engine.store.profiles import Event, ProfileStore
 from arbiter.engine.validate import ValueProblem, normalize, normalize_all
 
@@ -174,13 +175,22 @@ async def write_file(
     err: IO[str],
     clock: Callable[[], float] = time.time,
     totals: Totals,
+    outcomes: Collection[str] | None = None,
 ) -> list[LineError]:
-    """Stream the valid events of `path` into Redis, `batch` per pipeline; the invalid lines."""
+    """Stream the valid events of `path` into Redis, `batch` per pipeline; the invalid lines.
+
+    Events of the types in `outcomes` also go to the outcome stream (rewards
+    from events); None: the types servers registered in Redis, read with the
+    first batch.
+    """
     errors: list[LineError] = []
     pending: list[Event] = []
+    tracked: list[Collection[str]] = [] if outcomes is None else [outcomes]
 
     async def send() -> None:
-        counted = await store.add_events(pending, now=clock())
+        if not tracked:
+            tracked.append(await known_outcome_types(store.redis))
+        counted = await store.add_events(pending, now=clock(), outcomes=tracked[0])
         totals.counted += counted
         totals.duplicates += len(pending) - counted
         pending.clear()
