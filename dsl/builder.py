@@ -232,12 +232,19 @@ class Builder(Transformer[Token, Any]):
     def opt_diversity(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
         return "max_per_tag", int(c[0])
 
-    def holdout_decl(self, meta: Meta, c: list[Token]) -> n.HoldoutDecl:
-        return n.HoldoutDecl(self._s(meta), self._percent(c[0]), str(c[1]))
+    def holdout_decl(self, meta: Meta, c: list[Any]) -> n.HoldoutDecl:
+        goal = c[2] if len(c) > 2 else None
+        return n.HoldoutDecl(self._s(meta), self._percent(c[0]), str(c[1]), goal)
 
     def experiment_decl(self, meta: Meta, c: list[Any]) -> n.ExperimentDecl:
         name, *variants = c
-        return n.ExperimentDecl(self._s(meta), str(name), tuple(variants))
+        goal = variants.pop() if variants and isinstance(variants[-1], n.Goal) else None
+        return n.ExperimentDecl(self._s(meta), str(name), tuple(variants), goal)
+
+    def goal(self, meta: Meta, c: list[Any]) -> n.Goal:
+        name, *opts = c
+        extra = {"reward_within": None, "reward_value": None, **dict(opts)}
+        return n.Goal(str(name), extra["reward_within"], extra["reward_value"])
 
     def variant(self, meta: Meta, c: list[Token]) -> tuple[str, float]:
         return str(c[0]), self._percent(c[1])

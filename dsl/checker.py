@@ -253,21 +253,25 @@ class _Checker(ExprChecker, RulePaths):
             self.out.bandits[name] = replace(decl, features=features)
 
     def _check_reward(self, decl: n.BanditDecl) -> None:
-        """The reward event exists, its window is positive, its value property a number."""
         assert decl.reward is not None
-        self._check_event(decl.reward, decl.span)
-        if decl.reward_within is not None and decl.reward_within <= 0:
-            self.error("bad-window", "the reward window must be longer than zero", decl.span)
-        fields = self.out.events.get(decl.reward)
-        if decl.reward_value is None or fields is None:
+        self._check_outcome(decl.reward, decl.reward_within, decl.reward_value, decl.span)
+
+    def _check_outcome(
+        self, event: str, within: float | None, value: str | None, span: n.Span
+    ) -> None:
+        """A reward or goal: the event exists, its window is positive, its value a number."""
+        self._check_event(event, span)
+        if within is not None and within <= 0:
+            self.error("bad-window", "the window must be longer than zero", span)
+        fields = self.out.events.get(event)
+        if value is None or fields is None:
             return
-        if decl.reward_value not in fields:
-            hint = did_you_mean(decl.reward_value, fields)
-            message = f"event {decl.reward} has no field '{decl.reward_value}'"
-            self.error("unknown-field", message, decl.span, hint)
-        elif not fields[decl.reward_value].is_numeric:
-            message = f"reward value needs a number property, not {fields[decl.reward_value]}"
-            self.error("type-mismatch", message, decl.span)
+        if value not in fields:
+            hint = did_you_mean(value, fields)
+            self.error("unknown-field", f"event {event} has no field '{value}'", span, hint)
+        elif not fields[value].is_numeric:
+            message = f"the value needs a number property, not {fields[value]}"
+            self.error("type-mismatch", message, span)
 
     def arbitration(self) -> None:
         """The formula is numeric; top and diversity limits are positive."""
@@ -289,6 +293,13 @@ class _Checker(ExprChecker, RulePaths):
         """Holdout and experiment shares are percentages that add up."""
         if self.out.holdout is not None and not 0 <= self.out.holdout.fraction < 1:
             self.error("bad-percent", "holdout must be below 100%", self.out.holdout.span)
+        splits: list[n.HoldoutDecl | n.ExperimentDecl] = list(self.out.experiments.values())
+        if self.out.holdout is not None:
+            splits.append(self.out.holdout)
+        for split in splits:
+            if split.goal is not None:
+                g = split.goal
+                self._check_outcome(g.event, g.within, g.value, split.span)
         for decl in self.out.experiments.values():
             total = sum(share for _, share in decl.variants)
             if abs(total - 1.0) > 1e-9:

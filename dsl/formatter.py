@@ -265,11 +265,11 @@ class _Printer:
         return self._leaf([f"arbitrate by {expr(d.formula)}{tail}"], d.span)
 
     def d_HoldoutDecl(self, d: n.HoldoutDecl) -> list[str]:
-        return self._leaf([f"holdout {percent(d.fraction)} {d.name}"], d.span)
+        return self._leaf([f"holdout {percent(d.fraction)} {d.name}{_goal(d.goal)}"], d.span)
 
     def d_ExperimentDecl(self, d: n.ExperimentDecl) -> list[str]:
         variants = ", ".join(f"{name}: {percent(share)}" for name, share in d.variants)
-        return self._leaf([f"experiment {d.name} {{ {variants} }}"], d.span)
+        return self._leaf([f"experiment {d.name} {{ {variants} }}{_goal(d.goal)}"], d.span)
 
     def d_DefaultDecl(self, d: n.DefaultDecl) -> list[str]:
         return self._leaf([f"default {d.action}"], d.span)
@@ -414,3 +414,14 @@ def _action_props(d: n.ActionDecl) -> list[tuple[str, str]]:
 def format_ruleset(ruleset: n.Ruleset) -> str:
     """The canonical text of a ruleset parsed from one file, its comments kept."""
     return _Printer(ruleset).run()
+
+
+def _goal(goal: n.Goal | None) -> str:
+    if goal is None:
+        return ""
+    out = f" goal {goal.event}"
+    if goal.within is not None:
+        out += f" within {duration(goal.within)}"
+    if goal.value is not None:
+        out += f" value {goal.value}"
+    return out

@@ -300,15 +300,26 @@ class ArbitrateDecl(Decl):
 
 
 @dataclass(frozen=True, slots=True)
+class Goal:
+    """`goal EVENT [within DURATION] [value PROPERTY]`: what a split is measured on."""
+
+    event: str
+    within: float | None = None
+    value: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class HoldoutDecl(Decl):
     fraction: float
     name: str
+    goal: Goal | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ExperimentDecl(Decl):
     name: str
     variants: tuple[tuple[str, float], ...]
+    goal: Goal | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from arbiter.engine.learning.attribution import (
     Attributor,
     outcome_types,
     publish_outcome_types,
+    tracked_types,
 )
 from arbiter.engine.learning.learner import LearnerConfig, run_learners
 from arbiter.server.rulesets import LiveRuleset
@@ -44,7 +45,7 @@ class LearnerSupervisor:
     def activated(self, live: LiveRuleset) -> None:
         """Called on every activation; (re)starts learners if the bandit declarations changed."""
         decls = live.plan.checked.bandits
-        self._attribute(outcome_types(decls.values()))
+        self._attribute(tracked_types(live.plan.checked), bool(outcome_types(decls.values())))
         key = tuple((name, d.exploration, d.rate, d.arms) for name, d in decls.items())
         current = self._running.get(live.name)
         if current is not None and current[0] == key:
@@ -60,15 +61,15 @@ class LearnerSupervisor:
         )
         self._running[live.name] = (key, stop, task)
 
-    def _attribute(self, types: set[str]) -> None:
-        """Start the attributor once a ruleset rewards from events; publish the event types."""
+    def _attribute(self, types: set[str], rewards: bool) -> None:
+        """Publish the tracked event types; start the attributor once a bandit rewards on one."""
         if not types:
             return
         loop = asyncio.get_running_loop()
         task = loop.create_task(self._publish_types(types), name="outcome-types")
         self._side_tasks.add(task)
         task.add_done_callback(self._side_tasks.discard)
-        if self.attributor is None or self._attributing is not None:
+        if not rewards or self.attributor is None or self._attributing is not None:
             return
         stop = asyncio.Event()
         run = loop.create_task(self.attributor.run_forever(stop), name="attributor")

@@ -11,7 +11,7 @@ from redis.exceptions import RedisError
 
 from arbiter import dsl
 from arbiter.dsl.types import Type
-from arbiter.engine.learning.attribution import outcome_types
+from arbiter.engine.learning.attribution import tracked_types
 from arbiter.engine.store.profiles import Event
 from arbiter.engine.validate import ValueProblem, normalize, normalize_all
 from arbiter.server.errors import ApiError
@@ -147,10 +147,10 @@ def _event_schema(st: AppState) -> dict[str, dict[str, Type]]:
 
 
 def _outcome_types(st: AppState) -> set[str]:
-    """Event types some live ruleset rewards a bandit on (engine.learning.attribution)."""
+    """Event types some live ruleset rewards a bandit on or measures a split by."""
     out: set[str] = set()
     for live in st.rulesets.live.values():
-        out |= outcome_types(live.plan.checked.bandits.values())
+        out |= tracked_types(live.plan.checked)
     return out
 
 

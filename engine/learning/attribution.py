@@ -62,6 +62,7 @@ import msgspec
 from redis.exceptions import RedisError
 
 from arbiter.dsl import nodes as n
+from arbiter.dsl.checked import CheckedRuleset
 from arbiter.engine.learning.reward_stream import RewardGroup, StreamEntry
 from arbiter.engine.store import keys
 from arbiter.engine.store.client import AsyncRedisClient
@@ -73,6 +74,7 @@ __all__ = [
     "Exposure",
     "exposures_of",
     "outcome_types",
+    "tracked_types",
     "write_exposures",
 ]
 
@@ -136,6 +138,16 @@ def exposures_of(
 def outcome_types(bandits: Iterable[n.BanditDecl]) -> set[str]:
     """The event types that reward some bandit (they go to the outcome stream)."""
     return {d.reward for d in bandits if d.reward is not None}
+
+
+def tracked_types(checked: CheckedRuleset) -> set[str]:
+    """Every event type a ruleset rewards a bandit on or measures a split by (its `goal`)."""
+    out = outcome_types(checked.bandits.values())
+    splits: list[n.HoldoutDecl | n.ExperimentDecl] = list(checked.experiments.values())
+    if checked.holdout is not None:
+        splits.append(checked.holdout)
+    out |= {s.goal.event for s in splits if s.goal is not None}
+    return out
 
 
 def write_exposures(pipe: Any, exposures: Iterable[Exposure], key_ttl: int) -> None:

@@ -60,7 +60,12 @@ from redis.exceptions import RedisError
 
 from arbiter import dsl
 from arbiter.dsl import nodes as n
-from arbiter.engine.learning.attribution import Attributor, outcome_types, publish_outcome_types
+from arbiter.engine.learning.attribution import (
+    Attributor,
+    outcome_types,
+    publish_outcome_types,
+    tracked_types,
+)
 from arbiter.engine.learning.bandit import BanditModel, Exploration
 from arbiter.engine.learning.bandit_store import (
     PublishRejected,
@@ -477,10 +482,9 @@ async def learn_main(
     client = connect(redis_url, socket_timeout=5.0)
     try:
         runs = [run_learners(client, checked.name, checked.bandits, stop, config=config)]
-        types = outcome_types(checked.bandits.values())
-        if types:
+        await publish_outcome_types(client, tracked_types(checked))
+        if outcome_types(checked.bandits.values()):
             # Rewards from events: every `arbiter learn` (and in-process server) shares the work.
-            await publish_outcome_types(client, types)
             runs.append(Attributor(client).run_forever(stop))
         await asyncio.gather(*runs)
     finally:
