@@ -37,6 +37,7 @@ from typing import Any
 
 from arbiter.dsl import nodes as n
 from arbiter.dsl.checked import CheckedRuleset
+from arbiter.dsl.errors import ArbiterError
 from arbiter.engine.log.experiment_stats import (
     GroupCounts,
     Interval,
@@ -67,8 +68,10 @@ SRM_ALPHA = 0.001
 TREATED = "treated"
 
 
-class ReportError(Exception):
-    """The report cannot be made (unknown experiment, ...); ``code`` names why."""
+class ReportError(ArbiterError):
+    """The report cannot be made (an unknown experiment); ``code`` names why."""
+
+    code = "unknown-experiment"
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)

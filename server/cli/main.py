@@ -210,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
         "ARBITER_RELOAD_INTERVAL_MS)",
     )
     p.set_defaults(func=cmd_learn)
+
+    from arbiter.server.cli.report import add_parser as add_report
+
+    add_report(sub, DEFAULT_RULES)
     return parser
 
 
