@@ -249,6 +249,13 @@ class Builder(Transformer[Token, Any]):
     def variant(self, meta: Meta, c: list[Token]) -> tuple[str, float]:
         return str(c[0]), self._percent(c[1])
 
+    def trigger_decl(self, meta: Meta, c: list[Token]) -> n.TriggerDecl:
+        name, on, after, *rest = c
+        unless = str(rest[0]) if len(rest) == 2 else None
+        return n.TriggerDecl(
+            self._s(meta), str(name), str(on), self._duration(after), unless, str(rest[-1])
+        )
+
     def default_decl(self, meta: Meta, c: list[Token]) -> n.DefaultDecl:
         return n.DefaultDecl(self._s(meta), str(c[0]))
 

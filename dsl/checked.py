@@ -31,5 +31,6 @@ class CheckedRuleset:
     holdout: n.HoldoutDecl | None = None
     experiments: dict[str, n.ExperimentDecl] = field(default_factory=dict)
     default: str | None = None
+    triggers: dict[str, n.TriggerDecl] = field(default_factory=dict)
     scenarios: tuple[n.ScenarioDecl, ...] = ()
     warnings: list[Diagnostic] = field(default_factory=list)

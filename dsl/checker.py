@@ -107,6 +107,9 @@ class _Checker(ExprChecker, RulePaths):
             elif isinstance(decl, n.ExperimentDecl):
                 if claim("experiment", decl.name, decl.span):
                     self.out.experiments[decl.name] = decl
+            elif isinstance(decl, n.TriggerDecl):
+                if claim("trigger", decl.name, decl.span):
+                    self.out.triggers[decl.name] = decl
             else:
                 self._singleton(decl)
         self.out.scenarios = tuple(self.rs.of(n.ScenarioDecl))
@@ -272,6 +275,20 @@ class _Checker(ExprChecker, RulePaths):
         elif not fields[value].is_numeric:
             message = f"the value needs a number property, not {fields[value]}"
             self.error("type-mismatch", message, span)
+
+    def triggers(self) -> None:
+        """A trigger's events exist, its delay is positive, its channel one context.channel takes."""
+        channel = self.out.context.get("channel")
+        for decl in self.out.triggers.values():
+            self._check_event(decl.on, decl.span)
+            if decl.unless is not None:
+                self._check_event(decl.unless, decl.span)
+            if decl.after_seconds <= 0:
+                self.error("bad-window", "a trigger's delay must be longer than zero", decl.span)
+            if channel is not None and channel.kind == "enum" and decl.channel not in channel.members:
+                hint = did_you_mean(decl.channel, channel.members)
+                message = f"channel '{decl.channel}' is not one of context.channel's values"
+                self.error("unknown-channel", message, decl.span, hint)
 
     def arbitration(self) -> None:
         """The formula is numeric; top and diversity limits are positive."""
@@ -454,6 +471,7 @@ CHECKS: tuple[Callable[[_Checker], None], ...] = (
     _Checker.bandits,
     _Checker.arbitration,
     _Checker.splits,
+    _Checker.triggers,
     _Checker.actions,
     _Checker.unused,
     _Checker.scenarios,

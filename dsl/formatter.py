@@ -271,6 +271,14 @@ class _Printer:
         variants = ", ".join(f"{name}: {percent(share)}" for name, share in d.variants)
         return self._leaf([f"experiment {d.name} {{ {variants} }}{_goal(d.goal)}"], d.span)
 
+    def d_TriggerDecl(self, d: n.TriggerDecl) -> list[str]:
+        unless = f" unless {d.unless}" if d.unless is not None else ""
+        line = (
+            f"trigger {d.name} on {d.on} after {duration(d.after_seconds)}{unless}"
+            f" decide for channel {d.channel}"
+        )
+        return self._leaf([line], d.span)
+
     def d_DefaultDecl(self, d: n.DefaultDecl) -> list[str]:
         return self._leaf([f"default {d.action}"], d.span)
 

@@ -323,6 +323,17 @@ class ExperimentDecl(Decl):
 
 
 @dataclass(frozen=True, slots=True)
+class TriggerDecl(Decl):
+    """`trigger NAME on EVENT after DURATION [unless EVENT] decide for channel CHANNEL`."""
+
+    name: str
+    on: str
+    after_seconds: float
+    unless: str | None
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
 class DefaultDecl(Decl):
     action: str
 

@@ -11,7 +11,6 @@ from redis.exceptions import RedisError
 
 from arbiter.dsl import nodes as n
 from arbiter.dsl.checked import CheckedRuleset
-from arbiter.engine.log.experiments import ReportError, load_report, render_html, render_text
 from arbiter.server.errors import ApiError
 from arbiter.server.state import AppState
 
@@ -60,6 +59,9 @@ async def get_experiment(
 ) -> Any:
     """Per group: customers, decisions, conversions, rates and mean reward with 95% intervals,
     uplift over the control, p-values, the sample-ratio check and a verdict."""
+    # Imported here: the statistics pull in scipy, which would slow every worker's start.
+    from arbiter.engine.log.experiments import ReportError, load_report, render_html, render_text
+
     st: AppState = request.app.state.arbiter
     st.keys.require("admin", authorization)
     live = st.rulesets.get(ruleset)

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 from arbiter import dsl
-from arbiter.engine.log.experiments import load_report, render_html, render_text
 from arbiter.server.cli.common import redis_url, rule_paths
 from arbiter.server.routes_experiments import parse_goal
 
@@ -35,6 +34,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], rules: 
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Print (or write) the report; exit 1 on an unknown experiment or a bad goal."""
+    from arbiter.engine.log.experiments import load_report, render_html, render_text
+
     checked_all = [dsl.load_checked(p) for p in rule_paths([args.rules])]
     candidates = [
         c
