@@ -285,7 +285,11 @@ class _Checker(ExprChecker, RulePaths):
                 self._check_event(decl.unless, decl.span)
             if decl.after_seconds <= 0:
                 self.error("bad-window", "a trigger's delay must be longer than zero", decl.span)
-            if channel is not None and channel.kind == "enum" and decl.channel not in channel.members:
+            if (
+                channel is not None
+                and channel.kind == "enum"
+                and decl.channel not in channel.members
+            ):
                 hint = did_you_mean(decl.channel, channel.members)
                 message = f"channel '{decl.channel}' is not one of context.channel's values"
                 self.error("unknown-channel", message, decl.span, hint)

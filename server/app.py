@@ -35,6 +35,7 @@ from arbiter.server.routes_experiments import router as experiments_router
 from arbiter.server.rulesets import Resources, RulesetManager
 from arbiter.server.settings import Settings
 from arbiter.server.state import AppState
+from arbiter.server.triggers import start_trigger_runner
 
 log = logging.getLogger("arbiter.server")
 
@@ -151,6 +152,7 @@ async def _start(settings: Settings, resources: Resources) -> AppState:
         learners=learners,
     )
     decision_log.start()
+    state.tasks.append(start_trigger_runner(state))
     state.tasks.append(
         asyncio.get_running_loop().create_task(registry.watch(state.stop), name="bandit-watch")
     )

@@ -13,6 +13,7 @@ from arbiter import dsl
 from arbiter.dsl.types import Type
 from arbiter.engine.learning.attribution import tracked_types
 from arbiter.engine.store.profiles import Event
+from arbiter.engine.triggers.schedule import schedule_triggers
 from arbiter.engine.validate import ValueProblem, normalize, normalize_all
 from arbiter.server.errors import ApiError
 from arbiter.server.responses import JSONResponse
@@ -178,6 +179,13 @@ async def post_events(body: EventsIn, request: Request, authorization: Auth = No
             events, outcomes=outcomes, outcome_maxlen=st.settings.decision_stream_maxlen
         )
     )
+    specs = [
+        (name, d)
+        for name, live in st.rulesets.live.items()
+        for d in live.plan.checked.triggers.values()
+    ]
+    if specs:
+        await _redis_call(schedule_triggers(st.admin_redis, specs, events, now))
     st.metrics.events.inc(counted)
     return {"received": len(events), "counted": counted, "duplicates": len(events) - counted}
 

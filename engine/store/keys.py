@@ -64,6 +64,12 @@ def exposures(customer_id: str) -> str:
     return f"{_tag(customer_id)}:exp"
 
 
+def triggers(customer_id: str) -> str:
+    """Sorted set of this customer's scheduled trigger firings (score = due time), so that
+    erasure cancels them (engine.triggers)."""
+    return f"{_tag(customer_id)}:trig"
+
+
 def customer_pattern(customer_id: str) -> str:
     """SCAN pattern matching every key of one customer (and no other customer's)."""
     # Glob metacharacters in an id must match themselves; the backslash first.
@@ -104,3 +110,15 @@ def ruleset_live(name: str) -> str:
 
 
 RULESET_NAMES = f"{PREFIX}:rulesets"
+
+# Triggers (engine.triggers): one hash tag, so the claim and publish scripts
+# touch one slot on a Redis Cluster.
+TRIGGERS_DUE = f"{PREFIX}:{{triggers}}:due"
+TRIGGERS_INFLIGHT = f"{PREFIX}:{{triggers}}:inflight"
+#: The outbound stream the email/SMS system reads triggered decisions from.
+TRIGGER_STREAM = f"{PREFIX}:{{triggers}}:out"
+
+
+def trigger_fired(fire_id: str) -> str:
+    """Set-if-absent marker: this firing was published (so it is published once)."""
+    return f"{PREFIX}:{{triggers}}:f:{fire_id}"

@@ -1,0 +1,24 @@
+"""The server's trigger runner (engine.triggers): every worker runs one; claims split the work."""
+
+from __future__ import annotations
+
+import asyncio
+
+from arbiter.engine.triggers.runner import TriggerRunner
+from arbiter.server.state import AppState
+
+
+def start_trigger_runner(state: AppState) -> asyncio.Task[None]:
+    """Run a `TriggerRunner` over the live rulesets until ``state.stop`` is set."""
+    runner = TriggerRunner(
+        state.admin_redis,
+        state.admin_store,
+        state.log,
+        state.rulesets.live.get,
+        marker_ttl=state.settings.decision_ttl_s,
+        stream_maxlen=state.settings.decision_stream_maxlen,
+        poll_interval=min(0.1, state.settings.reload_interval_ms / 1000),
+        clock=state.clock,
+    )
+    state.triggers = runner
+    return asyncio.get_running_loop().create_task(runner.run_forever(state.stop), name="triggers")
