@@ -508,7 +508,18 @@ def main() -> int:
                     argv = arbiter_argv(str(rules), port, workers=args.workers)
                     with server(argv, port, env):
                         out = play_served(stream, port, args.threads, deadline, events=events)
-                        return out, loop_stats(url, out, args.threads)
+                        stats = loop_stats(url, out, args.threads)
+                    if events:
+                        # Every click must come back as an event-attributed reward of 1.
+                        check = connect_sync(url)
+                        sources = [f.get(b"source") for _, f in check.xrange(keys.REWARD_STREAM)]
+                        check.close()
+                        print(
+                            f"       (e) clicks sent {int(out.outcome.reward)}, rewarded by event "
+                            f"{sources.count(b'event')}, windows closed with 0 "
+                            f"{sources.count(b'window')}"
+                        )
+                    return out, stats
 
                 served, stats = serve_once(RULES, False)
                 by_events: Served | None = None

@@ -34,11 +34,12 @@ The attribution rule:
 - **The reward** is the event's ``value`` property (a number), or 1 without
   ``value``. An event that lacks the property, or has a non-numeric one,
   rewards nothing and leaves the exposure open.
-- **Timing.** An event is attributed ``grace`` seconds after it arrived (the
-  decision log writes behind the response, so a decision's exposure may be
-  stored a few milliseconds after an event that follows it); a window is
-  closed ``grace`` seconds after it ends, so an event that arrived in time is
-  attributed first unless the attributors are further behind than that.
+- **Timing.** An event is attributed as soon as an attributor reads it, and
+  once more ``grace`` seconds after it arrived: the decision log writes
+  behind the response, so a decision's exposure may be stored a few
+  milliseconds after an event that follows it. A window is closed ``grace``
+  seconds after it ends, so an event that arrived in time is attributed
+  first unless the attributors are further behind than that.
 - **At most once.** An exposure is claimed (removed) before its reward is
   appended; a process that dies between the two loses that one reward.
 """
@@ -259,39 +260,47 @@ class Attributor:
     # --- events -------------------------------------------------------------------
 
     async def attribute_once(self) -> int:
-        """Read outcome events, attribute those that arrived ``grace`` ago, acknowledge them.
+        """Attribute new outcome events now, and once more ``grace`` after they arrived.
 
-        Younger entries are held (pending in the group under this consumer)
-        until they are old enough. Returns how many were attributed.
+        The first pass rewards what is already open, so a reward is not kept
+        waiting; the second catches the exposures of decisions that were made
+        before the event but written by the decision log after the first pass
+        (closing is idempotent, so an exposure is never rewarded twice). Entries
+        are acknowledged after the second pass. Returns how many entries were
+        handled in either pass.
         """
         if not self._created:
             await self._group.create()
             self._created = True
+        fresh: list[StreamEntry] = []
         if len(self._held) < 10 * self.batch:
             held_ids = {e[0] for e in self._held}
-            self._held.extend(await self._group.read(held_ids))
-            self._held.sort(key=lambda e: _arrival_ms(e[0]))  # claimed ones may be older
+            fresh = await self._group.read(held_ids)
+            if fresh:
+                await self._attribute(fresh, first=True)
+                self._held.extend(fresh)
+                self._held.sort(key=lambda e: _arrival_ms(e[0]))  # claimed ones may be older
         # Stream ids are arrival times in ms: the entries are in order of arrival.
         ripe_before = (time.time() - self.grace) * 1000.0
         ripe = 0
         while ripe < len(self._held) and _arrival_ms(self._held[ripe][0]) <= ripe_before:
             ripe += 1
-        if not ripe:
-            return 0
-        entries, self._held = self._held[:ripe], self._held[ripe:]
-        await self._attribute(entries)
-        await self.redis.xack(keys.OUTCOME_STREAM, GROUP, *(e[0] for e in entries))
-        return len(entries)
+        if ripe:
+            entries, self._held = self._held[:ripe], self._held[ripe:]
+            await self._attribute(entries, first=False)
+            await self.redis.xack(keys.OUTCOME_STREAM, GROUP, *(e[0] for e in entries))
+        return len(fresh) + ripe
 
-    async def _attribute(self, entries: Sequence[StreamEntry]) -> None:
+    async def _attribute(self, entries: Sequence[StreamEntry], *, first: bool) -> None:
         events: list[_Event] = []
         for _, fields in entries:
             event = _parse_event(fields)
             if event is None:
-                self.stats.invalid += 1
+                self.stats.invalid += first
             else:
                 events.append(event)
-        self.stats.events += len(events)
+        if first:
+            self.stats.events += len(events)
         if not events:
             return
         pipe = self.redis.pipeline(transaction=False)
@@ -313,7 +322,7 @@ class Attributor:
                     continue
                 reward = _reward_of(exp, event)
                 if reward is None:
-                    self.stats.no_value += 1
+                    self.stats.no_value += first
                     continue
                 seen.add(member)
                 matched.append((member, exp, reward, event.ts))

@@ -296,20 +296,34 @@ def test_two_workers_on_redis_cluster(redis_cluster_url: str, plan: Plan) -> Non
     run(redis_cluster_url, lambda redis: _many_customers_two_attributors(redis, plan))
 
 
-def test_a_fresh_event_waits_for_the_grace_period(redis_url: str, plan: Plan) -> None:
+def test_an_exposure_written_after_its_event_is_rewarded_by_the_second_pass(
+    redis_url: str, plan: Plan
+) -> None:
     async def body(redis: AsyncRedisClient) -> None:
         site = Site(redis, plan)
-        record = await site.decide("c1", T0)
+        # The decision is made before the purchase, but the write-behind log stores it after
+        # the attributor first saw the purchase.
+        _, record = decide(
+            plan,
+            DecideRequest("c1", {"device": "mobile"}, limit=5),
+            Inputs(),
+            decision_id="late",
+            now=T0,
+            oracle=LiveOracle({}, {}),
+        )
         await site.event("c1", "purchase", T0 + 1, amount=3)
-        slow = Attributor(redis, grace=3600, clock=Clock(T0))
-        assert await slow.attribute_once() == 0  # read and held: arrived less than an hour ago
+        attributor = Attributor(redis, grace=3600, clock=Clock(T0))
+        assert await attributor.attribute_once() == 1  # first pass: nothing open yet
         assert await rewards(redis) == []
-        slow.grace = 0
-        assert await slow.attribute_once() == 1
+        assert await redis.xpending(keys.OUTCOME_STREAM, "attribution") is not None
+        site.log.submit(record, (), exposures_of(plan.checked.bandits, record))
+        await site.log.flush()
+        attributor.grace = 0
+        assert await attributor.attribute_once() == 1  # the second pass, then acknowledged
         [reward] = await rewards(redis)
-        assert reward["decision_id"] == record.decision_id
-
-    run(redis_url, body)
+        assert (reward["decision_id"], reward["reward"]) == ("late", "3.0")
+        assert (await redis.xpending(keys.OUTCOME_STREAM, "attribution"))["pending"] == 0
+        assert attributor.stats.events == 1  # counted once, though handled twice
 
 
 def test_outcome_types_are_published_for_ingesters(redis_url: str, plan: Plan) -> None:

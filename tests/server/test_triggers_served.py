@@ -1,0 +1,50 @@
+"""Triggers through the server: an add-to-cart sent to POST /v1/events is decided for email when due."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from support.server import ADMIN, settings
+
+from arbiter.engine.store import keys
+from arbiter.engine.store.client import connect_sync
+from arbiter.server.app import create_app
+
+RULES = """ruleset cart
+context { channel: one of [web, email] }
+profile { consents: set<string> }
+event add_to_cart
+event purchase
+action cart_reminder { value 15 channels [email] requires consent "email" }
+when count(add_to_cart within 1d) > 0 offer cart_reminder
+trigger recovery on add_to_cart after 1h unless purchase decide for channel email
+"""
+
+
+def test_a_due_trigger_is_published_to_the_outbound_stream(redis_url: str, tmp_path: Path) -> None:
+    rules = tmp_path / "cart.rules"
+    rules.write_text(RULES)
+    sync = connect_sync(redis_url)
+    with TestClient(create_app(settings(redis_url, tmp_path, rules_path=str(rules)))) as client:
+        for cid in ("c1", "c2"):
+            r = client.put(f"/v1/profiles/{cid}", json={"consents": ["email"]}, headers=ADMIN)
+            assert r.status_code == 200, r.text
+        ago = time.time() - 3601  # the add-to-cart was an hour ago: due now
+        events = [
+            {"customer_id": "c1", "type": "add_to_cart", "ts": ago, "event_id": "a1"},
+            {"customer_id": "c2", "type": "add_to_cart", "ts": ago, "event_id": "a2"},
+            {"customer_id": "c2", "type": "purchase", "ts": ago + 60},
+        ]
+        assert client.post("/v1/events", json={"events": events}, headers=ADMIN).status_code == 202
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not sync.xlen(keys.TRIGGER_STREAM):
+            time.sleep(0.02)
+        time.sleep(0.3)  # c2's firing, due at the same time, must not follow
+        entries = sync.xrange(keys.TRIGGER_STREAM)
+        assert [f[b"customer_id"] for _, f in entries] == [b"c1"]
+        fields = entries[0][1]
+        assert (fields[b"trigger"], fields[b"channel"]) == (b"recovery", b"email")
+        assert b"cart_reminder" in fields[b"actions"]
+    sync.close()
