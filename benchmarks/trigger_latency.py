@@ -54,13 +54,15 @@ async def run(firings: int, spread: float, poll: float, url: str) -> None:
     specs = [("cart", d) for d in plan.checked.triggers.values()]
     setup = connect(url, socket_timeout=10)
     store = ProfileStore(setup)
-    start = time.time() + 1.0  # due = event + 1s, so the first is due in ~2 s
     for i in range(firings):
-        cid = f"c{i}"
-        await store.put_profile(cid, {"consents": ["email"]})
-        ev = Event(cid, "add_to_cart", start + spread * i / firings, {}, f"e{i}")
-        await store.add_events([ev], now=time.time())
-        await schedule_triggers(setup, specs, [ev], time.time())
+        await store.put_profile(f"c{i}", {"consents": ["email"]})
+    start = time.time() + 1.0  # due = event + 1s, so the first is due in ~2 s
+    events = [
+        Event(f"c{i}", "add_to_cart", start + spread * i / firings, {}, f"e{i}")
+        for i in range(firings)
+    ]
+    await store.add_events(events, now=time.time())
+    await schedule_triggers(setup, specs, events, time.time())
     stop = asyncio.Event()
     runners, clients, tasks = [], [], []
     for _ in range(2):

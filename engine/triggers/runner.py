@@ -166,8 +166,8 @@ class TriggerRunner:
     async def run_once(self) -> int:
         """Claim one batch and fire it; how many were claimed."""
         members = await self.claim()
-        for member in members:
-            await self.fire(member)
+        # Concurrently: their decisions then share the decision log's write batches.
+        await asyncio.gather(*(self.fire(member) for member in members))
         return len(members)
 
     async def fire(self, member: bytes) -> None:
