@@ -48,3 +48,20 @@ def test_a_due_trigger_is_published_to_the_outbound_stream(redis_url: str, tmp_p
         assert (fields[b"trigger"], fields[b"channel"]) == (b"recovery", b"email")
         assert b"cart_reminder" in fields[b"actions"]
     sync.close()
+
+
+def test_arbiter_ingest_with_rules_schedules_triggers(redis_url: str, tmp_path: Path) -> None:
+    import json
+
+    from arbiter.server.cli.ingest import ingest_main
+
+    rules = tmp_path / "cart.rules"
+    rules.write_text(RULES)
+    path = tmp_path / "events.jsonl"
+    line = {"customer_id": "c9", "type": "add_to_cart", "ts": time.time(), "event_id": "x"}
+    path.write_text(json.dumps(line) + "\n" + json.dumps(line) + "\n")
+    assert ingest_main(str(path), redis_url=lambda: (redis_url, None), rules=str(rules)) == 0
+    sync = connect_sync(redis_url)
+    assert sync.zcard(keys.TRIGGERS_DUE) == 1  # the same event twice: one firing
+    assert sync.zcard(keys.triggers("c9")) == 1
+    sync.close()
