@@ -38,8 +38,9 @@ The attribution rule:
   once more ``grace`` seconds after it arrived: the decision log writes
   behind the response, so a decision's exposure may be stored a few
   milliseconds after an event that follows it. A window is closed ``grace``
-  seconds after it ends, so an event that arrived in time is attributed
-  first unless the attributors are further behind than that.
+  seconds after it ends; if by then the customer has an event of the type
+  inside the window (``keys.last_seen``) that no attributor has handled yet,
+  the close waits for it, up to ``max_defer`` seconds after the window.
 - **At most once.** An exposure is claimed (removed) before its reward is
   appended; a process that dies between the two loses that one reward.
 """
@@ -174,6 +175,7 @@ class AttributorStats:
     closed: int = 0  # exposures whose window ended: rewarded 0
     had_feedback: int = 0  # claimed, but explicit feedback had already rewarded the decision
     no_value: int = 0  # an event without a numeric `value` property for a matching exposure
+    deferred: int = 0  # window ended with an event in it not yet attributed: checked again later
     invalid: int = 0  # malformed stream entries or exposures
 
 
@@ -231,6 +233,7 @@ class Attributor:
         batch: int = 200,
         poll_interval: float = 0.1,
         claim_idle_ms: int = 30_000,
+        max_defer: float = 30.0,
         clock: Any = time.time,
         consumer: str | None = None,
     ) -> None:
@@ -241,6 +244,7 @@ class Attributor:
         self.reward_maxlen = reward_maxlen
         self.batch = batch
         self.poll_interval = poll_interval
+        self.max_defer = max_defer
         self.stats = AttributorStats()
         self._clock = clock
         token = uuid.uuid4().hex[:8]
@@ -348,14 +352,31 @@ class Attributor:
         for member in due:
             pipe.zrem(keys.EXPOSURES_DUE, member)
         claimed = [m for m, r in zip(due, await pipe.execute(), strict=True) if int(r)]
-        settle: list[tuple[bytes, Exposure, float, float]] = []
+        exposures: list[tuple[bytes, Exposure]] = []
         for member in claimed:
             try:
-                exp = _DECODE(member)
+                exposures.append((member, _DECODE(member)))
             except msgspec.DecodeError:
                 self.stats.invalid += 1
-                continue
-            settle.append((member, exp, 0.0, exp.deadline))
+        if not exposures:
+            return len(due)
+        # An event in the window that no attributor has handled yet (they are behind):
+        # wait for it rather than reward 0, up to `max_defer` after the window.
+        pipe = self.redis.pipeline(transaction=False)
+        for _, exp in exposures:
+            pipe.hget(keys.last_seen(exp.customer_id), exp.event)
+        seen = await pipe.execute()
+        settle: list[tuple[bytes, Exposure, float, float]] = []
+        defer: dict[bytes, float] = {}
+        for (member, exp), last in zip(exposures, seen, strict=True):
+            pending = last is not None and exp.ts <= float(last) <= exp.deadline
+            if pending and now < exp.deadline + self.max_defer:
+                defer[member] = now
+            else:
+                settle.append((member, exp, 0.0, exp.deadline))
+        if defer:
+            self.stats.deferred += len(defer)
+            await self.redis.zadd(keys.EXPOSURES_DUE, defer)
         closed = await self._settle(settle, "window") if settle else 0
         self.stats.closed += closed
         return len(due)

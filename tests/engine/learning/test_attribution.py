@@ -332,3 +332,27 @@ def test_outcome_types_are_published_for_ingesters(redis_url: str, plan: Plan) -
         assert await known_outcome_types(redis) == {"purchase", "click"}
 
     run(redis_url, body)
+
+
+def test_a_window_with_an_unhandled_event_waits_for_it(redis_url: str, plan: Plan) -> None:
+    async def body(redis: AsyncRedisClient) -> None:
+        site, clock = Site(redis, plan), Clock(T0 + HOUR + 5)
+        record = await site.decide("c1", T0)
+        await site.event("c1", "purchase", T0 + 60, amount=7)  # in the window, not yet handled
+        late = Attributor(redis, grace=0, clock=clock, max_defer=30)
+        await late.close_due()
+        assert (late.stats.deferred, late.stats.closed) == (1, 0)
+        assert await rewards(redis) == []
+        await late.attribute_once()  # the attributor catches up: the purchase is rewarded
+        [reward] = await rewards(redis)
+        assert (reward["decision_id"], reward["reward"]) == (record.decision_id, "7.0")
+        # Past the longest wait, a window closes with 0 though an event is still unhandled.
+        await site.decide("c2", T0)
+        await site.event("c2", "purchase", T0 + 60, amount=8)
+        clock.now = T0 + HOUR + 31
+        gone = Attributor(redis, grace=0, clock=clock, max_defer=30)
+        await gone.close_due()
+        assert (gone.stats.deferred, gone.stats.closed) == (0, 1)
+        assert (await rewards(redis))[-1]["reward"] == "0.0"
+
+    run(redis_url, body)
