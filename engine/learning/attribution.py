@@ -38,9 +38,11 @@ The attribution rule:
   once more ``grace`` seconds after it arrived: the decision log writes
   behind the response, so a decision's exposure may be stored a few
   milliseconds after an event that follows it. A window is closed ``grace``
-  seconds after it ends; if by then the customer has an event of the type
-  inside the window (``keys.last_seen``) that no attributor has handled yet,
-  the close waits for it, up to ``max_defer`` seconds after the window.
+  seconds after it ends; if by then the customer's newest event of the type
+  (``keys.last_seen``) is inside the window, no attributor matched it (it
+  was behind, or the exposure was stored after both passes): a reward
+  without ``value`` is then 1 at once; one with ``value`` waits for the
+  attributors, up to ``max_defer`` seconds after the window, then is 0.
 - **At most once.** An exposure is claimed (removed) before its reward is
   appended; a process that dies between the two loses that one reward.
 """
@@ -367,16 +369,23 @@ class Attributor:
             pipe.hget(keys.last_seen(exp.customer_id), exp.event)
         seen = await pipe.execute()
         settle: list[tuple[bytes, Exposure, float, float]] = []
+        found: list[tuple[bytes, Exposure, float, float]] = []
         defer: dict[bytes, float] = {}
         for (member, exp), last in zip(exposures, seen, strict=True):
             pending = last is not None and exp.ts <= float(last) <= exp.deadline
-            if pending and now < exp.deadline + self.max_defer:
+            if pending and exp.value is None:
+                # The customer's newest such event is in the window: worth 1, whoever
+                # handles it (the exposure was stored after the attributors' passes).
+                found.append((member, exp, 1.0, float(last)))
+            elif pending and now < exp.deadline + self.max_defer:
                 defer[member] = now
             else:
                 settle.append((member, exp, 0.0, exp.deadline))
         if defer:
             self.stats.deferred += len(defer)
             await self.redis.zadd(keys.EXPOSURES_DUE, defer)
+        if found:
+            self.stats.rewarded += await self._settle(found, "event")
         closed = await self._settle(settle, "window") if settle else 0
         self.stats.closed += closed
         return len(due)

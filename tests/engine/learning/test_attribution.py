@@ -356,3 +356,20 @@ def test_a_window_with_an_unhandled_event_waits_for_it(redis_url: str, plan: Pla
         assert (await rewards(redis))[-1]["reward"] == "0.0"
 
     run(redis_url, body)
+
+
+def test_a_closing_window_with_an_unmatched_valueless_event_rewards_one(
+    redis_url: str, plan: Plan
+) -> None:
+    async def body(redis: AsyncRedisClient) -> None:
+        site = Site(redis, plan)
+        record = await site.decide("c1", T0)
+        await site.event("c1", "click", T0 + 60)  # never handled by an attributor
+        closer = Attributor(redis, grace=0, clock=Clock(T0 + DEFAULT_WINDOW_SECONDS + 1))
+        await closer.close_due()
+        got = {(r["action"], r["reward"], r["source"]) for r in await rewards(redis)}
+        # The click bandit's exposure: 1, the event proven by last_seen; the purchase one: 0.
+        assert (chosen(record, "other"), "1.0", "event") in got
+        assert (chosen(record), "0.0", "window") in got
+
+    run(redis_url, body)
