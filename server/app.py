@@ -168,6 +168,9 @@ async def _stop(state: AppState) -> None:
     state.stop.set()
     if state.learners is not None:
         await state.learners.close()
+    if state.tasks:
+        # Tasks that watch `stop` end between Redis commands; cancel only the stragglers.
+        await asyncio.wait(state.tasks, timeout=1.0)
     for task in state.tasks:
         task.cancel()
         with suppress(asyncio.CancelledError, Exception):
