@@ -133,8 +133,14 @@ class TriggerRunner:
         stream_maxlen: int = 1_000_000,
         clock: Callable[[], float] = time.time,
         new_id: Callable[[Firing], str] | None = None,
+        active: Callable[[], bool] = lambda: True,
+        idle_interval: float = 5.0,
     ) -> None:
-        """A runner; it does no I/O until run."""
+        """A runner; it does no I/O until run.
+
+        While ``active()`` is false (no live ruleset declares a trigger) it
+        polls only every ``idle_interval`` seconds, to drop stale firings.
+        """
         self.redis = redis
         self.store = store
         self.log = decision_log
@@ -147,6 +153,8 @@ class TriggerRunner:
         self.stats = TriggerStats(delays=[])
         self._clock = clock
         self._new_id = new_id or (lambda f: f"t{f.id}")
+        self._active = active
+        self.idle_interval = idle_interval
         self._claim = redis.register_script(_CLAIM_LUA)
         self._finish = redis.register_script(_FINISH_LUA)
 
@@ -289,5 +297,6 @@ class TriggerRunner:
                 log.exception("trigger runner: unexpected error")
             if claimed:
                 continue
+            wait = self.poll_interval if self._active() else self.idle_interval
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.poll_interval)
+                await asyncio.wait_for(stop.wait(), timeout=wait)
