@@ -47,6 +47,13 @@ class Settings:
     #: How long after arrival an outcome event is attributed (engine.learning.attribution).
     attribution_grace_ms: int = field(default=500, metadata={"env": "ARBITER_ATTRIBUTION_GRACE_MS"})
     dev: bool = field(default=False, metadata={"env": "ARBITER_DEV"})
+    #: POST triggered decisions here too (engine.triggers.webhook), signed with the secret.
+    trigger_webhook_url: str | None = field(
+        default=None, metadata={"env": "ARBITER_TRIGGER_WEBHOOK_URL"}
+    )
+    trigger_webhook_secret: str | None = field(
+        default=None, metadata={"env": "ARBITER_TRIGGER_WEBHOOK_SECRET"}
+    )
 
     @classmethod
     def from_env(
@@ -74,6 +81,15 @@ class Settings:
             raise SettingsError("ARBITER_REDIS_TIMEOUT_MS must be a positive number of ms")
         if self.log_queue_max < 100:
             raise SettingsError("ARBITER_LOG_QUEUE_MAX must be at least 100")
+        if self.trigger_webhook_url is not None:
+            if not self.trigger_webhook_url.startswith(("http://", "https://")):
+                raise SettingsError(
+                    "ARBITER_TRIGGER_WEBHOOK_URL must start with http:// or https://"
+                )
+            if not self.trigger_webhook_secret:
+                raise SettingsError(
+                    "ARBITER_TRIGGER_WEBHOOK_SECRET must be set with ARBITER_TRIGGER_WEBHOOK_URL"
+                )
         if self.attribution_grace_ms < 0:
             raise SettingsError("ARBITER_ATTRIBUTION_GRACE_MS must not be negative")
         if self.learner not in ("inproc", "off"):

@@ -117,6 +117,8 @@ TRIGGERS_DUE = f"{PREFIX}:{{triggers}}:due"
 TRIGGERS_INFLIGHT = f"{PREFIX}:{{triggers}}:inflight"
 #: The outbound stream the email/SMS system reads triggered decisions from.
 TRIGGER_STREAM = f"{PREFIX}:{{triggers}}:out"
+#: Triggered decisions the webhook gave up on (engine.triggers.webhook).
+TRIGGER_DEAD = f"{PREFIX}:{{triggers}}:dead"
 
 
 def trigger_fired(fire_id: str) -> str:

@@ -65,3 +65,74 @@ def test_arbiter_ingest_with_rules_schedules_triggers(redis_url: str, tmp_path: 
     assert sync.zcard(keys.TRIGGERS_DUE) == 1  # the same event twice: one firing
     assert sync.zcard(keys.triggers("c9")) == 1
     sync.close()
+
+
+def test_webhook_settings_fail_fast() -> None:
+    import pytest
+
+    from arbiter.server.settings import Settings, SettingsError
+
+    with pytest.raises(SettingsError, match="http"):
+        Settings.from_env({"ARBITER_TRIGGER_WEBHOOK_URL": "ftp://x"}, env_file=None)
+    with pytest.raises(SettingsError, match="SECRET"):
+        Settings.from_env({"ARBITER_TRIGGER_WEBHOOK_URL": "http://127.0.0.1:9/"}, env_file=None)
+    ok = Settings.from_env(
+        {
+            "ARBITER_TRIGGER_WEBHOOK_URL": "http://127.0.0.1:9/",
+            "ARBITER_TRIGGER_WEBHOOK_SECRET": "s",
+        },
+        env_file=None,
+    )
+    assert ok.trigger_webhook_url == "http://127.0.0.1:9/"
+
+
+def test_a_served_trigger_is_posted_to_the_webhook(redis_url: str, tmp_path: Path) -> None:
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from arbiter.engine.triggers.webhook import sign
+
+    got: list[tuple[str, bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["content-length"]))
+            got.append((self.headers["x-arbiter-signature"], body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    rules = tmp_path / "cart.rules"
+    rules.write_text(RULES)
+    url = f"http://127.0.0.1:{hook.server_address[1]}/"
+    app = create_app(
+        settings(
+            redis_url,
+            tmp_path,
+            rules_path=str(rules),
+            trigger_webhook_url=url,
+            trigger_webhook_secret="k",
+        )
+    )
+    try:
+        with TestClient(app) as client:
+            client.put("/v1/profiles/c1", json={"consents": ["email"]}, headers=ADMIN)
+            event = {"customer_id": "c1", "type": "add_to_cart", "ts": time.time() - 3601}
+            assert (
+                client.post("/v1/events", json={"events": [event]}, headers=ADMIN).status_code
+                == 202
+            )
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and not got:
+                time.sleep(0.02)
+    finally:
+        hook.shutdown()
+        hook.server_close()
+    [(signature, body)] = got
+    assert signature == sign(b"k", body)
+    assert json.loads(body)["customer_id"] == "c1"
