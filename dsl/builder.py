@@ -290,6 +290,9 @@ class Builder(Transformer[Token, Any]):
     def scen_customer(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
         return "customer", _unquote(c[0])
 
+    def scen_trigger(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
+        return "trigger", str(c[0])
+
     def scen_in_holdout(self, meta: Meta, c: list[Any]) -> tuple[str, Any]:
         return "in_holdout", True
 

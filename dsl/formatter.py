@@ -308,6 +308,8 @@ class _Printer:
             )
         if d.in_holdout:
             parts.append(["in holdout"])
+        if d.trigger is not None:
+            parts.append([f"trigger {d.trigger}"])
         if d.now is not None:
             parts.append([f"now {moment(d.now)}"])
         if d.expect is not None:

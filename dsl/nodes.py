@@ -358,6 +358,8 @@ class ScenarioDecl(Decl):
     customer: str | None = None  # None: the runner picks an id (outside the holdout)
     in_holdout: bool = False
     variants: dict[str, JsonValue] = field(default_factory=dict)  # experiment -> variant
+    #: Decide as this trigger would when it fires (engine.decision.scenarios), not as a page view.
+    trigger: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
