@@ -17,8 +17,10 @@ from support.redis import run_with_client as run
 
 from arbiter import dsl
 from arbiter.engine.codegen.compiler import compile_plan
+from arbiter.engine.log.replay import replay
 from arbiter.engine.log.writer import DecisionLog
 from arbiter.engine.plan import Plan
+from arbiter.engine.records import RECORD_DECODER
 from arbiter.engine.store import keys
 from arbiter.engine.store.client import AsyncRedisClient
 from arbiter.engine.store.profiles import Event, ProfileStore
@@ -152,6 +154,7 @@ def test_fires_once_when_due_in_its_channel_unless_purchased_erased_or_not_allow
         # The decision is logged like any other, with the channel in its request.
         raw = await redis.get(keys.decision(entry["decision_id"]))
         assert raw is not None and b'"channel":"email"' in raw
+        assert replay(plan, RECORD_DECODER.decode(raw)).identical  # visible in replay
         assert await redis.zcard(keys.TRIGGERS_DUE) == 0
         assert await redis.zcard(keys.TRIGGERS_INFLIGHT) == 0
         # Nothing fires twice.
