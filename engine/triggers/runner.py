@@ -287,6 +287,10 @@ class TriggerRunner:
     async def run_forever(self, stop: asyncio.Event) -> None:
         """Fire due triggers until ``stop`` is set; errors are logged and the pass retried
         (claimed firings come back when their lease ends)."""
+        if not self._active():
+            # Nothing declares a trigger: no Redis traffic at start, only the idle sweep.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.idle_interval)
         while not stop.is_set():
             claimed = 0
             try:
