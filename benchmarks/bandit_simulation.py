@@ -61,6 +61,7 @@ from arbiter.engine.store.embedded import EmbeddedRedis
 from benchmarks._harness import Client, arbiter_argv, free_port, server
 
 RULES = Path(__file__).resolve().parent / "rules" / "sim.rules"
+ADMIN_KEY = "bandit-simulation"
 RULESET, BANDIT = "sim", "hero"
 DEVICES = ("mobile", "desktop", "tablet")
 PAGES = ("home", "product", "cart")
@@ -226,8 +227,15 @@ class Served:
     seconds: float
 
 
-def play_served(stream: Stream, port: int, threads: int, deadline: float) -> Served:
+def play_served(
+    stream: Stream, port: int, threads: int, deadline: float, *, events: bool = False
+) -> Served:
     """(b): each visitor decided and rewarded over HTTP, ``threads`` keep-alive connections.
+
+    With ``events`` (policy (e)), the site sends no feedback at all: only a
+    ``click`` event through ``POST /v1/events`` when the visitor clicks; the
+    bandit's ``reward click within ...`` attributes it, and a decision without
+    a click is rewarded 0 when its window closes.
 
     Visitors are taken in stream order from a shared counter, so the stream is
     the same as for (c) up to the interleaving of at most ``threads`` requests.
@@ -241,7 +249,7 @@ def play_served(stream: Stream, port: int, threads: int, deadline: float) -> Ser
     errors: list[BaseException] = []
 
     def client_loop() -> None:
-        client = Client(port)
+        client = Client(port, {"authorization": f"Bearer {ADMIN_KEY}"})
         try:
             while time.monotonic() < deadline:
                 with lock:
@@ -258,6 +266,14 @@ def play_served(stream: Stream, port: int, threads: int, deadline: float) -> Ser
                     raise RuntimeError(f"decide answered {status}: {body[:200]!r}")
                 decision = json.loads(body)
                 arm = decision["actions"][0]["action"]
+                ids[i], arms[i] = decision["decision_id"], arm
+                if events:
+                    if stream.reward(i, arm):
+                        click = {"events": [{"customer_id": f"v{i}", "type": "click"}]}
+                        status, body = client.call("POST", "/v1/events", click)
+                        if status != 202:
+                            raise RuntimeError(f"events answered {status}: {body[:200]!r}")
+                    continue
                 feedback = {
                     "decision_id": decision["decision_id"],
                     "action": arm,
@@ -269,7 +285,6 @@ def play_served(stream: Stream, port: int, threads: int, deadline: float) -> Ser
                 status, body = client.call("POST", "/v1/feedback", feedback)
                 if status != 202:
                     raise RuntimeError(f"feedback answered {status}: {body[:200]!r}")
-                ids[i], arms[i] = decision["decision_id"], arm
         except BaseException as exc:
             errors.append(exc)
 
@@ -391,6 +406,15 @@ def print_table(results: Sequence[dict[str, Outcome]]) -> None:
             f"(b)/(c) per run: {' '.join(f'{x:.3f}' for x in per_run)}; "
             f"sd {spread:.3f}, so the mean's standard error is {spread / len(per_run) ** 0.5:.3f}"
         )
+    if all("events" in r for r in results):
+        e = mean("events", "mean")
+        b_mean = mean("served", "mean")
+        per = [r["events"].mean / r["served"].mean for r in results]
+        print(
+            f"(e) served, click events only (no feedback): {e:.4f}; (e)/(b) = {e / b_mean:.3f} "
+            f"(per run {' '.join(f'{x:.3f}' for x in per)}); target >= 0.95: "
+            f"{'PASS' if e >= 0.95 * b_mean else 'FAIL'}"
+        )
     b = mean("served", "mean")
     a = mean("uniform", "mean")
     verdict = "PASS" if b >= 0.98 * c and b > 1.5 * a else "FAIL"
@@ -418,6 +442,15 @@ def main() -> int:
     ap.add_argument(
         "--flush-external", action="store_true", help="allow FLUSHALL of ARBITER_REDIS_URL"
     )
+    ap.add_argument(
+        "--events-window",
+        default="",
+        help="also play (e): the site sends only click events, the bandit declares "
+        "`reward click within WINDOW` (e.g. 500ms); empty: skip (e)",
+    )
+    ap.add_argument(
+        "--grace-ms", type=int, default=100, help="ARBITER_ATTRIBUTION_GRACE_MS for (e)"
+    )
     args = ap.parse_args()
     if not 100 <= args.decisions <= 20_000:
         ap.error("--decisions must be between 100 and 20000")
@@ -436,6 +469,16 @@ def main() -> int:
     plan = load_plan()
     results: list[dict[str, Outcome]] = []
     with tempfile.TemporaryDirectory() as tmp:
+        events_rules: Path | None = None
+        if args.events_window:
+            # The same ruleset, its bandit rewarded by `click` events instead of feedback.
+            events_rules = Path(tmp) / "sim.rules"
+            events_rules.write_text(
+                RULES.read_text().replace(
+                    "  explore epsilon 0.05\n",
+                    f"  explore epsilon 0.05\n  reward click within {args.events_window}\n",
+                )
+            )
         embedded = None if external else EmbeddedRedis(Path(tmp) / "redis", persistent=False)
         if embedded is not None:
             embedded.start()
@@ -446,20 +489,42 @@ def main() -> int:
                     print(f"time bound reached after {run} run(s)")
                     break
                 stream = make_stream(args.decisions, args.seed + run)
-                flush = connect_sync(url)
-                flush.flushall()
-                flush.close()
-                port = free_port()
-                env = {
-                    "ARBITER_REDIS_URL": url,
-                    "ARBITER_DATA_DIR": str(Path(tmp) / "data"),
-                    "ARBITER_RELOAD_INTERVAL_MS": str(args.reload_ms),
-                    "ARBITER_LEARNER": "inproc",
-                }
-                argv = arbiter_argv(str(RULES), port, workers=args.workers)
-                with server(argv, port, env):
-                    served = play_served(stream, port, args.threads, deadline)
-                    stats = loop_stats(url, served, args.threads)
+
+                def serve_once(
+                    rules: Path, events: bool, stream: Stream = stream
+                ) -> tuple[Served, LoopStats]:
+                    flush = connect_sync(url)
+                    flush.flushall()
+                    flush.close()
+                    port = free_port()
+                    env = {
+                        "ARBITER_REDIS_URL": url,
+                        "ARBITER_DATA_DIR": str(Path(tmp) / "data"),
+                        "ARBITER_RELOAD_INTERVAL_MS": str(args.reload_ms),
+                        "ARBITER_LEARNER": "inproc",
+                        "ARBITER_ADMIN_KEY": ADMIN_KEY,
+                        "ARBITER_ATTRIBUTION_GRACE_MS": str(args.grace_ms),
+                    }
+                    argv = arbiter_argv(str(rules), port, workers=args.workers)
+                    with server(argv, port, env):
+                        out = play_served(stream, port, args.threads, deadline, events=events)
+                        stats = loop_stats(url, out, args.threads)
+                    if events:
+                        # Every click must come back as an event-attributed reward of 1.
+                        check = connect_sync(url)
+                        sources = [f.get(b"source") for _, f in check.xrange(keys.REWARD_STREAM)]
+                        check.close()
+                        print(
+                            f"       (e) clicks sent {int(out.outcome.reward)}, rewarded by event "
+                            f"{sources.count(b'event')}, windows closed with 0 "
+                            f"{sources.count(b'window')}"
+                        )
+                    return out, stats
+
+                served, stats = serve_once(RULES, False)
+                by_events: Served | None = None
+                if events_rules is not None:
+                    by_events, events_stats = serve_once(events_rules, True)
                 t0 = time.perf_counter()
                 inproc = play_in_process_avg(stream, plan, run, args.inproc_repeats)
                 inproc_s = time.perf_counter() - t0
@@ -469,6 +534,8 @@ def main() -> int:
                     "inproc": inproc,
                     "optimum": play_optimum(stream),
                 }
+                if by_events is not None:
+                    result["events"] = by_events.outcome
                 results.append(result)
                 rate = served.outcome.n / served.seconds
                 print(
@@ -484,6 +551,13 @@ def main() -> int:
                     f"median {stats.lag_median:.0f}, p90 {stats.lag_p90:.0f}, max {stats.lag_max:.0f} "
                     f"(median {1000 * stats.lag_median / rate:.0f} ms at this rate)"
                 )
+                if by_events is not None:
+                    print(
+                        f"       (e) events only: {by_events.outcome.mean:.4f}, (e)/(b) "
+                        f"{_ratio(by_events.outcome.mean, served.outcome.mean)}; "
+                        f"{events_stats.learned} of {by_events.outcome.n} rewards learned "
+                        f"[{by_events.outcome.n / by_events.seconds:.0f} decide(+click event)/s]"
+                    )
         finally:
             if embedded is not None:
                 embedded.stop()

@@ -271,7 +271,7 @@ class Builder(Transformer[Token, Any]):
         name, arms, features, *rest = c
         extra: dict[str, Any] = {}
         for key, value in rest:
-            extra.update(value) if key == "explore" else extra.__setitem__(key, value)
+            extra.update(value) if key in ("explore", "reward") else extra.__setitem__(key, value)
         return n.BanditDecl(self._s(meta), str(name), arms, features, **extra)
 
     def explore(self, meta: Meta, c: list[Any]) -> tuple[str, Any]:
@@ -280,8 +280,15 @@ class Builder(Transformer[Token, Any]):
         value = self._percent(rate) if isinstance(rate, Token) else float(rate)
         return "explore", {"exploration": str(c[0]), "rate": value}
 
-    def reward(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
-        return "reward", str(c[0])
+    def reward(self, meta: Meta, c: list[Any]) -> tuple[str, Any]:
+        name, *opts = c
+        return "reward", {"reward": str(name), **dict(opts)}
+
+    def reward_within(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
+        return "reward_within", self._duration(c[0])
+
+    def reward_value(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
+        return "reward_value", str(c[0])
 
     def arbitrate_decl(self, meta: Meta, c: list[Any]) -> n.ArbitrateDecl:
         formula, *opts = c
@@ -293,15 +300,29 @@ class Builder(Transformer[Token, Any]):
     def opt_diversity(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
         return "max_per_tag", int(c[0])
 
-    def holdout_decl(self, meta: Meta, c: list[Token]) -> n.HoldoutDecl:
-        return n.HoldoutDecl(self._s(meta), self._percent(c[0]), str(c[1]))
+    def holdout_decl(self, meta: Meta, c: list[Any]) -> n.HoldoutDecl:
+        goal = c[2] if len(c) > 2 else None
+        return n.HoldoutDecl(self._s(meta), self._percent(c[0]), str(c[1]), goal)
 
     def experiment_decl(self, meta: Meta, c: list[Any]) -> n.ExperimentDecl:
         name, *variants = c
-        return n.ExperimentDecl(self._s(meta), str(name), tuple(variants))
+        goal = variants.pop() if variants and isinstance(variants[-1], n.Goal) else None
+        return n.ExperimentDecl(self._s(meta), str(name), tuple(variants), goal)
+
+    def goal(self, meta: Meta, c: list[Any]) -> n.Goal:
+        name, *opts = c
+        extra = {"reward_within": None, "reward_value": None, **dict(opts)}
+        return n.Goal(str(name), extra["reward_within"], extra["reward_value"])
 
     def variant(self, meta: Meta, c: list[Token]) -> tuple[str, float]:
         return str(c[0]), self._percent(c[1])
+
+    def trigger_decl(self, meta: Meta, c: list[Token]) -> n.TriggerDecl:
+        name, on, after, *rest = c
+        unless = str(rest[0]) if len(rest) == 2 else None
+        return n.TriggerDecl(
+            self._s(meta), str(name), str(on), self._duration(after), unless, str(rest[-1])
+        )
 
     def default_decl(self, meta: Meta, c: list[Token]) -> n.DefaultDecl:
         return n.DefaultDecl(self._s(meta), str(c[0]))
@@ -345,6 +366,9 @@ class Builder(Transformer[Token, Any]):
 
     def scen_customer(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
         return "customer", _unquote(c[0])
+
+    def scen_trigger(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
+        return "trigger", str(c[0])
 
     def scen_in_holdout(self, meta: Meta, c: list[Any]) -> tuple[str, Any]:
         return "in_holdout", True

@@ -37,5 +37,6 @@ class CheckedRuleset:
     policies: tuple[n.PolicyLimit, ...] = ()
     #: Fatigue across offers, per channel or tag (`… suppress after N rejections …`).
     fatigue_policies: tuple[n.PolicyFatigue, ...] = ()
+    triggers: dict[str, n.TriggerDecl] = field(default_factory=dict)
     scenarios: tuple[n.ScenarioDecl, ...] = ()
     warnings: list[Diagnostic] = field(default_factory=list)

@@ -131,6 +131,9 @@ class _Checker(ExprChecker, RulePaths):
             elif isinstance(decl, n.ExperimentDecl):
                 if claim("experiment", decl.name, decl.span):
                     self.out.experiments[decl.name] = decl
+            elif isinstance(decl, n.TriggerDecl):
+                if claim("trigger", decl.name, decl.span):
+                    self.out.triggers[decl.name] = decl
             else:
                 self._singleton(decl)
         self.out.scenarios = tuple(self.rs.of(n.ScenarioDecl))
@@ -298,11 +301,50 @@ class _Checker(ExprChecker, RulePaths):
             elif decl.rate < 0:
                 self.error("bad-rate", "exploration rate must not be negative", decl.span)
             if decl.reward is not None:
-                self._check_event(decl.reward, decl.span)
+                self._check_reward(decl)
             self.where = "feature"
             features = tuple(self.expr(e)[0] for e in decl.features)
             self.where = "condition"
             self.out.bandits[name] = replace(decl, features=features)
+
+    def _check_reward(self, decl: n.BanditDecl) -> None:
+        assert decl.reward is not None
+        self._check_outcome(decl.reward, decl.reward_within, decl.reward_value, decl.span)
+
+    def _check_outcome(
+        self, event: str, within: float | None, value: str | None, span: n.Span
+    ) -> None:
+        """A reward or goal: the event exists, its window is positive, its value a number."""
+        self._check_event(event, span)
+        if within is not None and within <= 0:
+            self.error("bad-window", "the window must be longer than zero", span)
+        fields = self.out.events.get(event)
+        if value is None or fields is None:
+            return
+        if value not in fields:
+            hint = did_you_mean(value, fields)
+            self.error("unknown-field", f"event {event} has no field '{value}'", span, hint)
+        elif not fields[value].is_numeric:
+            message = f"the value needs a number property, not {fields[value]}"
+            self.error("type-mismatch", message, span)
+
+    def triggers(self) -> None:
+        """A trigger's events exist, its delay is positive, its channel one context.channel takes."""
+        channel = self.out.context.get("channel")
+        for decl in self.out.triggers.values():
+            self._check_event(decl.on, decl.span)
+            if decl.unless is not None:
+                self._check_event(decl.unless, decl.span)
+            if decl.after_seconds <= 0:
+                self.error("bad-window", "a trigger's delay must be longer than zero", decl.span)
+            if (
+                channel is not None
+                and channel.kind == "enum"
+                and decl.channel not in channel.members
+            ):
+                hint = did_you_mean(decl.channel, channel.members)
+                message = f"channel '{decl.channel}' is not one of context.channel's values"
+                self.error("unknown-channel", message, decl.span, hint)
 
     def arbitration(self) -> None:
         """The formula is numeric; top and diversity limits are positive."""
@@ -324,6 +366,13 @@ class _Checker(ExprChecker, RulePaths):
         """Holdout and experiment shares are percentages that add up."""
         if self.out.holdout is not None and not 0 <= self.out.holdout.fraction < 1:
             self.error("bad-percent", "holdout must be below 100%", self.out.holdout.span)
+        splits: list[n.HoldoutDecl | n.ExperimentDecl] = list(self.out.experiments.values())
+        if self.out.holdout is not None:
+            splits.append(self.out.holdout)
+        for split in splits:
+            if split.goal is not None:
+                g = split.goal
+                self._check_outcome(g.event, g.within, g.value, split.span)
         for decl in self.out.experiments.values():
             total = sum(share for _, share in decl.variants)
             if abs(total - 1.0) > 1e-9:
@@ -565,6 +614,7 @@ CHECKS: tuple[Callable[[_Checker], None], ...] = (
     _Checker.bandits,
     _Checker.arbitration,
     _Checker.splits,
+    _Checker.triggers,
     _Checker.actions,
     _Checker.unused,
     _Checker.scenarios,

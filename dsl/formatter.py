@@ -270,7 +270,12 @@ class _Printer:
         ]
         clauses.append(f"explore {d.exploration} {number(d.rate)}")
         if d.reward is not None:
-            clauses.append(f"reward {d.reward}")
+            reward = f"reward {d.reward}"
+            if d.reward_within is not None:
+                reward += f" within {duration(d.reward_within)}"
+            if d.reward_value is not None:
+                reward += f" value {d.reward_value}"
+            clauses.append(reward)
         one = f"bandit {d.name} " + " ".join(clauses)
         if len(one) <= WIDTH:
             return self._leaf([one], d.span)
@@ -286,11 +291,19 @@ class _Printer:
         return self._leaf([f"arbitrate by {expr(d.formula)}{tail}"], d.span)
 
     def d_HoldoutDecl(self, d: n.HoldoutDecl) -> list[str]:
-        return self._leaf([f"holdout {percent(d.fraction)} {d.name}"], d.span)
+        return self._leaf([f"holdout {percent(d.fraction)} {d.name}{_goal(d.goal)}"], d.span)
 
     def d_ExperimentDecl(self, d: n.ExperimentDecl) -> list[str]:
         variants = ", ".join(f"{name}: {percent(share)}" for name, share in d.variants)
-        return self._leaf([f"experiment {d.name} {{ {variants} }}"], d.span)
+        return self._leaf([f"experiment {d.name} {{ {variants} }}{_goal(d.goal)}"], d.span)
+
+    def d_TriggerDecl(self, d: n.TriggerDecl) -> list[str]:
+        unless = f" unless {d.unless}" if d.unless is not None else ""
+        line = (
+            f"trigger {d.name} on {d.on} after {duration(d.after_seconds)}{unless}"
+            f" decide for channel {d.channel}"
+        )
+        return self._leaf([line], d.span)
 
     def d_DefaultDecl(self, d: n.DefaultDecl) -> list[str]:
         return self._leaf([f"default {d.action}"], d.span)
@@ -321,6 +334,8 @@ class _Printer:
             )
         if d.in_holdout:
             parts.append(["in holdout"])
+        if d.trigger is not None:
+            parts.append([f"trigger {d.trigger}"])
         if d.now is not None:
             parts.append([f"now {moment(d.now)}"])
         if d.expect is not None:
@@ -450,3 +465,14 @@ def _action_props(d: n.ActionDecl) -> list[tuple[str, str]]:
 def format_ruleset(ruleset: n.Ruleset) -> str:
     """The canonical text of a ruleset parsed from one file, its comments kept."""
     return _Printer(ruleset).run()
+
+
+def _goal(goal: n.Goal | None) -> str:
+    if goal is None:
+        return ""
+    out = f" goal {goal.event}"
+    if goal.within is not None:
+        out += f" within {duration(goal.within)}"
+    if goal.value is not None:
+        out += f" value {goal.value}"
+    return out

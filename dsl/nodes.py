@@ -366,6 +366,10 @@ class BanditDecl(Decl):
     exploration: str = "epsilon"
     rate: float = 0.05
     reward: str | None = None
+    #: Attribution window of the reward event, seconds (None: the default, see engine.learning.attribution).
+    reward_within: float | None = None
+    #: Event property whose number is the reward (None: every rewarding event is worth 1).
+    reward_value: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,15 +380,37 @@ class ArbitrateDecl(Decl):
 
 
 @dataclass(frozen=True, slots=True)
+class Goal:
+    """`goal EVENT [within DURATION] [value PROPERTY]`: what a split is measured on."""
+
+    event: str
+    within: float | None = None
+    value: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class HoldoutDecl(Decl):
     fraction: float
     name: str
+    goal: Goal | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ExperimentDecl(Decl):
     name: str
     variants: tuple[tuple[str, float], ...]
+    goal: Goal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerDecl(Decl):
+    """`trigger NAME on EVENT after DURATION [unless EVENT] decide for channel CHANNEL`."""
+
+    name: str
+    on: str
+    after_seconds: float
+    unless: str | None
+    channel: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,6 +441,8 @@ class ScenarioDecl(Decl):
     customer: str | None = None  # None: the runner picks an id (outside the holdout)
     in_holdout: bool = False
     variants: dict[str, JsonValue] = field(default_factory=dict)  # experiment -> variant
+    #: Decide as this trigger would when it fires (engine.decision.scenarios), not as a page view.
+    trigger: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,13 +14,13 @@ from arbiter.dsl.types import BUILTINS
 KEYWORDS = frozenset(
     {
         "action", "after", "ago", "and", "arbitrate", "attributes", "bandit", "between",
-        "by", "cap", "channel", "channels", "contact", "contacts", "consent", "contains", "context", "customer", "default",
+        "by", "cap", "decide", "channel", "channels", "contact", "contacts", "consent", "contains", "context", "customer", "default",
         "else", "ends", "event", "events", "expect", "experiment", "experiments", "explore",
-        "false", "features", "for", "holdout", "if", "in", "include", "inputs", "is",
+        "false", "features", "for", "goal", "holdout", "if", "in", "include", "inputs", "is",
         "last_seen", "matches", "max", "missing", "model", "not", "nothing", "now", "null",
-        "of", "offer", "one", "onnx", "or", "over", "payload", "per", "policy", "present", "priority",
+        "of", "offer", "on", "one", "onnx", "or", "over", "payload", "per", "policy", "present", "priority",
         "profile", "rejections", "requires", "reward", "ruleset", "scenario", "scores",
-        "segment", "set", "starts", "suppress", "tag", "tags", "top", "true", "valid",
+        "segment", "set", "starts", "suppress", "tag", "tags", "top", "trigger", "true", "unless", "valid",
         "value", "weight", "when", "with", "within",
     }
 )  # fmt: skip

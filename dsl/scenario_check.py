@@ -146,6 +146,10 @@ def check_scenarios(out: CheckedRuleset, emit: Emit) -> None:
         _events(emit, loc, sc, out)
         _scores(emit, loc, sc, out)
         _splits(emit, loc, sc, out)
+        if sc.trigger is not None and sc.trigger not in out.triggers:
+            hint = did_you_mean(sc.trigger, out.triggers)
+            where = loc.find("trigger", sc.trigger)
+            emit("unknown-name", f"no trigger named '{sc.trigger}'", where, hint)
 
 
 def _values(

@@ -31,15 +31,17 @@ from arbiter.server.access import AccessLog
 from arbiter.server.cors import CorsPolicy
 from arbiter.server.fast_path import decide_asgi
 from arbiter.server.intake import start_intake
-from arbiter.server.learning import LearnerSupervisor
+from arbiter.server.learning import LearnerSupervisor, attributor_for
 from arbiter.server.metrics import Metrics
 from arbiter.server.ratelimit import RateLimiter
 from arbiter.server.routes_admin import router as admin_router
 from arbiter.server.routes_decide import decide_endpoint, feedback_endpoint
+from arbiter.server.routes_experiments import router as experiments_router
 from arbiter.server.routes_identity import router as identity_router
 from arbiter.server.rulesets import Resources, RulesetManager
 from arbiter.server.settings import Settings
 from arbiter.server.state import AppState
+from arbiter.server.triggers import start_trigger_runner
 
 log = logging.getLogger("arbiter.server")
 
@@ -93,6 +95,7 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
     app.router.routes.append(Route("/v1/feedback", feedback_endpoint, methods=["POST"]))
     app.include_router(admin_router)
     app.include_router(identity_router)
+    app.include_router(experiments_router)
     openapi.install(app)
     return app
 
@@ -140,7 +143,11 @@ async def _start(settings: Settings, resources: Resources) -> AppState:
     reload_s = settings.reload_interval_ms / 1000
     learner_config = LearnerConfig(publish_interval=reload_s, poll_interval=min(0.1, reload_s))
     learners = (
-        LearnerSupervisor(admin_redis, learner_config) if settings.learner == "inproc" else None
+        LearnerSupervisor(
+            admin_redis, learner_config, attributor=attributor_for(settings, admin_redis)
+        )
+        if settings.learner == "inproc"
+        else None
     )
     rulesets = RulesetManager(
         admin_redis,
@@ -169,6 +176,7 @@ async def _start(settings: Settings, resources: Resources) -> AppState:
     )
     state.metrics.watch(state.gauges)
     decision_log.start()
+    state.tasks.append(start_trigger_runner(state))
     state.tasks.append(
         asyncio.get_running_loop().create_task(registry.watch(state.stop), name="bandit-watch")
     )
@@ -187,6 +195,9 @@ async def _stop(state: AppState) -> None:
     state.stop.set()
     if state.learners is not None:
         await state.learners.close()
+    if state.tasks:
+        # Tasks that watch `stop` end between Redis commands; cancel only the stragglers.
+        await asyncio.wait(state.tasks, timeout=1.0)
     for task in state.tasks:
         task.cancel()
         with suppress(asyncio.CancelledError, Exception):

@@ -40,6 +40,7 @@ SCOPES = (
     "profiles:write",
     "rulesets:read",
     "rulesets:write",
+    "reports:read",
     "admin",
 )
 # Scopes that may be public: what a browser needs on a page view. Reading or

@@ -1,7 +1,9 @@
 """In-process learners: one set per live ruleset with bandits, restarted when they change.
 
 Every worker runs them; the learners' Redis lease keeps exactly one active per
-bandit across all workers and machines (see engine.learning.learner).
+bandit across all workers and machines (see engine.learning.learner). Every
+worker also runs one reward attributor (engine.learning.attribution), which
+turns outcome events into rewards; attributors share the work, no lease needed.
 """
 
 from __future__ import annotations
@@ -11,6 +13,12 @@ import logging
 from contextlib import suppress
 from typing import Any
 
+from arbiter.engine.learning.attribution import (
+    Attributor,
+    outcome_types,
+    publish_outcome_types,
+    tracked_types,
+)
 from arbiter.engine.learning.learner import LearnerConfig, run_learners
 from arbiter.server.rulesets import LiveRuleset
 
@@ -20,14 +28,24 @@ log = logging.getLogger("arbiter.learning")
 class LearnerSupervisor:
     """Starts, restarts and stops `run_learners` tasks as rulesets are activated."""
 
-    def __init__(self, redis: Any, config: LearnerConfig | None = None) -> None:
+    def __init__(
+        self,
+        redis: Any,
+        config: LearnerConfig | None = None,
+        *,
+        attributor: Attributor | None = None,
+    ) -> None:
         self.redis = redis
         self.config = config
+        self.attributor = attributor
         self._running: dict[str, tuple[Any, asyncio.Event, asyncio.Task[None]]] = {}
+        self._attributing: tuple[asyncio.Event, asyncio.Task[None]] | None = None
+        self._side_tasks: set[asyncio.Task[None]] = set()
 
     def activated(self, live: LiveRuleset) -> None:
         """Called on every activation; (re)starts learners if the bandit declarations changed."""
         decls = live.plan.checked.bandits
+        self._attribute(tracked_types(live.plan.checked), bool(outcome_types(decls.values())))
         key = tuple((name, d.exploration, d.rate, d.arms) for name, d in decls.items())
         current = self._running.get(live.name)
         if current is not None and current[0] == key:
@@ -43,6 +61,26 @@ class LearnerSupervisor:
         )
         self._running[live.name] = (key, stop, task)
 
+    def _attribute(self, types: set[str], rewards: bool) -> None:
+        """Publish the tracked event types; start the attributor once a bandit rewards on one."""
+        if not types:
+            return
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self._publish_types(types), name="outcome-types")
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+        if not rewards or self.attributor is None or self._attributing is not None:
+            return
+        stop = asyncio.Event()
+        run = loop.create_task(self.attributor.run_forever(stop), name="attributor")
+        self._attributing = (stop, run)
+
+    async def _publish_types(self, types: set[str]) -> None:
+        try:
+            await publish_outcome_types(self.redis, types)
+        except Exception as exc:  # ingesters without the rules miss them until the next activation
+            log.warning("cannot publish outcome event types: %s", exc)
+
     async def _run(self, name: str, decls: Any, stop: asyncio.Event) -> None:
         try:
             await run_learners(self.redis, name, decls, stop, config=self.config)
@@ -55,7 +93,24 @@ class LearnerSupervisor:
         """Stop every learner (they release their leases) and wait for them."""
         for _, stop, _ in self._running.values():
             stop.set()
+        if self._attributing is not None:
+            stop, task = self._attributing
+            stop.set()
+            with suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, timeout=5)
+            self._attributing = None
         for _, _, task in self._running.values():
             with suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, timeout=5)
         self._running.clear()
+
+
+def attributor_for(settings: Any, redis: Any) -> Attributor:
+    """The reward attributor a server runs, configured from its settings."""
+    return Attributor(
+        redis,
+        grace=settings.attribution_grace_ms / 1000,
+        marker_ttl=settings.decision_ttl_s,
+        reward_maxlen=settings.decision_stream_maxlen,
+        poll_interval=min(0.1, settings.reload_interval_ms / 1000),
+    )

@@ -67,6 +67,7 @@ SCOPE_OF: dict[tuple[str, str], str] = {
     ("put", "/v1/rulesets/{name}"): "rulesets:write",
     ("post", "/v1/rulesets/{name}/rollback"): "rulesets:write",
     ("post", "/v1/identify"): "profiles:write",
+    ("get", "/v1/experiments/{name}"): "reports:read",
 }
 
 _STATUS_TEXT = {
@@ -93,6 +94,7 @@ _EXTRA_STATUSES: dict[tuple[str, str], tuple[str, ...]] = {
     ("put", "/v1/rulesets/{name}"): ("503",),
     ("post", "/v1/rulesets/{name}/rollback"): ("404", "409", "503"),
     ("post", "/v1/identify"): ("409", "503"),
+    ("get", "/v1/experiments/{name}"): ("404", "503"),
 }
 _RATE_HEADERS = {
     "RateLimit": {

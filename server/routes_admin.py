@@ -11,7 +11,9 @@ from redis.exceptions import RedisError
 
 from arbiter import dsl
 from arbiter.dsl.types import Type
+from arbiter.engine.learning.attribution import tracked_types
 from arbiter.engine.store.profiles import Event
+from arbiter.engine.triggers.schedule import schedule_triggers
 from arbiter.engine.validate import ValueProblem, normalize, normalize_all
 from arbiter.server.access import authorize
 from arbiter.server.errors import ApiError
@@ -164,6 +166,14 @@ def _event_schema(st: AppState) -> dict[str, dict[str, Type]]:
     return schema
 
 
+def _outcome_types(st: AppState) -> set[str]:
+    """Event types some live ruleset rewards a bandit on or measures a split by."""
+    out: set[str] = set()
+    for live in st.rulesets.live.values():
+        out |= tracked_types(live.plan.checked)
+    return out
+
+
 @router.post("/v1/events", status_code=202, tags=["events"])
 async def post_events(body: EventsIn, request: Request, authorization: Auth = None) -> Any:
     """Count events into their customers' time windows (idempotent per `event_id`)."""
@@ -182,7 +192,19 @@ async def post_events(body: EventsIn, request: Request, authorization: Auth = No
         if ts > now + 300:
             raise ApiError(422, "invalid_request", f"{prefix}.ts is in the future", f"{prefix}.ts")
         events.append(Event(ev.customer_id, ev.type, ts, props, ev.event_id))
-    counted = await _redis_call(st.admin_store.add_events(events))
+    outcomes = _outcome_types(st)
+    counted = await _redis_call(
+        st.admin_store.add_events(
+            events, outcomes=outcomes, outcome_maxlen=st.settings.decision_stream_maxlen
+        )
+    )
+    specs = [
+        (name, d)
+        for name, live in st.rulesets.live.items()
+        for d in live.plan.checked.triggers.values()
+    ]
+    if specs:
+        await _redis_call(schedule_triggers(st.admin_redis, specs, events, now))
     st.metrics.events.inc(counted)
     return {"received": len(events), "counted": counted, "duplicates": len(events) - counted}
 

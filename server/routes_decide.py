@@ -19,6 +19,7 @@ from starlette.responses import Response
 
 from arbiter.engine.decision.decide import decide
 from arbiter.engine.decision.policies import contacts_of, rejections_of
+from arbiter.engine.learning.attribution import exposures_of
 from arbiter.engine.records import (
     ENCODER,
     RECORD_DECODER,
@@ -132,7 +133,9 @@ async def handle_decide(
             contacts.append((spec.name, spec.cap.window_seconds))
         # Contact policies and contact history count through the same write (no-op without).
         contacts += contacts_of(live.plan, spec, channel)
-    st.log.submit(record, contacts)  # never blocks; a full queue drops its oldest (counted)
+    exposures = exposures_of(live.plan.checked.bandits, record) if record.bandits else ()
+    # Never blocks; a full queue drops its oldest (counted).
+    st.log.submit(record, contacts, exposures)
     clock.lap("log")
     encoded = ENCODER.encode(decision)
     clock.lap("encode")

@@ -57,6 +57,8 @@ class Settings:
     decision_log: str = field(default="on", metadata={"env": "ARBITER_DECISION_LOG"})
     reload_interval_ms: int = field(default=1000, metadata={"env": "ARBITER_RELOAD_INTERVAL_MS"})
     learner: str = field(default="inproc", metadata={"env": "ARBITER_LEARNER"})
+    #: How long after arrival an outcome event is attributed (engine.learning.attribution).
+    attribution_grace_ms: int = field(default=500, metadata={"env": "ARBITER_ATTRIBUTION_GRACE_MS"})
     dev: bool = field(default=False, metadata={"env": "ARBITER_DEV"})
     # The event intake on Redis Streams (docs/identity.md): shards, and whether to consume here.
     intake_shards: int = field(default=0, metadata={"env": "ARBITER_INTAKE_SHARDS"})
@@ -71,6 +73,13 @@ class Settings:
     )
     max_body_bytes: int = field(default=1 << 20, metadata={"env": "ARBITER_MAX_BODY_BYTES"})
     access_log_sample: float = field(default=1.0, metadata={"env": "ARBITER_ACCESS_LOG_SAMPLE"})
+    #: POST triggered decisions here too (engine.triggers.webhook), signed with the secret.
+    trigger_webhook_url: str | None = field(
+        default=None, metadata={"env": "ARBITER_TRIGGER_WEBHOOK_URL"}
+    )
+    trigger_webhook_secret: str | None = field(
+        default=None, metadata={"env": "ARBITER_TRIGGER_WEBHOOK_SECRET"}
+    )
 
     @classmethod
     def from_env(
@@ -108,6 +117,17 @@ class Settings:
             )
         if self.decision_log not in ("on", "off"):
             raise SettingsError("ARBITER_DECISION_LOG must be 'on' or 'off'")
+        if self.trigger_webhook_url is not None:
+            if not self.trigger_webhook_url.startswith(("http://", "https://")):
+                raise SettingsError(
+                    "ARBITER_TRIGGER_WEBHOOK_URL must start with http:// or https://"
+                )
+            if not self.trigger_webhook_secret:
+                raise SettingsError(
+                    "ARBITER_TRIGGER_WEBHOOK_SECRET must be set with ARBITER_TRIGGER_WEBHOOK_URL"
+                )
+        if self.attribution_grace_ms < 0:
+            raise SettingsError("ARBITER_ATTRIBUTION_GRACE_MS must not be negative")
         if self.learner not in ("inproc", "off"):
             raise SettingsError("ARBITER_LEARNER must be 'inproc' or 'off'")
         if not 0.0 <= self.access_log_sample <= 1.0:

@@ -40,6 +40,7 @@ class AppState:
     embedded: EmbeddedRedis | None = None
     learners: Any = None  # server.learning.LearnerSupervisor, when learning in-process
     intake: Any = None  # engine.intake.consumer.IntakeConsumer, when consuming in-process
+    triggers: Any = None  # engine.triggers.runner.TriggerRunner of this worker
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     redis_ok: bool = True

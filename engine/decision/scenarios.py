@@ -142,14 +142,20 @@ def _tagging_plan(plan: Plan) -> Plan:
 # ------------------------------------------------------------------ inputs
 
 
-def scenario_inputs(plan: Plan, scenario: n.ScenarioDecl, now: float) -> Inputs:
-    """What the store would read for this scenario's customer at `now`."""
+def scenario_inputs(
+    plan: Plan, scenario: n.ScenarioDecl, now: float, at: float | None = None
+) -> Inputs:
+    """What the store would read for this scenario's customer at `at` (default `now`);
+    the scenario's events are `ago` before `now`, and those after `at` are not there yet."""
     checked = plan.checked
+    read_at = now if at is None else at
     events: list[LiteralEvent] = []
     contacts: dict[str, list[float]] = {}
     rejections: dict[str, list[float]] = {}
     for ev in scenario.events:
         ts = now - ev.ago_seconds
+        if ts > read_at:
+            continue
         if ev.event in checked.actions and ev.event not in checked.events:
             # `cart_reminder: 2 3d ago` = shown twice; `cart_reminder.rejected: …` = rejected.
             target = rejections if ev.prop == "rejected" else contacts
@@ -158,7 +164,7 @@ def scenario_inputs(plan: Plan, scenario: n.ScenarioDecl, now: float) -> Inputs:
             events += [LiteralEvent(ev.event, ts, {})] * int(ev.amount)  # `add_to_cart: 2` = two
         else:
             events.append(LiteralEvent(ev.event, ts, {ev.prop: ev.amount}))  # one, with that value
-    return literal_inputs(plan, scenario.profile, events, now, contacts, rejections)
+    return literal_inputs(plan, scenario.profile, events, read_at, contacts, rejections)
 
 
 def _customer(plan: Plan, scenario: n.ScenarioDecl) -> tuple[str, str | None]:
@@ -210,16 +216,32 @@ def run_scenario(plan: Plan, scenario: n.ScenarioDecl) -> ScenarioResult:
             scenario.name, scenario.span, False, expected, (), customer, errors=(problem,)
         )
     context = normalize_values(plan.checked.context, scenario.context, "context.")
+    decide_at = now
+    if scenario.trigger is not None:
+        fired, why = trigger_firing(plan, scenario, now)
+        if fired is None:
+            # The trigger does not fire by `now`: nothing is sent.
+            return ScenarioResult(
+                scenario.name,
+                scenario.span,
+                scenario.expect == (),
+                expected,
+                (),
+                customer,
+                errors=(why,),
+            )
+        decide_at = fired
+        context["channel"] = plan.checked.triggers[scenario.trigger].channel
     limit = plan.top if plan.top is not None else 1
     request = DecideRequest(customer, context, plan.name, limit=limit, explain=True)
-    inputs = scenario_inputs(plan, scenario, now)
+    inputs = scenario_inputs(plan, scenario, now, at=decide_at)
     oracle = ScenarioOracle(scenario.scores, plan)
     decision, record = decide(
         _tagging_plan(plan),
         request,
         inputs,
         decision_id=decision_id(plan, scenario),
-        now=now,
+        now=decide_at,
         oracle=oracle,
     )
     got = tuple(a.action for a in decision.actions)
@@ -242,6 +264,34 @@ def run_scenario(plan: Plan, scenario: n.ScenarioDecl) -> ScenarioResult:
         dropped=_dropped(explanation, () if scenario.expect_mode == "not" else expected),
         expect_mode=scenario.expect_mode,
     )
+
+
+def trigger_firing(plan: Plan, scenario: n.ScenarioDecl, now: float) -> tuple[float | None, str]:
+    """When the scenario's trigger fires by ``now`` (the due time of its latest firing
+    due by then), or None and why not.
+
+    A scenario's events are ``ago`` before ``now``; each ``on`` event is due
+    ``after`` later, and is cancelled by an ``unless`` event at or after it,
+    as `engine.triggers.runner` does live. The decision is made at the due
+    time, so the scenario "advances time" from the event to the firing.
+    """
+    decl = plan.checked.triggers[str(scenario.trigger)]
+    times = [now - ev.ago_seconds for ev in scenario.events if ev.event == decl.on]
+    unless = [now - ev.ago_seconds for ev in scenario.events if ev.event == decl.unless]
+    due = sorted(t + decl.after_seconds for t in times if t + decl.after_seconds <= now)
+    if not due:
+        return None, (
+            f"trigger {decl.name} has not fired by now: no {decl.on} event at least "
+            f"{decl.after_seconds:g}s before it"
+        )
+    fire = due[-1]
+    start = fire - decl.after_seconds
+    if any(u >= start for u in unless):
+        return (
+            None,
+            f"trigger {decl.name} did not fire: a {decl.unless} event followed the {decl.on}",
+        )
+    return fire, ""
 
 
 def _matches(mode: str, expected: tuple[str, ...], got: tuple[str, ...]) -> bool:

@@ -28,7 +28,8 @@ Guarantees:
   cannot overwrite its successor's model.
 
 Rewards that never come are **dropped**: nothing is learned for a decision
-without feedback. This is the simple, honest choice: the learner never
+without feedback, unless its bandit is rewarded from events (``reward EVENT``,
+`engine.learning.attribution`), which rewards 0 when the window closes. This is the simple, honest choice: the learner never
 guesses, and a late reward is never contradicted by an invented one. The
 price is on the sender: a site must send the failures too (reward 0 for an
 offer shown and not clicked). A model fed only successes sees every arm pay
@@ -59,6 +60,12 @@ from redis.exceptions import RedisError
 
 from arbiter import dsl
 from arbiter.dsl import nodes as n
+from arbiter.engine.learning.attribution import (
+    Attributor,
+    outcome_types,
+    publish_outcome_types,
+    tracked_types,
+)
 from arbiter.engine.learning.bandit import BanditModel, Exploration
 from arbiter.engine.learning.bandit_store import (
     PublishRejected,
@@ -474,6 +481,11 @@ async def learn_main(
     # A learner is not on the decision path: give Redis time rather than fail.
     client = connect(redis_url, socket_timeout=5.0)
     try:
-        await run_learners(client, checked.name, checked.bandits, stop, config=config)
+        runs = [run_learners(client, checked.name, checked.bandits, stop, config=config)]
+        await publish_outcome_types(client, tracked_types(checked))
+        if outcome_types(checked.bandits.values()):
+            # Rewards from events: every `arbiter learn` (and in-process server) shares the work.
+            runs.append(Attributor(client).run_forever(stop))
+        await asyncio.gather(*runs)
     finally:
         await client.aclose()

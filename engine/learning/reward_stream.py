@@ -35,7 +35,7 @@ StreamEntry = tuple[bytes, dict[bytes, bytes] | None]
 
 
 class RewardGroup:
-    """Consumer group ``group`` on the reward stream, read as ``consumer``.
+    """Consumer group ``group`` on the reward stream (or ``stream``), read as ``consumer``.
 
     Every ``claim_every`` seconds (and on the first read after
     :meth:`claim_all_next`) a read first takes over entries pending with any
@@ -51,8 +51,10 @@ class RewardGroup:
         batch: int,
         claim_idle_ms: int,
         claim_every: float,
+        stream: str = keys.REWARD_STREAM,
     ) -> None:
         self.redis = redis
+        self.stream = stream
         self.group = group
         self.consumer = consumer
         self.batch = batch
@@ -75,7 +77,7 @@ class RewardGroup:
         with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists, which is fine
             # From the start of the stream: rewards sent before this bandit's
             # first learner existed are still worth learning.
-            await self.redis.xgroup_create(keys.REWARD_STREAM, self.group, id="0", mkstream=True)
+            await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
 
     async def read(self, inflight: Container[bytes]) -> list[StreamEntry]:
         """The next entries to handle: claimed ones first, then new ones.
@@ -107,7 +109,7 @@ class RewardGroup:
             self.redis.xreadgroup(
                 self.group,
                 self.consumer,
-                {keys.REWARD_STREAM: ">"},
+                {self.stream: ">"},
                 count=self.batch,
             ),
         )
@@ -120,7 +122,7 @@ class RewardGroup:
         start: bytes | str = "0-0"
         while True:
             reply = await self.redis.xautoclaim(
-                keys.REWARD_STREAM,
+                self.stream,
                 self.group,
                 self.consumer,
                 min_idle_ms,
@@ -140,7 +142,7 @@ class RewardGroup:
         Every learner process reads under a consumer name of its own, so
         without this each restart would leave one more name in the group.
         """
-        consumers = await self.redis.xinfo_consumers(keys.REWARD_STREAM, self.group)
+        consumers = await self.redis.xinfo_consumers(self.stream, self.group)
         for info in consumers:
             name = info["name"]
             name = name.decode() if isinstance(name, bytes) else str(name)
@@ -150,7 +152,7 @@ class RewardGroup:
             # has none is repeated atomically with the delete.
             await cast(
                 Awaitable[Any],
-                self._forget_script(keys=[keys.REWARD_STREAM], args=[self.group, name]),
+                self._forget_script(keys=[self.stream], args=[self.group, name]),
             )
 
 

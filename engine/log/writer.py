@@ -4,8 +4,9 @@
 record on a bounded queue. A background task drains the queue into one Redis
 pipeline per batch: the record under `keys.decision(id)` (for joining
 feedback, with a TTL), an entry on the decision stream, the customer's
-contact-cap counters, and an index entry per customer so that erasure can
-find their log entries. When Redis fails the batch is retried with backoff;
+contact-cap counters, an index entry per customer so that erasure can
+find their log entries, and the reward exposures the decision opened
+(`engine.learning.attribution`). When Redis fails the batch is retried with backoff;
 when the queue is full (the sink stalled) the *oldest* waiting record is
 dropped and counted, never one being written and never the decision itself.
 A failing file sink (a full disk) is counted and logged, and does not hold
@@ -29,6 +30,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
+from arbiter.engine.learning.attribution import Exposure, write_exposures
 from arbiter.engine.log.files import RotatingFiles
 from arbiter.engine.records import ENCODER, DecisionRecord
 from arbiter.engine.store import keys
@@ -46,6 +48,7 @@ WRITE_TIMEOUT_SECONDS = 5.0
 class _Entry:
     record: DecisionRecord
     contacts: Sequence[tuple[str, int]]
+    exposures: Sequence[Exposure] = ()
     # Set once the record is on the stream: a retry of the batch must not append it
     # again, or erasure (which follows the index to this id) would miss the copy.
     stream_id: bytes | None = None
@@ -93,8 +96,14 @@ class DecisionLog:
         """Start the background writer on the running event loop."""
         self._task = asyncio.get_running_loop().create_task(self._run(), name="decision-log")
 
-    def submit(self, record: DecisionRecord, contacts: Sequence[tuple[str, int]] = ()) -> bool:
-        """Queue a record (and the contacts it counts against caps); False if dropped.
+    def submit(
+        self,
+        record: DecisionRecord,
+        contacts: Sequence[tuple[str, int]] = (),
+        exposures: Sequence[Exposure] = (),
+    ) -> bool:
+        """Queue a record (the contacts it counts against caps, the reward exposures it
+        opens); False if dropped.
 
         A full queue drops its oldest record not being written (the newest
         decisions matter most to feedback and learning); only when every
@@ -107,7 +116,7 @@ class DecisionLog:
             oldest = self._queue[self._in_flight]
             del self._queue[self._in_flight]
             self.pending.pop(oldest.record.decision_id, None)
-        self._queue.append(_Entry(record, contacts))
+        self._queue.append(_Entry(record, contacts, exposures))
         self.pending[record.decision_id] = record
         self._wake.set()
         return True
@@ -198,6 +207,12 @@ class DecisionLog:
                 for (entry, _), sid in zip(unwritten, results[1::2], strict=True):
                     entry.stream_id = sid
             await self._customer_writes(batch, [e.stream_id or b"" for e in batch])
+            if any(e.exposures for e in batch):
+                # After the records: a reward attributed to an exposure must find its record.
+                pipe = self.redis.pipeline(transaction=False)
+                for entry in batch:
+                    write_exposures(pipe, entry.exposures, self.ttl)
+                await pipe.execute()
         if self.file_path is not None:
             try:
                 await asyncio.to_thread(self._append_file, blobs)

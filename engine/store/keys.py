@@ -98,6 +98,18 @@ def rekey(key: str, from_id: str, to_id: str) -> str:
     return _tag(to_id) + key[len(tag) :]
 
 
+def exposures(customer_id: str) -> str:
+    """Sorted set of open reward exposures (score = the attribution window's end), see
+    engine.learning.attribution."""
+    return f"{_tag(customer_id)}:exp"
+
+
+def triggers(customer_id: str) -> str:
+    """Sorted set of this customer's scheduled trigger firings (score = due time), so that
+    erasure cancels them (engine.triggers)."""
+    return f"{_tag(customer_id)}:trig"
+
+
 def customer_pattern(customer_id: str) -> str:
     """SCAN pattern matching every key of one customer (and no other customer's)."""
     # Glob metacharacters in an id must match themselves; the backslash first.
@@ -127,6 +139,12 @@ def intake_stream(shard: int) -> str:
 
 
 REWARD_STREAM = f"{PREFIX}:rewards"
+#: Events of the types some ruleset rewards or measures (bandit rewards, experiment goals).
+OUTCOME_STREAM = f"{PREFIX}:outcomes"
+#: Set of those event types, kept by servers so that `arbiter ingest` knows them too.
+OUTCOME_TYPES = f"{PREFIX}:outcomes:types"
+#: Sorted set of every open exposure (score = window end), for closing windows with reward 0.
+EXPOSURES_DUE = f"{PREFIX}:exposures:due"
 
 
 def ruleset_versions(name: str) -> str:
@@ -140,3 +158,17 @@ def ruleset_live(name: str) -> str:
 
 
 RULESET_NAMES = f"{PREFIX}:rulesets"
+
+# Triggers (engine.triggers): one hash tag, so the claim and publish scripts
+# touch one slot on a Redis Cluster.
+TRIGGERS_DUE = f"{PREFIX}:{{triggers}}:due"
+TRIGGERS_INFLIGHT = f"{PREFIX}:{{triggers}}:inflight"
+#: The outbound stream the email/SMS system reads triggered decisions from.
+TRIGGER_STREAM = f"{PREFIX}:{{triggers}}:out"
+#: Triggered decisions the webhook gave up on (engine.triggers.webhook).
+TRIGGER_DEAD = f"{PREFIX}:{{triggers}}:dead"
+
+
+def trigger_fired(fire_id: str) -> str:
+    """Set-if-absent marker: this firing was published (so it is published once)."""
+    return f"{PREFIX}:{{triggers}}:f:{fire_id}"

@@ -9,10 +9,11 @@ on the decision log's pipeline, behind the response.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import msgspec
@@ -64,6 +65,16 @@ def decode_profile(raw: Mapping[bytes, bytes]) -> dict[str, Any]:
 
 def _decode_pairs(flat: Sequence[bytes]) -> dict[str, Any]:
     return {flat[i].decode(): _json_decode(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+def outcome_fields(ev: Event) -> dict[bytes, bytes]:
+    """The outcome-stream entry of an event: customer, type, time, properties (JSON)."""
+    return {
+        b"customer_id": ev.customer_id.encode(),
+        b"type": ev.type.encode(),
+        b"ts": repr(float(ev.ts)).encode(),
+        b"properties": json.dumps(dict(ev.properties), default=str).encode(),
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,12 +176,22 @@ class ProfileStore:
             keys=[keys.profile(customer_id)], args=["merge", len(to_set), *pairs, *to_del]
         )
 
-    async def add_events(self, events: Sequence[Event], now: float | None = None) -> int:
+    async def add_events(
+        self,
+        events: Sequence[Event],
+        now: float | None = None,
+        *,
+        outcomes: Collection[str] = (),
+        outcome_maxlen: int = 1_000_000,
+    ) -> int:
         """Count events into their customers' windows; returns how many were new.
 
         `now` is the arrival time (default: the clock): event ids are remembered
         for `windows.EVENT_ID_TTL` after arrival, and buckets too old to be read
-        at `now` are not written.
+        at `now` are not written. New events whose type is in `outcomes` (the
+        types rulesets reward or measure) are also appended to
+        `keys.OUTCOME_STREAM`, where rewards are attributed and experiment
+        goals counted from; a repeated event id is not appended twice.
         """
         if not events:
             return 0
@@ -193,6 +214,24 @@ class ProfileStore:
                 if redirect_of(reply) is not None:
                     raise RuntimeError("an id links to a linked id; links are one level")
                 replies[i] = reply
+        if outcomes:
+            # Outcomes belong to the customer the event was counted for (a linked
+            # anonymous id's events are the customer's).
+            tracked = [
+                replace(ev, customer_id=redirects.get(i, ev.customer_id))
+                for i, (ev, r) in enumerate(zip(events, replies, strict=True))
+                if int(r) and ev.type in outcomes
+            ]
+            if tracked:
+                pipe = self.redis.pipeline(transaction=False)
+                for ev in tracked:
+                    pipe.xadd(
+                        keys.OUTCOME_STREAM,
+                        outcome_fields(ev),
+                        maxlen=outcome_maxlen,
+                        approximate=True,
+                    )
+                await pipe.execute()
         return sum(int(r) for r in replies)
 
     async def _eval_pipelined(

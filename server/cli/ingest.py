@@ -10,7 +10,9 @@ and `properties` are optional. Lines are checked as the HTTP API checks them,
 plus two things a file gets wrong more often than a program does: unknown
 fields (a `timestamp` meant as `ts` would otherwise silently mean "now") and
 property names that are not plain names. With `--rules`, properties are also
-checked against the event declarations of those rules.
+checked against the event declarations of those rules, and events schedule
+those rules' triggers (engine.triggers). Events of the types servers
+registered as rewards or goals also go to the outcome stream.
 
 Invalid lines. By default the whole file is checked first and, if any line is
 invalid, nothing is written: the errors are listed (`file:line: field:
@@ -29,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -38,10 +40,13 @@ from redis.exceptions import RedisError
 from tqdm import tqdm
 
 from arbiter.dsl.errors import ArbiterError
+from arbiter.dsl.nodes import TriggerDecl
 from arbiter.dsl.types import Type
 from arbiter.engine.intake import messages
 from arbiter.engine.intake.messages import EventSchema, InvalidMessage, decode_json
+from arbiter.engine.learning.attribution import known_outcome_types
 from arbiter.engine.store.profiles import Event, ProfileStore
+from arbiter.engine.triggers.schedule import schedule_triggers
 
 MAX_ERRORS_SHOWN = 20
 
@@ -130,13 +135,25 @@ async def write_file(
     err: IO[str],
     clock: Callable[[], float] = time.time,
     totals: Totals,
+    outcomes: Collection[str] | None = None,
+    triggers: Sequence[tuple[str, TriggerDecl]] = (),
 ) -> list[LineError]:
-    """Stream the valid events of `path` into Redis, `batch` per pipeline; the invalid lines."""
+    """Stream the valid events of `path` into Redis, `batch` per pipeline; the invalid lines.
+
+    Events of the types in `outcomes` also go to the outcome stream (rewards
+    from events); None: the types servers registered in Redis, read with the
+    first batch.
+    """
     errors: list[LineError] = []
     pending: list[Event] = []
+    tracked: list[Collection[str]] = [] if outcomes is None else [outcomes]
 
     async def send() -> None:
-        counted = await store.add_events(pending, now=clock())
+        if not tracked:
+            tracked.append(await known_outcome_types(store.redis))
+        counted = await store.add_events(pending, now=clock(), outcomes=tracked[0])
+        if triggers:
+            await schedule_triggers(store.redis, triggers, pending, clock())
         totals.counted += counted
         totals.duplicates += len(pending) - counted
         pending.clear()
@@ -155,6 +172,20 @@ async def write_file(
         if pending:
             await send()
     return errors
+
+
+def trigger_specs(rules: str | None) -> list[tuple[str, TriggerDecl]]:
+    """(ruleset, trigger) of the rules at `rules`, whose events schedule firings; none without."""
+    if rules is None:
+        return []
+    from arbiter import dsl
+    from arbiter.server.rulesets import rule_files
+
+    specs: list[tuple[str, TriggerDecl]] = []
+    for path in rule_files(Path(rules)):
+        checked = dsl.load_checked(path)
+        specs += [(checked.name, d) for d in checked.triggers.values()]
+    return specs
 
 
 def event_schema(rules: str | None) -> dict[str, dict[str, Type]]:
@@ -217,7 +248,8 @@ def ingest_main(
     url, embedded = redis_url()
     totals = Totals()
     try:
-        errors = asyncio.run(_write(path, url, batch, schema, progress, err, totals))
+        specs = trigger_specs(rules)
+        errors = asyncio.run(_write(path, url, batch, schema, progress, err, totals, specs))
     except (RedisError, OSError) as exc:
         print(
             f"arbiter ingest: Redis at {url} failed after {totals.read} lines "
@@ -242,6 +274,7 @@ async def _write(
     progress: bool | None,
     err: IO[str],
     totals: Totals,
+    triggers: Sequence[tuple[str, TriggerDecl]] = (),
 ) -> list[LineError]:
     from arbiter.engine.store.client import connect
 
@@ -256,6 +289,7 @@ async def _write(
             progress=progress,
             err=err,
             totals=totals,
+            triggers=triggers,
         )
     finally:
         await client.aclose()

@@ -323,6 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("migrate", help="convert stored event windows to this version's layout")
     p.add_argument("--dry-run", action="store_true", help="count what would be converted")
     p.set_defaults(func=cmd_migrate)
+
+    from arbiter.server.cli.report import add_parser as add_report
+
+    add_report(sub, DEFAULT_RULES)
     return parser
 
 

@@ -32,6 +32,10 @@ UNSHAPED = {
     # with the clock, which a schema (fixed when served) cannot state. Every
     # other rule of the body (types of declared properties, sizes) is in it.
     ("POST", "/v1/events"),
+    # `goal` names an event of the ruleset that `ruleset` picks, `within` is a
+    # `.rules` duration and `value` a number property of that event: each is
+    # checked against that ruleset's declarations (422 naming the parameter).
+    ("GET", "/v1/experiments/{name}"),
 }
 
 
@@ -61,6 +65,7 @@ OPERATIONS = [
     ("PUT", "/v1/rulesets/{name}"),
     ("POST", "/v1/rulesets/{name}/rollback"),
     ("POST", "/v1/identify"),
+    ("GET", "/v1/experiments/{name}"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),

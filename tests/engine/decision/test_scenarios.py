@@ -353,3 +353,26 @@ def test_scenario_inputs_match_what_the_store_reads(redis_url: str) -> None:
             await client.aclose()
 
     asyncio.run(main())
+
+
+def test_a_trigger_scenario_that_does_not_fire_says_why() -> None:
+    text = (ROOT / "tests/cases/good/triggers.rules").read_text()
+    text = text.replace(
+        "events { add_to_cart: 1 30min ago }\n  trigger recovery\n  expect nothing",
+        "events { add_to_cart: 1 30min ago }\n  trigger recovery\n  expect [cart_reminder]",
+    )
+    results = {r.name: r for r in run_scenarios(plan_of(text))}
+    early = results["not yet due"]
+    assert not early.passed and early.got == ()
+    assert "has not fired by now: no add_to_cart event at least 3600s before it" in early.errors[0]
+    assert "a purchase event followed" in results["bought in between"].errors[0]
+    with pytest.raises(dsl.RulesError) as info:
+        dsl.check(
+            dsl.parse(
+                text.replace(
+                    "trigger recovery\n  expect nothing", "trigger recvery\n  expect nothing", 1
+                ),
+                "t.rules",
+            )
+        )
+    assert [d.code for d in info.value.diagnostics] == ["unknown-name"]
