@@ -15,9 +15,11 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from arbiter.dsl.nodes import TriggerDecl
 from arbiter.dsl.types import Type
 from arbiter.engine.intake.consumer import IntakeConsumer
 from arbiter.engine.intake.redis_streams import RedisStreamSource
+from arbiter.engine.learning.attribution import tracked_types
 from arbiter.server.state import AppState
 
 GROUP = "arbiter"
@@ -56,6 +58,8 @@ def start_intake(st: AppState) -> Any:
         schema=lambda: event_schema(st),
         actions=lambda: live_actions(st),
         on_count=lambda outcome, n: st.metrics.intake.labels(outcome).inc(n),
+        outcomes=lambda: live_outcome_types(st),
+        triggers=lambda: live_triggers(st),
     )
     st.intake = consumer
     return asyncio.get_running_loop().create_task(consumer.run(st.stop), name="intake")
@@ -74,3 +78,20 @@ async def refresh_metrics(st: AppState) -> None:
         st.metrics.intake_lag.labels(lag.stream).set(lag.seconds)
         st.metrics.intake_pending.labels(lag.stream).set(lag.pending)
         st.metrics.intake_length.labels(lag.stream).set(lag.length)
+
+
+def live_outcome_types(st: AppState) -> set[str]:
+    """Event types some live ruleset rewards a bandit on or measures a split by."""
+    out: set[str] = set()
+    for live in st.rulesets.live.values():
+        out |= tracked_types(live.plan.checked)
+    return out
+
+
+def live_triggers(st: AppState) -> list[tuple[str, TriggerDecl]]:
+    """Every live `trigger` declaration, with the name of its ruleset."""
+    return [
+        (name, decl)
+        for name, live in st.rulesets.live.items()
+        for decl in live.plan.checked.triggers.values()
+    ]

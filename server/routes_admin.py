@@ -11,13 +11,12 @@ from redis.exceptions import RedisError
 
 from arbiter import dsl
 from arbiter.dsl.types import Type
-from arbiter.engine.learning.attribution import tracked_types
 from arbiter.engine.store.profiles import Event
 from arbiter.engine.triggers.schedule import schedule_triggers
 from arbiter.engine.validate import ValueProblem, normalize, normalize_all
 from arbiter.server.access import authorize
 from arbiter.server.errors import ApiError
-from arbiter.server.intake import refresh_metrics
+from arbiter.server.intake import live_outcome_types, live_triggers, refresh_metrics
 from arbiter.server.lag import learner_lag
 from arbiter.server.responses import JSONResponse
 from arbiter.server.rulesets import NameMismatch, NoEarlierVersion
@@ -166,14 +165,6 @@ def _event_schema(st: AppState) -> dict[str, dict[str, Type]]:
     return schema
 
 
-def _outcome_types(st: AppState) -> set[str]:
-    """Event types some live ruleset rewards a bandit on or measures a split by."""
-    out: set[str] = set()
-    for live in st.rulesets.live.values():
-        out |= tracked_types(live.plan.checked)
-    return out
-
-
 @router.post("/v1/events", status_code=202, tags=["events"])
 async def post_events(body: EventsIn, request: Request, authorization: Auth = None) -> Any:
     """Count events into their customers' time windows (idempotent per `event_id`)."""
@@ -192,17 +183,13 @@ async def post_events(body: EventsIn, request: Request, authorization: Auth = No
         if ts > now + 300:
             raise ApiError(422, "invalid_request", f"{prefix}.ts is in the future", f"{prefix}.ts")
         events.append(Event(ev.customer_id, ev.type, ts, props, ev.event_id))
-    outcomes = _outcome_types(st)
+    outcomes = live_outcome_types(st)
     counted = await _redis_call(
         st.admin_store.add_events(
             events, outcomes=outcomes, outcome_maxlen=st.settings.decision_stream_maxlen
         )
     )
-    specs = [
-        (name, d)
-        for name, live in st.rulesets.live.items()
-        for d in live.plan.checked.triggers.values()
-    ]
+    specs = live_triggers(st)
     if specs:
         await _redis_call(schedule_triggers(st.admin_redis, specs, events, now))
     st.metrics.events.inc(counted)

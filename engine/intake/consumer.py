@@ -20,17 +20,19 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
+from arbiter.dsl.nodes import TriggerDecl
 from arbiter.engine.intake import messages
 from arbiter.engine.intake.messages import EventSchema, Identify, InvalidMessage
 from arbiter.engine.intake.redis_streams import EVENT, IDENTIFY
 from arbiter.engine.intake.source import Delivery, Source
 from arbiter.engine.store.identity import IdentityConflict
 from arbiter.engine.store.profiles import Event, ProfileStore
+from arbiter.engine.triggers.schedule import schedule_triggers
 
 log = logging.getLogger("arbiter.intake")
 
@@ -72,8 +74,14 @@ class IntakeConsumer:
         batch: int = 500,
         clock: Callable[[], float] = time.time,
         on_count: Callable[[str, int], None] | None = None,
+        outcomes: Callable[[], Collection[str]] = frozenset,
+        triggers: Callable[[], Sequence[tuple[str, TriggerDecl]]] = tuple,
     ) -> None:
         """`schema` and `actions` are asked per batch, so hot-swapped rulesets apply at once.
+
+        So are `outcomes` (event types a live ruleset rewards or measures: they also
+        go to the outcome stream, as from `POST /v1/events`) and `triggers` (the live
+        `trigger` declarations, by ruleset: events schedule their firings).
 
         `on_count(outcome, n)` is told of every outcome as it happens ('counted',
         'duplicate', 'identify', 'dead_letter'): the server feeds its metrics so.
@@ -82,6 +90,7 @@ class IntakeConsumer:
         self.schema, self.actions = schema, actions
         self.batch, self.clock = batch, clock
         self.on_count = on_count or (lambda outcome, n: None)
+        self.outcomes, self.triggers = outcomes, triggers
         self.stats = IntakeStats()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -154,7 +163,10 @@ class IntakeConsumer:
     async def _write(self, events: list[Event], now: float) -> None:
         if not events:
             return
-        counted = await self.store.add_events(events, now=now)
+        counted = await self.store.add_events(events, now=now, outcomes=self.outcomes())
+        specs = self.triggers()
+        if specs:
+            await schedule_triggers(self.store.redis, specs, events, now)
         self.stats.counted += counted
         self.stats.duplicates += len(events) - counted
         self.on_count("counted", counted)

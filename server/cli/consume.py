@@ -18,8 +18,10 @@ import sys
 from collections.abc import Callable
 from typing import IO, Any
 
+from arbiter.dsl.nodes import TriggerDecl
 from arbiter.engine.intake.consumer import IntakeConsumer
 from arbiter.engine.intake.redis_streams import RedisStreamSource
+from arbiter.engine.learning.attribution import tracked_types
 from arbiter.server.cli.common import compile_rules, rule_paths
 from arbiter.server.cli.ingest import event_schema
 from arbiter.server.intake import GROUP, consumer_name
@@ -43,13 +45,18 @@ def consume_main(
         print("arbiter consume: --shards, --batch and --claim-idle-ms must be positive", file=err)
         return 2
     schema = event_schema(rules)
-    actions = sorted({a.name for p in rule_paths([rules]) for a in compile_rules(p).actions})
+    plans = [compile_rules(p) for p in rule_paths([rules])]
+    actions = sorted({a.name for plan in plans for a in plan.actions})
+    # What these rules reward or measure goes to the outcome stream; their triggers
+    # are scheduled, as for events sent over HTTP.
+    outcomes = {t for plan in plans for t in tracked_types(plan.checked)}
+    triggers = [(plan.name, d) for plan in plans for d in plan.checked.triggers.values()]
     url, embedded = redis_url()
     show = err.isatty() if progress is None else progress
     try:
         asyncio.run(
             _run(url, rules, shards, group, name or consumer_name(), batch, claim_idle_ms,
-                 schema, actions, show, err)
+                 schema, actions, show, err, outcomes, triggers)
         )  # fmt: skip
     finally:
         if embedded is not None:
@@ -69,6 +76,8 @@ async def _run(
     actions: list[str],
     show: bool,
     err: IO[str],
+    outcomes: set[str],
+    triggers: list[tuple[str, TriggerDecl]],
 ) -> None:
     from arbiter.engine.store.client import connect
     from arbiter.engine.store.profiles import ProfileStore
@@ -82,7 +91,13 @@ async def _run(
         client, shards=shards, group=group, consumer=name, claim_idle_ms=claim_idle_ms
     )
     consumer = IntakeConsumer(
-        source, ProfileStore(client), schema=lambda: schema, actions=lambda: actions, batch=batch
+        source,
+        ProfileStore(client),
+        schema=lambda: schema,
+        actions=lambda: actions,
+        batch=batch,
+        outcomes=lambda: outcomes,
+        triggers=lambda: triggers,
     )
     print(
         f"arbiter consume: {name} in group '{group}', {shards} shard(s), rules {rules}; "

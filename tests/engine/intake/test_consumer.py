@@ -17,6 +17,7 @@ import pytest
 from support.redis import run_with_client
 from support.store import DAY, HOUR, count
 
+from arbiter import dsl
 from arbiter.dsl.types import Type
 from arbiter.engine.intake.consumer import IntakeConsumer
 from arbiter.engine.intake.messages import InvalidMessage, parse_event, parse_identify
@@ -255,3 +256,52 @@ def test_a_pending_message_trimmed_away_is_a_dead_letter_not_a_crash(redis_url: 
         (ids[1], b"the message is gone from the stream (trimmed before it was processed)")
     ]
     assert stats.counted == 2
+
+
+def test_streamed_events_feed_rewards_and_schedule_triggers(url: str) -> None:
+    # Events from the stream do what they do over HTTP: a rewarded or measured type
+    # goes to the outcome stream (for the customer a linked id resolves to), and an
+    # event a `trigger` starts on schedules its firing, once per event.
+    now = time.time()
+    recovery = dsl.parse(
+        "ruleset t\n"
+        "context { channel: one of [web, email] }\n"
+        "event add_to_cart {}\nevent purchase { amount: number }\n"
+        "action remind { value 1, channels [email] }\n"
+        "trigger recovery on add_to_cart after 1h unless purchase decide for channel email\n"
+        "when context.channel == email offer remind\n",
+        "t.rules",
+    )
+    (decl,) = dsl.check(recovery).triggers.values()
+
+    async def body(client: Any) -> Any:
+        source = RedisStreamSource(client, shards=2, consumer="one", block_ms=20)
+        c = IntakeConsumer(
+            source,
+            ProfileStore(client),
+            schema=lambda: SCHEMA,
+            actions=lambda: ACTIONS,
+            outcomes=lambda: {"purchase"},
+            triggers=lambda: [("t", decl)],
+        )
+        await source.setup()
+        await source.publish(
+            [
+                identify("cookie", "alice"),
+                event("cookie", "purchase", now - 60, properties={"amount": 3}, event_id="p1"),
+                event("carol", "add_to_cart", now - 30, event_id="a1"),
+                event("carol", "add_to_cart", now - 30, event_id="a1"),  # redelivered copy
+                event("dave", "page_view", now - 30),  # neither rewarded nor a trigger's
+            ]
+        )
+        await drain(c)
+        outcomes = await client.xrange(keys.OUTCOME_STREAM)
+        due = await client.zrange(keys.TRIGGERS_DUE, 0, -1, withscores=True)
+        return outcomes, due
+
+    outcomes, due = run(url, body)
+    assert [(f[b"customer_id"], f[b"type"]) for _, f in outcomes] == [(b"alice", b"purchase")]
+    assert len(due) == 1
+    member, when = due[0]
+    assert b"carol" in member and b"recovery" in member
+    assert when == pytest.approx(now - 30 + HOUR)
