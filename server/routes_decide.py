@@ -18,6 +18,7 @@ from starlette.responses import Response
 
 from arbiter.engine.decision.decide import decide
 from arbiter.engine.decision.oracle import LiveOracle
+from arbiter.engine.learning.reward_writer import append_reward
 from arbiter.engine.records import ENCODER, RECORD_DECODER, REQUEST_DECODER, DecisionRecord, Inputs
 from arbiter.engine.store import keys
 from arbiter.engine.validate import ValueProblem, normalize_all
@@ -25,6 +26,7 @@ from arbiter.server.errors import ApiError, from_msgspec
 from arbiter.server.state import AppState, new_decision_id
 
 MAX_LIMIT = 50
+FEEDBACK_RETRY_AFTER_S = 1
 _REDIS_DOWN = (RedisError, OSError, TimeoutError)
 
 
@@ -118,7 +120,7 @@ async def feedback_endpoint(request: Request) -> Response:
     try:
         record = await find_decision(st, fb.decision_id)
     except _REDIS_DOWN as exc:
-        raise ApiError(503, "unavailable", f"cannot reach Redis: {exc}") from None
+        raise _unavailable(exc) from None
     if record is None:
         raise ApiError(
             404,
@@ -135,44 +137,57 @@ async def feedback_endpoint(request: Request) -> Response:
             "action",
         )
     now = st.clock()
-    first = await st.admin_redis.set(
-        keys.feedback_seen(fb.decision_id, fb.action), b"1", nx=True,
-        ex=st.settings.decision_ttl_s,
-    )  # fmt: skip
-    if not first:
+    try:
+        if fb.decision_id in st.log.pending:
+            # The learner joins each reward to the stored record and drops the
+            # reward if the record is missing. Feedback sent within the log's
+            # linger (a site sending reward 0 at once) would overtake its record
+            # (6% of rewards lost in benchmarks/bandit_simulation.py): store it first.
+            await st.log.flush_through(fb.decision_id)
+        # The marker and the stream entry commit together: a failure here leaves
+        # neither (the retry records the reward) or both (the retry is a duplicate).
+        outcome = await append_reward(
+            st.admin_redis, fb.decision_id, fb.action, fb.reward, now,
+            marker_ttl_s=st.settings.decision_ttl_s,
+            stream_maxlen=st.settings.decision_stream_maxlen,
+        )  # fmt: skip
+        if outcome.reward <= 0:
+            # Idempotent, and redone on a duplicate: a failure after the append is
+            # made good by the client's retry.
+            await _count_rejection(st, record, fb, now)
+    except _REDIS_DOWN as exc:
+        st.metrics.feedback.labels("unavailable").inc()
+        raise _unavailable(exc) from None
+    if not outcome.appended:
         st.metrics.feedback.labels("duplicate").inc()
         return Response(
             ENCODER.encode({"accepted": False, "duplicate": True}), 202, media_type=_JSON
         )
-    if fb.decision_id in st.log.pending:
-        # The learner joins each reward to the stored record and drops the
-        # reward if the record is missing. Feedback sent within the log's
-        # linger (a site sending reward 0 at once) would overtake its record
-        # (6% of rewards lost in benchmarks/bandit_simulation.py): store it first.
-        await st.log.flush_through(fb.decision_id)
-    await st.admin_redis.xadd(
-        keys.REWARD_STREAM,
-        {
-            b"decision_id": fb.decision_id.encode(),
-            b"action": fb.action.encode(),
-            b"reward": repr(float(fb.reward)).encode(),
-            b"ts": repr(now).encode(),
-        },
-        maxlen=st.settings.decision_stream_maxlen,
-        approximate=True,
-    )
-    if fb.reward <= 0:
-        await _count_rejection(st, record, fb.action, now)
     st.metrics.feedback.labels("accepted").inc()
     body: dict[str, Any] = {"accepted": True, "duplicate": False}
     return Response(ENCODER.encode(body), 202, media_type=_JSON)
 
 
-async def _count_rejection(st: AppState, record: DecisionRecord, action: str, now: float) -> None:
+def _unavailable(exc: BaseException) -> ApiError:
+    """503 with Retry-After: nothing (or all) of the feedback was written; retrying is safe."""
+    return ApiError(
+        503,
+        "unavailable",
+        f"cannot reach Redis: {exc}",
+        headers={"Retry-After": str(FEEDBACK_RETRY_AFTER_S)},
+    )
+
+
+async def _count_rejection(
+    st: AppState, record: DecisionRecord, fb: FeedbackIn, now: float
+) -> None:
     live = st.rulesets.get(record.ruleset.name)
-    if live is None or action not in live.plan.action_index:
+    if live is None or fb.action not in live.plan.action_index:
         return
-    fatigue = live.plan.action(action).fatigue
+    fatigue = live.plan.action(fb.action).fatigue
     if fatigue is not None:
         keep = fatigue.window_seconds + fatigue.period_seconds
-        await st.admin_store.record_rejection(record.request.customer_id, action, now, keep)
+        await st.admin_store.record_rejection(
+            record.request.customer_id, fb.action, now, keep,
+            once_as=f"fb:{fb.decision_id}:{fb.action}",
+        )  # fmt: skip
