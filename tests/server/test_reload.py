@@ -29,9 +29,7 @@ WAIT_S = 10.0  # far above the 50 ms reload interval, for a loaded machine
 
 @contextmanager
 def worker(redis_url: str, tmp_path: Path, name: str, rules: Path) -> Iterator[TestClient]:
-    app = create_app(
-        settings(redis_url, tmp_path / name, rules_path=str(rules), redis_timeout_ms=2000)
-    )
+    app = create_app(settings(redis_url, tmp_path / name, rules_path=str(rules)))
     with TestClient(app) as client:
         yield client
 

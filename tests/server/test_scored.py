@@ -43,10 +43,9 @@ def rules_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def client(redis_url: str, rules_dir: Path, tmp_path: Path) -> Iterator[TestClient]:
-    # A deadline far above the cold first read of a loaded machine: these tests are
-    # about scores, and a degraded decision (no profile, so no model runs) has none.
-    rules = str(rules_dir / "scored.rules")
-    app = create_app(settings(redis_url, tmp_path, rules_path=rules, redis_timeout_ms=2000))
+    # support.server's deadline fits a loaded machine: a degraded decision (no profile,
+    # so no model runs) would have no scores.
+    app = create_app(settings(redis_url, tmp_path, rules_path=str(rules_dir / "scored.rules")))
     with TestClient(app) as c:
         yield c
 
