@@ -8,7 +8,6 @@ OpenAPI description is added by `server.openapi`.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import Any
 
@@ -20,6 +19,7 @@ from starlette.responses import Response
 from arbiter.engine.decision.decide import decide
 from arbiter.engine.decision.policies import contacts_of, rejections_of
 from arbiter.engine.learning.attribution import exposures_of
+from arbiter.engine.learning.reward_writer import append_reward
 from arbiter.engine.records import (
     ENCODER,
     RECORD_DECODER,
@@ -36,6 +36,7 @@ from arbiter.server.limits import check_decide, check_depth
 from arbiter.server.stages import StageClock, TimedOracle
 from arbiter.server.state import AppState, new_decision_id
 
+FEEDBACK_RETRY_AFTER_S = 1
 _REDIS_DOWN = (RedisError, OSError, TimeoutError)
 
 
@@ -181,7 +182,7 @@ async def feedback_endpoint(request: Request) -> Response:
     try:
         record = await find_decision(st, fb.decision_id)
     except _REDIS_DOWN as exc:
-        raise ApiError(503, "unavailable", f"cannot reach Redis: {exc}") from None
+        raise _unavailable(exc) from None
     if record is None:
         raise ApiError(
             404,
@@ -198,14 +199,30 @@ async def feedback_endpoint(request: Request) -> Response:
             f"action '{fb.action}' was not returned by this decision (it returned {offered})",
             "action",
         )
+    now = st.clock()
     try:
-        duplicate = not await _store_feedback(st, fb, record)
+        if fb.decision_id in st.log.pending:
+            # The learner joins each reward to the stored record and drops the
+            # reward if the record is missing. Feedback sent within the log's
+            # linger (a site sending reward 0 at once) would overtake its record
+            # (6% of rewards lost in benchmarks/bandit_simulation.py): store it first.
+            await st.log.flush_through(fb.decision_id)
+        # The marker and the stream entry commit together: a failure here leaves
+        # neither (the retry records the reward) or both (the retry is a duplicate).
+        outcome = await append_reward(
+            st.admin_redis, fb.decision_id, fb.action, fb.reward, now,
+            marker_ttl_s=st.settings.decision_ttl_s,
+            stream_maxlen=st.settings.decision_stream_maxlen,
+        )  # fmt: skip
+        if outcome.reward <= 0:
+            # Idempotent, and redone on a duplicate: a failure after the append is
+            # made good by the client's retry.
+            await _count_rejection(st, record, fb, now)
     except _REDIS_DOWN as exc:
-        raise ApiError(
-            503, "unavailable", f"cannot reach Redis: {type(exc).__name__}",
-            extra_headers={"retry-after": "1"},
-        ) from None  # fmt: skip
-    if duplicate:
+        st.metrics.feedback.labels("unavailable").inc()
+        st.metrics.redis_errors.labels("feedback", "error").inc()
+        raise _unavailable(exc) from None
+    if not outcome.appended:
         st.metrics.feedback.labels("duplicate").inc()
         return Response(
             ENCODER.encode({"accepted": False, "duplicate": True}), 202, media_type=_JSON
@@ -215,62 +232,32 @@ async def feedback_endpoint(request: Request) -> Response:
     return Response(ENCODER.encode(body), 202, media_type=_JSON)
 
 
-async def _store_feedback(st: AppState, fb: FeedbackIn, record: DecisionRecord) -> bool:
-    """Append the reward once; False for a duplicate. Raises if Redis fails.
-
-    The marker is set first (so a duplicate is refused) and removed again when
-    the reward could not be appended, so that the client's retry is not taken
-    for a duplicate of a reward that was never stored.
-    """
-    now = st.clock()
-    first = await st.admin_redis.set(
-        keys.feedback_seen(fb.decision_id, fb.action), b"1", nx=True,
-        ex=st.settings.decision_ttl_s,
-    )  # fmt: skip
-    if not first:
-        return False
-    try:
-        if fb.decision_id in st.log.pending:
-            # The learner joins each reward to the stored record and drops the
-            # reward if the record is missing. Feedback sent within the log's
-            # linger (a site sending reward 0 at once) would overtake its record
-            # (6% of rewards lost in benchmarks/bandit_simulation.py): store it first.
-            await st.log.flush_through(fb.decision_id)
-        await st.admin_redis.xadd(
-            keys.REWARD_STREAM,
-            {
-                b"decision_id": fb.decision_id.encode(),
-                b"action": fb.action.encode(),
-                b"reward": repr(float(fb.reward)).encode(),
-                b"ts": repr(now).encode(),
-            },
-            maxlen=st.settings.decision_stream_maxlen,
-            approximate=True,
-        )
-    except _REDIS_DOWN:
-        with contextlib.suppress(*_REDIS_DOWN):
-            await st.admin_redis.delete(keys.feedback_seen(fb.decision_id, fb.action))
-        raise
-    if fb.reward <= 0:
-        # The reward is stored: a failure here must not make the client send it again.
-        try:
-            await _count_rejection(st, record, fb.action, now)
-        except _REDIS_DOWN:
-            st.metrics.redis_errors.labels("feedback_rejection", "error").inc()
-    return True
+def _unavailable(exc: BaseException) -> ApiError:
+    """503 with Retry-After: nothing (or all) of the feedback was written; retrying is safe."""
+    return ApiError(
+        503,
+        "unavailable",
+        f"cannot reach Redis: {type(exc).__name__}: {exc}",
+        extra_headers={"Retry-After": str(FEEDBACK_RETRY_AFTER_S)},
+    )
 
 
-async def _count_rejection(st: AppState, record: DecisionRecord, action: str, now: float) -> None:
+async def _count_rejection(
+    st: AppState, record: DecisionRecord, fb: FeedbackIn, now: float
+) -> None:
     live = st.rulesets.get(record.ruleset.name)
-    if live is None or action not in live.plan.action_index:
+    if live is None or fb.action not in live.plan.action_index:
         return
-    spec = live.plan.action(action)
+    spec = live.plan.action(fb.action)
     targets = rejections_of(live.plan, spec, record.request.context.get("channel"))
     if spec.fatigue is not None:
-        targets.append((action, spec.fatigue.window_seconds + spec.fatigue.period_seconds))
+        targets.append((fb.action, spec.fatigue.window_seconds + spec.fatigue.period_seconds))
     # The customer the id resolved to then, or is linked to now.
     owner = record.inputs.resolved_id or record.request.customer_id
     owner = await st.admin_store.resolve(owner)
-    # The action's own fatigue, and fatigue across offers of its channel and tags.
+    # The action's own fatigue, and fatigue across offers of its channel and tags;
+    # counted once per (decision, action), so a retried rejection is not counted twice.
     for name, keep in targets:
-        await st.admin_store.record_rejection(owner, name, now, keep)
+        await st.admin_store.record_rejection(
+            owner, name, now, keep, once_as=f"fb:{fb.decision_id}:{fb.action}"
+        )

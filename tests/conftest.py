@@ -1,3 +1,3 @@
 """Shared fixtures: real Redis (embedded, or ARBITER_REDIS_URL), apps built per test."""
 
-pytest_plugins = ["support.redis"]
+pytest_plugins = ["support.redis", "pytester"]

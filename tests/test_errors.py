@@ -27,7 +27,9 @@ def _defined_exceptions() -> dict[str, type[BaseException]]:
             for obj in vars(module).values():
                 if (
                     inspect.isclass(obj)
-                    and issubclass(obj, BaseException)
+                    # Errors, not control flow: a stop signal is a BaseException on
+                    # purpose (like KeyboardInterrupt, nothing should catch it).
+                    and issubclass(obj, Exception)
                     and obj.__module__ == name
                 ):
                     found[f"{name}.{obj.__qualname__}"] = obj

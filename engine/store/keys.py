@@ -124,11 +124,6 @@ def decision(decision_id: str) -> str:
     return f"{PREFIX}:d:{decision_id}"
 
 
-def feedback_seen(decision_id: str, action: str) -> str:
-    """Set-if-absent marker that makes the same feedback count once."""
-    return f"{PREFIX}:fb:{decision_id}:{action}"
-
-
 DECISION_STREAM = f"{PREFIX}:decisions"
 INTAKE_DEAD_LETTERS = f"{PREFIX}:in:dead"
 
@@ -145,6 +140,15 @@ OUTCOME_STREAM = f"{PREFIX}:outcomes"
 OUTCOME_TYPES = f"{PREFIX}:outcomes:types"
 #: Sorted set of every open exposure (score = window end), for closing windows with reward 0.
 EXPOSURES_DUE = f"{PREFIX}:exposures:due"
+
+
+def feedback_seen(decision_id: str, action: str) -> str:
+    """Marker that makes the same feedback count once; holds the reward accepted.
+
+    Set in one script with the reward's stream entry, so its hash tag is the
+    reward stream's name: on Redis Cluster both keys are in one slot.
+    """
+    return f"{{{REWARD_STREAM}}}:fb:{decision_id}:{action}"
 
 
 def ruleset_versions(name: str) -> str:

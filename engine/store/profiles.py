@@ -283,13 +283,26 @@ class ProfileStore:
         return key_list, args
 
     async def record_rejection(
-        self, customer_id: str, action: str, now: float, keep_seconds: int
+        self,
+        customer_id: str,
+        action: str,
+        now: float,
+        keep_seconds: int,
+        *,
+        once_as: str | None = None,
     ) -> None:
-        """Remember a negative outcome of an action, for outcome-based suppression."""
+        """Remember a negative outcome of an action, for outcome-based suppression.
+
+        With ``once_as`` (a feedback's decision id and action) the rejection is
+        counted once however often it is recorded, so a retry may repeat it.
+        """
         key = keys.rejections(customer_id, action)
         pipe = self.redis.pipeline(transaction=False)
-        # A random suffix: two rejections at the same instant are two rejections.
-        pipe.zadd(key, {f"{now!r}:{os.urandom(4).hex()}": now})
+        if once_as is not None:
+            pipe.zadd(key, {once_as: now}, nx=True)
+        else:
+            # A random suffix: two rejections at the same instant are two rejections.
+            pipe.zadd(key, {f"{now!r}:{os.urandom(4).hex()}": now})
         pipe.zremrangebyscore(key, "-inf", now - keep_seconds)
         pipe.expire(key, keep_seconds + 60)
         await pipe.execute()

@@ -23,6 +23,7 @@ from arbiter.server.cli.common import redis_url, rule_paths
 from arbiter.server.cli.evaluate import add_evaluate_parser
 from arbiter.server.cli.replay import add_replay_parser, cmd_decide
 from arbiter.server.cli.rules import cmd_check, cmd_fmt, cmd_test
+from arbiter.server.cli.signals import Stopped, die_of, stop_signals_raise
 
 DEFAULT_RULES = "rulesets"
 
@@ -173,26 +174,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ["ARBITER_REDIS_URL"] = embedded.url
         print(f"arbiter: embedded Redis at {embedded.url}")
     print(f"arbiter: serving {args.rules} on http://{args.host}:{args.port} (docs at /docs)")
+    stopped_by: int | None = None
     try:
-        if args.server == "granian":
-            _serve_granian(args)
-        else:
-            uvicorn.run(
-                "arbiter.server.app:create_app",
-                factory=True,
-                host=args.host,
-                port=args.port,
-                workers=args.workers,
-                loop="uvloop",
-                http="httptools",
-                log_level=args.log_level,
-                access_log=False,
-                # Arbiter's own JSON access log (server.access), set up in every worker.
-                log_config=logging_config(uvicorn.config.LOGGING_CONFIG),
-            )
+        # uvicorn re-raises the stop signal after its shutdown; without this, SIGTERM
+        # would end the process before the `finally` stops the embedded Redis.
+        with stop_signals_raise():
+            if args.server == "granian":
+                _serve_granian(args)
+            else:
+                uvicorn.run(
+                    "arbiter.server.app:create_app",
+                    factory=True,
+                    host=args.host,
+                    port=args.port,
+                    workers=args.workers,
+                    loop="uvloop",
+                    http="httptools",
+                    log_level=args.log_level,
+                    access_log=False,
+                    # Arbiter's own JSON access log (server.access), set up in every worker.
+                    log_config=logging_config(uvicorn.config.LOGGING_CONFIG),
+                )
+    except Stopped as stop:
+        stopped_by = stop.signum
     finally:
         if embedded is not None:
-            embedded.stop()
+            embedded.stop()  # SHUTDOWN SAVE
+    if stopped_by is not None:
+        die_of(stopped_by)
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from lark import Lark
+from lark.exceptions import GrammarError
 
 from arbiter import dsl
 from arbiter.dsl import nodes as n
@@ -22,9 +23,28 @@ def first_error(text: str) -> dsl.Diagnostic:
     return info.value.first
 
 
+def strict_lalr(grammar: str) -> Lark:
+    """The parser's grammar built as `dsl.parser` builds it, but strict.
+
+    Without `strict=True` Lark resolves a shift/reduce conflict silently in
+    favour of shift; strict mode (which needs `interegular`) makes it an error,
+    as it does terminals whose regular expressions collide.
+    """
+    return Lark(
+        grammar, parser="lalr", strict=True, propagate_positions=True, maybe_placeholders=False
+    )
+
+
 def test_grammar_is_lalr_without_conflicts() -> None:
-    # Lark refuses to build an LALR table with a shift/reduce or reduce/reduce conflict.
-    Lark(_GRAMMAR.read_text(encoding="utf-8"), parser="lalr")
+    strict_lalr(_GRAMMAR.read_text(encoding="utf-8"))
+
+
+def test_a_shift_reduce_conflict_fails_the_strict_build() -> None:
+    # A binary operator with no precedence level: `a ~ b ~ c` can group either way.
+    conflicting = _GRAMMAR.read_text(encoding="utf-8") + '\n%extend sum: sum "~" sum\n'
+    Lark(conflicting, parser="lalr")  # what the non-strict build does: resolves it silently
+    with pytest.raises(GrammarError, match="Shift/Reduce conflict"):
+        strict_lalr(conflicting)
 
 
 # ------------------------------------------------------------------ the table of mistakes

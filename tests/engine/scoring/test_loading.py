@@ -176,23 +176,3 @@ def test_text_not_read_from_a_file_resolves_against_base_dir(rules_dir: Path) ->
     assert load_models(plan, rules_dir)["churn"].n_inputs == 4
     with pytest.raises(dsl.RulesError):
         load_models(plan, rules_dir / "elsewhere")
-
-
-def test_failed_reload_keeps_the_old_plan_and_models_serving(rules_dir: Path) -> None:
-    """A reload is: build everything, then swap. The loader raises before the swap."""
-    path = write_rules(rules_dir, CHURN_4)
-    old_plan = plan_of(path)
-    live = (old_plan, load_models(old_plan, rules_dir))
-    before = live[1]["churn"].score_one([10.0, 2.0, 300.0, 5.0])
-
-    # The model file is overwritten by a broken export, and the rules change too.
-    (rules_dir / "churn.onnx").write_bytes(b"\x08\x01garbage")
-    write_rules(rules_dir, CHURN_4 + "action b { value 2 }\nwhen true offer b\n")
-    new_plan = plan_of(path)
-    assert new_plan.version != old_plan.version
-    with pytest.raises(dsl.RulesError):
-        live = (new_plan, load_models(new_plan, rules_dir))
-
-    assert live[0] is old_plan
-    # The old session holds the model it read; the file on disk no longer matters.
-    assert live[1]["churn"].score_one([10.0, 2.0, 300.0, 5.0]) == before

@@ -15,7 +15,7 @@ import pytest
 import redis
 import redis.asyncio
 from support.paths import ROOT_DIR
-from support.redis import process_gone
+from support.redis import ExternalRedis, process_gone
 from support.redis_cluster import CLUSTER_SLOTS, RedisClusterProcesses
 
 from arbiter.engine.store.client import connect, connect_sync, is_cluster
@@ -240,8 +240,34 @@ def test_redis_url_fixture_starts_empty(redis_url: str) -> None:
         client.close()
 
 
-def test_redis_url_fixture_flushed_the_previous_test(redis_url: str) -> None:
-    assert get(redis_url, "left-behind") is None
+def test_redis_url_fixture_empties_what_an_earlier_test_left(
+    redis_server: EmbeddedRedis | ExternalRedis,
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Not left to test order: leave a key behind here, then run a test session on
+    # the same Redis (ARBITER_REDIS_URL) whose only test takes `redis_url`.
+    client = connect_sync(redis_server.url)
+    try:
+        client.set("left-behind", "1")
+    finally:
+        client.close()
+    monkeypatch.setenv("ARBITER_REDIS_URL", redis_server.url)
+    pytester.makepyfile(
+        test_inner="""
+        from arbiter.engine.store.client import connect_sync
+
+        def test_sees_an_empty_redis(redis_url):
+            client = connect_sync(redis_url)
+            try:
+                assert client.dbsize() == 0, client.keys("*")
+            finally:
+                client.close()
+        """
+    )
+    result = pytester.runpytest_inprocess("-p", "support.redis", "-q", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert get(redis_server.url, "left-behind") is None
 
 
 # -- the cluster -------------------------------------------------------------

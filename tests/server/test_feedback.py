@@ -1,0 +1,144 @@
+"""`POST /v1/feedback` never loses an accepted reward, on real Redis.
+
+The faults are injected by wrapping the app's real Redis client: the first
+command that would put the reward on the stream fails, either before Redis ran
+it (the request never left) or after (the reply was lost). Either way the
+client gets a 503 with `Retry-After`, its retry is answered 202, and the reward
+stream holds the reward exactly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from redis.exceptions import ConnectionError as RedisConnectionError
+from support.server import ADMIN, settings
+
+from arbiter.engine.store import keys
+from arbiter.engine.store.client import connect_sync
+from arbiter.server.app import create_app
+
+
+@pytest.fixture
+def client(redis_url: str, tmp_path: Path) -> Iterator[TestClient]:
+    # raise_server_exceptions=False: a 500 must reach the test as a response, not a raise.
+    app = create_app(settings(redis_url, tmp_path))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+def _writes_reward(args: tuple[Any, ...]) -> bool:
+    """Whether a Redis command would append to the reward stream (directly or by script)."""
+    name = str(args[0]).upper()
+    stream = keys.REWARD_STREAM.encode()
+    touches = any(a in (keys.REWARD_STREAM, stream) for a in args[1:])
+    return touches and name in {"XADD", "EVALSHA", "EVAL"}
+
+
+def fail_first_reward_write(client: TestClient, *, after_running: bool) -> list[str]:
+    """Make the app's next reward-stream write raise a connection error; returns a log."""
+    redis = client.app.state.arbiter.admin_redis  # type: ignore[attr-defined]
+    real = redis.execute_command
+    failed: list[str] = []
+
+    async def execute_command(*args: Any, **kwargs: Any) -> Any:
+        if not failed and _writes_reward(args):
+            failed.append(str(args[0]))
+            if after_running:  # Redis ran it; the reply is lost on the way back
+                await real(*args, **kwargs)
+            raise RedisConnectionError("injected: connection reset by peer")
+        return await real(*args, **kwargs)
+
+    redis.execute_command = execute_command
+    return failed
+
+
+def rewards(redis_url: str) -> list[dict[bytes, bytes]]:
+    redis = connect_sync(redis_url)
+    try:
+        return [fields for _, fields in redis.xrange(keys.REWARD_STREAM)]
+    finally:
+        redis.close()
+
+
+def decide(client: TestClient, customer: str) -> dict[str, Any]:
+    r = client.post("/v1/decide", json={"customer_id": customer, "context": {"channel": "web"}})
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+@pytest.mark.parametrize("after_running", [False, True], ids=["before-redis-ran-it", "reply-lost"])
+def test_a_failed_reward_write_is_503_and_the_retry_records_it_once(
+    client: TestClient, redis_url: str, after_running: bool
+) -> None:
+    client.put("/v1/profiles/c1", json={"visits": 1}, headers=ADMIN)
+    d = decide(client, "c1")
+    fb = {"decision_id": d["decision_id"], "action": d["actions"][0]["action"], "reward": 1}
+    failed = fail_first_reward_write(client, after_running=after_running)
+
+    first = client.post("/v1/feedback", json=fb)
+    assert failed, "the fault was never injected"
+    assert first.status_code == 503, first.text
+    assert first.json()["error"]["code"] == "unavailable"
+    assert int(first.headers["retry-after"]) >= 1
+
+    retry = client.post("/v1/feedback", json=fb)
+    assert retry.status_code == 202, retry.text
+    # Before Redis ran it, the retry is the first to record it; after, it finds it recorded.
+    assert retry.json() == {"accepted": not after_running, "duplicate": after_running}
+    again = client.post("/v1/feedback", json=fb)
+    assert again.json() == {"accepted": False, "duplicate": True}
+
+    got = rewards(redis_url)
+    assert len(got) == 1, got
+    assert got[0][b"decision_id"] == d["decision_id"].encode()
+    assert float(got[0][b"reward"]) == 1.0
+
+
+def test_a_failed_rejection_count_is_made_good_by_the_retry(
+    client: TestClient, redis_url: str
+) -> None:
+    # The reward reached the stream, then counting the rejection (fatigue) failed:
+    # the retry is a duplicate, but the rejection is still counted, once.
+    vip = {"visits": 40, "lifetime_value": 5000, "orders_90d": 4}
+    client.put("/v1/profiles/v", json=vip, headers=ADMIN)
+    d = decide(client, "v")
+    assert d["actions"][0]["action"] == "vip_lounge"
+    fb = {"decision_id": d["decision_id"], "action": "vip_lounge", "reward": 0}
+    redis = client.app.state.arbiter.admin_redis  # type: ignore[attr-defined]
+    real_pipeline = redis.pipeline
+    failed: list[bool] = []
+
+    def pipeline(*args: Any, **kwargs: Any) -> Any:
+        pipe = real_pipeline(*args, **kwargs)
+        real_execute = pipe.execute
+
+        async def execute(*a: Any, **k: Any) -> Any:
+            stack = [c[0] if isinstance(c, tuple) else c.args for c in pipe.command_stack]
+            rejection = keys.rejections("v", "vip_lounge")
+            if not failed and any(rejection in map(str, args) for args in stack):
+                failed.append(True)
+                raise RedisConnectionError("injected: connection reset by peer")
+            return await real_execute(*a, **k)
+
+        pipe.execute = execute
+        return pipe
+
+    redis.pipeline = pipeline
+    first = client.post("/v1/feedback", json=fb)
+    assert failed, "the fault was never injected"
+    assert first.status_code == 503 and "retry-after" in first.headers, first.text
+    retry = client.post("/v1/feedback", json=fb)
+    assert retry.status_code == 202
+    client.post("/v1/feedback", json=fb)  # a third time counts nothing more
+    sync = connect_sync(redis_url)
+    try:
+        assert sync.zcard(keys.rejections("v", "vip_lounge")) == 1
+    finally:
+        sync.close()
+    assert len(rewards(redis_url)) == 1
