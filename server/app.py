@@ -31,6 +31,8 @@ from arbiter.server.learning import LearnerSupervisor
 from arbiter.server.metrics import Metrics
 from arbiter.server.routes_admin import router as admin_router
 from arbiter.server.routes_decide import decide_endpoint, feedback_endpoint
+from arbiter.server.routes_studio import mount as mount_studio
+from arbiter.server.routes_studio import router as studio_router
 from arbiter.server.rulesets import Resources, RulesetManager
 from arbiter.server.settings import Settings
 from arbiter.server.state import AppState
@@ -87,6 +89,8 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
     app.router.routes.append(Route("/v1/decide", decide_endpoint, methods=["POST"]))
     app.router.routes.append(Route("/v1/feedback", feedback_endpoint, methods=["POST"]))
     app.include_router(admin_router)
+    app.include_router(studio_router)
+    mount_studio(app)
     openapi.install(app)
     return app
 

@@ -92,3 +92,8 @@ def ruleset_live(name: str) -> str:
 
 
 RULESET_NAMES = f"{PREFIX}:rulesets"
+
+
+def ruleset_meta(name: str) -> str:
+    """Hash: version number -> JSON `{at, author}` of when and by whom it was published."""
+    return f"{PREFIX}:rules:{name}:meta"

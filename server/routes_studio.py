@@ -1,0 +1,360 @@
+"""The rule studio: its page (`GET /studio`), `POST /v1/check`, `POST /v1/format`, and
+the draft endpoints under `/v1/studio/` (try, scenarios, simulate, diff, customers).
+
+None of these makes anything live: publishing and rollback are the ordinary
+`PUT /v1/rulesets/{name}` and `POST /v1/rulesets/{name}/rollback`, behind the
+same write key. Checking, formatting, trying a sample profile and running
+scenarios read nothing stored and need the `decide` key (open when none is
+set); reading stored customers (try one, simulate over them) needs `admin`,
+like `GET /v1/profiles`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, Response
+from pydantic import BaseModel, Field
+from redis.exceptions import RedisError
+from starlette.staticfiles import StaticFiles
+
+from arbiter import dsl
+from arbiter.dsl.diagnose import diagnose
+from arbiter.engine.decision.decide import decide
+from arbiter.engine.decision.scenarios import run_scenarios, scenario_inputs
+from arbiter.engine.decision.simulate import changes, simulate
+from arbiter.engine.records import ENCODER, DecideRequest, Inputs
+from arbiter.engine.validate import ValueProblem, normalize_all
+from arbiter.server import workbench as wb
+from arbiter.server.errors import ApiError
+from arbiter.server.responses import JSONResponse
+from arbiter.server.routes_admin import Auth
+from arbiter.server.rulesets import LiveRuleset
+from arbiter.server.state import AppState, new_decision_id
+
+WEB_DIR = Path(__file__).parent / "studio" / "web"
+MAX_TEXT = 1_000_000
+MAX_SAMPLE = 2_000
+
+router = APIRouter()
+
+
+def mount(app: Any) -> None:
+    """Serve the page's static files (ES modules, CSS, the CodeMirror bundle)."""
+    app.mount("/studio/static", StaticFiles(directory=WEB_DIR), name="studio-static")
+
+
+@router.get("/studio", tags=["studio"], include_in_schema=False)
+async def studio_page() -> Response:
+    """The rule studio (static HTML; it talks to the API with the key the user enters)."""
+    return FileResponse(WEB_DIR / "index.html", media_type="text/html")
+
+
+# ----------------------------------------------------------------- bodies
+
+
+class Draft(BaseModel):
+    text: str = Field(max_length=MAX_TEXT, description="the .rules text")
+    ruleset: str | None = Field(
+        default=None,
+        max_length=128,
+        description="the ruleset it is a version of (its includes and model paths resolve next to that file); default: the default ruleset",
+    )
+
+
+class TryIn(Draft):
+    context: dict[str, Any] = Field(default_factory=dict)
+    customer_id: str | None = Field(default=None, min_length=1, max_length=256)
+    profile: dict[str, Any] = Field(default_factory=dict)
+    events: str = Field(default="", max_length=10_000, description="scenario syntax: `add_to_cart: 2 3h ago, page_view: 1`")
+
+
+class SimulateIn(Draft):
+    context: dict[str, Any] = Field(default_factory=dict)
+    sample: int = Field(default=200, ge=1, le=MAX_SAMPLE)
+    by_channel: bool = True
+    compare_live: bool = True
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _st(request: Request) -> AppState:
+    state: AppState = request.app.state.arbiter
+    return state
+
+
+def _cache(request: Request) -> wb.DraftCache:
+    cache: wb.DraftCache | None = getattr(request.app.state, "studio_drafts", None)
+    if cache is None:
+        cache = wb.DraftCache(_st(request).rulesets.resources)
+        request.app.state.studio_drafts = cache
+    return cache
+
+
+def _path(st: AppState, name: str | None) -> Path:
+    key = name or st.rulesets.default
+    if key is not None and key in st.rulesets.live:
+        return st.rulesets.live[key].path
+    return st.rulesets.folder() / f"{key or 'draft'}.rules"
+
+
+def _invalid(exc: dsl.RulesError, field: str = "text") -> ApiError:
+    return ApiError(
+        422,
+        "rules_invalid",
+        exc.format(),
+        field,
+        extra={"diagnostics": [wb.diagnostic_json(d) for d in exc.diagnostics]},
+    )
+
+
+async def _compile(request: Request, body: Draft, text: str | None = None) -> LiveRuleset:
+    try:
+        return await _cache(request).compile(_path(_st(request), body.ruleset), text or body.text)
+    except dsl.RulesError as exc:
+        raise _invalid(exc) from None
+
+
+def _decision_json(decision: Any) -> Any:
+    return json.loads(ENCODER.encode(decision))
+
+
+async def _redis(awaitable: Any) -> Any:
+    try:
+        return await awaitable
+    except (RedisError, OSError) as exc:
+        raise ApiError(503, "unavailable", f"cannot reach Redis: {type(exc).__name__}: {exc}") from None
+
+
+# ---------------------------------------------------------- check, format
+
+
+@router.post("/v1/check", tags=["studio"])
+async def check_text(body: Draft, request: Request, authorization: Auth = None) -> Any:
+    """Check `.rules` text with the CLI's checker (models included); nothing is activated.
+
+    Answers 200 whether or not the text has errors: `ok`, `diagnostics` (code,
+    severity, message, line/column and end, hint, `fix` = the did-you-mean
+    name) and `symbols` (declared names, for completion; null on a syntax error).
+    """
+    from arbiter.engine.scoring.loading import check_models
+
+    st = _st(request)
+    st.keys.require("decide", authorization)
+    path = _path(st, body.ruleset)
+    diagnosis = diagnose(path, body.text)
+    if diagnosis.checked is not None:
+        diagnosis.diagnostics += check_models(diagnosis.checked, path.parent)
+    return wb.check_report(diagnosis, str(path))
+
+
+@router.post("/v1/format", tags=["studio"])
+async def format_text(body: Draft, request: Request, authorization: Auth = None) -> Any:
+    """The canonical form of the text (`arbiter fmt`); 422 with the diagnostics if it does not parse."""
+    st = _st(request)
+    st.keys.require("decide", authorization)
+    try:
+        return {"text": wb.formatted(_path(st, body.ruleset), body.text)}
+    except dsl.RulesError as exc:
+        raise _invalid(exc) from None
+
+
+# ------------------------------------------------------------------- try
+
+
+@router.post("/v1/studio/try", tags=["studio"])
+async def try_draft(body: TryIn, request: Request, authorization: Auth = None) -> Any:
+    """Decide with the draft for a stored customer or a sample; the engine's decision and
+    explanation, and the try as a scenario block ready to append."""
+    st = _st(request)
+    st.keys.require("admin" if body.customer_id else "decide", authorization)
+    now = st.clock()
+    if body.customer_id is not None:
+        live = await _compile(request, body)
+        try:
+            context = normalize_all(live.context_schema, body.context, "context.")
+        except ValueProblem as p:
+            raise ApiError(422, "invalid_request", str(p), p.field) from None
+        inputs: Inputs = await _redis(st.admin_store.fetch(body.customer_id, live.plan.needs, now))
+        if not inputs.profile and not any(inputs.aggregates.values()):
+            raise ApiError(404, "unknown_customer", f"nothing is stored on '{body.customer_id}'", "customer_id")
+        customer = body.customer_id
+        scenario = wb.stored_scenario("try for " + customer, customer, inputs, body.context, now)
+    else:
+        block = wb.sample_block(body.profile, body.context, body.events)
+        text, first_line = wb.with_sample(body.text, block)
+        try:
+            live = await _cache(request).compile(_path(st, body.ruleset), text)
+        except dsl.RulesError as exc:
+            sample_field = "sample" if exc.first.span.line >= first_line else "text"
+            raise _invalid(exc, sample_field) from None
+        sample = wb.first_scenario_after(live.plan.checked.scenarios, first_line)
+        inputs = scenario_inputs(live.plan, sample, now)
+        context = normalize_all(live.context_schema, sample.context, "context.")
+        customer = "studio-sample"
+        scenario = sample
+    limit = live.plan.top if live.plan.top is not None else 1
+    request_ = DecideRequest(customer, context, live.name, limit, explain=True)
+    decision, record = decide(
+        live.plan,
+        request_,
+        inputs,
+        decision_id=new_decision_id(now),
+        now=now,
+        oracle=wb.oracle_for(live),
+    )
+    got = tuple(a.action for a in decision.actions)
+    parsed = dsl.parse(body.text, str(_path(st, body.ruleset)))
+    saved = wb.scenario_text(parsed, _named(scenario, got, body))
+    return {
+        "decision": _decision_json(decision),
+        "inputs": json.loads(msgspec.json.encode(inputs)),
+        "scores": record.scores,
+        "errors": record.errors,
+        "scenario": saved,
+    }
+
+
+def _named(scenario: Any, got: tuple[str, ...], body: TryIn) -> Any:
+    from dataclasses import replace
+
+    first = got[0] if got else "nothing"
+    who = f"customer {body.customer_id}" if body.customer_id else "this sample"
+    return replace(scenario, name=f"{who} gets {first}", expect=got, now=None if not body.customer_id else scenario.now)
+
+
+# ------------------------------------------------------------- scenarios
+
+
+@router.post("/v1/studio/scenarios", tags=["studio"])
+async def run_draft_scenarios(body: Draft, request: Request, authorization: Auth = None) -> Any:
+    """Run the draft's scenario blocks (`arbiter test`): pass/fail, expected vs got, why."""
+    _st(request).keys.require("decide", authorization)
+    live = await _compile(request, body)
+    results = run_scenarios(live.plan)
+    return {
+        "passed": sum(r.passed for r in results),
+        "failed": sum(not r.passed for r in results),
+        "results": [
+            {
+                "name": r.name,
+                "line": r.span.line,
+                "passed": r.passed,
+                "expected": list(r.expected),
+                "got": list(r.got),
+                "customer_id": r.customer_id,
+                "explanation": json.loads(ENCODER.encode(dict(r.explanation))),
+                "not_returned": [{"action": a, "why": why} for a, why in r.dropped],
+                "errors": list(r.errors),
+            }
+            for r in results
+        ],
+    }
+
+
+# -------------------------------------------------------------- simulate
+
+
+@router.post("/v1/studio/simulate", tags=["studio"])
+async def simulate_draft(body: SimulateIn, request: Request, authorization: Auth = None) -> Any:
+    """Decide with the draft for a sample of stored customers: the action mix, and with
+    `compare_live` the live version's mix and the customers whose decision changes."""
+    st = _st(request)
+    st.keys.require("admin", authorization)
+    live = await _compile(request, body)
+    now = st.clock()
+    try:
+        context = normalize_all(live.context_schema, body.context, "context.")
+    except ValueProblem as p:
+        raise ApiError(422, "invalid_request", str(p), p.field) from None
+    contexts = wb.contexts_for(live, context, body.by_channel)
+    customers = await _redis(wb.stored_customers(st.admin_redis, body.sample))
+    if not customers:
+        raise ApiError(409, "no_profiles", "no customer profiles are stored yet: PUT /v1/profiles/{id} first")
+    started = time.perf_counter()
+    population = [(c, await _redis(st.admin_store.fetch(c, live.plan.needs, now))) for c in customers]
+    draft_mix = simulate(live.plan, population, contexts, lambda: wb.oracle_for(live), now)
+    answer: dict[str, Any] = {
+        "customers": len(customers),
+        "contexts": contexts,
+        "draft": draft_mix.to_json(),
+        "live": None,
+        "changes": None,
+    }
+    current = st.rulesets.live.get(live.name)
+    if body.compare_live and current is not None:
+        base = [(c, await _redis(st.admin_store.fetch(c, current.plan.needs, now))) for c in customers]
+        live_mix = simulate(current.plan, base, contexts, lambda: wb.oracle_for(current), now)
+        answer["live"] = {"version": current.plan.version, "version_no": current.version_no, **live_mix.to_json()}
+        answer["changes"] = changes(live_mix, draft_mix, contexts)
+    answer["elapsed_ms"] = round((time.perf_counter() - started) * 1000, 1)
+    return answer
+
+
+# ------------------------------------------------------------ diff, data
+
+
+@router.post("/v1/studio/diff", tags=["studio"])
+async def diff_draft(body: Draft, request: Request, authorization: Auth = None) -> Any:
+    """A unified diff of the draft against the live version's text."""
+    st = _st(request)
+    st.keys.require("decide", authorization)
+    name = body.ruleset or st.rulesets.default
+    current = st.rulesets.live.get(name) if name else None
+    old = current.text if current is not None else ""
+    lines = difflib.unified_diff(
+        old.splitlines(keepends=True),
+        body.text.splitlines(keepends=True),
+        fromfile=f"live v{current.version_no}" if current else "(none)",
+        tofile="draft",
+    )
+    return {
+        "ruleset": name,
+        "live_version_no": current.version_no if current else None,
+        "diff": "".join(lines),
+        "same": old == body.text,
+    }
+
+
+@router.get("/v1/studio/customers", tags=["studio"])
+async def list_customers(request: Request, limit: int = 50, authorization: Auth = None) -> Any:
+    """Ids of stored customers (a sample, in id order), to pick one in the Try panel."""
+    st = _st(request)
+    st.keys.require("admin", authorization)
+    if not 1 <= limit <= MAX_SAMPLE:
+        raise ApiError(422, "invalid_request", f"limit must be 1-{MAX_SAMPLE}", "limit")
+    return {"customers": await _redis(wb.stored_customers(st.admin_redis, limit))}
+
+
+@router.get("/v1/studio/rulesets/{name}/versions", tags=["studio"])
+async def list_versions(name: str, request: Request, authorization: Auth = None) -> Any:
+    """Every stored version of a ruleset: number, size, first differing line, live or not."""
+    from arbiter.engine.store import keys
+
+    st = _st(request)
+    st.keys.require("decide", authorization)
+    if name not in st.rulesets.live:
+        raise ApiError(404, "unknown_ruleset", f"no ruleset named '{name}'", "name")
+    raw = await _redis(st.admin_redis.lrange(keys.ruleset_versions(name), 0, -1))
+    meta = await _redis(st.admin_redis.hgetall(keys.ruleset_meta(name)))
+    live_no = st.rulesets.live[name].version_no
+    out = []
+    for i, blob in enumerate(raw, start=1):
+        info = json.loads(meta.get(str(i).encode(), b"{}"))
+        out.append(
+            {
+                "version_no": i,
+                "live": i == live_no,
+                "lines": blob.count(b"\n"),
+                "published_at": info.get("at"),
+                "author": info.get("author"),
+            }
+        )
+    return {"ruleset": name, "versions": out[::-1]}
