@@ -22,12 +22,17 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.staticfiles import StaticFiles
 
 from arbiter import dsl
 from arbiter.dsl.diagnose import diagnose
 from arbiter.engine.decision.decide import decide
 from arbiter.engine.decision.scenarios import run_scenarios, scenario_inputs
+
+# The scenario runner's why-not for offered actions that were not returned, until the
+# engine's own explanation carries one for every action (the language issue's work).
+from arbiter.engine.decision.scenarios import _dropped as offered_not_returned
 from arbiter.engine.decision.simulate import changes, simulate
 from arbiter.engine.records import ENCODER, DecideRequest, Inputs
 from arbiter.engine.validate import ValueProblem, normalize_all
@@ -47,7 +52,9 @@ router = APIRouter()
 
 def mount(app: Any) -> None:
     """Serve the page's static files (ES modules, CSS, the CodeMirror bundle)."""
-    app.mount("/studio/static", StaticFiles(directory=WEB_DIR), name="studio-static")
+    # Compressed: the page's whole transfer stays well under 500 KB (the bundle is ~120 KB gzipped).
+    static = GZipMiddleware(StaticFiles(directory=WEB_DIR), minimum_size=1000)
+    app.mount("/studio/static", static, name="studio-static")
 
 
 @router.get("/studio", tags=["studio"], include_in_schema=False)
@@ -211,6 +218,8 @@ async def try_draft(body: TryIn, request: Request, authorization: Auth = None) -
         oracle=wb.oracle_for(live),
     )
     got = tuple(a.action for a in decision.actions)
+    explanation = decision.explanation or {}
+    why_not = offered_not_returned(live.plan, request_, inputs, now, explanation, got)
     parsed = dsl.parse(body.text, str(_path(st, body.ruleset)))
     saved = wb.scenario_text(parsed, _named(scenario, got, body))
     return {
@@ -218,6 +227,7 @@ async def try_draft(body: TryIn, request: Request, authorization: Auth = None) -
         "inputs": json.loads(msgspec.json.encode(inputs)),
         "scores": record.scores,
         "errors": record.errors,
+        "not_returned": [{"action": a, "why": why} for a, why in why_not],
         "scenario": saved,
     }
 
