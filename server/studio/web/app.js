@@ -29,8 +29,9 @@ async function lintSource(view) {
   if (view.state.doc.toString() !== text) return [];
   studio.report = report;
   if (report.symbols) studio.symbols = report.symbols;
-  showProblems(view, report);
-  return toEditorDiagnostics(view.state.doc, report);
+  const diagnostics = toEditorDiagnostics(view.state.doc, report);
+  showProblems(view, report, diagnostics);
+  return diagnostics;
 }
 
 function setStatus(kind, text) {
@@ -39,18 +40,25 @@ function setStatus(kind, text) {
   el.textContent = text;
 }
 
-function showProblems(view, report) {
+function showProblems(view, report, diagnostics) {
   const errors = report.diagnostics.filter((d) => d.severity === "error").length;
   const warnings = report.diagnostics.length - errors;
   if (!report.diagnostics.length) setStatus("ok", "✓ No problems: ready to try and publish");
   else setStatus(errors ? "bad" : "warn",
     `${errors} error${errors === 1 ? "" : "s"}, ${warnings} warning${warnings === 1 ? "" : "s"}`);
   const list = $("problems");
-  list.replaceChildren(...report.diagnostics.map((d) => h("li", {},
-    h("button", { type: "button", onclick: () => goTo(view, d.line, d.column) },
-      h("span", { class: `sev-${d.severity}` }, d.severity === "error" ? "Error" : "Warning"),
-      ` line ${d.line}:${d.column} — ${d.message}`, d.hint ? ` (${d.hint})` : "",
-      h("span", { class: "meta" }, ` [${d.code}]`)))));
+  list.replaceChildren(...report.diagnostics.map((d, i) => {
+    const fix = diagnostics[i].actions?.[0];
+    return h("li", {},
+      h("button", { type: "button", class: "goto", onclick: () => goTo(view, d.line, d.column) },
+        h("span", { class: `sev-${d.severity}` }, d.severity === "error" ? "Error" : "Warning"),
+        ` line ${d.line}:${d.column} — ${d.message}`, d.hint ? ` (${d.hint})` : "",
+        h("span", { class: "meta" }, ` [${d.code}]`)),
+      fix ? h("button", { type: "button", class: "fix", onclick: () => {
+        fix.apply(view, diagnostics[i].from, diagnostics[i].to);
+        view.focus();
+      } }, fix.name) : null);
+  }));
 }
 
 function goTo(view, line, column = 1) {
