@@ -160,7 +160,7 @@ def test_typed_error_is_marked_at_its_line_and_the_fix_applies(page: Any) -> Non
     assert marked.inner_text() == "vip_early_acess"
     first = page.locator("#problems li").first.inner_text()
     assert f"line {error_line}:16" in first and "no action named 'vip_early_acess'" in first
-    assert page.locator("#status").inner_text().startswith("1 error")
+    assert page.locator("#status").inner_text().startswith("1 error:")
     gutter_line = page.locator(".cm-lineNumbers .cm-gutterElement", has_text=str(error_line))
     assert gutter_line.count() >= 1
     screenshot(page, "01-error-marked")

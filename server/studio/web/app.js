@@ -44,8 +44,12 @@ function showProblems(view, report, diagnostics) {
   const errors = report.diagnostics.filter((d) => d.severity === "error").length;
   const warnings = report.diagnostics.length - errors;
   if (!report.diagnostics.length) setStatus("ok", "✓ No problems: ready to try and publish");
-  else setStatus(errors ? "bad" : "warn",
-    `${errors} error${errors === 1 ? "" : "s"}, ${warnings} warning${warnings === 1 ? "" : "s"}`);
+  else {
+    const parts = [];
+    if (errors) parts.push(`${errors} error${errors === 1 ? "" : "s"}: fix before publishing`);
+    if (warnings) parts.push(`${warnings} warning${warnings === 1 ? "" : "s"}`);
+    setStatus(errors ? "bad" : "warn", parts.join(", "));
+  }
   const list = $("problems");
   list.replaceChildren(...report.diagnostics.map((d, i) => {
     const fix = diagnostics[i].actions?.[0];
