@@ -51,7 +51,9 @@ def _range(d: Diagnostic) -> lsp.Range:
 
 def to_lsp(d: Diagnostic) -> lsp.Diagnostic:
     """One Arbiter diagnostic as LSP sees it (0-based range, code, hint in the message)."""
-    severity = lsp.DiagnosticSeverity.Error if d.severity == "error" else lsp.DiagnosticSeverity.Warning
+    severity = (
+        lsp.DiagnosticSeverity.Error if d.severity == "error" else lsp.DiagnosticSeverity.Warning
+    )
     message = d.message + (f"\n{d.hint}" if d.hint else "")
     return lsp.Diagnostic(_range(d), message, severity=severity, code=d.code, source="arbiter")
 
@@ -71,7 +73,9 @@ def _word_at(text: str, pos: lsp.Position) -> tuple[str, str]:
 
 def build_server() -> LanguageServer:
     """The language server with its features registered (started by `arbiter lsp`)."""
-    server = LanguageServer("arbiter", "0.1.0", text_document_sync_kind=lsp.TextDocumentSyncKind.Full)
+    server = LanguageServer(
+        "arbiter", "0.1.0", text_document_sync_kind=lsp.TextDocumentSyncKind.Full
+    )
     docs: dict[str, _Doc] = {}
 
     def refresh(ls: LanguageServer, uri: str) -> None:
@@ -168,7 +172,9 @@ def build_server() -> LanguageServer:
         symbol = lookup(uri, params.position, ls.workspace.get_text_document(uri).source)
         if symbol is None:
             return None
-        lines = [f"**{symbol.kind}** `{symbol.name}`" + (f": `{symbol.detail}`" if symbol.detail else "")]
+        lines = [
+            f"**{symbol.kind}** `{symbol.name}`" + (f": `{symbol.detail}`" if symbol.detail else "")
+        ]
         source = docs.get(uri, _Doc()).sources.get(symbol.span.file, "")
         if symbol.kind == "segment" and source:
             text = source.splitlines()[symbol.span.line - 1 : symbol.span.end_line]

@@ -28,17 +28,16 @@ from starlette.staticfiles import StaticFiles
 from arbiter import dsl
 from arbiter.dsl.diagnose import diagnose
 from arbiter.engine.decision.decide import decide
-from arbiter.engine.decision.scenarios import run_scenarios, scenario_inputs
 
 # The scenario runner's why-not for offered actions that were not returned, until the
 # engine's own explanation carries one for every action (the language issue's work).
 from arbiter.engine.decision.scenarios import _dropped as offered_not_returned
+from arbiter.engine.decision.scenarios import run_scenarios, scenario_inputs
 from arbiter.engine.decision.simulate import changes, simulate
 from arbiter.engine.records import ENCODER, DecideRequest, Inputs
 from arbiter.engine.validate import ValueProblem, normalize_all
 from arbiter.server import workbench as wb
 from arbiter.server.errors import ApiError
-from arbiter.server.responses import JSONResponse
 from arbiter.server.routes_admin import Auth
 from arbiter.server.rulesets import LiveRuleset
 from arbiter.server.state import AppState, new_decision_id
@@ -79,7 +78,11 @@ class TryIn(Draft):
     context: dict[str, Any] = Field(default_factory=dict)
     customer_id: str | None = Field(default=None, min_length=1, max_length=256)
     profile: dict[str, Any] = Field(default_factory=dict)
-    events: str = Field(default="", max_length=10_000, description="scenario syntax: `add_to_cart: 2 3h ago, page_view: 1`")
+    events: str = Field(
+        default="",
+        max_length=10_000,
+        description="scenario syntax: `add_to_cart: 2 3h ago, page_view: 1`",
+    )
 
 
 class SimulateIn(Draft):
@@ -137,7 +140,9 @@ async def _redis(awaitable: Any) -> Any:
     try:
         return await awaitable
     except (RedisError, OSError) as exc:
-        raise ApiError(503, "unavailable", f"cannot reach Redis: {type(exc).__name__}: {exc}") from None
+        raise ApiError(
+            503, "unavailable", f"cannot reach Redis: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 # ---------------------------------------------------------- check, format
@@ -191,7 +196,9 @@ async def try_draft(body: TryIn, request: Request, authorization: Auth = None) -
             raise ApiError(422, "invalid_request", str(p), p.field) from None
         inputs: Inputs = await _redis(st.admin_store.fetch(body.customer_id, live.plan.needs, now))
         if not inputs.profile and not any(inputs.aggregates.values()):
-            raise ApiError(404, "unknown_customer", f"nothing is stored on '{body.customer_id}'", "customer_id")
+            raise ApiError(
+                404, "unknown_customer", f"nothing is stored on '{body.customer_id}'", "customer_id"
+            )
         customer = body.customer_id
         scenario = wb.stored_scenario("try for " + customer, customer, inputs, body.context, now)
     else:
@@ -237,7 +244,12 @@ def _named(scenario: Any, got: tuple[str, ...], body: TryIn) -> Any:
 
     first = got[0] if got else "nothing"
     who = f"customer {body.customer_id}" if body.customer_id else "this sample"
-    return replace(scenario, name=f"{who} gets {first}", expect=got, now=None if not body.customer_id else scenario.now)
+    return replace(
+        scenario,
+        name=f"{who} gets {first}",
+        expect=got,
+        now=None if not body.customer_id else scenario.now,
+    )
 
 
 # ------------------------------------------------------------- scenarios
@@ -287,9 +299,13 @@ async def simulate_draft(body: SimulateIn, request: Request, authorization: Auth
     contexts = wb.contexts_for(live, context, body.by_channel)
     customers = await _redis(wb.stored_customers(st.admin_redis, body.sample))
     if not customers:
-        raise ApiError(409, "no_profiles", "no customer profiles are stored yet: PUT /v1/profiles/{id} first")
+        raise ApiError(
+            409, "no_profiles", "no customer profiles are stored yet: PUT /v1/profiles/{id} first"
+        )
     started = time.perf_counter()
-    population = [(c, await _redis(st.admin_store.fetch(c, live.plan.needs, now))) for c in customers]
+    population = [
+        (c, await _redis(st.admin_store.fetch(c, live.plan.needs, now))) for c in customers
+    ]
     draft_mix = simulate(live.plan, population, contexts, lambda: wb.oracle_for(live), now)
     answer: dict[str, Any] = {
         "customers": len(customers),
@@ -300,9 +316,15 @@ async def simulate_draft(body: SimulateIn, request: Request, authorization: Auth
     }
     current = st.rulesets.live.get(live.name)
     if body.compare_live and current is not None:
-        base = [(c, await _redis(st.admin_store.fetch(c, current.plan.needs, now))) for c in customers]
+        base = [
+            (c, await _redis(st.admin_store.fetch(c, current.plan.needs, now))) for c in customers
+        ]
         live_mix = simulate(current.plan, base, contexts, lambda: wb.oracle_for(current), now)
-        answer["live"] = {"version": current.plan.version, "version_no": current.version_no, **live_mix.to_json()}
+        answer["live"] = {
+            "version": current.plan.version,
+            "version_no": current.version_no,
+            **live_mix.to_json(),
+        }
         answer["changes"] = changes(live_mix, draft_mix, contexts)
     answer["elapsed_ms"] = round((time.perf_counter() - started) * 1000, 1)
     return answer

@@ -21,7 +21,7 @@ from typing import Any
 
 from arbiter import dsl
 from arbiter.dsl import nodes as n
-from arbiter.dsl.diagnose import Diagnosis, diagnose
+from arbiter.dsl.diagnose import Diagnosis
 from arbiter.dsl.errors import Diagnostic
 from arbiter.dsl.formatter import format_ruleset
 from arbiter.dsl.outline import outline
@@ -163,7 +163,9 @@ async def stored_customers(redis: Any, limit: int) -> list[str]:
     return sorted(found)[:limit]
 
 
-def contexts_for(live: LiveRuleset, context: Mapping[str, Any], by_channel: bool) -> list[dict[str, Any]]:
+def contexts_for(
+    live: LiveRuleset, context: Mapping[str, Any], by_channel: bool
+) -> list[dict[str, Any]]:
     """The contexts to simulate: the given one, or one per declared channel."""
     channel = live.plan.checked.context.get("channel")
     if by_channel and channel is not None and channel.kind == "enum":

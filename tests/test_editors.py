@@ -15,7 +15,13 @@ from support.textmate import Grammar, scope_at
 EDITORS = ROOT_DIR / "editors" / "vscode"
 GRAMMAR = Grammar(EDITORS / "syntaxes" / "rules.tmLanguage.json")
 EXAMPLES = sorted(RULESETS_DIR.glob("*.rules"))
-KEYWORDISH = ("keyword.", "storage.type.", "constant.language.", "variable.language.", "support.function.")
+KEYWORDISH = (
+    "keyword.",
+    "storage.type.",
+    "constant.language.",
+    "variable.language.",
+    "support.function.",
+)
 
 
 SEEN: list[Token] = []
@@ -88,7 +94,11 @@ def test_every_token_of_an_example_is_scoped_as_the_language_reads_it(path: Path
         assert scope_at(scoped, tok.line, end) == scopes, where
         key = {"COMMENT": "comment", "STRING": "string", "DURATION": "duration"}.get(tok.type)
         if key is None:
-            key = "number" if tok.type in {"NUMBER", "INT", "PERCENT", "DATE", "DATETIME"} else "keyword"
+            key = (
+                "number"
+                if tok.type in {"NUMBER", "INT", "PERCENT", "DATE", "DATETIME"}
+                else "keyword"
+            )
         checked[key] += 1
     assert all(checked.values()), checked  # every kind occurs in every example
 

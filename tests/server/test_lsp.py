@@ -7,7 +7,6 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from queue import Empty, Queue
 from typing import Any
 
@@ -72,7 +71,9 @@ class Client:
 
     def diagnostics(self, uri: str) -> list[dict[str, Any]]:
         found = self.wait(
-            lambda m: m.get("method") == "textDocument/publishDiagnostics" and m["params"]["uri"] == uri
+            lambda m: (
+                m.get("method") == "textDocument/publishDiagnostics" and m["params"]["uri"] == uri
+            )
         )
         result: list[dict[str, Any]] = found["params"]["diagnostics"]
         return result
@@ -120,7 +121,10 @@ def test_diagnostics_on_open_and_change_at_the_right_range(client: Client) -> No
     [d] = [d for d in client.diagnostics(uri) if d["severity"] == 1]
     start = position_of(bad, "welcom_offer priority 1")
     assert d["range"]["start"] == start
-    assert d["range"]["end"] == {"line": start["line"], "character": start["character"] + len("welcom_offer")}
+    assert d["range"]["end"] == {
+        "line": start["line"],
+        "character": start["character"] + len("welcom_offer"),
+    }
     assert d["code"] == "unknown-action" and "did you mean 'welcome_offer'?" in d["message"]
     change = {"textDocument": {"uri": uri, "version": 2}, "contentChanges": [{"text": TEXT}]}
     client.notify("textDocument/didChange", change)
@@ -132,7 +136,9 @@ def test_completion_definition_hover_formatting(client: Client) -> None:
     client.diagnostics(uri)
     doc = {"uri": uri}
     at = position_of(TEXT, "profile.orders_90d >= 3", len("profile."))
-    items = client.request("textDocument/completion", {"textDocument": doc, "position": at})["items"]
+    items = client.request("textDocument/completion", {"textDocument": doc, "position": at})[
+        "items"
+    ]
     labels = {i["label"] for i in items}
     assert {"orders_90d", "lifetime_value", "loyalty_tier"} <= labels and "vip" not in labels
     use = position_of(TEXT, "segment high_intent = browsing", len("segment high_intent = "))

@@ -63,7 +63,9 @@ def test_check_refuses_an_oversized_or_missing_text(client: TestClient) -> None:
 
 
 def test_format_is_the_cli_formatter(client: TestClient) -> None:
-    messy = TEXT.replace("segment vip = profile.lifetime_value > 1000", "segment   vip=profile.lifetime_value>1000")
+    messy = TEXT.replace(
+        "segment vip = profile.lifetime_value > 1000", "segment   vip=profile.lifetime_value>1000"
+    )
     r = post(client, "/v1/format", text=messy)
     assert r.status_code == 200
     assert r.json()["text"] == TEXT
@@ -106,8 +108,13 @@ def test_try_a_bad_sample_names_the_sample(client: TestClient) -> None:
 def test_try_a_stored_customer(client: TestClient) -> None:
     r = client.put("/v1/profiles/c1", json={"visits_30d": 1, "orders_90d": 0}, headers=ADMIN)
     assert r.status_code == 200
-    r = post(client, "/v1/studio/try", text=TEXT, customer_id="c1",
-             context={"channel": "web", "page": "/account", "device": "mobile"})
+    r = post(
+        client,
+        "/v1/studio/try",
+        text=TEXT,
+        customer_id="c1",
+        context={"channel": "web", "page": "/account", "device": "mobile"},
+    )
     assert r.status_code == 200, r.text
     assert r.json()["decision"]["actions"][0]["action"] in {"welcome_offer", "personal_recs"}
     assert 'customer "c1"' in r.json()["scenario"]
@@ -118,7 +125,7 @@ def test_try_a_stored_customer(client: TestClient) -> None:
 
 
 def test_scenarios_pass_and_fail_with_why(client: TestClient) -> None:
-    broken = TEXT.replace("cap 1 per 7d\n  requires consent \"email\"", "cap 1 per 7d")
+    broken = TEXT.replace('cap 1 per 7d\n  requires consent "email"', "cap 1 per 7d")
     r = post(client, "/v1/studio/scenarios", text=broken)
     assert r.status_code == 200, r.text
     body = r.json()
@@ -132,8 +139,17 @@ def test_simulate_compares_the_draft_with_live(client: TestClient) -> None:
     for i in range(6):
         profile = {"visits_30d": 1 if i % 2 else 9, "orders_90d": i, "lifetime_value": 300 * i}
         client.put(f"/v1/profiles/s{i}", json=profile, headers=ADMIN)
-    draft = TEXT.replace("when new_visitor offer welcome_offer priority 1", "when new_visitor offer free_shipping priority 1")
-    r = post(client, "/v1/studio/simulate", text=draft, context={"page": "/account", "device": "mobile"}, sample=50)
+    draft = TEXT.replace(
+        "when new_visitor offer welcome_offer priority 1",
+        "when new_visitor offer free_shipping priority 1",
+    )
+    r = post(
+        client,
+        "/v1/studio/simulate",
+        text=draft,
+        context={"page": "/account", "device": "mobile"},
+        sample=50,
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["customers"] == 6 and len(body["contexts"]) == 3  # web, app, email
@@ -150,8 +166,9 @@ def test_diff_publish_versions_rollback(client: TestClient) -> None:
     draft = TEXT.replace("value 5\n", "value 6\n", 1)
     r = post(client, "/v1/studio/diff", text=draft, ruleset="retail_web")
     assert "-  value 5\n+  value 6\n" in r.json()["diff"]
-    r = client.put("/v1/rulesets/retail_web", content=draft,
-                   headers={**ADMIN, "X-Arbiter-Author": "maria"})
+    r = client.put(
+        "/v1/rulesets/retail_web", content=draft, headers={**ADMIN, "X-Arbiter-Author": "maria"}
+    )
     assert r.status_code == 200, r.text
     r = client.get("/v1/studio/rulesets/retail_web/versions", headers=ADMIN)
     newest, older = r.json()["versions"][:2]

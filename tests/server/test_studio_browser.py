@@ -53,7 +53,16 @@ def server(redis_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
     log = tmp_path_factory.mktemp("studio-log") / "serve.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "arbiter.server.cli", "serve", "--port", str(port), "--rules", str(RULES)],
+            [
+                sys.executable,
+                "-m",
+                "arbiter.server.cli",
+                "serve",
+                "--port",
+                str(port),
+                "--rules",
+                str(RULES),
+            ],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -71,7 +80,11 @@ def server(redis_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
         else:
             pytest.fail(f"arbiter serve did not become ready: {log.read_text()}")
         for i in range(12):  # stored customers for Try and Simulate
-            profile = {"visits_30d": 1 if i % 3 == 0 else 7, "orders_90d": i % 4, "lifetime_value": 150.0 * i}
+            profile = {
+                "visits_30d": 1 if i % 3 == 0 else 7,
+                "orders_90d": i % 4,
+                "lifetime_value": 150.0 * i,
+            }
             r = httpx.put(f"{base}/v1/profiles/shopper-{i:02d}", json=profile, headers=AUTH)
             assert r.status_code == 200, r.text
         yield base
@@ -218,7 +231,12 @@ def test_scenarios_pass_and_a_failing_one_says_why(page: Any) -> None:
 
 
 def test_simulate_draws_the_action_mix(page: Any) -> None:
-    set_text(page, doc(page).replace("when new_visitor offer welcome_offer", "when new_visitor offer free_shipping"))
+    set_text(
+        page,
+        doc(page).replace(
+            "when new_visitor offer welcome_offer", "when new_visitor offer free_shipping"
+        ),
+    )
     page.click("#tab-simulate")
     page.fill("#sim-context", '{"page": "/account", "device": "mobile"}')
     page.click("#sim-run")
@@ -227,7 +245,7 @@ def test_simulate_draws_the_action_mix(page: Any) -> None:
     label = chart.get_attribute("aria-label") or ""
     assert "free_shipping" in label and "welcome_offer" in label
     text = page.locator("#sim-out").inner_text()
-    assert "12 stored customers × 3 contexts = 36 decisions" in text
+    assert "12 stored customers \u00d7 3 contexts = 36 decisions" in text
     assert "decisions change" in text
     screenshot(page, "05-simulate")
 
@@ -235,7 +253,12 @@ def test_simulate_draws_the_action_mix(page: Any) -> None:
 def test_publish_changes_decide_and_rollback_restores_it(page: Any, server: str) -> None:
     # A fresh new visitor at each step: welcome_offer is capped once shown.
     assert "welcome_offer" in decide(server, "shopper-00")
-    set_text(page, doc(page).replace("when new_visitor offer welcome_offer", "when new_visitor offer free_shipping"))
+    set_text(
+        page,
+        doc(page).replace(
+            "when new_visitor offer welcome_offer", "when new_visitor offer free_shipping"
+        ),
+    )
     page.click("#tab-publish")
     page.fill("#pub-author", "Maria")
     page.click("#pub-preview")
@@ -266,10 +289,14 @@ def test_publish_with_an_error_is_refused_and_nothing_changes(
     page.locator("#pub-out .error-box").wait_for()
     assert "checker found errors" in page.locator("#pub-out").inner_text()
     # the browser logs the refused PUT itself; that one is expected
-    refused = "Failed to load resource: the server responded with a status of 422 (Unprocessable Entity)"
+    refused = (
+        "Failed to load resource: the server responded with a status of 422 (Unprocessable Entity)"
+    )
     assert refused in console
     console.remove(refused)
-    assert httpx.get(f"{server}/v1/rulesets/retail_web", headers=AUTH).json()["version_no"] == before
+    assert (
+        httpx.get(f"{server}/v1/rulesets/retail_web", headers=AUTH).json()["version_no"] == before
+    )
 
 
 def test_keyboard_only_and_a_phone_screen(chromium: Any, server: str) -> None:  # noqa: F811

@@ -66,7 +66,12 @@ class Grammar:
                 for group, cap in (rule.get("captures") or {}).items():
                     if m.group(int(group)) is not None:
                         out.append(
-                            Scoped(number, m.start(int(group)), m.end(int(group)), (*outer, cap["name"]))
+                            Scoped(
+                                number,
+                                m.start(int(group)),
+                                m.end(int(group)),
+                                (*outer, cap["name"]),
+                            )
                         )
                 pos = m.end()
         return out
