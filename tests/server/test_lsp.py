@@ -79,8 +79,9 @@ class Client:
         return result
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def client() -> Iterator[Client]:
+    """One `arbiter lsp` process for the module (each test opens its own document)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "arbiter.server.cli", "lsp"],
         stdin=subprocess.PIPE,
@@ -102,8 +103,9 @@ def client() -> Iterator[Client]:
         proc.stdout.close()
 
 
-def open_doc(client: Client, text: str) -> str:
-    uri = (RULESETS_DIR / "retail.rules").resolve().as_uri()
+def open_doc(client: Client, text: str, name: str) -> str:
+    """Open `text` as if it were `rulesets/<name>` (its model paths resolve there)."""
+    uri = (RULESETS_DIR / name).resolve().as_uri()
     item = {"uri": uri, "languageId": "arbiter-rules", "version": 1, "text": text}
     client.notify("textDocument/didOpen", {"textDocument": item})
     return uri
@@ -117,7 +119,7 @@ def position_of(text: str, needle: str, offset: int = 0) -> dict[str, int]:
 
 def test_diagnostics_on_open_and_change_at_the_right_range(client: Client) -> None:
     bad = TEXT.replace("offer welcome_offer priority 1", "offer welcom_offer priority 1")
-    uri = open_doc(client, bad)
+    uri = open_doc(client, bad, "draft-a.rules")
     [d] = [d for d in client.diagnostics(uri) if d["severity"] == 1]
     start = position_of(bad, "welcom_offer priority 1")
     assert d["range"]["start"] == start
@@ -132,7 +134,7 @@ def test_diagnostics_on_open_and_change_at_the_right_range(client: Client) -> No
 
 
 def test_completion_definition_hover_formatting(client: Client) -> None:
-    uri = open_doc(client, TEXT)
+    uri = open_doc(client, TEXT, "draft-b.rules")
     client.diagnostics(uri)
     doc = {"uri": uri}
     at = position_of(TEXT, "profile.orders_90d >= 3", len("profile."))

@@ -209,6 +209,7 @@ def test_try_a_sample_shows_the_action_and_why_not_another(page: Any) -> None:
     text = out.inner_text()
     assert "cart_abandoner" in text  # a true segment
     assert "Why not the others" in text and 'needs consent "email"' in text
+    assert "null" not in text and "undefined" not in text
     screenshot(page, "03-try")
     page.click("#try-save")
     assert 'scenario "this sample gets personal_recs" {' in doc(page)

@@ -243,7 +243,7 @@ async function runTry() {
     const result = await call("POST", "/v1/studio/try", body);
     studio.lastTry = result;
     const d = result.decision;
-    out.replaceChildren(
+    out.replaceChildren(...[
       h("h3", {}, "This customer would get"),
       actionsCard(d.actions),
       h("p", { class: "meta" }, `ruleset ${d.ruleset.name} (draft ${d.ruleset.version})` + (d.degraded ? " · degraded" : "")),
@@ -252,7 +252,7 @@ async function runTry() {
       result.not_returned.length ? h("div", {}, h("h4", {}, "Why not the others"), value(result.not_returned)) : null,
       Object.keys(result.scores || {}).length ? h("div", {}, h("h4", {}, "Model scores"), value(result.scores)) : null,
       h("details", {}, h("summary", {}, "What the engine read"), value(result.inputs)),
-    );
+    ].filter(Boolean));
     $("try-save").disabled = false;
   } catch (err) {
     out.replaceChildren(errorBox(err));
