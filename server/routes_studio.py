@@ -274,11 +274,33 @@ async def run_draft_scenarios(body: Draft, request: Request, authorization: Auth
                 "customer_id": r.customer_id,
                 "explanation": json.loads(ENCODER.encode(dict(r.explanation))),
                 "not_returned": [{"action": a, "why": why} for a, why in r.dropped],
+                "expected_not_returned": _expected_why_not(live, r),
                 "errors": list(r.errors),
             }
             for r in results
         ],
     }
+
+
+def _expected_why_not(live: LiveRuleset, r: Any) -> list[dict[str, str]]:
+    """For each expected action the scenario did not get: the runner's reason when a
+    rule offered it, else what the explanation shows (no rule offered it, or the default)."""
+    dropped = dict(r.dropped)
+    fired = {f.get("offers") for f in r.explanation.get("fired") or ()}
+    out = []
+    for action in r.expected:
+        if action in r.got:
+            continue
+        if action in dropped:
+            why = dropped[action]
+        elif action == live.plan.checked.default and r.got:
+            why = f"it is the default, returned only when nothing is chosen; got {', '.join(r.got)}"
+        elif action not in fired:
+            why = "no rule offered it for this customer (see the segments and rules that fired)"
+        else:
+            why = "offered but not returned"
+        out.append({"action": action, "why": why})
+    return out
 
 
 # -------------------------------------------------------------- simulate

@@ -133,6 +133,8 @@ def test_scenarios_pass_and_fail_with_why(client: TestClient) -> None:
     [bad] = [x for x in body["results"] if not x["passed"]]
     assert bad["name"] == "without email consent no cart email is sent"
     assert bad["expected"] == ["personal_recs"] and bad["got"] == ["cart_recovery_email"]
+    [why] = bad["expected_not_returned"]
+    assert why["action"] == "personal_recs" and why["why"].startswith("it is the default")
 
 
 def test_simulate_compares_the_draft_with_live(client: TestClient) -> None:

@@ -286,7 +286,8 @@ $("scen-run").addEventListener("click", async () => {
           h("table", {}, h("tbody", {},
             h("tr", {}, h("th", {}, "expected"), h("td", {}, s.expected.join(", ") || "nothing")),
             h("tr", {}, h("th", {}, "got"), h("td", {}, s.got.join(", ") || "nothing")))),
-          s.not_returned.length ? h("div", {}, h("h4", {}, "Why not"), value(s.not_returned)) : null,
+          s.expected_not_returned.length ? h("div", {}, h("h4", {}, "Why not the expected action"), value(s.expected_not_returned)) : null,
+          s.not_returned.length ? h("div", {}, h("h4", {}, "Offered but not returned"), value(s.not_returned)) : null,
           s.errors.length ? h("div", {}, h("h4", {}, "Problems"), value(s.errors)) : null,
           h("details", {}, h("summary", {}, "Explanation"), explanation(s.explanation))))));
   } catch (err) { out.replaceChildren(errorBox(err)); }
