@@ -49,6 +49,19 @@ MAX_SAMPLE = 2_000
 router = APIRouter()
 
 
+def _statuses(*extra: tuple[int, str]) -> dict[int | str, dict[str, Any]]:
+    """The error answers a studio route documents (all `{error: {code, message, field?}}`)."""
+    base = [
+        (401, "missing key"),
+        (403, "the key lacks the scope"),
+        (
+            422,
+            "invalid body, or `.rules` text with errors (`rules_invalid`, with `diagnostics`); `field` names the field",
+        ),
+    ]
+    return {code: {"description": text} for code, text in sorted([*base, *extra])}
+
+
 def mount(app: Any) -> None:
     """Serve the page's static files (ES modules, CSS, the CodeMirror bundle)."""
     # Compressed: the page's whole transfer stays well under 500 KB (the bundle is ~120 KB gzipped).
@@ -148,7 +161,7 @@ async def _redis(awaitable: Any) -> Any:
 # ---------------------------------------------------------- check, format
 
 
-@router.post("/v1/check", tags=["studio"])
+@router.post("/v1/check", tags=["studio"], responses=_statuses())
 async def check_text(body: Draft, request: Request, authorization: Auth = None) -> Any:
     """Check `.rules` text with the CLI's checker (models included); nothing is activated.
 
@@ -167,7 +180,7 @@ async def check_text(body: Draft, request: Request, authorization: Auth = None) 
     return wb.check_report(diagnosis, str(path))
 
 
-@router.post("/v1/format", tags=["studio"])
+@router.post("/v1/format", tags=["studio"], responses=_statuses())
 async def format_text(body: Draft, request: Request, authorization: Auth = None) -> Any:
     """The canonical form of the text (`arbiter fmt`); 422 with the diagnostics if it does not parse."""
     st = _st(request)
@@ -181,7 +194,11 @@ async def format_text(body: Draft, request: Request, authorization: Auth = None)
 # ------------------------------------------------------------------- try
 
 
-@router.post("/v1/studio/try", tags=["studio"])
+@router.post(
+    "/v1/studio/try",
+    tags=["studio"],
+    responses=_statuses((404, "unknown customer"), (503, "Redis unreachable")),
+)
 async def try_draft(body: TryIn, request: Request, authorization: Auth = None) -> Any:
     """Decide with the draft for a stored customer or a sample; the engine's decision and
     explanation, and the try as a scenario block ready to append."""
@@ -255,7 +272,7 @@ def _named(scenario: Any, got: tuple[str, ...], body: TryIn) -> Any:
 # ------------------------------------------------------------- scenarios
 
 
-@router.post("/v1/studio/scenarios", tags=["studio"])
+@router.post("/v1/studio/scenarios", tags=["studio"], responses=_statuses())
 async def run_draft_scenarios(body: Draft, request: Request, authorization: Auth = None) -> Any:
     """Run the draft's scenario blocks (`arbiter test`): pass/fail, expected vs got, why."""
     _st(request).keys.require("decide", authorization)
@@ -306,7 +323,11 @@ def _expected_why_not(live: LiveRuleset, r: Any) -> list[dict[str, str]]:
 # -------------------------------------------------------------- simulate
 
 
-@router.post("/v1/studio/simulate", tags=["studio"])
+@router.post(
+    "/v1/studio/simulate",
+    tags=["studio"],
+    responses=_statuses((409, "no stored profiles"), (503, "Redis unreachable")),
+)
 async def simulate_draft(body: SimulateIn, request: Request, authorization: Auth = None) -> Any:
     """Decide with the draft for a sample of stored customers: the action mix, and with
     `compare_live` the live version's mix and the customers whose decision changes."""
@@ -355,7 +376,7 @@ async def simulate_draft(body: SimulateIn, request: Request, authorization: Auth
 # ------------------------------------------------------------ diff, data
 
 
-@router.post("/v1/studio/diff", tags=["studio"])
+@router.post("/v1/studio/diff", tags=["studio"], responses=_statuses())
 async def diff_draft(body: Draft, request: Request, authorization: Auth = None) -> Any:
     """A unified diff of the draft against the live version's text."""
     st = _st(request)
@@ -377,7 +398,9 @@ async def diff_draft(body: Draft, request: Request, authorization: Auth = None) 
     }
 
 
-@router.get("/v1/studio/customers", tags=["studio"])
+@router.get(
+    "/v1/studio/customers", tags=["studio"], responses=_statuses((503, "Redis unreachable"))
+)
 async def list_customers(request: Request, limit: int = 50, authorization: Auth = None) -> Any:
     """Ids of stored customers (a sample, in id order), to pick one in the Try panel."""
     st = _st(request)
@@ -387,7 +410,11 @@ async def list_customers(request: Request, limit: int = 50, authorization: Auth 
     return {"customers": await _redis(wb.stored_customers(st.admin_redis, limit))}
 
 
-@router.get("/v1/studio/rulesets/{name}/versions", tags=["studio"])
+@router.get(
+    "/v1/studio/rulesets/{name}/versions",
+    tags=["studio"],
+    responses=_statuses((404, "unknown ruleset"), (503, "Redis unreachable")),
+)
 async def list_versions(name: str, request: Request, authorization: Auth = None) -> Any:
     """Every stored version of a ruleset: number, size, first differing line, live or not."""
     from arbiter.engine.store import keys

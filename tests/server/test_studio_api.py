@@ -187,3 +187,10 @@ def test_studio_page_and_assets_are_served(client: TestClient) -> None:
     assert "Rule studio" in r.text
     r = client.get("/studio/static/vendor/codemirror.js")
     assert r.status_code == 200 and "EditorView" in r.text
+
+
+def test_openapi_documents_the_studio_routes(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"200", "401", "403", "422"} <= set(paths["/v1/check"]["post"]["responses"])
+    assert "409" in paths["/v1/studio/simulate"]["post"]["responses"]
+    assert "/studio" not in paths  # the page is not an API
