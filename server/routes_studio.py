@@ -15,7 +15,7 @@ import difflib
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from fastapi import APIRouter, Request
@@ -102,7 +102,16 @@ class SimulateIn(Draft):
     context: dict[str, Any] = Field(default_factory=dict)
     sample: int = Field(default=200, ge=1, le=MAX_SAMPLE)
     by_channel: bool = True
+    population: Literal["stored", "generated"] = Field(
+        default="stored",
+        description="stored customers, or customers generated from the declared profile",
+    )
     compare_live: bool = True
+    compare_text: str | None = Field(
+        default=None,
+        max_length=MAX_TEXT,
+        description="another version's .rules text to compare with (instead of the live one)",
+    )
 
 
 # ---------------------------------------------------------------- helpers
@@ -340,35 +349,58 @@ async def simulate_draft(body: SimulateIn, request: Request, authorization: Auth
     except ValueProblem as p:
         raise ApiError(422, "invalid_request", str(p), p.field) from None
     contexts = wb.contexts_for(live, context, body.by_channel)
-    customers = await _redis(wb.stored_customers(st.admin_redis, body.sample))
-    if not customers:
-        raise ApiError(
-            409, "no_profiles", "no customer profiles are stored yet: PUT /v1/profiles/{id} first"
-        )
+    other: LiveRuleset | None = None
+    label = ""
+    if body.compare_text is not None:
+        try:
+            other = await _cache(request).compile(_path(st, body.ruleset), body.compare_text)
+        except dsl.RulesError as exc:
+            raise _invalid(exc, "compare_text") from None
+        label = "the other version"
+    elif body.compare_live:
+        other = st.rulesets.live.get(live.name)
+        label = f"live v{other.version_no}" if other else ""
     started = time.perf_counter()
-    population = [
-        (c, await _redis(st.admin_store.fetch(c, live.plan.needs, now))) for c in customers
-    ]
+    if body.population == "generated":
+        population = wb.generated_population(live, body.sample, now)
+        base = population if other is None else wb.generated_population(other, body.sample, now)
+    else:
+        customers = await _redis(wb.stored_customers(st.admin_redis, body.sample))
+        if not customers:
+            raise ApiError(
+                409,
+                "no_profiles",
+                "no customer profiles are stored yet: PUT /v1/profiles/{id} first, "
+                "or simulate a generated population",
+                "population",
+            )
+        population = [
+            (c, await _redis(st.admin_store.fetch(c, live.plan.needs, now))) for c in customers
+        ]
+        base = []
+        if other is not None:
+            base = [
+                (c, await _redis(st.admin_store.fetch(c, other.plan.needs, now))) for c in customers
+            ]
     draft_mix = simulate(live.plan, population, contexts, lambda: wb.oracle_for(live), now)
     answer: dict[str, Any] = {
-        "customers": len(customers),
+        "customers": len(population),
+        "population": body.population,
         "contexts": contexts,
         "draft": draft_mix.to_json(),
-        "live": None,
+        "compared": None,
         "changes": None,
     }
-    current = st.rulesets.live.get(live.name)
-    if body.compare_live and current is not None:
-        base = [
-            (c, await _redis(st.admin_store.fetch(c, current.plan.needs, now))) for c in customers
-        ]
-        live_mix = simulate(current.plan, base, contexts, lambda: wb.oracle_for(current), now)
-        answer["live"] = {
-            "version": current.plan.version,
-            "version_no": current.version_no,
-            **live_mix.to_json(),
+    if other is not None:
+        compared = other
+        other_mix = simulate(compared.plan, base, contexts, lambda: wb.oracle_for(compared), now)
+        answer["compared"] = {
+            "label": label,
+            "version": compared.plan.version,
+            "version_no": compared.version_no or None,
+            **other_mix.to_json(),
         }
-        answer["changes"] = changes(live_mix, draft_mix, contexts)
+        answer["changes"] = changes(other_mix, draft_mix, contexts)
     answer["elapsed_ms"] = round((time.perf_counter() - started) * 1000, 1)
     return answer
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
+import random
 import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -161,6 +163,42 @@ async def stored_customers(redis: Any, limit: int) -> list[str]:
         if len(found) >= limit * 4:
             break
     return sorted(found)[:limit]
+
+
+#: How far back a generated customer's time attributes go.
+GENERATED_SPAN_S = 400 * 86400
+
+
+def generated_population(live: LiveRuleset, size: int, now: float) -> list[tuple[str, Inputs]]:
+    """`size` synthetic customers drawn from the declared profile (seeded: the same each time).
+
+    Numbers are log-uniform over 0..~3,000 so that thresholds small and large are crossed;
+    enums and booleans uniform; times within the last 400 days; sets a random subset of the
+    consents the actions require. They have no event history: counts are 0, last-seen
+    times missing.
+    """
+    rng = random.Random(f"{live.name}:{size}")
+    consents = sorted({a.consent for a in live.plan.checked.actions.values() if a.consent})
+    out: list[tuple[str, Inputs]] = []
+    for k in range(size):
+        profile: dict[str, Any] = {}
+        for name, ty in live.profile_schema.items():
+            if ty.kind == "number":
+                profile[name] = math.floor(10 ** rng.uniform(0, 3.5)) - 1
+            elif ty.kind == "enum" and ty.members:
+                profile[name] = rng.choice(ty.members)
+            elif ty.kind == "bool":
+                profile[name] = rng.random() < 0.5
+            elif ty.kind == "time":
+                profile[name] = now - rng.uniform(0, GENERATED_SPAN_S)
+            elif ty.kind == "set":
+                profile[name] = sorted(c for c in consents if rng.random() < 0.5)
+        aggregates = {
+            spec.key: (0.0 if spec.fn in ("count", "sum") else None)
+            for spec in live.plan.needs.aggregates
+        }
+        out.append((f"generated-{k:05d}", Inputs(profile, aggregates)))
+    return out
 
 
 def contexts_for(

@@ -157,7 +157,7 @@ def test_simulate_compares_the_draft_with_live(client: TestClient) -> None:
     assert body["customers"] == 6 and len(body["contexts"]) == 3  # web, app, email
     assert body["draft"]["decisions"] == 18 == sum(body["draft"]["overall"].values())
     assert set(body["draft"]["by_channel"]) == {"web", "app", "email"}
-    assert body["live"]["overall"].get("welcome_offer", 0) > 0
+    assert body["compared"]["overall"].get("welcome_offer", 0) > 0
     assert "welcome_offer" not in body["draft"]["overall"]
     moves = {(m["from"], m["to"]) for m in body["changes"]["moves"]}
     assert ("welcome_offer", "free_shipping") in moves
@@ -194,3 +194,25 @@ def test_openapi_documents_the_studio_routes(client: TestClient) -> None:
     assert {"200", "401", "403", "422"} <= set(paths["/v1/check"]["post"]["responses"])
     assert "409" in paths["/v1/studio/simulate"]["post"]["responses"]
     assert "/studio" not in paths  # the page is not an API
+
+
+def test_simulate_a_generated_population_against_another_text(client: TestClient) -> None:
+    other = TEXT.replace(
+        "when new_visitor offer welcome_offer", "when new_visitor offer free_shipping"
+    )
+    body = {"text": TEXT, "context": {"page": "/account", "device": "mobile"}, "sample": 40}
+    r = post(client, "/v1/studio/simulate", **body, population="generated", compare_text=other)
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["customers"] == 40 and answer["population"] == "generated"
+    assert answer["compared"]["label"] == "the other version"
+    assert answer["draft"]["overall"].get("welcome_offer", 0) > 0  # some generated new visitors
+    moves = {(m["from"], m["to"]) for m in answer["changes"]["moves"]}
+    assert ("free_shipping", "welcome_offer") in moves
+    # the same seed: the same population and the same mix every time
+    again = post(client, "/v1/studio/simulate", **body, population="generated", compare_text=other)
+    assert again.json()["draft"] == answer["draft"]
+    r = post(client, "/v1/studio/simulate", **body, compare_text="ruleset retail_web\nsegment")
+    assert r.status_code == 422 and r.json()["error"]["field"] == "compare_text"
+    r = post(client, "/v1/studio/simulate", **body)  # nothing stored yet
+    assert r.status_code == 409 and r.json()["error"]["field"] == "population"

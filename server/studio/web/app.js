@@ -295,18 +295,31 @@ $("scen-run").addEventListener("click", async () => {
 
 // ------------------------------------------------------------------ simulate
 
-function simulateBody(compare) {
-  return {
+$("sim-compare").addEventListener("change", (e) => {
+  $("sim-file").hidden = e.target.value !== "file";
+  if (e.target.value === "file") $("sim-file").click();
+});
+
+async function simulateBody(compare) {
+  const body = {
     text: view.state.doc.toString(), ruleset: studio.ruleset, context: readJson("sim-context"),
-    sample: Number($("sim-sample").value) || 200, by_channel: $("sim-by-channel").checked, compare_live: compare,
+    sample: Number($("sim-sample").value) || 200, by_channel: $("sim-by-channel").checked,
+    population: $("sim-population").value, compare_live: compare === "live",
   };
+  if (compare === "file") {
+    const file = $("sim-file").files[0];
+    if (!file) throw new Error("Choose the .rules file to compare with");
+    body.compare_text = await file.text();
+  }
+  return body;
 }
 
 function mixView(r) {
   const series = [{ name: "this text", counts: r.draft.overall }];
-  if (r.live) series.push({ name: `live v${r.live.version_no}`, counts: r.live.overall });
+  if (r.compared) series.push({ name: r.compared.label, counts: r.compared.overall });
+  const who = r.population === "generated" ? "generated customers (no event history)" : "stored customers";
   const parts = [
-    h("p", {}, `${r.customers} stored customers × ${r.contexts.length} context${r.contexts.length === 1 ? "" : "s"} = ${r.draft.decisions} decisions (first action counted).`),
+    h("p", {}, `${r.customers} ${who} × ${r.contexts.length} context${r.contexts.length === 1 ? "" : "s"} = ${r.draft.decisions} decisions (first action counted).`),
     h("h3", {}, "Action mix"), barChart(series),
   ];
   if (r.changes) {
@@ -320,7 +333,7 @@ function mixView(r) {
   if (channels.length > 1) {
     parts.push(h("h3", {}, "By channel"));
     for (const ch of channels) parts.push(h("h4", {}, ch), barChart([{ name: "this text", counts: r.draft.by_channel[ch] },
-      ...(r.live ? [{ name: "live", counts: r.live.by_channel[ch] || {} }] : [])]));
+      ...(r.compared ? [{ name: r.compared.label, counts: r.compared.by_channel[ch] || {} }] : [])]));
   }
   const segs = r.draft.by_segment;
   if (Object.keys(segs).length) {
@@ -334,7 +347,7 @@ $("sim-run").addEventListener("click", async () => {
   const out = $("sim-out");
   out.replaceChildren(h("p", { class: "meta" }, "Simulating…"));
   try {
-    const r = await call("POST", "/v1/studio/simulate", simulateBody($("sim-compare").checked));
+    const r = await call("POST", "/v1/studio/simulate", await simulateBody($("sim-compare").value));
     out.replaceChildren(...mixView(r));
   } catch (err) { out.replaceChildren(errorBox(err)); }
 });
@@ -353,7 +366,7 @@ $("pub-preview").addEventListener("click", async () => {
     const d = await call("POST", "/v1/studio/diff", { text: view.state.doc.toString(), ruleset: studio.ruleset });
     const parts = [h("h3", {}, `Changes against live v${d.live_version_no}`), d.same ? h("p", {}, "No changes.") : diffView(d.diff)];
     try {
-      const r = await call("POST", "/v1/studio/simulate", simulateBody(true));
+      const r = await call("POST", "/v1/studio/simulate", await simulateBody("live"));
       parts.push(h("h3", {}, "What if: stored customers"), ...mixView(r));
     } catch (err) { parts.push(h("p", { class: "meta" }, `No what-if counts: ${err.message}`)); }
     out.replaceChildren(...parts);
