@@ -111,7 +111,7 @@ def page(chromium: Any, server: str, console: list[str]) -> Iterator[Any]:  # no
     pg.goto(server + "/studio")
     pg.fill("#api-key", KEY)
     pg.dispatch_event("#api-key", "change")
-    pg.wait_for_function("window.studio && window.studio.view.state.doc.length > 1000")
+    pg.wait_for_function("window.studio && window.studio.loaded")
     wait_checked(pg)
     yield pg
     context.close()
@@ -196,6 +196,11 @@ def test_completion_offers_declared_names(page: Any) -> None:
     page.wait_for_timeout(200)  # CodeMirror ignores Enter for 75 ms after the list opens
     page.keyboard.press("Enter")
     assert doc(page).endswith("when profile.loyalty_tier")
+    # an unpublished edit survives a reload of the page
+    page.reload()
+    page.wait_for_function("window.studio && window.studio.loaded")
+    assert doc(page).endswith("when profile.loyalty_tier")
+    assert "unpublished draft" in page.locator("#note").inner_text()
 
 
 def test_try_a_sample_shows_the_action_and_why_not_another(page: Any) -> None:
@@ -310,7 +315,7 @@ def test_keyboard_only_and_a_phone_screen(chromium: Any, server: str) -> None:  
     pg.focus("#api-key")
     pg.keyboard.type(KEY)
     pg.keyboard.press("Tab")  # leaving the field commits it
-    pg.wait_for_function("window.studio && window.studio.view.state.doc.length > 1000")
+    pg.wait_for_function("window.studio && window.studio.loaded")
     wait_checked(pg)
     assert pg.evaluate("document.documentElement.scrollWidth") <= 390
     pg.focus("#tab-try")

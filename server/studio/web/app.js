@@ -103,7 +103,12 @@ const view = new EditorView({
       ]),
       EditorView.contentAttributes.of({ "aria-label": ".rules text" }),
       EditorView.updateListener.of((u) => {
-        if (u.docChanged && studio.ruleset) localStorage.setItem(`arbiter-draft:${studio.ruleset}`, u.state.doc.toString());
+        if (!u.docChanged || !studio.ruleset) return;
+        // Keep the user's unpublished edits across reloads; the live text needs no keeping.
+        const text = u.state.doc.toString();
+        const key = `arbiter-draft:${studio.ruleset}`;
+        if (text === studio.liveText) localStorage.removeItem(key);
+        else localStorage.setItem(key, text);
       }),
     ],
   }),
@@ -125,13 +130,15 @@ async function loadRulesets() {
     studio.ruleset = select.value;
     const draft = localStorage.getItem(`arbiter-draft:${studio.ruleset}`);
     if (draft) {
+      studio.liveText = (await call("GET", `/v1/rulesets/${encodeURIComponent(studio.ruleset)}`)).text;
       setText(draft);
-      setStatus("warn", "Your unpublished draft was restored (Load live version to discard it)");
+      $("note").textContent = "· your unpublished draft (Load live version discards it)";
     } else {
       await loadLive();
     }
     prefillForms();
     loadVersions();
+    studio.loaded = true;
   } catch (err) {
     setStatus("bad", err instanceof ApiError && err.status === 401
       ? "Enter an API key (top right) to open the rulesets" : `Cannot list rulesets: ${err.message}`);
@@ -140,12 +147,22 @@ async function loadRulesets() {
 
 async function loadLive() {
   const live = await call("GET", `/v1/rulesets/${encodeURIComponent(studio.ruleset)}`);
-  setText(live.text);
-  localStorage.removeItem(`arbiter-draft:${studio.ruleset}`);
+  studio.liveText = live.text;
   studio.liveVersion = live.version_no;
+  setText(live.text);
+  $("note").textContent = "";
 }
 
-$("ruleset").addEventListener("change", (e) => { studio.ruleset = e.target.value; loadRulesets(); });
+$("ruleset").addEventListener("change", async (e) => {
+  studio.ruleset = e.target.value;
+  const draft = localStorage.getItem(`arbiter-draft:${studio.ruleset}`);
+  try {
+    await loadLive();
+    $("note").textContent = "";
+    if (draft) { setText(draft); $("note").textContent = "· your unpublished draft (Load live version discards it)"; }
+    loadVersions();
+  } catch (err) { setStatus("bad", err.message); }
+});
 $("load-live").addEventListener("click", async () => {
   try { await loadLive(); setStatus("ok", "Live version loaded"); } catch (err) { setStatus("bad", err.message); }
 });
@@ -153,7 +170,9 @@ const keyInput = $("api-key");
 keyInput.value = sessionStorage.getItem("arbiter-key") || "";
 keyInput.addEventListener("change", () => {
   sessionStorage.setItem("arbiter-key", keyInput.value.trim());
-  loadRulesets();
+  // A key never replaces text being edited: open the rulesets only if they could not be yet.
+  if (!studio.loaded) loadRulesets();
+  else loadVersions();
 });
 
 // ------------------------------------------------------------------ tabs
@@ -379,7 +398,9 @@ $("pub-publish").addEventListener("click", async () => {
   try {
     const r = await call("PUT", `/v1/rulesets/${encodeURIComponent(studio.ruleset)}`, view.state.doc.toString(),
       author ? { "X-Arbiter-Author": author } : {});
+    studio.liveText = view.state.doc.toString();
     localStorage.removeItem(`arbiter-draft:${studio.ruleset}`);
+    $("note").textContent = "";
     out.replaceChildren(h("p", { class: "notice", role: "status" }, `Published: version ${r.version_no} (${r.version}) is live.`));
     loadVersions();
   } catch (err) {
