@@ -378,38 +378,46 @@ function diffView(text) {
     h("span", { class: line.startsWith("+") && !line.startsWith("+++") ? "add" : line.startsWith("-") && !line.startsWith("---") ? "del" : "" }, line + "\n")));
 }
 
+// Publishing always shows the change first: the review ends with the button that
+// publishes exactly the text reviewed.
 $("pub-preview").addEventListener("click", async () => {
   const out = $("pub-out");
+  const text = view.state.doc.toString();
   out.replaceChildren(h("p", { class: "meta" }, "Comparing with the live version…"));
   try {
-    const d = await call("POST", "/v1/studio/diff", { text: view.state.doc.toString(), ruleset: studio.ruleset });
+    const d = await call("POST", "/v1/studio/diff", { text, ruleset: studio.ruleset });
     const parts = [h("h3", {}, `Changes against live v${d.live_version_no}`), d.same ? h("p", {}, "No changes.") : diffView(d.diff)];
     try {
       const r = await call("POST", "/v1/studio/simulate", await simulateBody("live"));
       parts.push(h("h3", {}, "What if: stored customers"), ...mixView(r));
     } catch (err) { parts.push(h("p", { class: "meta" }, `No what-if counts: ${err.message}`)); }
+    parts.push(h("div", { class: "buttons" },
+      h("button", { type: "button", id: "pub-confirm", class: "primary", onclick: () => publish(text) }, "Publish this version")));
     out.replaceChildren(...parts);
   } catch (err) { out.replaceChildren(errorBox(err)); }
 });
 
-$("pub-publish").addEventListener("click", async () => {
+async function publish(text) {
   const out = $("pub-out");
+  if (text !== view.state.doc.toString()) {
+    out.replaceChildren(h("div", { class: "error-box", role: "alert" }, "The text changed since this review: review the changes again."));
+    return;
+  }
   const author = $("pub-author").value.trim();
   try {
-    const r = await call("PUT", `/v1/rulesets/${encodeURIComponent(studio.ruleset)}`, view.state.doc.toString(),
+    const r = await call("PUT", `/v1/rulesets/${encodeURIComponent(studio.ruleset)}`, text,
       author ? { "X-Arbiter-Author": author } : {});
-    studio.liveText = view.state.doc.toString();
+    studio.liveText = text;
     localStorage.removeItem(`arbiter-draft:${studio.ruleset}`);
     $("note").textContent = "";
     out.replaceChildren(h("p", { class: "notice", role: "status" }, `Published: version ${r.version_no} (${r.version}) is live.`));
     loadVersions();
   } catch (err) {
-    const msg = err.status === 422 ? "Not published: the checker found errors (marked in the editor)." :
-      err.status === 401 || err.status === 403 ? `Not published: ${err.message}` : `Not published: ${err.message}`;
+    const msg = err.status === 422 ? "Not published: the checker found errors (marked in the editor)." : `Not published: ${err.message}`;
     out.replaceChildren(h("div", { class: "error-box", role: "alert" }, msg));
     forceLinting(view);
   }
-});
+}
 
 async function loadVersions() {
   if (!studio.ruleset) return;
