@@ -11,6 +11,7 @@ like `GET /v1/profiles`.
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import json
 import time
@@ -183,10 +184,15 @@ async def check_text(body: Draft, request: Request, authorization: Auth = None) 
     st = _st(request)
     st.keys.require("decide", authorization)
     path = _path(st, body.ruleset)
-    diagnosis = diagnose(path, body.text)
-    if diagnosis.checked is not None:
-        diagnosis.diagnostics += check_models(diagnosis.checked, path.parent)
-    return wb.check_report(diagnosis, str(path))
+
+    def run() -> dict[str, Any]:
+        diagnosis = diagnose(path, body.text)
+        if diagnosis.checked is not None:
+            diagnosis.diagnostics += check_models(diagnosis.checked, path.parent)
+        return wb.check_report(diagnosis, str(path))
+
+    # Off the event loop: checking takes a fraction of a second, decisions must not wait.
+    return await asyncio.to_thread(run)
 
 
 @router.post("/v1/format", tags=["studio"], responses=_statuses())
@@ -195,7 +201,8 @@ async def format_text(body: Draft, request: Request, authorization: Auth = None)
     st = _st(request)
     st.keys.require("decide", authorization)
     try:
-        return {"text": wb.formatted(_path(st, body.ruleset), body.text)}
+        text = await asyncio.to_thread(wb.formatted, _path(st, body.ruleset), body.text)
+        return {"text": text}
     except dsl.RulesError as exc:
         raise _invalid(exc) from None
 
@@ -253,7 +260,7 @@ async def try_draft(body: TryIn, request: Request, authorization: Auth = None) -
     got = tuple(a.action for a in decision.actions)
     explanation = decision.explanation or {}
     why_not = offered_not_returned(live.plan, request_, inputs, now, explanation, got)
-    parsed = dsl.parse(body.text, str(_path(st, body.ruleset)))
+    parsed = await asyncio.to_thread(dsl.parse, body.text, str(_path(st, body.ruleset)))
     saved = wb.scenario_text(parsed, _named(scenario, got, body))
     return {
         "decision": _decision_json(decision),
@@ -286,7 +293,7 @@ async def run_draft_scenarios(body: Draft, request: Request, authorization: Auth
     """Run the draft's scenario blocks (`arbiter test`): pass/fail, expected vs got, why."""
     _st(request).keys.require("decide", authorization)
     live = await _compile(request, body)
-    results = run_scenarios(live.plan)
+    results = await asyncio.to_thread(run_scenarios, live.plan)
     return {
         "passed": sum(r.passed for r in results),
         "failed": sum(not r.passed for r in results),
@@ -382,7 +389,9 @@ async def simulate_draft(body: SimulateIn, request: Request, authorization: Auth
             base = [
                 (c, await _redis(st.admin_store.fetch(c, other.plan.needs, now))) for c in customers
             ]
-    draft_mix = simulate(live.plan, population, contexts, lambda: wb.oracle_for(live), now)
+    draft_mix = await asyncio.to_thread(
+        simulate, live.plan, population, contexts, lambda: wb.oracle_for(live), now
+    )
     answer: dict[str, Any] = {
         "customers": len(population),
         "population": body.population,
@@ -393,7 +402,9 @@ async def simulate_draft(body: SimulateIn, request: Request, authorization: Auth
     }
     if other is not None:
         compared = other
-        other_mix = simulate(compared.plan, base, contexts, lambda: wb.oracle_for(compared), now)
+        other_mix = await asyncio.to_thread(
+            simulate, compared.plan, base, contexts, lambda: wb.oracle_for(compared), now
+        )
         answer["compared"] = {
             "label": label,
             "version": compared.plan.version,
