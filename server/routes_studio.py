@@ -27,7 +27,6 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.staticfiles import StaticFiles
 
 from arbiter import dsl
-from arbiter.dsl.diagnose import diagnose
 from arbiter.engine.decision.decide import decide
 
 # The scenario runner's why-not for offered actions that were not returned, until the
@@ -37,6 +36,7 @@ from arbiter.engine.decision.scenarios import run_scenarios, scenario_inputs
 from arbiter.engine.decision.simulate import changes, simulate
 from arbiter.engine.records import ENCODER, DecideRequest, Inputs
 from arbiter.engine.validate import ValueProblem, normalize_all
+from arbiter.server import studio_worker
 from arbiter.server import workbench as wb
 from arbiter.server.errors import ApiError
 from arbiter.server.routes_admin import Auth
@@ -47,7 +47,7 @@ WEB_DIR = Path(__file__).parent / "studio" / "web"
 MAX_TEXT = 1_000_000
 MAX_SAMPLE = 2_000
 
-router = APIRouter()
+router = APIRouter(lifespan=studio_worker.lifespan)
 
 
 def _statuses(*extra: tuple[int, str]) -> dict[int | str, dict[str, Any]]:
@@ -123,6 +123,11 @@ def _st(request: Request) -> AppState:
     return state
 
 
+def _worker(request: Request) -> studio_worker.Worker:
+    worker: studio_worker.Worker = request.app.state.studio_worker
+    return worker
+
+
 def _cache(request: Request) -> wb.DraftCache:
     cache: wb.DraftCache | None = getattr(request.app.state, "studio_drafts", None)
     if cache is None:
@@ -179,20 +184,10 @@ async def check_text(body: Draft, request: Request, authorization: Auth = None) 
     severity, message, line/column and end, hint, `fix` = the did-you-mean
     name) and `symbols` (declared names, for completion; null on a syntax error).
     """
-    from arbiter.engine.scoring.loading import check_models
-
     st = _st(request)
     st.keys.require("decide", authorization)
     path = _path(st, body.ruleset)
-
-    def run() -> dict[str, Any]:
-        diagnosis = diagnose(path, body.text)
-        if diagnosis.checked is not None:
-            diagnosis.diagnostics += check_models(diagnosis.checked, path.parent)
-        return wb.check_report(diagnosis, str(path))
-
-    # Off the event loop: checking takes a fraction of a second, decisions must not wait.
-    return await asyncio.to_thread(run)
+    return await _worker(request).run(studio_worker.check, str(path), body.text)
 
 
 @router.post("/v1/format", tags=["studio"], responses=_statuses())
@@ -200,11 +195,12 @@ async def format_text(body: Draft, request: Request, authorization: Auth = None)
     """The canonical form of the text (`arbiter fmt`); 422 with the diagnostics if it does not parse."""
     st = _st(request)
     st.keys.require("decide", authorization)
-    try:
-        text = await asyncio.to_thread(wb.formatted, _path(st, body.ruleset), body.text)
-        return {"text": text}
-    except dsl.RulesError as exc:
-        raise _invalid(exc) from None
+    path = str(_path(st, body.ruleset))
+    answer = await _worker(request).run(studio_worker.format_text, path, body.text)
+    if "text" not in answer:
+        extra = {"diagnostics": answer["diagnostics"]}
+        raise ApiError(422, "rules_invalid", answer["message"], "text", extra=extra)
+    return answer
 
 
 # ------------------------------------------------------------------- try
