@@ -353,3 +353,24 @@ def test_the_page_transfers_under_500_kb_gzipped(server: str) -> None:
         assert r.headers.get("content-encoding") == "gzip"
         total += int(r.headers.get("content-length") or len(gzip.compress(r.content)))
     assert total < 500_000, total
+
+
+def test_explanation_fields_the_page_does_not_know_are_still_shown(page: Any) -> None:
+    # The engine's explanation grows (why-not reasons per action); the page renders any
+    # JSON it is given, so new fields need no change here.
+    text = page.evaluate(
+        """async () => {
+          const { explanation } = await import('/studio/static/render.js');
+          const box = explanation({
+            segments: { vip: true, lapsed: false },
+            why_not: [{ action: 'vip_voucher', reason: 'condition', failed: { left: 'profile.orders_90d', op: '>=', values: [2, 3] } }],
+            candidates: [{ action: 'welcome_offer', terms: { weight: 1, value: 5 }, score: 0.25 }],
+            empty: [],
+          });
+          document.body.append(box);
+          return box.innerText;
+        }"""
+    )
+    assert "Why not" in text and "vip_voucher" in text and "profile.orders_90d" in text
+    assert "Candidates" in text and "welcome_offer" in text and "0.25" in text
+    assert "Empty" not in text  # empty fields are left out
