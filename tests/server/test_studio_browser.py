@@ -247,8 +247,9 @@ def test_simulate_draws_the_action_mix(page: Any) -> None:
     page.click("#tab-simulate")
     page.fill("#sim-context", '{"page": "/account", "device": "mobile"}')
     page.click("#sim-run")
+    page.locator("#sim-out svg.chart, #sim-out .error-box").first.wait_for(timeout=60_000)
+    assert page.locator("#sim-out .error-box").count() == 0, page.locator("#sim-out").inner_text()
     chart = page.locator("#sim-out svg.chart").first
-    chart.wait_for()
     label = chart.get_attribute("aria-label") or ""
     assert "free_shipping" in label and "welcome_offer" in label
     text = page.locator("#sim-out").inner_text()
