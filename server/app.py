@@ -38,6 +38,8 @@ from arbiter.server.routes_admin import router as admin_router
 from arbiter.server.routes_decide import decide_endpoint, feedback_endpoint
 from arbiter.server.routes_experiments import router as experiments_router
 from arbiter.server.routes_identity import router as identity_router
+from arbiter.server.routes_studio import mount as mount_studio
+from arbiter.server.routes_studio import router as studio_router
 from arbiter.server.rulesets import Resources, RulesetManager
 from arbiter.server.settings import Settings
 from arbiter.server.state import AppState
@@ -96,6 +98,8 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
     app.include_router(admin_router)
     app.include_router(identity_router)
     app.include_router(experiments_router)
+    app.include_router(studio_router)
+    mount_studio(app)
     openapi.install(app)
     return app
 

@@ -68,6 +68,14 @@ SCOPE_OF: dict[tuple[str, str], str] = {
     ("post", "/v1/rulesets/{name}/rollback"): "rulesets:write",
     ("post", "/v1/identify"): "profiles:write",
     ("get", "/v1/experiments/{name}"): "reports:read",
+    ("post", "/v1/check"): "rulesets:read",
+    ("post", "/v1/format"): "rulesets:read",
+    ("post", "/v1/studio/try"): "rulesets:read",
+    ("post", "/v1/studio/scenarios"): "rulesets:read",
+    ("post", "/v1/studio/simulate"): "profiles:read",
+    ("post", "/v1/studio/diff"): "rulesets:read",
+    ("get", "/v1/studio/customers"): "profiles:read",
+    ("get", "/v1/studio/rulesets/{name}/versions"): "rulesets:read",
 }
 
 _STATUS_TEXT = {

@@ -256,7 +256,8 @@ async def put_ruleset(name: str, request: Request, authorization: Auth = None) -
     except UnicodeDecodeError:
         raise ApiError(400, "bad_encoding", "the body must be UTF-8 .rules text") from None
     try:
-        live = await st.rulesets.put(name, text)
+        author = request.headers.get("x-arbiter-author")
+        live = await st.rulesets.put(name, text, author=author[:128] if author else None)
     except dsl.RulesError as exc:
         return _rules_invalid(exc)
     except NameMismatch as exc:

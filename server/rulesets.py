@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,13 +169,18 @@ class RulesetManager:
         key = name if name is not None else self.default
         return self.live.get(key) if key is not None else None
 
-    async def put(self, name: str, text: str) -> LiveRuleset:
-        """Check and compile `text`; if good, store it as a new version and make it live."""
+    async def put(self, name: str, text: str, author: str | None = None) -> LiveRuleset:
+        """Check and compile `text`; if good, store it as a new version and make it live.
+
+        When and by whom (`author`, as the client names itself) go in the version's metadata.
+        """
         path = self.live[name].path if name in self.live else self.folder() / f"{name}.rules"
         built = await self._build(path, text, 0)
         if built.name != name:
             raise NameMismatch(name, built.name)
         count = int(await self.redis.rpush(keys.ruleset_versions(name), text.encode()))
+        meta = json.dumps({"at": time.time(), "author": author})
+        await self.redis.hset(keys.ruleset_meta(name), str(count), meta)
         await self.redis.sadd(keys.RULESET_NAMES, name)
         live = await self._activate(path, text, count, name)
         await self.redis.set(keys.ruleset_live(name), count)

@@ -176,3 +176,8 @@ TRIGGER_DEAD = f"{PREFIX}:{{triggers}}:dead"
 def trigger_fired(fire_id: str) -> str:
     """Set-if-absent marker: this firing was published (so it is published once)."""
     return f"{PREFIX}:{{triggers}}:f:{fire_id}"
+
+
+def ruleset_meta(name: str) -> str:
+    """Hash: version number -> JSON `{at, author}` of when and by whom it was published."""
+    return f"{PREFIX}:rules:{name}:meta"

@@ -230,6 +230,16 @@ def _serve_granian(args: argparse.Namespace) -> None:
     ).serve()
 
 
+# --------------------------------------------------------------------- lsp
+
+
+def cmd_lsp(args: argparse.Namespace) -> int:
+    """Run the `.rules` language server on stdin/stdout (for editors)."""
+    from arbiter.server.lsp import main as lsp_main
+
+    return lsp_main()
+
+
 # -------------------------------------------------------------------- main
 
 
@@ -252,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dev", action="store_true", help="generate and print an admin key")
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("lsp", help="language server for .rules files, on stdio (for editors)")
+    p.set_defaults(func=cmd_lsp)
 
     p = sub.add_parser("check", help="check rules files for errors")
     p.add_argument("paths", nargs="+")

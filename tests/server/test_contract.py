@@ -36,6 +36,12 @@ UNSHAPED = {
     # `.rules` duration and `value` a number property of that event: each is
     # checked against that ruleset's declarations (422 naming the parameter).
     ("GET", "/v1/experiments/{name}"),
+    # The studio's bodies carry `.rules` drafts: as for PUT, only the checker
+    # knows whether a draft compiles (422 with its diagnostics).
+    ("POST", "/v1/format"),
+    ("POST", "/v1/studio/try"),
+    ("POST", "/v1/studio/scenarios"),
+    ("POST", "/v1/studio/simulate"),
 }
 
 
@@ -66,6 +72,14 @@ OPERATIONS = [
     ("POST", "/v1/rulesets/{name}/rollback"),
     ("POST", "/v1/identify"),
     ("GET", "/v1/experiments/{name}"),
+    ("POST", "/v1/check"),
+    ("POST", "/v1/format"),
+    ("POST", "/v1/studio/try"),
+    ("POST", "/v1/studio/scenarios"),
+    ("POST", "/v1/studio/simulate"),
+    ("POST", "/v1/studio/diff"),
+    ("GET", "/v1/studio/customers"),
+    ("GET", "/v1/studio/rulesets/{name}/versions"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
