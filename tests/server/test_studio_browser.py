@@ -231,7 +231,10 @@ def test_scenarios_pass_and_a_failing_one_says_why(page: Any) -> None:
     failed = out.locator(".scenario.failed").inner_text()
     assert "without email consent no cart email is sent" in failed
     assert "personal_recs" in failed and "cart_recovery_email" in failed  # expected vs got
-    assert "Why not the expected action" in failed and "the default: returned only when no other action is left" in failed
+    assert (
+        "Why not the expected action" in failed
+        and "the default: returned only when no other action is left" in failed
+    )
     assert out.locator(".scenario:not(.failed)").count() >= 10
     assert "1 failed" in out.inner_text()
     screenshot(page, "04-scenarios")
