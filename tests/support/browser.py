@@ -27,9 +27,14 @@ CHROMIUM_ARGS = [
 ARTIFACTS = Path(os.environ.get("ARBITER_TEST_ARTIFACTS", Path(__file__).parents[2] / ".artifacts"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    """A launched headless Chromium (session-wide)."""
+    """A launched headless Chromium, for one test module.
+
+    Not session-wide: Playwright's sync API keeps an event loop running in the
+    main thread while it is open, and every later test calling `asyncio.run`
+    (the CLI commands do) would fail.
+    """
     if not CHROMIUM.exists() and shutil.which("chromium") is None:
         pytest.fail(
             f"Chromium is not installed at {CHROMIUM}: run "
