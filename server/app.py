@@ -26,24 +26,25 @@ from arbiter.engine.plan import Plan
 from arbiter.engine.store.client import connect
 from arbiter.engine.store.embedded import EmbeddedRedis
 from arbiter.engine.store.profiles import ProfileStore
-from arbiter.server import edge, errors, openapi
-from arbiter.server.access import AccessLog
-from arbiter.server.cors import CorsPolicy
+from arbiter.server import errors, openapi
+from arbiter.server.background.intake import start_intake
+from arbiter.server.background.learning import LearnerSupervisor, attributor_for
+from arbiter.server.background.triggers import start_trigger_runner
 from arbiter.server.fast_path import decide_asgi
-from arbiter.server.intake import start_intake
-from arbiter.server.learning import LearnerSupervisor, attributor_for
-from arbiter.server.metrics import Metrics
-from arbiter.server.ratelimit import RateLimiter
-from arbiter.server.routes_admin import router as admin_router
-from arbiter.server.routes_decide import decide_endpoint, feedback_endpoint
-from arbiter.server.routes_experiments import router as experiments_router
-from arbiter.server.routes_identity import router as identity_router
-from arbiter.server.routes_studio import mount as mount_studio
-from arbiter.server.routes_studio import router as studio_router
+from arbiter.server.routes.admin import router as admin_router
+from arbiter.server.routes.decide import decide_endpoint, feedback_endpoint
+from arbiter.server.routes.experiments import router as experiments_router
+from arbiter.server.routes.identity import router as identity_router
 from arbiter.server.rulesets import Resources, RulesetManager
+from arbiter.server.security import edge
+from arbiter.server.security.access import AccessLog
+from arbiter.server.security.cors import CorsPolicy
+from arbiter.server.security.ratelimit import RateLimiter
 from arbiter.server.settings import Settings
 from arbiter.server.state import AppState
-from arbiter.server.triggers import start_trigger_runner
+from arbiter.server.studio.routes import mount as mount_studio
+from arbiter.server.studio.routes import router as studio_router
+from arbiter.server.telemetry.metrics import Metrics
 
 log = logging.getLogger("arbiter.server")
 

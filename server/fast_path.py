@@ -16,9 +16,9 @@ from typing import Any
 
 import orjson
 
-from arbiter.server.access import access_of, admit
 from arbiter.server.errors import ApiError
-from arbiter.server.routes_decide import handle_decide
+from arbiter.server.routes.decide import handle_decide
+from arbiter.server.security.access import access_of, admit
 
 log = logging.getLogger("arbiter.server")
 

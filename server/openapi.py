@@ -8,7 +8,7 @@ tightens what it describes loosely:
 - the request schemas typed by the *loaded* rulesets: the decide context
   (enums, types, per ruleset), profile attributes, event properties; so the
   document is rebuilt when a ruleset version changes;
-- the limits of `server.limits` and the routes (`limit` 1..50, id lengths,
+- the limits of `server.security.limits` and the routes (`limit` 1..50, id lengths,
   context size, event batch size);
 - every error status each operation can answer, all with the one error body,
   the `Allow`, `Retry-After` and RateLimit headers, and the scope each
@@ -31,8 +31,8 @@ from fastapi.openapi.utils import get_openapi
 from arbiter.dsl.types import Type
 from arbiter.engine.records import DecideRequest, Decision
 from arbiter.engine.validate import MAX_LIMIT
-from arbiter.server import limits
-from arbiter.server.routes_decide import FeedbackIn
+from arbiter.server.routes.decide import FeedbackIn
+from arbiter.server.security import limits
 
 _REF = "#/components/schemas/{name}"
 
@@ -53,7 +53,7 @@ ERROR_SCHEMA: dict[str, Any] = {
     "required": ["error"],
 }
 
-# The scope each operation needs (server.auth.SCOPES); none for health and docs.
+# The scope each operation needs (server.security.auth.SCOPES); none for health and docs.
 SCOPE_OF: dict[tuple[str, str], str] = {
     ("post", "/v1/decide"): "decide",
     ("post", "/v1/feedback"): "feedback",

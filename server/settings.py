@@ -15,7 +15,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from arbiter.dsl.errors import ArbiterError
-from arbiter.server.auth import KeyFileError, KeyRing, RateLimit, parse_public_scopes
+from arbiter.server.security.auth import KeyFileError, KeyRing, RateLimit, parse_public_scopes
 
 
 class SettingsError(ArbiterError):

@@ -11,13 +11,13 @@ from typing import Any
 from arbiter.engine.log.writer import DecisionLog
 from arbiter.engine.store.embedded import EmbeddedRedis
 from arbiter.engine.store.profiles import ProfileStore
-from arbiter.server.access import AccessLog
-from arbiter.server.auth import KeyRing
-from arbiter.server.cors import CorsPolicy
-from arbiter.server.metrics import Metrics
-from arbiter.server.ratelimit import RateLimiter
 from arbiter.server.rulesets import RulesetManager
+from arbiter.server.security.access import AccessLog
+from arbiter.server.security.auth import KeyRing
+from arbiter.server.security.cors import CorsPolicy
+from arbiter.server.security.ratelimit import RateLimiter
 from arbiter.server.settings import Settings
+from arbiter.server.telemetry.metrics import Metrics
 
 
 @dataclass
@@ -38,7 +38,7 @@ class AppState:
     limiter: RateLimiter
     access_log: AccessLog
     embedded: EmbeddedRedis | None = None
-    learners: Any = None  # server.learning.LearnerSupervisor, when learning in-process
+    learners: Any = None  # server.background.learning.LearnerSupervisor, when learning in-process
     intake: Any = None  # engine.intake.consumer.IntakeConsumer, when consuming in-process
     triggers: Any = None  # engine.triggers.runner.TriggerRunner of this worker
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -46,7 +46,7 @@ class AppState:
     redis_ok: bool = True
 
     def gauges(self) -> dict[str, float]:
-        """The state-valued metrics (`server.metrics.STATE_METRICS`), read at scrape time."""
+        """The state-valued metrics (`server.telemetry.metrics.STATE_METRICS`), read at scrape time."""
         return {
             "arbiter_decision_log_queue_depth": len(self.log.pending),
             "arbiter_decision_log_dropped": self.log.dropped,

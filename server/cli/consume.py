@@ -22,9 +22,9 @@ from arbiter.dsl.nodes import TriggerDecl
 from arbiter.engine.intake.consumer import IntakeConsumer
 from arbiter.engine.intake.redis_streams import RedisStreamSource
 from arbiter.engine.learning.attribution import tracked_types
+from arbiter.server.background.intake import GROUP, consumer_name
 from arbiter.server.cli.common import compile_rules, rule_paths
 from arbiter.server.cli.ingest import event_schema
-from arbiter.server.intake import GROUP, consumer_name
 
 
 def consume_main(

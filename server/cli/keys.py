@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from arbiter.server.auth import SCOPES, RateLimit, key_entry, new_key
+from arbiter.server.security.auth import SCOPES, RateLimit, key_entry, new_key
 
 
 def cmd_keys_new(args: argparse.Namespace) -> int:

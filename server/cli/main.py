@@ -151,7 +151,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn.config
 
     from arbiter.engine.store.embedded import EmbeddedRedis
-    from arbiter.server.access import logging_config
+    from arbiter.server.security.access import logging_config
     from arbiter.server.settings import Settings, SettingsError
 
     os.environ["ARBITER_RULES"] = args.rules
@@ -192,7 +192,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     http="httptools",
                     log_level=args.log_level,
                     access_log=False,
-                    # Arbiter's own JSON access log (server.access), set up in every worker.
+                    # Arbiter's own JSON access log (server.security.access), set up in every worker.
                     log_config=logging_config(uvicorn.config.LOGGING_CONFIG),
                 )
     except Stopped as stop:
@@ -212,7 +212,7 @@ def _serve_granian(args: argparse.Namespace) -> None:
         from granian.constants import Interfaces, Loops
         from granian.log import LogLevels
 
-        from arbiter.server.access import logging_config
+        from arbiter.server.security.access import logging_config
     except ImportError:
         raise SystemExit("arbiter: --server granian needs the granian package") from None
     Granian(
@@ -225,7 +225,7 @@ def _serve_granian(args: argparse.Namespace) -> None:
         loop=Loops.uvloop,
         websockets=False,
         log_level=LogLevels(args.log_level.lower()),
-        # Arbiter's own JSON access log (server.access), set up in every worker.
+        # Arbiter's own JSON access log (server.security.access), set up in every worker.
         log_dictconfig=logging_config({"version": 1, "disable_existing_loggers": False}),
     ).serve()
 
@@ -235,7 +235,7 @@ def _serve_granian(args: argparse.Namespace) -> None:
 
 def cmd_lsp(args: argparse.Namespace) -> int:
     """Run the `.rules` language server on stdin/stdout (for editors)."""
-    from arbiter.server.lsp import main as lsp_main
+    from arbiter.server.studio.lsp import main as lsp_main
 
     return lsp_main()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from arbiter import dsl
 from arbiter.server.cli.common import redis_url, rule_paths
-from arbiter.server.routes_experiments import parse_goal
+from arbiter.server.routes.experiments import parse_goal
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], rules: str) -> None:

@@ -17,7 +17,7 @@ from arbiter.engine.store import keys
 from arbiter.engine.store.client import connect, connect_sync
 from arbiter.engine.store.profiles import ProfileStore
 from arbiter.server.app import create_app
-from arbiter.server.metrics import STAGES
+from arbiter.server.telemetry.metrics import STAGES
 
 
 def samples(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

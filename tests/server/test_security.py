@@ -14,7 +14,7 @@ from support.server import ADMIN, settings
 
 from arbiter.engine.store.client import connect
 from arbiter.server.app import create_app
-from arbiter.server.auth import SCOPES, key_entry
+from arbiter.server.security.auth import SCOPES, key_entry
 
 # (method, path, scope it needs, body); every /v1 route the server answers.
 ROUTES: list[tuple[str, str, str, Any]] = [
@@ -202,7 +202,7 @@ def test_limiter_without_redis_keeps_decide_and_refuses_admin_reads(
 
 
 def _limit() -> Any:
-    from arbiter.server.auth import RateLimit
+    from arbiter.server.security.auth import RateLimit
 
     return RateLimit(100, 60)
 

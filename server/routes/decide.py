@@ -30,11 +30,11 @@ from arbiter.engine.records import (
 )
 from arbiter.engine.store import keys
 from arbiter.engine.validate import ValueProblem, check_request, normalize_all
-from arbiter.server.access import Access, access_of, authorize
 from arbiter.server.errors import ApiError, from_msgspec
-from arbiter.server.limits import check_decide, check_depth
-from arbiter.server.stages import StageClock, TimedOracle
+from arbiter.server.security.access import Access, access_of, authorize
+from arbiter.server.security.limits import check_decide, check_depth
 from arbiter.server.state import AppState, new_decision_id
+from arbiter.server.telemetry.stages import StageClock, TimedOracle
 
 FEEDBACK_RETRY_AFTER_S = 1
 _REDIS_DOWN = (RedisError, OSError, TimeoutError)
@@ -70,7 +70,7 @@ async def handle_decide(
 ) -> bytes:
     """Decide for one request body; the JSON answer, or `ApiError`.
 
-    With `access`, the caller was admitted already (`server.access.admit`)
+    With `access`, the caller was admitted already (`server.security.access.admit`)
     and the decision id is noted there for the access log.
     """
     started = time.perf_counter()
@@ -90,7 +90,7 @@ async def handle_decide(
     except msgspec.DecodeError as exc:
         raise from_msgspec(exc) from None
     # One validation path (engine.validate), shared with `arbiter decide`; the size
-    # limits of the edge (server.limits) first.
+    # limits of the edge (server.security.limits) first.
     try:
         check_request(req)
         check_decide(req.customer_id, req.context, req.ruleset)

@@ -14,13 +14,13 @@ from arbiter.dsl.types import Type
 from arbiter.engine.store.profiles import Event
 from arbiter.engine.triggers.schedule import schedule_triggers
 from arbiter.engine.validate import ValueProblem, normalize, normalize_all
-from arbiter.server.access import authorize
+from arbiter.server.background.intake import live_outcome_types, live_triggers, refresh_metrics
 from arbiter.server.errors import ApiError
-from arbiter.server.intake import live_outcome_types, live_triggers, refresh_metrics
-from arbiter.server.lag import learner_lag
 from arbiter.server.responses import JSONResponse
 from arbiter.server.rulesets import NameMismatch, NoEarlierVersion
+from arbiter.server.security.access import authorize
 from arbiter.server.state import AppState
+from arbiter.server.telemetry.lag import learner_lag
 
 router = APIRouter()
 Auth = Annotated[str | None, Header(alias="Authorization", include_in_schema=False)]

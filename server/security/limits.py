@@ -1,6 +1,6 @@
 """Size limits on what a request may carry, each breach a 4xx naming the field.
 
-The body size is enforced at the edge (`server.edge`, `ARBITER_MAX_BODY_BYTES`).
+The body size is enforced at the edge (`server.security.edge`, `ARBITER_MAX_BODY_BYTES`).
 Here: JSON nesting depth, checked on the raw bytes before they are parsed
 (so a hostile `[[[[…` never reaches a decoder's recursion), and the sizes of
 the decide request's parts. The OpenAPI document states the same numbers.

@@ -23,8 +23,8 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from arbiter.engine.store.keys import PREFIX
-from arbiter.server.auth import Principal, RateLimit
 from arbiter.server.errors import ApiError
+from arbiter.server.security.auth import Principal, RateLimit
 
 # Scope a route needs -> what happens to its requests when the limiter cannot count.
 ON_REDIS_DOWN: dict[str, str] = {

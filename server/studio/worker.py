@@ -29,7 +29,7 @@ from arbiter.dsl.diagnose import diagnose
 def check(path: str, text: str) -> dict[str, Any]:
     """`POST /v1/check`'s answer for `text` checked as the file at `path`."""
     from arbiter.engine.scoring.loading import check_models
-    from arbiter.server.workbench import check_report
+    from arbiter.server.studio.workbench import check_report
 
     diagnosis = diagnose(Path(path), text)
     if diagnosis.checked is not None:
@@ -39,7 +39,7 @@ def check(path: str, text: str) -> dict[str, Any]:
 
 def format_text(path: str, text: str) -> dict[str, Any]:
     """`{"text": canonical}`, or `{"message", "diagnostics"}` when the text does not parse."""
-    from arbiter.server.workbench import diagnostic_json, formatted
+    from arbiter.server.studio.workbench import diagnostic_json, formatted
 
     try:
         return {"text": formatted(Path(path), text)}
@@ -58,7 +58,7 @@ class Worker:
 
     def _start(self) -> ProcessPoolExecutor:
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["arbiter.server.studio_worker"])
+        ctx.set_forkserver_preload(["arbiter.server.studio.worker"])
         return ProcessPoolExecutor(max_workers=1, mp_context=ctx)
 
     async def run(self, fn: Any, *args: Any) -> Any:

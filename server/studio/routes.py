@@ -35,15 +35,15 @@ from arbiter.engine.decision.scenarios import run_scenarios, scenario_inputs
 from arbiter.engine.decision.simulate import changes, simulate
 from arbiter.engine.records import ENCODER, DecideRequest, Inputs
 from arbiter.engine.validate import ValueProblem, normalize_all
-from arbiter.server import studio_worker
-from arbiter.server import workbench as wb
-from arbiter.server.access import authorize
 from arbiter.server.errors import ApiError
-from arbiter.server.routes_admin import Auth
+from arbiter.server.routes.admin import Auth
 from arbiter.server.rulesets import LiveRuleset
+from arbiter.server.security.access import authorize
 from arbiter.server.state import AppState, new_decision_id
+from arbiter.server.studio import workbench as wb
+from arbiter.server.studio import worker as studio_worker
 
-WEB_DIR = Path(__file__).parent / "studio" / "web"
+WEB_DIR = Path(__file__).parent / "web"
 # A draft's characters: at most 6 bytes each in JSON (a \uXXXX escape), so a
 # text at this limit still fits the server's 1 MiB body limit and a longer one is
 # a 422 naming the field, never a 413.

@@ -9,9 +9,9 @@ from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 
 from arbiter.engine.store.identity import IdentityConflict, InvalidIdentify
-from arbiter.server.access import authorize
+from arbiter.server.background.intake import live_actions
 from arbiter.server.errors import ApiError
-from arbiter.server.intake import live_actions
+from arbiter.server.security.access import authorize
 from arbiter.server.state import AppState
 
 router = APIRouter()

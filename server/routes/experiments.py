@@ -11,8 +11,8 @@ from redis.exceptions import RedisError
 
 from arbiter.dsl import nodes as n
 from arbiter.dsl.checked import CheckedRuleset
-from arbiter.server.access import authorize
 from arbiter.server.errors import ApiError
+from arbiter.server.security.access import authorize
 from arbiter.server.state import AppState
 
 router = APIRouter()

@@ -15,9 +15,9 @@ from typing import Any
 
 import orjson
 
-from arbiter.server.access import SCOPE_KEY, Access, header
 from arbiter.server.errors import ApiError
-from arbiter.server.limits import check_depth
+from arbiter.server.security.access import SCOPE_KEY, Access, header
+from arbiter.server.security.limits import check_depth
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

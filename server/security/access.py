@@ -1,9 +1,9 @@
 """Who may call a route, how often, and the record of each request.
 
 Every route calls `authorize(request, scope)` (the decide fast path calls
-`admit`) before it reads its body: the key is checked (`server.auth`), the
-caller's rate limit counted (`server.ratelimit`), and the key's *name* noted
-in the request's `Access`, which the edge (`server.edge`) turns into the
+`admit`) before it reads its body: the key is checked (`server.security.auth`), the
+caller's rate limit counted (`server.security.ratelimit`), and the key's *name* noted
+in the request's `Access`, which the edge (`server.security.edge`) turns into the
 access-log line and the RateLimit headers of the answer. The key itself is
 never kept or logged.
 """
@@ -21,8 +21,8 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
-from arbiter.server.auth import Principal
 from arbiter.server.errors import ApiError
+from arbiter.server.security.auth import Principal
 
 ACCESS_LOG = logging.getLogger("arbiter.access")
 # INFO by default (like uvicorn.access): the lines reach whatever handlers the

@@ -1,0 +1,1 @@
+"""The rule studio: its page and routes, the checker worker, the draft workbench, the language server."""
