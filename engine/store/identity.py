@@ -78,20 +78,15 @@ redis.call('SET', KEYS[1], ARGV[1])
 return 'linked'
 """
 
-ABSORB_LUA = """
+ABSORB_LUA = (
+    """
 -- KEYS[1] the customer's key, KEYS[2] the customer's mark set for this anonymous id
 -- ARGV: kind ('profile' | 'zset' | 'list'), mark, source expiry (ms epoch, -1 none),
 --       now (ms), then pairs (profile: name, json; zset: member, score) or list items
 local kind, mark, expire_at, now_ms = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local existed = {redis.call('EXISTS', KEYS[1]) == 1, redis.call('EXISTS', KEYS[2]) == 1}
-local function later(i, at)
-  local ttl = redis.call('PTTL', KEYS[i])
-  if ttl == -2 then return end
-  if not existed[i] or (ttl ~= -1 and now_ms + ttl < at) then
-    redis.call('PEXPIREAT', KEYS[i], at)
-  end
-end
-if kind == 'profile' then
+"""
+    + merge.LUA_KEEP_LATER_EXPIRY
+    + """if kind == 'profile' then
   for i = 5, #ARGV, 2 do
     local name, v = ARGV[i], ARGV[i + 1]
     if name == 'consents' then
@@ -129,6 +124,7 @@ end
 if expire_at >= 0 then later(1, expire_at) end
 return 1
 """
+)
 
 
 def guarded(script: str) -> str:

@@ -41,6 +41,20 @@ from arbiter.engine.store.window_merge import LUA_MERGE_SERIES
 # Kinds of `window_sources` entries (the caller reads and applies them through this module).
 KINDS = ("series", "h", "d", "seen", "eids")
 
+#: Lua: `later(i, at)` gives KEYS[i] the expiry `at` if the script creates it, else
+#: the later of its own and `at` (a key without expiry keeps none). Needs `now_ms`
+#: defined, and is used before the script writes KEYS[1] or KEYS[2].
+LUA_KEEP_LATER_EXPIRY = """
+local existed = {redis.call('EXISTS', KEYS[1]) == 1, redis.call('EXISTS', KEYS[2]) == 1}
+local function later(i, at)
+  local ttl = redis.call('PTTL', KEYS[i])
+  if ttl == -2 then return end
+  if not existed[i] or (ttl ~= -1 and now_ms + ttl < at) then
+    redis.call('PEXPIREAT', KEYS[i], at)
+  end
+end
+"""
+
 MERGE_WINDOWS_LUA = (
     series.LUA_SERIES
     + LUA_MERGE_SERIES
@@ -54,17 +68,9 @@ local DAY, MAX_WINDOW = {windows.DAY}, {windows.MAX_WINDOW}
 --       -1 none), now (ms), then field/member, value/score pairs
 local kind, mark, expire_at = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now_ms = tonumber(ARGV[4])
--- Expiries: a key this script creates gets `at`; an existing one keeps the later of
--- its own and `at` (one without expiry keeps none).
-local existed = {redis.call('EXISTS', KEYS[1]) == 1, redis.call('EXISTS', KEYS[2]) == 1}
-local function later(i, at)
-  local ttl = redis.call('PTTL', KEYS[i])
-  if ttl == -2 then return end
-  if not existed[i] or (ttl ~= -1 and now_ms + ttl < at) then
-    redis.call('PEXPIREAT', KEYS[i], at)
-  end
-end
-if kind == 'series' or kind == 'h' or kind == 'd' then
+"""
+    + LUA_KEEP_LATER_EXPIRY
+    + """if kind == 'series' or kind == 'h' or kind == 'd' then
   if redis.call('SISMEMBER', KEYS[2], mark) == 1 then return 0 end
   if kind == 'series' then
     for i = 5, #ARGV, 2 do

@@ -81,16 +81,18 @@ async def get_profile(customer_id: str, request: Request, authorization: Auth = 
 
 
 async def _profile_write(
-    request: Request, authorization: str | None, customer_id: str, attributes: dict[str, Any]
-) -> tuple[AppState, dict[str, Any]]:
-    """Auth, id and type checks shared by PUT and PATCH; the normalised values."""
+    request: Request, customer_id: str, attributes: dict[str, Any]
+) -> tuple[AppState, dict[str, Any], str]:
+    """Auth, id and type checks shared by PUT and PATCH: the normalised values, and the
+    customer the id resolves to (a linked anonymous id writes its customer's profile)."""
     st = _st(request)
     await authorize(request, "profiles:write")
     _check_customer(customer_id)
     try:
-        return st, normalize_all(_profile_schema(st), attributes)
+        values = normalize_all(_profile_schema(st), attributes)
     except ValueProblem as p:
         raise ApiError(422, "invalid_request", str(p), p.field) from None
+    return st, values, await _redis_call(st.admin_store.resolve(customer_id))
 
 
 @router.put("/v1/profiles/{customer_id}", tags=["profiles"])
@@ -101,9 +103,8 @@ async def put_profile(
     authorization: Auth = None,
 ) -> Any:
     """Replace a customer's attributes; values are checked against the declared profile types."""
-    st, values = await _profile_write(request, authorization, customer_id, attributes)
+    st, values, resolved = await _profile_write(request, customer_id, attributes)
     values = {k: v for k, v in values.items() if v is not None}
-    resolved = await _redis_call(st.admin_store.resolve(customer_id))
     await _redis_call(st.admin_store.put_profile(resolved, values))
     return {"customer_id": customer_id, "attributes": values}
 
@@ -116,8 +117,7 @@ async def patch_profile(
     authorization: Auth = None,
 ) -> Any:
     """Merge attributes in; `null` removes one."""
-    st, values = await _profile_write(request, authorization, customer_id, attributes)
-    resolved = await _redis_call(st.admin_store.resolve(customer_id))
+    st, values, resolved = await _profile_write(request, customer_id, attributes)
     await _redis_call(st.admin_store.patch_profile(resolved, values))
     merged = await _redis_call(st.admin_store.get_profile(resolved))
     return {"customer_id": customer_id, "attributes": merged}
