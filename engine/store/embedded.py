@@ -12,6 +12,7 @@ start is shut down by ``stop()``, and by an ``atexit`` hook as a safety net.
 
 from __future__ import annotations
 
+import abc
 import atexit
 import contextlib
 import fcntl
@@ -70,7 +71,7 @@ def find_redis_server() -> str:
     return found
 
 
-class ServerProcesses:
+class ServerProcesses(abc.ABC):
     """`with x:` starts `x` unless it is already running, and stops it on leaving.
 
     Shared by the embedded server and the test cluster harness, which differ in
@@ -78,14 +79,17 @@ class ServerProcesses:
     """
 
     @property
+    @abc.abstractmethod
     def running(self) -> bool:
-        raise NotImplementedError
+        """Whether the processes are started (and not stopped since)."""
 
+    @abc.abstractmethod
     def start(self) -> Self:
-        raise NotImplementedError
+        """Start the processes; returns self."""
 
+    @abc.abstractmethod
     def stop(self) -> None:
-        raise NotImplementedError
+        """Stop the processes."""
 
     def __enter__(self) -> Self:
         if not self.running:
