@@ -67,6 +67,29 @@ def server(
             proc.kill()
 
 
+def echo_argv(port: int) -> list[str]:
+    """The FastAPI JSON echo (`benchmarks.echo_app`) under uvicorn with uvloop and
+    httptools, served as `arbiter serve` serves decide: the baseline every HTTP
+    benchmark compares against."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "benchmarks.echo_app:app",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
+
+
 def arbiter_argv(rules: str, port: int, workers: int = 1) -> list[str]:
     return [
         sys.executable,

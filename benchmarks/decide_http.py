@@ -11,12 +11,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 
 from arbiter.engine.store.embedded import EmbeddedRedis
-from benchmarks._harness import Client, arbiter_argv, free_port, server, summary, timed_loop, wrk
+from benchmarks._harness import (
+    Client,
+    arbiter_argv,
+    echo_argv,
+    free_port,
+    server,
+    summary,
+    timed_loop,
+    wrk,
+)
 
 ADMIN = {"Authorization": "Bearer bench-admin"}
 
@@ -53,22 +61,7 @@ def main() -> None:
             results["decide"] = summary(timed_loop(client, "/v1/decide", bodies, args.requests))
             results["decide_rps"] = wrk(port, "/v1/decide", bodies[0], args.seconds)
         port = free_port()
-        echo_argv = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "benchmarks.echo_app:app",
-            "--port",
-            str(port),
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ]
-        with server(echo_argv, port, {}):
+        with server(echo_argv(port), port, {}):
             client = Client(port)
             timed_loop(client, "/echo", bodies, 200)
             results["echo"] = summary(timed_loop(client, "/echo", bodies, args.requests))

@@ -65,6 +65,7 @@ from arbiter.engine.store.client import connect, connect_sync
 from arbiter.engine.store.profiles import ProfileStore
 from benchmarks import reference
 from benchmarks._harness import HOST, ROOT, arbiter_argv, free_port, server
+from benchmarks._harness import echo_argv as uvicorn_echo_argv
 
 ADMIN_KEY = "bench-admin"
 CACHE = ROOT / "benchmarks" / ".cache"
@@ -478,23 +479,7 @@ def echo_argv(server_kind: str, port: int) -> list[str]:
             "--no-ws",
             "benchmarks.echo_app:app",
         ]
-    return [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "benchmarks.echo_app:app",
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--loop",
-        "uvloop",
-        "--http",
-        "httptools",
-        "--log-level",
-        "warning",
-        "--no-access-log",
-    ]
+    return uvicorn_echo_argv(port)
 
 
 def serve_argv(server_kind: str, port: int, workers: int) -> list[str]:
