@@ -28,6 +28,7 @@ from arbiter.engine.store.embedded import EmbeddedRedis
 from arbiter.engine.store.profiles import ProfileStore
 from arbiter.server import errors, openapi
 from arbiter.server.background.intake import start_intake
+from arbiter.server.background.keys import start_key_store_watch
 from arbiter.server.background.learning import LearnerSupervisor, attributor_for
 from arbiter.server.background.triggers import start_trigger_runner
 from arbiter.server.fast_path import decide_asgi
@@ -190,6 +191,8 @@ async def _start(settings: Settings, resources: Resources) -> AppState:
             rulesets.watch(settings.reload_interval_ms / 1000, state.stop), name="ruleset-watch"
         )
     )
+    if settings.keys_redis:
+        state.tasks.append(await start_key_store_watch(state))
     intake = start_intake(state)
     if intake is not None:
         state.tasks.append(intake)
