@@ -191,6 +191,12 @@ async def _start(settings: Settings, resources: Resources) -> AppState:
             rulesets.watch(settings.reload_interval_ms / 1000, state.stop), name="ruleset-watch"
         )
     )
+    if state.metrics.mirror is not None:  # serve --workers N: keep this worker's share current
+        state.tasks.append(
+            asyncio.get_running_loop().create_task(
+                state.metrics.mirror.run(reload_s, state.stop), name="metrics-mirror"
+            )
+        )
     if settings.keys_redis:
         state.tasks.append(await start_key_store_watch(state))
     intake = start_intake(state)
