@@ -36,6 +36,7 @@ from arbiter.server.routes.admin import router as admin_router
 from arbiter.server.routes.decide import decide_endpoint, feedback_endpoint
 from arbiter.server.routes.experiments import router as experiments_router
 from arbiter.server.routes.identity import router as identity_router
+from arbiter.server.routes.keys import router as keys_router
 from arbiter.server.rulesets import Resources, RulesetManager
 from arbiter.server.security import edge
 from arbiter.server.security.access import AccessLog
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
     app.router.routes.append(Route("/v1/feedback", feedback_endpoint, methods=["POST"]))
     app.include_router(admin_router)
     app.include_router(identity_router)
+    app.include_router(keys_router)
     app.include_router(experiments_router)
     app.include_router(studio_router)
     mount_studio(app)

@@ -75,6 +75,10 @@ class KeyStoreError(KeyFileError):
 
     code = "invalid-key-store-request"
 
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status  # the HTTP answer of the /v1/keys routes: 404, 409 or 422
+
 
 @dataclass(frozen=True)
 class StoredKey:
@@ -178,6 +182,63 @@ def ring_keys(records: dict[str, dict[str, Any]]) -> list[ApiKey]:
     return keys
 
 
+def new_record(
+    name: str,
+    scopes: Sequence[str],
+    *,
+    rate_limit: str | None = None,
+    origins: Sequence[str] | None = None,
+    expires: str | None = None,
+) -> tuple[str, str]:
+    """A fresh key for `name` and its record's JSON text (checked)."""
+    _check_name(name)
+    key = new_key()
+    record = make_record(name, key, scopes, rate_limit=rate_limit, origins=origins, expires=expires)
+    return key, json.dumps(record)
+
+
+def rotated(text: str, grace_s: float) -> tuple[str, str]:
+    """A fresh key and the record `text` rotated to it, the old key kept for `grace_s` s."""
+    record = json.loads(text)
+    key = new_key()
+    record["previous_sha256"] = record["sha256"]
+    record["previous_expires"] = _rfc3339(time.time() + grace_s)
+    record["sha256"] = digest(key).hex()
+    return key, json.dumps(record)
+
+
+def listed(records: dict[str, dict[str, Any]]) -> list[StoredKey]:
+    """What `list` shows of the records: never a key or a digest."""
+    return [
+        StoredKey(
+            name=name,
+            scopes=list(r.get("scopes", [])),
+            created=str(r.get("created", "")),
+            expires=r.get("expires"),
+            rate_limit=r.get("rate_limit"),
+            origins=r.get("origins"),
+            previous_expires=r.get("previous_expires") if r.get("previous_sha256") else None,
+        )
+        for name, r in sorted(records.items())
+    ]
+
+
+def _taken(name: str) -> KeyStoreError:
+    return KeyStoreError(f"a key named '{name}' exists: revoke or rotate it", 409)
+
+
+def _missing(name: str) -> KeyStoreError:
+    return KeyStoreError(f"no key named '{name}' in the store", 404)
+
+
+def _changed(name: str) -> KeyStoreError:
+    return KeyStoreError(f"the key '{name}' changed meanwhile (another rotation?): try again", 409)
+
+
+def _text(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
 class KeyStore:
     """The key store through a synchronous client (`arbiter keys ... --redis URL`)."""
 
@@ -205,55 +266,85 @@ class KeyStore:
         expires: str | None = None,
     ) -> str:
         """Store a new key named `name`; returns the key (shown once: only its digest is kept)."""
-        _check_name(name)
-        key = new_key()
-        record = make_record(
-            name, key, scopes, rate_limit=rate_limit, origins=origins, expires=expires
+        key, record = new_record(
+            name, scopes, rate_limit=rate_limit, origins=origins, expires=expires
         )
-        if self._write(name, json.dumps(record), "") == -1:
-            raise KeyStoreError(f"a key named '{name}' exists: revoke or rotate it")
+        if self._write(name, record, "") == -1:
+            raise _taken(name)
         return key
 
     def revoke(self, name: str) -> None:
         """Delete the key (and a previous one still in its grace): refused within an interval."""
         if self._write(name, "", "*") < 0:
-            raise KeyStoreError(f"no key named '{name}' in the store")
+            raise _missing(name)
 
     def rotate(self, name: str, grace_s: float) -> str:
         """A new key for `name`; the old one keeps working `grace_s` seconds more. Returns the key."""
         raw = self.redis.hget(STORE, name)
         if raw is None:
-            raise KeyStoreError(f"no key named '{name}' in the store")
-        text = raw.decode() if isinstance(raw, bytes) else str(raw)
-        record = json.loads(text)
-        key = new_key()
-        record["previous_sha256"] = record["sha256"]
-        record["previous_expires"] = _rfc3339(time.time() + grace_s)
-        record["sha256"] = digest(key).hex()
-        if self._write(name, json.dumps(record), text) < 0:
-            raise KeyStoreError(
-                f"the key '{name}' changed meanwhile (another rotation?): try again"
-            )
+            raise _missing(name)
+        key, record = rotated(_text(raw), grace_s)
+        if self._write(name, record, _text(raw)) < 0:
+            raise _changed(name)
         return key
 
     def list(self) -> list[StoredKey]:
         """Every stored key, by name."""
-        return [
-            StoredKey(
-                name=name,
-                scopes=list(r.get("scopes", [])),
-                created=str(r.get("created", "")),
-                expires=r.get("expires"),
-                rate_limit=r.get("rate_limit"),
-                origins=r.get("origins"),
-                previous_expires=r.get("previous_expires") if r.get("previous_sha256") else None,
-            )
-            for name, r in sorted(self.records().items())
-        ]
+        return listed(self.records())
+
+
+class AsyncKeyStore:
+    """The same commands through the server's asyncio client (the `/v1/keys` routes)."""
+
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+
+    async def _write(self, name: str, record: str, expected: str) -> int:
+        return int(await self.redis.eval(_WRITE, 2, STORE, VERSION, name, record, expected))
+
+    async def create(
+        self,
+        name: str,
+        scopes: Sequence[str],
+        *,
+        rate_limit: str | None = None,
+        origins: Sequence[str] | None = None,
+        expires: str | None = None,
+    ) -> str:
+        """As `KeyStore.create`."""
+        key, record = new_record(
+            name, scopes, rate_limit=rate_limit, origins=origins, expires=expires
+        )
+        if await self._write(name, record, "") == -1:
+            raise _taken(name)
+        return key
+
+    async def revoke(self, name: str) -> None:
+        """As `KeyStore.revoke`."""
+        if await self._write(name, "", "*") < 0:
+            raise _missing(name)
+
+    async def rotate(self, name: str, grace_s: float) -> str:
+        """As `KeyStore.rotate`."""
+        raw = await self.redis.hget(STORE, name)
+        if raw is None:
+            raise _missing(name)
+        key, record = rotated(_text(raw), grace_s)
+        if await self._write(name, record, _text(raw)) < 0:
+            raise _changed(name)
+        return key
+
+    async def list(self) -> list[StoredKey]:
+        """As `KeyStore.list`."""
+        return listed(decode(await self.redis.hgetall(STORE)))
 
 
 def _check_name(name: str) -> None:
-    if not name or len(name) > 64 or not all(c.isalnum() or c in "-_." for c in name):
+    if (
+        not name
+        or len(name) > 64
+        or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in name)
+    ):
         raise KeyStoreError(
             f"key name {name!r}: 1 to 64 letters, digits, '-', '_' or '.' (it appears in logs)"
         )

@@ -262,3 +262,27 @@ def test_store_on_a_cluster(redis_cluster_url: str) -> None:
     with pytest.raises(ApiError) as refused:
         ring.authenticate("events", ADMIN["Authorization"])  # not a key of this ring
     assert refused.value.status == 401
+
+
+def test_keys_over_http(servers: list[TestClient]) -> None:
+    a, b = servers
+    r = a.post("/v1/keys", json={"name": "via-http", "scopes": ["decide"]}, headers=ADMIN)
+    assert r.status_code == 201 and r.json()["in_force"] is True
+    key = r.json()["key"]
+    assert all(eventually(lambda c=c: status(c, key) == 200) for c in servers)
+    again = a.post("/v1/keys", json={"name": "via-http", "scopes": ["decide"]}, headers=ADMIN)
+    assert again.status_code == 409 and again.json()["error"]["field"] == "name"
+    listed = b.get("/v1/keys", headers=ADMIN).json()["keys"]
+    assert [k["name"] for k in listed] == ["via-http"] and key not in json.dumps(listed)
+    r = b.post("/v1/keys/via-http/rotate", params={"grace_s": 0}, headers=ADMIN)
+    assert r.status_code == 200
+    new = r.json()["key"]
+    assert all(eventually(lambda c=c: status(c, new) == 200) for c in servers)
+    assert all(status(c, key) == 401 for c in servers)
+    # Only an admin key manages keys: the new decide key may not.
+    assert a.get("/v1/keys", headers=bearer(new)).status_code == 403
+    assert a.delete("/v1/keys/via-http", headers=ADMIN).status_code == 200
+    assert all(eventually(lambda c=c: status(c, new) == 401) for c in servers)
+    assert a.delete("/v1/keys/via-http", headers=ADMIN).status_code == 404
+    bad = a.post("/v1/keys", json={"name": "x y", "scopes": ["root"]}, headers=ADMIN)
+    assert bad.status_code == 422
