@@ -235,7 +235,9 @@ def report(tally: Tally, seconds: float) -> dict[str, Any]:
     lat = tally.all_latencies()
     service = [t[4] for t in tally.timeline]
     lag = [max(0.0, t[3] - t[4]) for t in tally.timeline]
-    by_kind = {kind: {"requests": len(xs), **_ms(xs)} for kind, xs in tally.latencies.items() if xs}
+    by_kind: dict[str, dict[str, Any]] = {
+        kind: {"requests": len(xs), **_ms(xs)} for kind, xs in tally.latencies.items() if xs
+    }
     for kind, entry in by_kind.items():
         entry["service"] = _ms([t[4] for t in tally.timeline if t[1] == kind])
     return {
