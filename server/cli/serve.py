@@ -123,6 +123,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if embedded is not None:
             embedded.stop()  # SHUTDOWN SAVE
         if metrics_dir is not None:
+            os.environ.pop(multiprocess.ENV, None)  # a caller in this process is not a worker
             shutil.rmtree(metrics_dir, ignore_errors=True)
     if stopped_by is not None:
         die_of(stopped_by)
