@@ -286,3 +286,14 @@ def test_keys_over_http(servers: list[TestClient]) -> None:
     assert a.delete("/v1/keys/via-http", headers=ADMIN).status_code == 404
     bad = a.post("/v1/keys", json={"name": "x y", "scopes": ["root"]}, headers=ADMIN)
     assert bad.status_code == 422
+
+
+def test_an_expired_store_key_is_refused_by_name(
+    servers: list[TestClient], store: KeyStore
+) -> None:
+    live = store.create("until-2099", ["decide"], expires="2099-01-01T00:00:00Z")
+    gone = store.create("until-2020", ["decide"], expires="2020-01-01T00:00:00Z")
+    assert eventually(lambda: status(servers[0], live) == 200)
+    r = servers[0].post("/v1/decide", json=DECIDE, headers=bearer(gone))
+    assert r.status_code == 401 and r.json()["error"]["code"] == "key_expired"
+    assert "until-2020" in r.json()["error"]["message"]
