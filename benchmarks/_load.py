@@ -37,9 +37,8 @@ class Tally:
     decided: int = 0
     events_accepted: dict[str, str] = field(default_factory=dict)  # event id -> customer
     feedback_accepted: int = 0
-    timeline: list[tuple[float, str, int, float]] = field(
-        default_factory=list
-    )  # t, kind, status, s
+    # (scheduled t from the start, kind, status, s from schedule to answer, s from send to answer)
+    timeline: list[tuple[float, str, int, float, float]] = field(default_factory=list)
 
     def all_latencies(self) -> list[float]:
         return [x for xs in self.latencies.values() for x in xs]
@@ -214,10 +213,37 @@ async def saturation(
     return answered / seconds
 
 
-def report(tally: Tally, seconds: float) -> dict[str, Any]:
-    """The figures a run is judged by."""
-    lat = tally.all_latencies()
+def _ms(samples: list[float]) -> dict[str, float]:
     return {
+        "p50_ms": round(percentile(samples, 0.50) * 1000, 2),
+        "p99_ms": round(percentile(samples, 0.99) * 1000, 2),
+        "p999_ms": round(percentile(samples, 0.999) * 1000, 2),
+        "max_ms": round(max(samples, default=float("nan")) * 1000, 2),
+    }
+
+
+def report(tally: Tally, seconds: float) -> dict[str, Any]:
+    """The figures a run is judged by.
+
+    Latency is from each request's scheduled time (`p50_ms`...: what a caller
+    waiting on that schedule sees, queueing included); `service` is from the
+    moment it was sent (the server's answer time plus the network); `send_lag`
+    is how late the generator sent against its schedule: large values mean the
+    machine (or the generator) could not keep the pace, and the run measured
+    the machine rather than the server.
+    """
+    lat = tally.all_latencies()
+    service = [t[4] for t in tally.timeline]
+    lag = [max(0.0, t[3] - t[4]) for t in tally.timeline]
+    by_kind: dict[str, dict[str, Any]] = {
+        kind: {"requests": len(xs), **_ms(xs)} for kind, xs in tally.latencies.items() if xs
+    }
+    for kind, entry in by_kind.items():
+        entry["service"] = _ms([t[4] for t in tally.timeline if t[1] == kind])
+    return {
+        "service": _ms(service),
+        "send_lag": _ms(lag),
+        "by_kind": by_kind,
         "requests": len(lat),
         "throughput_rps": round(len(lat) / seconds, 1),
         "p50_ms": round(percentile(lat, 0.50) * 1000, 2),

@@ -28,6 +28,7 @@ from arbiter.engine.store.embedded import EmbeddedRedis
 from arbiter.engine.store.profiles import ProfileStore
 from arbiter.server import errors, openapi
 from arbiter.server.background.intake import start_intake
+from arbiter.server.background.keys import start_key_store_watch
 from arbiter.server.background.learning import LearnerSupervisor, attributor_for
 from arbiter.server.background.triggers import start_trigger_runner
 from arbiter.server.fast_path import decide_asgi
@@ -35,6 +36,7 @@ from arbiter.server.routes.admin import router as admin_router
 from arbiter.server.routes.decide import decide_endpoint, feedback_endpoint
 from arbiter.server.routes.experiments import router as experiments_router
 from arbiter.server.routes.identity import router as identity_router
+from arbiter.server.routes.keys import router as keys_router
 from arbiter.server.rulesets import Resources, RulesetManager
 from arbiter.server.security import edge
 from arbiter.server.security.access import AccessLog
@@ -98,6 +100,7 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
     app.router.routes.append(Route("/v1/feedback", feedback_endpoint, methods=["POST"]))
     app.include_router(admin_router)
     app.include_router(identity_router)
+    app.include_router(keys_router)
     app.include_router(experiments_router)
     app.include_router(studio_router)
     mount_studio(app)
@@ -190,6 +193,14 @@ async def _start(settings: Settings, resources: Resources) -> AppState:
             rulesets.watch(settings.reload_interval_ms / 1000, state.stop), name="ruleset-watch"
         )
     )
+    if state.metrics.mirror is not None:  # serve --workers N: keep this worker's share current
+        state.tasks.append(
+            asyncio.get_running_loop().create_task(
+                state.metrics.mirror.run(reload_s, state.stop), name="metrics-mirror"
+            )
+        )
+    if settings.keys_redis:
+        state.tasks.append(await start_key_store_watch(state))
     intake = start_intake(state)
     if intake is not None:
         state.tasks.append(intake)

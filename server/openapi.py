@@ -76,6 +76,10 @@ SCOPE_OF: dict[tuple[str, str], str] = {
     ("post", "/v1/studio/diff"): "rulesets:read",
     ("get", "/v1/studio/customers"): "profiles:read",
     ("get", "/v1/studio/rulesets/{name}/versions"): "rulesets:read",
+    ("get", "/v1/keys"): "admin",
+    ("post", "/v1/keys"): "admin",
+    ("delete", "/v1/keys/{name}"): "admin",
+    ("post", "/v1/keys/{name}/rotate"): "admin",
 }
 
 _STATUS_TEXT = {
@@ -103,6 +107,10 @@ _EXTRA_STATUSES: dict[tuple[str, str], tuple[str, ...]] = {
     ("post", "/v1/rulesets/{name}/rollback"): ("404", "409", "503"),
     ("post", "/v1/identify"): ("409", "503"),
     ("get", "/v1/experiments/{name}"): ("404", "503"),
+    ("get", "/v1/keys"): ("503",),
+    ("post", "/v1/keys"): ("409", "503"),
+    ("delete", "/v1/keys/{name}"): ("404", "503"),
+    ("post", "/v1/keys/{name}/rotate"): ("404", "409", "503"),
 }
 _RATE_HEADERS = {
     "RateLimit": {

@@ -65,6 +65,8 @@ class Settings:
     intake_consume: bool = field(default=False, metadata={"env": "ARBITER_INTAKE_CONSUME"})
     # Keys, scopes, browsers, limits (docs/operations.md).
     keys_file: str | None = field(default=None, metadata={"env": "ARBITER_KEYS_FILE"})
+    #: Also take keys from the Redis key store (`arbiter keys create`), re-read each reload interval.
+    keys_redis: bool = field(default=False, metadata={"env": "ARBITER_KEYS_REDIS"})
     public_scopes: str | None = field(default=None, metadata={"env": "ARBITER_PUBLIC_SCOPES"})
     cors_origins: str | None = field(default=None, metadata={"env": "ARBITER_CORS_ORIGINS"})
     rate_limit: str | None = field(default=None, metadata={"env": "ARBITER_RATE_LIMIT"})
@@ -151,7 +153,9 @@ class Settings:
             self.admin_key,
             self.decide_key,
             keys_file=self.keys_file,
-            public_scopes=parse_public_scopes(self.public_scopes, self.decide_key, self.keys_file),
+            public_scopes=parse_public_scopes(
+                self.public_scopes, self.decide_key, self.keys_file, self.keys_redis
+            ),
             default_rate_limit=_rate(self.rate_limit, "ARBITER_RATE_LIMIT"),
             public_rate_limit=_rate(self.public_rate_limit, "ARBITER_PUBLIC_RATE_LIMIT"),
         )

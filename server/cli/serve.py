@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import os
 import secrets
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -71,6 +72,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from arbiter.engine.store.embedded import EmbeddedRedis
     from arbiter.server.security.access import logging_config
     from arbiter.server.settings import Settings, SettingsError
+    from arbiter.server.telemetry import multiprocess
 
     os.environ["ARBITER_RULES"] = args.rules
     if args.dev:
@@ -92,6 +94,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ["ARBITER_REDIS_URL"] = embedded.url
         print(f"arbiter: embedded Redis at {embedded.url}")
     print(f"arbiter: serving {args.rules} on http://{args.host}:{args.port} (docs at /docs)")
+    # Several workers: /metrics sums them all (server.telemetry.multiprocess).
+    metrics_dir = multiprocess.prepare(args.workers)
     stopped_by: int | None = None
     try:
         # uvicorn re-raises the stop signal after its shutdown; without this, SIGTERM
@@ -118,6 +122,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         if embedded is not None:
             embedded.stop()  # SHUTDOWN SAVE
+        if metrics_dir is not None:
+            os.environ.pop(multiprocess.ENV, None)  # a caller in this process is not a worker
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     if stopped_by is not None:
         die_of(stopped_by)
     return 0

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from arbiter.dsl.errors import ArbiterError
 from arbiter.server.errors import ApiError
@@ -121,66 +122,72 @@ def parse_key_file(text: str, path: str) -> list[ApiKey]:
     out: list[ApiKey] = []
     names: set[str] = set()
     for i, entry in enumerate(entries):
-        where = f"{path}: key #{i + 1}"
-        name = entry.get("name")
+        name = entry.get("name") if isinstance(entry, dict) else None
         if not isinstance(name, str) or not name:
-            raise KeyFileError(f"{where}: 'name' is required")
-        where = f"{path}: key '{name}'"
+            raise KeyFileError(f"{path}: key #{i + 1}: 'name' is required")
         if name in names:
-            raise KeyFileError(f"{where}: the name is used twice")
+            raise KeyFileError(f"{path}: key '{name}': the name is used twice")
         names.add(name)
-        sha = entry.get("sha256", "")
-        try:
-            raw = bytes.fromhex(sha) if isinstance(sha, str) else b""
-        except ValueError:
-            raw = b""
-        if len(raw) != 32:
-            raise KeyFileError(f"{where}: 'sha256' must be 64 hex digits (arbiter keys new)")
-        scopes = entry.get("scopes", [])
-        if not isinstance(scopes, list) or not scopes:
-            raise KeyFileError(f"{where}: 'scopes' must be a non-empty list")
-        unknown = [s for s in scopes if s not in SCOPES]
-        if unknown:
-            raise KeyFileError(f"{where}: unknown scope(s) {unknown}; known: {', '.join(SCOPES)}")
-        expires = entry.get("expires")
-        if isinstance(expires, datetime):
-            expires_ts: float | None = expires.timestamp()
-        elif isinstance(expires, str):
-            try:
-                expires_ts = datetime.fromisoformat(expires).timestamp()
-            except ValueError:
-                raise KeyFileError(f"{where}: 'expires' must be an RFC 3339 time") from None
-        elif expires is None:
-            expires_ts = None
-        else:
-            raise KeyFileError(f"{where}: 'expires' must be an RFC 3339 time")
-        origins = entry.get("origins")
-        if origins is not None and not (
-            isinstance(origins, list) and all(isinstance(o, str) for o in origins)
-        ):
-            raise KeyFileError(f"{where}: 'origins' must be a list of origins")
-        rate = entry.get("rate_limit")
-        out.append(
-            ApiKey(
-                name=name,
-                digest=raw,
-                scopes=frozenset(scopes),
-                expires=expires_ts,
-                origins=frozenset(origins) if origins is not None else None,
-                rate_limit=RateLimit.parse(rate, where) if isinstance(rate, str) else None,
-            )
-        )
+        out.append(parse_entry(entry, f"{path}: key '{name}'"))
     return out
 
 
+def parse_entry(entry: dict[str, Any], where: str) -> ApiKey:
+    """One `[[key]]` entry (of the key file, or a record of the Redis key store)."""
+    name = entry.get("name")
+    if not isinstance(name, str) or not name:
+        raise KeyFileError(f"{where}: 'name' is required")
+    sha = entry.get("sha256", "")
+    try:
+        raw = bytes.fromhex(sha) if isinstance(sha, str) else b""
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise KeyFileError(f"{where}: 'sha256' must be 64 hex digits (arbiter keys new)")
+    scopes = entry.get("scopes", [])
+    if not isinstance(scopes, list) or not scopes:
+        raise KeyFileError(f"{where}: 'scopes' must be a non-empty list")
+    unknown = [s for s in scopes if s not in SCOPES]
+    if unknown:
+        raise KeyFileError(f"{where}: unknown scope(s) {unknown}; known: {', '.join(SCOPES)}")
+    origins = entry.get("origins")
+    if origins is not None and not (
+        isinstance(origins, list) and all(isinstance(o, str) for o in origins)
+    ):
+        raise KeyFileError(f"{where}: 'origins' must be a list of origins")
+    rate = entry.get("rate_limit")
+    return ApiKey(
+        name=name,
+        digest=raw,
+        scopes=frozenset(scopes),
+        expires=parse_expires(entry.get("expires"), where),
+        origins=frozenset(origins) if origins is not None else None,
+        rate_limit=RateLimit.parse(rate, where) if isinstance(rate, str) else None,
+    )
+
+
+def parse_expires(expires: object, where: str) -> float | None:
+    """An `expires` value (RFC 3339 text or a TOML datetime) as a Unix time, or None."""
+    if expires is None:
+        return None
+    if isinstance(expires, datetime):
+        return expires.timestamp()
+    if isinstance(expires, str):
+        try:
+            return datetime.fromisoformat(expires).timestamp()
+        except ValueError:
+            pass
+    raise KeyFileError(f"{where}: 'expires' must be an RFC 3339 time")
+
+
 def parse_public_scopes(
-    text: str | None, decide_key: str | None, keys_file: str | None
+    text: str | None, decide_key: str | None, keys_file: str | None, keys_redis: bool = False
 ) -> frozenset[str]:
     """The public scopes: as set, else `decide` and `feedback` while no key guards decisions."""
     if text is None:
         return (
             frozenset({"decide", "feedback"})
-            if decide_key is None and keys_file is None
+            if decide_key is None and keys_file is None and not keys_redis
             else frozenset()
         )
     if text.strip().lower() == "none":
@@ -221,6 +228,10 @@ class KeyRing:
         self.public_rate_limit = public_rate_limit
         self._clock = clock
         self._file_keys: list[ApiKey] = []
+        # Keys of the Redis key store (server.security.keystore), replaced as a whole
+        # by its watcher when the store's version changes; None until first read.
+        self._store_keys: list[ApiKey] = []
+        self.store_version: int | None = None
         self._file_text: str | None = None
         self._next_check = 0.0
         self.reload_check_s = RELOAD_CHECK_S
@@ -229,8 +240,18 @@ class KeyRing:
 
     @property
     def keys(self) -> Sequence[ApiKey]:
-        """Every key now valid or expired (environment first, then the file)."""
-        return [*self._env_keys, *self._file_keys]
+        """Every key now valid or expired (environment first, then the file, then Redis)."""
+        return [*self._env_keys, *self._file_keys, *self._store_keys]
+
+    @property
+    def store_keys(self) -> Sequence[ApiKey]:
+        """The keys last read from the Redis key store."""
+        return self._store_keys
+
+    def set_store_keys(self, version: int, keys: Sequence[ApiKey]) -> None:
+        """Replace the keys read from the Redis key store (one assignment: no torn reads)."""
+        self._store_keys = list(keys)
+        self.store_version = version
 
     def reload(self) -> bool:
         """Re-read the key file if it changed; True if it was read.

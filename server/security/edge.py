@@ -41,6 +41,18 @@ def route_of(scope: Scope, routes: list[Any]) -> str:
     path = getattr(route, "path", None)
     if isinstance(path, str):
         return path
+    # Plain Starlette routes (the feedback endpoint) do not put themselves in the scope.
+    for candidate in routes:
+        regex = getattr(candidate, "path_regex", None)
+        template = getattr(candidate, "path", None)
+        methods = getattr(candidate, "methods", None)
+        if (
+            regex is not None
+            and isinstance(template, str)
+            and (methods is None or scope.get("method") in methods)
+            and regex.match(scope.get("path", ""))
+        ):
+            return template
     return "unmatched"
 
 

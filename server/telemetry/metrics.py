@@ -16,6 +16,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from arbiter.server.telemetry import multiprocess
+
 STAGES = ("redis_read", "rules", "models", "bandit", "arbitration", "log", "encode")
 _FAST = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
 
@@ -26,6 +28,16 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # `arbiter serve --workers N`: every worker's values in files, summed at each scrape.
+        self.multiprocess_dir = multiprocess.multiprocess_dir()
+        self.mirror: multiprocess.StateMirror | None = None
+        self.workers = Gauge(
+            "arbiter_workers",
+            "Worker processes serving (summed over the live workers of `serve --workers N`)",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.workers.set(1)
         self.decisions = Counter(
             "arbiter_decisions", "Decisions answered", ["ruleset", "degraded"], registry=r
         )
@@ -82,7 +94,12 @@ class Metrics:
 
     def watch(self, read: Callable[[], dict[str, float]]) -> None:
         """Export the state gauges and counters `read()` returns at each scrape."""
-        self.registry.register(StateCollector(read, self))
+        if self.multiprocess_dir is None:
+            self.registry.register(StateCollector(read, self))
+        else:
+            self.mirror = multiprocess.StateMirror(
+                read, self.learner_lag, STATE_METRICS, self.registry
+            )
 
         self.identifies = Counter(
             "arbiter_identifies", "POST /v1/identify answered", ["outcome"], registry=self.registry
@@ -98,23 +115,34 @@ class Metrics:
             "arbiter_intake_lag_seconds",
             "Age of the oldest intake message not yet delivered, per shard",
             ["stream"],
+            # Read from Redis at each scrape: any worker's latest reading is the value.
+            multiprocess_mode="mostrecent",
             registry=self.registry,
         )
         self.intake_pending = Gauge(
             "arbiter_intake_pending",
             "Intake messages delivered but not yet acknowledged, per shard",
             ["stream"],
+            # Read from Redis at each scrape: any worker's latest reading is the value.
+            multiprocess_mode="mostrecent",
             registry=self.registry,
         )
         self.intake_length = Gauge(
             "arbiter_intake_stream_length",
             "Intake messages held in the stream (unread, pending, not yet trimmed), per shard",
             ["stream"],
+            # Read from Redis at each scrape: any worker's latest reading is the value.
+            multiprocess_mode="mostrecent",
             registry=self.registry,
         )
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """The Prometheus text: this process's registry, or every worker's values summed."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        if self.mirror is not None:
+            self.mirror.sync()
+        return multiprocess.render(self.multiprocess_dir)
 
 
 # name -> (kind, help). Counters end in _total when exported.

@@ -58,6 +58,9 @@ def test_stages_actions_and_routes(retail: TestClient) -> None:
         retail.post("/v1/decide", json={"customer_id": "c1", "context": context}).json()
         for _ in range(5)
     ]
+    first = answers[0]["actions"][0]["action"] if answers[0]["actions"] else "none"
+    feedback = {"decision_id": answers[0]["decision_id"], "action": first, "reward": 1}
+    assert retail.post("/v1/feedback", json=feedback).status_code in (202, 404)
     found = samples(retail)
     for stage in STAGES:
         assert value(found, "arbiter_decide_stage_seconds_count", stage=stage) == 5, stage
@@ -75,6 +78,13 @@ def test_stages_actions_and_routes(retail: TestClient) -> None:
     assert value(found, "arbiter_http_requests_total", **route) == 1
     decide = {"route": "/v1/decide", "method": "POST", "status": "200"}
     assert value(found, "arbiter_http_requests_total", **decide) == 5
+    # The feedback route is a plain Starlette route: still named by its template.
+    fed = [
+        k
+        for k in found
+        if k[0] == "arbiter_http_requests_total" and ("route", "/v1/feedback") in k[1]
+    ]
+    assert len(fed) == 1 and not any(("route", "unmatched") in k[1] for k in found)
     assert "c1" not in retail.get("/metrics").text  # route templates, never customer ids
     assert value(found, "arbiter_ruleset_reloads_total") == 1
 

@@ -29,6 +29,10 @@ ROUTES: list[tuple[str, str, str, Any]] = [
     ("GET", "/v1/rulesets/shop", "rulesets:read", None),
     ("PUT", "/v1/rulesets/shop", "rulesets:write", "TEXT"),
     ("POST", "/v1/rulesets/shop/rollback", "rulesets:write", None),
+    ("GET", "/v1/keys", "admin", None),
+    ("POST", "/v1/keys", "admin", {"name": "made", "scopes": ["decide"]}),
+    ("POST", "/v1/keys/made/rotate", "admin", None),
+    ("DELETE", "/v1/keys/made", "admin", None),
 ]
 
 
@@ -41,7 +45,7 @@ def bearer(key: str) -> dict[str, str]:
 
 
 def write_keys(path: Path, extra: str = "") -> None:
-    entries = [key_entry(s.replace(":", "_"), key_of(s), [s]) for s in SCOPES if s != "admin"]
+    entries = [key_entry(s.replace(":", "_"), key_of(s), [s]) for s in SCOPES]
     expired = key_entry("old", "key-expired", ["decide"]) + 'expires = "2020-01-01T00:00:00Z"\n'
     limited = key_entry("metered", "key-metered", ["decide"], rate_limit="3/60s")
     tied = key_entry("shop-web", "key-shop", ["decide"]) + 'origins = ["https://shop.example"]\n'
