@@ -192,6 +192,7 @@ async def post_events(body: EventsIn, request: Request, authorization: Auth = No
     counted = await _redis_call(
         st.admin_store.add_events(
             events,
+            now=now,  # arrival on the app's clock, as the events' own times are checked
             outcomes=outcomes,
             outcome_maxlen=st.settings.decision_stream_maxlen,
             grouped=live_grouped(st),

@@ -1,11 +1,13 @@
 """The new playbook lines decide the same on real Redis, over HTTP, as in the scenario runner.
 
 For each scenario of `tests/cases/good/contact_policy.rules` (a cross-offer SMS/email
-policy, contact history, suppress by tag) and `tests/cases/good/calendar.rules` (hour of
-day and weekday in non-UTC zones): the profile goes in with `PUT /v1/profiles`, each past
-contact is written by the store's own after-decision script (what the decision log
-writer runs for a returned action), the app's clock is set to the scenario's `now`, and
-`POST /v1/decide` must return exactly what `arbiter test` computed.
+policy, contact history, suppress by tag), `tests/cases/good/calendar.rules` (hour of
+day and weekday in non-UTC zones) and `tests/cases/good/grouped_windows.rules` (the same
+category 3+ times in 24h, distinct categories, calendar months): the profile goes in with
+`PUT /v1/profiles`, each past contact is written by the store's own after-decision script
+(what the decision log writer runs for a returned action), each event is sent with
+`POST /v1/events` at the scenario's clock, the app's clock is set to the scenario's
+`now`, and `POST /v1/decide` must return exactly what `arbiter test` computed.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from arbiter.engine.store.client import connect
 from arbiter.engine.store.profiles import AFTER_DECISION_LUA, ProfileStore
 from arbiter.server.app import create_app
 
-FILES = ["contact_policy.rules", "calendar.rules"]
+FILES = ["contact_policy.rules", "calendar.rules", "grouped_windows.rules"]
 
 
 async def reject(url: str, customer: str, name: str, ts: float, keep: int) -> None:
@@ -54,8 +56,19 @@ def test_scenarios_decide_alike_on_redis(redis_url: str, tmp_path: Path, name: s
             cid = f"{result.customer_id}-{k}"
             now = sc.now if sc.now is not None else DEFAULT_NOW
             assert c.put(f"/v1/profiles/{cid}", json=sc.profile, headers=ADMIN).status_code == 200
+            state.clock = lambda now=now: now  # events arrive at the scenario's time
             for i, ev in enumerate(sc.events):
-                spec = plan.action(ev.event)  # these files' events are all past contacts
+                if ev.event in plan.checked.events:
+                    props = {} if ev.prop is None else {ev.prop: ev.label or ev.amount}
+                    sent = [
+                        {"customer_id": cid, "type": ev.event, "ts": now - ev.ago_seconds}
+                        | ({"properties": props} if props else {})
+                        for _ in range(1 if ev.prop is not None else int(ev.amount))
+                    ]
+                    answer = c.post("/v1/events", json={"events": sent}, headers=ADMIN)
+                    assert answer.status_code == 202, answer.text
+                    continue
+                spec = plan.action(ev.event)  # otherwise a past contact
                 if ev.prop == "rejected":
                     # What `POST /v1/feedback` with a reward <= 0 records.
                     targets = rejections_of(plan, spec, None)
