@@ -733,12 +733,14 @@ class _Checker:
     def visit_Call(self, e: n.Call) -> tuple[n.Expr, t.Type]:
         if e.name == "max" and len(e.args) == 1 and isinstance(e.args[0], n.Aggregate):
             inner = e.args[0]
-            if inner.fn == "count" and inner.by is not None:
+            if inner.by is not None:
                 # The largest count of any one value: "the same category 3+ times".
                 self._check_event(inner.event, inner.span)
                 if inner.window_seconds == 0:
                     self.error("bad-window", "the window must be longer than zero", inner.span)
                 self._grouped(inner)
+                if inner.fn != "count":
+                    return e, t.NUMBER
                 top = replace(inner, span=e.span, fn="max_count", prop=inner.by, by=None)
                 return top, t.NUMBER
         sig = t.BUILTINS.get(e.name)
@@ -864,12 +866,15 @@ class _Checker:
                 hint = did_you_mean(prop, fields)
                 self.error("unknown-field", f"event {e.event} has no field '{prop}'", e.span, hint)
             elif fields[prop].kind not in ("string", "enum"):
+                texts = [f for f, ty in fields.items() if ty.kind in ("string", "enum")]
                 self.error(
                     "type-mismatch",
                     f"{e.event}.{prop} is a {fields[prop]}: events are grouped by a string"
                     " property",
                     e.span,
-                    f"declare it in the event: event {e.event} {{ {prop}: string }}",
+                    f"{e.event}'s string properties: {', '.join(texts)}"
+                    if texts
+                    else f"declare one in the event: event {e.event} {{ <name>: string }}",
                 )
         elif not self.out.events:
             # Only a declared string property is grouped when events arrive.

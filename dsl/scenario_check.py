@@ -187,7 +187,9 @@ def _events(emit: Emit, loc: Locator, sc: n.ScenarioDecl, out: CheckedRuleset) -
             continue
         if ev.prop is None:
             if ev.label is not None:
-                message = f"{ev.event}: a text value belongs to a property, e.g. {ev.event}.category"
+                message = (
+                    f"{ev.event}: a text value belongs to a property, e.g. {ev.event}.category"
+                )
                 emit("scenario-value", message, span, None)
             elif ev.amount < 0 or ev.amount != int(ev.amount):
                 emit(

@@ -153,9 +153,7 @@ async def write_file(
     async def send() -> None:
         if not tracked:
             tracked.append(await known_outcome_types(store.redis))
-        counted = await store.add_events(
-            pending, now=clock(), outcomes=tracked[0], grouped=grouped
-        )
+        counted = await store.add_events(pending, now=clock(), outcomes=tracked[0], grouped=grouped)
         if triggers:
             await schedule_triggers(store.redis, triggers, pending, clock())
         totals.counted += counted

@@ -12,10 +12,14 @@ import random
 from datetime import UTC, datetime
 
 import pytest
+from support.paths import CASES_DIR
 from support.store import DAY, HOUR, ev, run
 
+from arbiter import dsl
+from arbiter.engine.codegen.compiler import compile_plan
 from arbiter.engine.decision import literal_inputs
 from arbiter.engine.decision.literal_inputs import LiteralEvent
+from arbiter.engine.decision.window_span import bucket_range, window_start
 from arbiter.engine.plan import AggregateSpec
 from arbiter.engine.store import keys, series
 from arbiter.engine.store.profiles import Event, ProfileStore, grouped_properties
@@ -84,12 +88,14 @@ def test_window_edges_match_the_scenario_runner(redis_url: str) -> None:
     got = read(redis_url, "e")
     assert got == expected(events)
     assert got[:3] == [2.0, 1.0, 3.0]
-    assert got[4] == 3.0  # a month back from 03-10 is 02-10: shoes ×3, on 02-07 belts no
+    assert (
+        got[4] == 3.0
+    )  # a month back from 03-10 is 02-10: three shoes; hats (02-08) and belts (02-07) are before it
 
 
 def test_past_the_cap_a_bucket_overflows_and_never_under_counts(redis_url: str) -> None:
     cap = series.GROUP_CAP
-    assert literal_inputs.GROUP_CAP == cap
+    assert cap == literal_inputs.GROUP_CAP
     # One hour bucket: `cap` categories once each, then three views of a new category.
     events = views("o", *((f"cat{i}", 10 * 60) for i in range(cap)))
     events += views("o", ("latecomer", 5 * 60), ("latecomer", 4 * 60), ("latecomer", 3 * 60))
@@ -104,7 +110,7 @@ def test_past_the_cap_a_bucket_overflows_and_never_under_counts(redis_url: str) 
     blob = run(redis_url, lambda s: s.redis.hget(keys.windows("o"), "h:view/category"))
     records = series.decode("h:view/category", blob)
     assert [len(keys_) for keys_ in records.values()] == [cap + 1]  # kept + the overflow
-    assert list(records.values())[0][series.OVERFLOW] == 3
+    assert next(iter(records.values()))[series.OVERFLOW] == 3
 
 
 def test_random_histories_agree_with_the_scenario_runner(redis_url: str) -> None:
@@ -166,8 +172,6 @@ def test_on_a_cluster(redis_cluster_url: str) -> None:
     ],
 )
 def test_a_month_window_starts_a_calendar_month_back(now: str, start: str) -> None:
-    from arbiter.engine.decision.window_span import bucket_range, window_start
-
     at = datetime.fromisoformat(now).replace(tzinfo=UTC).timestamp()
     begin = datetime.fromisoformat(start).replace(tzinfo=UTC).timestamp()
     assert window_start(-1, at) == begin
@@ -175,9 +179,5 @@ def test_a_month_window_starts_a_calendar_month_back(now: str, start: str) -> No
 
 
 def test_grouped_properties_of_plans() -> None:
-    from arbiter import dsl
-    from arbiter.engine.codegen.compiler import compile_plan
-    from support.paths import CASES_DIR
-
     plan = compile_plan(dsl.load_checked(CASES_DIR / "good" / "grouped_windows.rules"))
     assert grouped_properties([plan.needs]) == {"product_view.category"}
