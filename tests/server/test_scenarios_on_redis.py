@@ -7,7 +7,9 @@ category 3+ times in 24h, distinct categories, calendar months): the profile goe
 `PUT /v1/profiles`, each past contact is written by the store's own after-decision script
 (what the decision log writer runs for a returned action), each event is sent with
 `POST /v1/events` at the scenario's clock, the app's clock is set to the scenario's
-`now`, and `POST /v1/decide` must return exactly what `arbiter test` computed.
+`now`, and `POST /v1/decide` must return exactly what `arbiter test` computed (the example
+`rulesets/fashion.rules` too). Scenario times lie within 400 days of today or later:
+Redis expires window hashes on its own, real clock.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from support.paths import CASES_DIR
+from support.paths import CASES_DIR, RULESETS_DIR
 from support.server import ADMIN, settings
 
 from arbiter import dsl
@@ -29,7 +31,12 @@ from arbiter.engine.store.client import connect
 from arbiter.engine.store.profiles import AFTER_DECISION_LUA, ProfileStore
 from arbiter.server.app import create_app
 
-FILES = ["contact_policy.rules", "calendar.rules", "grouped_windows.rules"]
+FILES = [
+    CASES_DIR / "good" / "contact_policy.rules",
+    CASES_DIR / "good" / "calendar.rules",
+    CASES_DIR / "good" / "grouped_windows.rules",
+    RULESETS_DIR / "fashion.rules",  # the example a team copies for grouped windows
+]
 
 
 async def reject(url: str, customer: str, name: str, ts: float, keep: int) -> None:
@@ -40,9 +47,8 @@ async def reject(url: str, customer: str, name: str, ts: float, keep: int) -> No
         await client.aclose()
 
 
-@pytest.mark.parametrize("name", FILES)
-def test_scenarios_decide_alike_on_redis(redis_url: str, tmp_path: Path, name: str) -> None:
-    path = CASES_DIR / "good" / name
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_scenarios_decide_alike_on_redis(redis_url: str, tmp_path: Path, path: Path) -> None:
     plan = compile_plan(dsl.load_checked(path))
     assert plan.checked.scenarios
     sync = redis.Redis.from_url(redis_url)
