@@ -142,19 +142,19 @@ def grouped(fn: str, blob: bytes | None, first: int, last: int) -> int:
     if not blob:
         return 0
     words = array("I", blob)
+    wide = array("Q", blob)  # the key of record i is wide[2 * i + 1], as one number
     if _SWAP:
         words.byteswap()
+        wide.byteswap()
     buckets = words[0::4]
     lo, hi = bisect_left(buckets, first), bisect_right(buckets, last)
-    per_key: dict[bytes, int] = {}
+    per_key: dict[int, int] = {}
     overflow = 0
-    for i in range(lo, hi):
-        key = blob[i * KEYED_SIZE + 8 : (i + 1) * KEYED_SIZE]
-        n = words[i * 4 + 1]
-        if key == OVERFLOW:
-            overflow += n
-        else:
+    for key, n in zip(wide[2 * lo + 1 : 2 * hi : 2], words[4 * lo + 1 : 4 * hi : 4], strict=True):
+        if key:
             per_key[key] = per_key.get(key, 0) + n
+        else:  # OVERFLOW: eight zero bytes
+            overflow += n
     if fn == "distinct":
         return len(per_key) + overflow
     return max(per_key.values(), default=0) + overflow
