@@ -96,12 +96,15 @@ default bestsellers
 """
 
 # `--grouped`: page views carry a category, read per value by two more segments.
-GROUPED_RULES = RULES.replace("event page_view\n", "event page_view { category: string }\n") + """
+GROUPED_RULES = (
+    RULES.replace("event page_view\n", "event page_view { category: string }\n")
+    + """
 segment category_focus = max(count(page_view within 24h by category)) >= 3
 segment explorer = distinct(page_view.category within 30d) >= 5
 action category_edit { value 4 channels [web, app] }
 when category_focus or explorer offer category_edit
 """
+)
 CATEGORIES = ("dresses", "shoes", "bags", "coats", "hats", "belts", "knitwear", "jeans")
 
 
@@ -121,9 +124,7 @@ def profile(rng: random.Random) -> dict[str, Any]:
     }
 
 
-def events(
-    cid: str, n: int, now: float, rng: random.Random, grouped: bool = False
-) -> list[Event]:
+def events(cid: str, n: int, now: float, rng: random.Random, grouped: bool = False) -> list[Event]:
     """A month of behaviour: three in four page views, some carts, a few purchases."""
     out = []
     for k in range(n):

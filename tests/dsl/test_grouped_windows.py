@@ -85,7 +85,9 @@ def test_grouping_mistakes_are_errors(line: str, expected: str) -> None:
 
 
 def test_grouping_needs_a_declared_event_property() -> None:
-    text = "ruleset r\naction a { value 1 }\nwhen max(count(v within 24h by category)) >= 3 offer a\n"
+    text = (
+        "ruleset r\naction a { value 1 }\nwhen max(count(v within 24h by category)) >= 3 offer a\n"
+    )
     assert diagnostics(text) == [
         "3:10 unknown-field: grouping by 'category' needs it declared as a string property"
         " of v | declare it: event v { category: string }"

@@ -169,6 +169,9 @@ def test_on_a_cluster(redis_cluster_url: str) -> None:
         ("2024-03-31T10:00:00", "2024-02-29T10:00:00"),  # a leap year
         ("2026-01-15T00:00:00", "2025-12-15T00:00:00"),  # across the year
         ("2026-05-31T23:30:00", "2026-04-30T23:30:00"),  # 30-day month
+        # UTC: Europe's clocks moved on 03-29, the window did not (same UTC time of day).
+        ("2026-04-15T10:00:00", "2026-03-15T10:00:00"),
+        ("2026-03-01T00:00:00", "2026-02-01T00:00:00"),  # a month at midnight of its first day
     ],
 )
 def test_a_month_window_starts_a_calendar_month_back(now: str, start: str) -> None:
