@@ -304,9 +304,9 @@ def test_scenario_inputs_match_what_the_store_reads(redis_url: str) -> None:
     import asyncio
     import time
 
+    from arbiter.engine.decision.literal_inputs import LiteralEvent, aggregate
     from arbiter.engine.decision.policies import rejections_of
     from arbiter.engine.store.client import connect
-    from arbiter.engine.decision.literal_inputs import LiteralEvent, aggregate
     from arbiter.engine.store.profiles import Event, ProfileStore, grouped_properties
 
     day = 86400
