@@ -14,7 +14,12 @@ A window of W at time `now` uses hourly buckets when W ≤ 7 days, else daily
 ones, and covers every bucket from the one containing `now - W` to the one
 containing `now`: exact to one bucket at the window's old edge (up to an hour
 or a day more than W is counted, never less). Windows longer than 400 days
-see only the last 400 days or so.
+see only the last 400 days or so. Calendar-month windows start N months back
+in UTC (`engine.decision.window_span`, which the scenario runner asks too).
+
+String properties a live ruleset groups by (`max(count(e within W by p))`,
+`distinct(e.p within W)`; the caller passes them as `grouped`) are counted
+per value in grouped series, capped per bucket (`series.GROUP_CAP`).
 
 The read. `READ_LUA` fetches, in one EVALSHA on one shard, everything a plan's
 `Needs` ask for: the profile hash, last-seen times, the series its windows
