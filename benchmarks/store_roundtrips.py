@@ -15,6 +15,11 @@ Prints, in one run, against a real Redis on 127.0.0.1 (TCP):
    events, side by side, with the ratio.
 
     python -m benchmarks.store_roundtrips [--decisions 2000] [--customers 200] [--sample 200]
+        [--grouped]
+
+`--grouped` gives page views a category and adds two grouped windows
+(`max(count(page_view within 24h by category))`, `distinct(page_view.category
+within 30d)`): the read is still one command, with two more series in its HMGET.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from arbiter.engine.records import DecideRequest
 from arbiter.engine.store import windows
 from arbiter.engine.store.client import connect
 from arbiter.engine.store.embedded import EmbeddedRedis
-from arbiter.engine.store.profiles import Event, ProfileStore
+from arbiter.engine.store.profiles import Event, ProfileStore, grouped_properties
 from benchmarks._harness import Client, arbiter_argv, free_port, server, summary
 
 DAY = windows.DAY
@@ -90,6 +95,18 @@ when lapsed offer winback
 default bestsellers
 """
 
+# `--grouped`: page views carry a category, read per value by two more segments.
+GROUPED_RULES = (
+    RULES.replace("event page_view\n", "event page_view { category: string }\n")
+    + """
+segment category_focus = max(count(page_view within 24h by category)) >= 3
+segment explorer = distinct(page_view.category within 30d) >= 5
+action category_edit { value 4 channels [web, app] }
+when category_focus or explorer offer category_edit
+"""
+)
+CATEGORIES = ("dresses", "shoes", "bags", "coats", "hats", "belts", "knitwear", "jeans")
+
 
 # ----------------------------------------------------------------- the data
 
@@ -107,14 +124,15 @@ def profile(rng: random.Random) -> dict[str, Any]:
     }
 
 
-def events(cid: str, n: int, now: float, rng: random.Random) -> list[Event]:
+def events(cid: str, n: int, now: float, rng: random.Random, grouped: bool = False) -> list[Event]:
     """A month of behaviour: three in four page views, some carts, a few purchases."""
     out = []
     for k in range(n):
         ts = now - rng.uniform(0, 30 * DAY)
         roll = rng.random()
         if roll < 0.75:
-            out.append(Event(cid, "page_view", ts, {}, f"{cid}-{k}"))
+            view = {"category": rng.choice(CATEGORIES)} if grouped else {}
+            out.append(Event(cid, "page_view", ts, view, f"{cid}-{k}"))
         elif roll < 0.92:
             out.append(Event(cid, "add_to_cart", ts, {"price": rng.uniform(5, 200)}, f"{cid}-{k}"))
         else:
@@ -123,7 +141,8 @@ def events(cid: str, n: int, now: float, rng: random.Random) -> list[Event]:
     return out
 
 
-async def populate(url: str, n_customers: int) -> None:
+async def populate(url: str, n_customers: int, plan: Plan) -> None:
+    grouped = grouped_properties([plan.needs])
     client = connect(url, socket_timeout=30)
     store = ProfileStore(client)
     rng = random.Random(42)
@@ -134,11 +153,11 @@ async def populate(url: str, n_customers: int) -> None:
             for i in range(n_customers):
                 cid = customer(level, i)
                 await store.put_profile(cid, profile(rng))
-                batch += events(cid, level, now, rng)
+                batch += events(cid, level, now, rng, bool(grouped))
                 if len(batch) >= 2000:
-                    await store.add_events(batch, now=now)
+                    await store.add_events(batch, now=now, grouped=grouped)
                     batch = []
-            await store.add_events(batch, now=now)
+            await store.add_events(batch, now=now, grouped=grouped)
     finally:
         await client.aclose()
 
@@ -350,18 +369,19 @@ def main() -> None:
     ap.add_argument("--decisions", type=int, default=2000)
     ap.add_argument("--customers", type=int, default=200)
     ap.add_argument("--sample", type=int, default=200)
+    ap.add_argument("--grouped", action="store_true", help="add windows grouped by category")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         rules = tmp / "profiles_bench.rules"
-        rules.write_text(RULES, encoding="utf-8")
+        rules.write_text(GROUPED_RULES if args.grouped else RULES, encoding="utf-8")
         plan = compile_plan(dsl.load_checked(rules))
         with EmbeddedRedis(
             tmp / "redis", port=free_port(), unix_socket=False, persistent=False
         ) as r:
             t0 = time.perf_counter()
-            run_async(lambda: populate(r.url, args.customers))
+            run_async(lambda: populate(r.url, args.customers, plan))
             print(
                 f"populated {args.customers} customers x {LEVELS} events "
                 f"in {time.perf_counter() - t0:.1f}s; {len(plan.needs.aggregates)} aggregates, "

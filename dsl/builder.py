@@ -20,8 +20,9 @@ from arbiter.dsl.errors import Diagnostic
 #: How action properties read in the source, where that differs from the field name.
 _PROP_WORDS = {"fatigue": "suppress after", "consent": "requires consent"}
 
-#: Duration units. A month is 30 days (windows and caps are fixed lengths); `m` alone is
-#: refused, since marketers read it as a month as often as a minute.
+#: Duration units. In an event window (`within 1 month`) a month is a calendar month
+#: (`_window`); everywhere else (caps, policies, fatigue, arithmetic) it is 30 days. `m`
+#: alone is refused, since marketers read it as a month as often as a minute.
 _UNIT_SECONDS = {
     "ms": 0.001,
     "s": 1, "second": 1, "seconds": 1,
@@ -31,6 +32,7 @@ _UNIT_SECONDS = {
     "w": 604800, "week": 604800, "weeks": 604800,
     "mo": 30 * 86400, "month": 30 * 86400, "months": 30 * 86400,
 }  # fmt: skip
+_MONTH_UNITS = frozenset({"mo", "month", "months"})
 
 
 def node_span(filename: str, meta: Meta | Token) -> n.Span:
@@ -385,9 +387,10 @@ class Builder(Transformer[Token, Any]):
         prop = None
         if isinstance(rest[0], Token) and rest[0].type == "NAME":
             prop = str(rest.pop(0))
-        amount = float(rest[0])
         ago = self._duration(rest[1]) if len(rest) > 1 else 0.0
-        return n.ScenarioEvent(event, prop, amount, ago)
+        if isinstance(rest[0], Token) and rest[0].type == "STRING":
+            return n.ScenarioEvent(event, prop, 1.0, ago, _unquote(rest[0]))
+        return n.ScenarioEvent(event, prop, float(rest[0]), ago)
 
     # -- expressions
     def or_(self, meta: Meta, c: list[n.Expr]) -> n.Expr:
@@ -466,15 +469,18 @@ class Builder(Transformer[Token, Any]):
 
     def aggregate(self, meta: Meta, c: list[Token]) -> n.Expr:
         fn, event, *rest = c
-        prop = str(rest[0]) if len(rest) == 2 else None
-        window = rest[-1]
+        at = next(i for i, tok in enumerate(rest) if tok.type == "DURATION")
+        prop = str(rest[0]) if at == 1 else None
+        window = rest[at]
+        by = str(rest[at + 1]) if len(rest) > at + 1 else None
         return n.Aggregate(
             self._s(meta),
             str(fn),  # type: ignore[arg-type]
             str(event),
             prop,
-            int(self._duration(window)),
+            self._window(window),
             str(window),
+            by,
         )
 
     def last_seen(self, meta: Meta, c: list[Token]) -> n.Expr:
@@ -535,6 +541,14 @@ class Builder(Transformer[Token, Any]):
             )
             return amount * 60.0
         return amount * _UNIT_SECONDS[unit]
+
+    def _window(self, tok: Token) -> int:
+        """An event window: seconds, or `-N` for N calendar months (`engine.decision.window_span`)."""
+        text = str(tok)
+        unit = text.lstrip("0123456789").strip()
+        if unit in _MONTH_UNITS:
+            return -int(text[: len(text) - len(text.lstrip("0123456789"))])
+        return int(self._duration(tok))
 
     def _percent(self, tok: Token) -> float:
         return float(str(tok).rstrip("%")) / 100.0

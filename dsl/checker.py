@@ -731,6 +731,18 @@ class _Checker:
     # ------------------------------------------------------------ calls, events
 
     def visit_Call(self, e: n.Call) -> tuple[n.Expr, t.Type]:
+        if e.name == "max" and len(e.args) == 1 and isinstance(e.args[0], n.Aggregate):
+            inner = e.args[0]
+            if inner.by is not None:
+                # The largest count of any one value: "the same category 3+ times".
+                self._check_event(inner.event, inner.span)
+                if inner.window_seconds == 0:
+                    self.error("bad-window", "the window must be longer than zero", inner.span)
+                self._grouped(inner)
+                if inner.fn != "count":
+                    return e, t.NUMBER
+                top = replace(inner, span=e.span, fn="max_count", prop=inner.by, by=None)
+                return top, t.NUMBER
         sig = t.BUILTINS.get(e.name)
         args = [self.expr(a) for a in e.args]
         new = replace(e, args=tuple(a for a, _ in args))
@@ -786,6 +798,20 @@ class _Checker:
 
     def visit_Aggregate(self, e: n.Aggregate) -> tuple[n.Expr, t.Type]:
         self._check_event(e.event, e.span)
+        if e.window_seconds == 0:
+            self.error("bad-window", "the window must be longer than zero", e.span)
+        if e.fn == "count" and e.by is not None:
+            shown = f"count({e.event} within {e.window_text} by {e.by})"
+            self.error(
+                "type-mismatch",
+                f"{shown} is one count per {e.by}, not a number",
+                e.span,
+                f"compare the largest: max({shown}) >= 3",
+            )
+            return e, t.NUMBER
+        if e.by is not None or e.fn == "distinct":
+            self._grouped(e)
+            return e, t.NUMBER
         if e.fn == "count" and e.prop is not None:
             self.error("type-mismatch", "count() counts events; drop the property", e.span)
         if e.fn != "count" and e.prop is None:
@@ -803,9 +829,61 @@ class _Checker:
                 )
             elif not fields[e.prop].is_numeric:
                 self.error("type-mismatch", f"{e.fn}() needs a number property", e.span)
-        if e.window_seconds <= 0:
-            self.error("bad-window", "the window must be longer than zero", e.span)
         return e, t.NUMBER
+
+    def _grouped(self, e: n.Aggregate) -> None:
+        """`count(e within W by p)` (a count per value of p) and `distinct(e.p within W)`."""
+        prop = e.by if e.fn == "count" else e.prop
+        if e.fn == "distinct" and e.by is not None:
+            self.error(
+                "type-mismatch",
+                "distinct() counts the values of one property; drop the 'by'",
+                e.span,
+                f"write distinct({e.event}.{e.by} within {e.window_text})",
+            )
+            return
+        if e.fn not in ("count", "distinct"):
+            self.error(
+                "type-mismatch",
+                f"only count() can be grouped 'by' a property, not {e.fn}()",
+                e.span,
+                f"write max(count({e.event} within {e.window_text} by {e.by}))",
+            )
+            return
+        if e.fn == "count" and e.prop is not None:
+            self.error("type-mismatch", "count() counts events; drop the property", e.span)
+        if prop is None:
+            self.error(
+                "missing-property",
+                f"distinct() needs an event property, e.g. distinct({e.event}.category"
+                f" within {e.window_text})",
+                e.span,
+            )
+            return
+        if e.event in self.out.events:
+            fields = self.out.events[e.event]
+            if prop not in fields:
+                hint = did_you_mean(prop, fields)
+                self.error("unknown-field", f"event {e.event} has no field '{prop}'", e.span, hint)
+            elif fields[prop].kind not in ("string", "enum"):
+                texts = [f for f, ty in fields.items() if ty.kind in ("string", "enum")]
+                self.error(
+                    "type-mismatch",
+                    f"{e.event}.{prop} is a {fields[prop]}: events are grouped by a string"
+                    " property",
+                    e.span,
+                    f"{e.event}'s string properties: {', '.join(texts)}"
+                    if texts
+                    else f"declare one in the event: event {e.event} {{ <name>: string }}",
+                )
+        elif not self.out.events:
+            # Only a declared string property is grouped when events arrive.
+            self.error(
+                "unknown-field",
+                f"grouping by '{prop}' needs it declared as a string property of {e.event}",
+                e.span,
+                f"declare it: event {e.event} {{ {prop}: string }}",
+            )
 
     def visit_Contacts(self, e: n.Contacts) -> tuple[n.Expr, t.Type]:
         self.check_contact_target(e.scope, e.name, e.span)

@@ -67,7 +67,7 @@ CODES: dict[str, Code] = {
     "type-mismatch": Code("error", "an operation on values of the wrong types"),
     "literal-type": Code("error", "a literal of the wrong type, such as a number in quotes"),
     "misplaced-name": Code("error", "a name used where it has no meaning"),
-    "missing-property": Code("error", "sum/min/max/avg() without an event property"),
+    "missing-property": Code("error", "sum/min/max/avg/distinct() without an event property"),
     "bad-regex": Code("error", "a `matches` pattern that is not a valid regular expression"),
     # -- limits and literals with rules of their own
     "bad-window": Code("error", "an event window of zero length"),

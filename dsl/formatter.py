@@ -430,6 +430,8 @@ def _entries(kind: str, entries: Sequence[str]) -> list[str]:
 def _scenario_event(e: n.ScenarioEvent) -> str:
     target = e.event if e.prop is None else f"{e.event}.{e.prop}"
     ago = f" {duration(e.ago_seconds)} ago" if e.ago_seconds else ""
+    if e.label is not None:
+        return f"{target}: {string(e.label)}{ago}"
     return f"{target}: {number(e.amount)}{ago}"
 
 

@@ -125,13 +125,21 @@ class Call(Expr):
 
 @dataclass(frozen=True, slots=True)
 class Aggregate(Expr):
-    """An event-window aggregate: `count(add_to_cart within 24h)`, `sum(purchase.amount within 30d)`."""
+    """An event-window aggregate: `count(add_to_cart within 24h)`, `sum(purchase.amount within 30d)`.
 
-    fn: Literal["count", "sum", "min", "max", "avg"]
+    `window_seconds` is negative for calendar months: `within 2 months` is -2
+    (`engine.decision.window_span`). `count(e within W by p)` has `by` set: one
+    count per value of the string property `p`, usable only as `max(count(…))`,
+    which the checker turns into `fn == "max_count"` with `prop == p`.
+    `distinct(e.p within W)` counts the distinct values of `p`.
+    """
+
+    fn: Literal["count", "sum", "min", "max", "avg", "distinct", "max_count"]
     event: str
     prop: str | None
     window_seconds: int
     window_text: str
+    by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,6 +432,8 @@ class ScenarioEvent:
     prop: str | None
     amount: float
     ago_seconds: float
+    #: `product_view.category: "shoes"`: one event whose string property `prop` is `label`.
+    label: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -168,8 +168,11 @@ def _x_Call(e: n.Call) -> str:
 
 
 def _x_Aggregate(e: n.Aggregate) -> str:
+    if e.fn == "max_count":  # as written: `max(count(e within W by p))`
+        return f"max(count({e.event} within {e.window_text} by {e.prop}))"
     target = e.event if e.prop is None else f"{e.event}.{e.prop}"
-    return f"{e.fn}({target} within {e.window_text})"
+    by = f" by {e.by}" if e.by is not None else ""
+    return f"{e.fn}({target} within {e.window_text}{by})"
 
 
 def _x_Contacts(e: n.Contacts) -> str:

@@ -26,7 +26,7 @@ KEYWORDS = frozenset(
 )  # fmt: skip
 
 #: Event aggregates (a terminal of their own in the grammar).
-AGGREGATES = frozenset({"count", "sum", "min", "max", "avg"})
+AGGREGATES = frozenset({"count", "sum", "min", "max", "avg", "distinct"})
 
 #: Literal words: a declaration named like one would be read as the literal.
 LITERALS = frozenset({"true", "false", "missing", "now", "null"})

@@ -174,7 +174,7 @@ def _events(emit: Emit, loc: Locator, sc: n.ScenarioDecl, out: CheckedRuleset) -
         if ev.event in out.actions and ev.event not in out.events:
             # An action's name records contacts (counted against its cap); `.rejected`
             # records rejections (counted for `suppress after`).
-            if ev.prop not in (None, "rejected"):
+            if ev.prop not in (None, "rejected") or ev.label is not None:
                 message = f"'{ev.event}' is an action: give contacts, or '{ev.event}.rejected'"
                 emit("unknown-field", message, span, None)
             elif ev.amount < 0 or ev.amount != int(ev.amount):
@@ -186,7 +186,12 @@ def _events(emit: Emit, loc: Locator, sc: n.ScenarioDecl, out: CheckedRuleset) -
             emit("unknown-event", f"no event named '{ev.event}'", span, hint)
             continue
         if ev.prop is None:
-            if ev.amount < 0 or ev.amount != int(ev.amount):
+            if ev.label is not None:
+                message = (
+                    f"{ev.event}: a text value belongs to a property, e.g. {ev.event}.category"
+                )
+                emit("scenario-value", message, span, None)
+            elif ev.amount < 0 or ev.amount != int(ev.amount):
                 emit(
                     "scenario-value",
                     f"{ev.event}: a number of events must be a whole number",
@@ -198,6 +203,10 @@ def _events(emit: Emit, loc: Locator, sc: n.ScenarioDecl, out: CheckedRuleset) -
         if out.events and ev.prop not in fields:
             hint = did_you_mean(ev.prop, fields)
             emit("unknown-field", f"event {ev.event} has no field '{ev.prop}'", span, hint)
+        elif ev.prop in fields and (ev.label is not None) != fields[ev.prop].is_text:
+            # `product_view.category: "shoes"` for text, `purchase.amount: 120` for numbers.
+            want = "a text value in quotes" if fields[ev.prop].is_text else "a number"
+            emit("scenario-value", f"{ev.event}.{ev.prop} takes {want}", span, None)
 
 
 def _scores(emit: Emit, loc: Locator, sc: n.ScenarioDecl, out: CheckedRuleset) -> None:

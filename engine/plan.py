@@ -36,7 +36,10 @@ class Offer:
 class AggregateSpec:
     """An event-window read the store must serve: `fn(event[.prop] within window)`.
 
-    `fn == "last"` is `last_seen(event)` (window 0: all time).
+    `fn == "last"` is `last_seen(event)` (window 0: all time). A negative
+    `window_seconds` is a number of calendar months (`engine.decision.window_span`).
+    `max_count` and `distinct` read the string property `prop` grouped per value:
+    the largest count of one value, and the number of values.
     """
 
     fn: str
@@ -47,7 +50,9 @@ class AggregateSpec:
     @property
     def key(self) -> str:
         prop = f".{self.prop}" if self.prop else ""
-        return f"{self.fn}({self.event}{prop} within {self.window_seconds}s)"
+        w = self.window_seconds
+        window = f"{-w}mo" if w < 0 else f"{w}s"
+        return f"{self.fn}({self.event}{prop} within {window})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -100,10 +100,12 @@ class RulesetUnderTest:
         contacts: Mapping[str, int] | None = None,
     ) -> Inputs:
         """What the store would read: the profile, aggregates of ``events``, cap counters."""
-        evs = [
-            LiteralEvent(e["type"], now - _seconds(e.get("ago", 0)), e.get("properties") or {})
-            for e in events
-        ]
+        evs = []
+        for e in events:
+            props = e.get("properties") or {}
+            numbers = {k: v for k, v in props.items() if not isinstance(v, str)}
+            labels = {k: v for k, v in props.items() if isinstance(v, str)}
+            evs.append(LiteralEvent(e["type"], now - _seconds(e.get("ago", 0)), numbers, labels))
         aggregates = {spec.key: aggregate(evs, spec, now) for spec in self.plan.needs.aggregates}
         caps = {a: int((contacts or {}).get(a, 0)) for a, _w in self.plan.needs.capped_actions}
         return Inputs(dict(profile or {}), aggregates, caps, {})

@@ -6,7 +6,10 @@ by `engine.validate` (the module HTTP uses), so an ISO time becomes epoch
 seconds, a set a sorted list, and an enum value outside its list is refused
 with the field's name. Aggregates are computed over the same hourly and daily
 buckets the store uses (`window_events`): `count` and `sum` of no events are
-0, `min`, `max`, `avg` and `last_seen` missing.
+0, `min`, `max`, `avg` and `last_seen` missing. `max_count` and `distinct` count
+a string property per value with the store's cap on values per bucket
+(`GROUP_CAP`, events past it counted in full as overflow), in the order the
+events are given.
 """
 
 from __future__ import annotations
@@ -18,23 +21,24 @@ from typing import Any
 from arbiter.dsl import types as t
 from arbiter.engine.decision.arbitrate import fatigued
 from arbiter.engine.decision.policies import ContactKey, counters, counts_for
+from arbiter.engine.decision.window_span import bucket_range
 from arbiter.engine.plan import AggregateSpec, Plan
 from arbiter.engine.records import Inputs
 from arbiter.engine.validate import ValueProblem, normalize, normalize_all
 
-HOUR = 3600
-DAY = 86400
-#: Windows up to this long are served from hourly buckets, longer ones from daily buckets.
-HOURLY_MAX_WINDOW = 7 * DAY
+#: Values a grouped series keeps per bucket (`engine.store.series.GROUP_CAP`; a test
+#: keeps the two equal: this room may not import the store).
+GROUP_CAP = 32
 
 
 @dataclass(frozen=True, slots=True)
 class LiteralEvent:
-    """One event as the store keeps it: its type, time and numeric properties."""
+    """One event as the store keeps it: its type, time, numeric and string properties."""
 
     type: str
     ts: float
     props: Mapping[str, float] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 def window_events(
@@ -46,10 +50,34 @@ def window_events(
     covers every bucket from the one containing `now - W` to the one containing
     `now`, so up to one bucket more than W is counted at the old edge, never less.
     """
-    size = HOUR if spec.window_seconds <= HOURLY_MAX_WINDOW else DAY
-    first = int((now - spec.window_seconds) // size)
-    last = int(now // size)
+    size, first, last = bucket_range(spec.window_seconds, now)
     return [e for e in events if e.type == spec.event and first <= int(e.ts // size) <= last]
+
+
+def grouped(events: Sequence[LiteralEvent], spec: AggregateSpec, now: float) -> float:
+    """`max_count` or `distinct` of a string property, as the store's grouped series count it.
+
+    Each bucket keeps `GROUP_CAP` values in the order their events come; the
+    events of further values count as overflow, added in full to either figure.
+    """
+    size = bucket_range(spec.window_seconds, now)[0]
+    prop = spec.prop or ""
+    per_key: dict[str, int] = {}
+    kept: dict[int, set[str]] = {}
+    overflow = 0
+    for e in window_events(events, spec, now):
+        value = e.labels.get(prop)
+        if value is None:
+            continue
+        bucket = kept.setdefault(int(e.ts // size), set())
+        if value not in bucket and len(bucket) >= GROUP_CAP:
+            overflow += 1
+            continue
+        bucket.add(value)
+        per_key[value] = per_key.get(value, 0) + 1
+    if spec.fn == "distinct":
+        return float(len(per_key) + overflow)
+    return float(max(per_key.values(), default=0) + overflow)
 
 
 def aggregate(events: Sequence[LiteralEvent], spec: AggregateSpec, now: float) -> float | None:
@@ -58,6 +86,8 @@ def aggregate(events: Sequence[LiteralEvent], spec: AggregateSpec, now: float) -
     if spec.fn == "last":
         times = [e.ts for e in events if e.type == spec.event]
         return max(times) if times else None
+    if spec.fn in ("max_count", "distinct"):
+        return grouped(events, spec, now)
     covered = window_events(events, spec, now)
     if spec.fn == "count":
         return float(len(covered))
@@ -94,8 +124,13 @@ def events_from_json(plan: Plan, raw: Any, now: float) -> list[LiteralEvent]:
         ts = now if ts_raw is None else normalize(f"{prefix}.ts", t.TIME, ts_raw)
         schema = plan.checked.events.get(item["type"], {})
         props = normalize_all(schema, item.get("properties") or {}, f"{prefix}.properties.")
-        numeric = {k: float(v) for k, v in props.items() if isinstance(v, int | float)}
-        out.append(LiteralEvent(item["type"], float(ts), numeric))
+        numeric = {
+            k: float(v)
+            for k, v in props.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        labels = {k: v for k, v in props.items() if isinstance(v, str)}
+        out.append(LiteralEvent(item["type"], float(ts), numeric, labels))
     return out
 
 

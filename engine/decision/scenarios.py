@@ -160,6 +160,9 @@ def scenario_inputs(
             # `cart_reminder: 2 3d ago` = shown twice; `cart_reminder.rejected: …` = rejected.
             target = rejections if ev.prop == "rejected" else contacts
             target.setdefault(ev.event, []).extend([ts] * int(ev.amount))
+        elif ev.label is not None and ev.prop is not None:
+            # `product_view.category: "shoes" 2h ago` = one view of that category.
+            events.append(LiteralEvent(ev.event, ts, {}, {ev.prop: ev.label}))
         elif ev.prop is None:
             events += [LiteralEvent(ev.event, ts, {})] * int(ev.amount)  # `add_to_cart: 2` = two
         else:

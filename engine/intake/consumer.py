@@ -76,12 +76,14 @@ class IntakeConsumer:
         on_count: Callable[[str, int], None] | None = None,
         outcomes: Callable[[], Collection[str]] = frozenset,
         triggers: Callable[[], Sequence[tuple[str, TriggerDecl]]] = tuple,
+        grouped: Callable[[], Collection[str]] = frozenset,
     ) -> None:
         """`schema` and `actions` are asked per batch, so hot-swapped rulesets apply at once.
 
         So are `outcomes` (event types a live ruleset rewards or measures: they also
         go to the outcome stream, as from `POST /v1/events`) and `triggers` (the live
-        `trigger` declarations, by ruleset: events schedule their firings).
+        `trigger` declarations, by ruleset: events schedule their firings) and
+        `grouped` (`"<event>.<prop>"` a live ruleset counts per value).
 
         `on_count(outcome, n)` is told of every outcome as it happens ('counted',
         'duplicate', 'identify', 'dead_letter'): the server feeds its metrics so.
@@ -90,7 +92,7 @@ class IntakeConsumer:
         self.schema, self.actions = schema, actions
         self.batch, self.clock = batch, clock
         self.on_count = on_count or (lambda outcome, n: None)
-        self.outcomes, self.triggers = outcomes, triggers
+        self.outcomes, self.triggers, self.grouped = outcomes, triggers, grouped
         self.stats = IntakeStats()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -163,7 +165,9 @@ class IntakeConsumer:
     async def _write(self, events: list[Event], now: float) -> None:
         if not events:
             return
-        counted = await self.store.add_events(events, now=now, outcomes=self.outcomes())
+        counted = await self.store.add_events(
+            events, now=now, outcomes=self.outcomes(), grouped=self.grouped()
+        )
         specs = self.triggers()
         if specs:
             await schedule_triggers(self.store.redis, specs, events, now)

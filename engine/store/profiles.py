@@ -88,6 +88,16 @@ class Event:
     event_id: str | None = None
 
 
+def grouped_properties(needs: Iterable[Needs]) -> frozenset[str]:
+    """`"<event>.<prop>"` of every string property these plans read grouped per value."""
+    return frozenset(
+        f"{spec.event}.{spec.prop}"
+        for need in needs
+        for spec in need.aggregates
+        if spec.fn in windows.GROUPED_FNS
+    )
+
+
 class ProfileStore:
     """Reads and writes one customer's state; every method is one round trip.
 
@@ -183,6 +193,7 @@ class ProfileStore:
         *,
         outcomes: Collection[str] = (),
         outcome_maxlen: int = 1_000_000,
+        grouped: Collection[str] = (),
     ) -> int:
         """Count events into their customers' windows; returns how many were new.
 
@@ -192,6 +203,8 @@ class ProfileStore:
         types rulesets reward or measure) are also appended to
         `keys.OUTCOME_STREAM`, where rewards are attributed and experiment
         goals counted from; a repeated event id is not appended twice.
+        String properties named in `grouped` (`"<event>.<prop>"`: those the live
+        rulesets group by, `grouped_properties`) are counted per value.
         """
         if not events:
             return 0
@@ -199,7 +212,7 @@ class ProfileStore:
 
         def call(ev: Event, customer_id: str) -> tuple[list[str], list[Any]]:
             key_list, args = windows.ingest_command(
-                customer_id, ev.type, ev.ts, ev.properties, ev.event_id, arrived
+                customer_id, ev.type, ev.ts, ev.properties, ev.event_id, arrived, grouped
             )
             return [*key_list, keys.alias(customer_id)], args
 

@@ -7,6 +7,12 @@ field per series:
   records of 8 bytes `<bucket u32><count u32>`, little-endian;
 - `h:<event>.<prop>` and `d:<event>.<prop>`: a numeric property, records of
   32 bytes `<bucket u32><n u32><sum f64><min f64><max f64>`;
+- `h:<event>/<prop>` and `d:<event>/<prop>`: a string property grouped by
+  value, records of 16 bytes `<bucket u32><count u32><key 8 bytes>`, the key
+  being the first 8 bytes of the value's BLAKE2b digest (`key_id`). At most
+  `GROUP_CAP` keys per bucket: the events of further values in that bucket are
+  counted in its overflow record (key `OVERFLOW`, eight zero bytes), which
+  the reads add as an upper bound (`grouped`), so a window never under-counts;
 - `x`: the epoch second at which the whole hash may expire.
 
 Records are sorted by bucket (hours or days since the epoch), one per bucket
@@ -20,6 +26,7 @@ lengths. Scripts that write records (`windows.INGEST_LUA`, `window_merge.MERGE_L
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import sys
 from array import array
@@ -29,8 +36,13 @@ from typing import Any
 
 COUNT_SIZE = 8
 PROP_SIZE = 32
+KEYED_SIZE = 16
+#: Distinct values a grouped series keeps per bucket; further values go to the overflow.
+GROUP_CAP = 32
+OVERFLOW = bytes(8)
 _PROP = struct.Struct("<IIddd")
 _COUNT = struct.Struct("<II")
+_KEYED = struct.Struct("<II8s")
 _SWAP = sys.byteorder != "little"
 
 # Shared by every script that writes records. `find` is a binary search for the
@@ -73,7 +85,27 @@ local function put(blob, size, bucket, make)
   end
   return string.sub(blob, 1, pos - 1) .. make(nil) .. string.sub(blob, pos)
 end
-"""
+-- Grouped series (16-byte records): add `n` events of `key` to `bucket`. A bucket keeps at
+-- most GROUP_CAP keys; past that, events of a new key go to its overflow record.
+local GROUP_CAP, OVERFLOW = @GROUP_CAP@, string.rep('\0', 8)
+local function put_key(blob, bucket, key, n)
+  local pos = find(blob, 16, bucket) * 16 + 1
+  local kept, at, over = 0, nil, nil
+  while pos <= #blob and struct.unpack('<I4', blob, pos) == bucket do
+    local k = string.sub(blob, pos + 8, pos + 15)
+    if k == key then at = pos end
+    if k == OVERFLOW then over = pos else kept = kept + 1 end
+    pos = pos + 16
+  end
+  if not at and key ~= OVERFLOW and kept >= GROUP_CAP then key, at = OVERFLOW, over end
+  if at then
+    local c = struct.unpack('<I4', blob, at + 4) + n
+    return string.sub(blob, 1, at + 3) .. struct.pack('<I4', c) .. string.sub(blob, at + 8)
+  end
+  return string.sub(blob, 1, pos - 1) .. struct.pack('<I4I4', bucket, n) .. key
+      .. string.sub(blob, pos)
+end
+""".replace("@GROUP_CAP@", str(GROUP_CAP))
 
 
 def is_prop(field: str) -> bool:
@@ -81,9 +113,51 @@ def is_prop(field: str) -> bool:
     return "." in field
 
 
-def field_name(hourly: bool, event: str, prop: str | None) -> str:
-    """The hash field of a series: `h:`/`d:` then the event (and `.prop`)."""
-    return ("h:" if hourly else "d:") + (event if prop is None else f"{event}.{prop}")
+def is_grouped(field: str) -> bool:
+    """Whether a series field holds a string property's counts per value."""
+    return "/" in field
+
+
+def field_name(hourly: bool, event: str, prop: str | None, grouped: bool = False) -> str:
+    """The hash field of a series: `h:`/`d:` then the event (and `.prop`, or `/prop` grouped)."""
+    tail = event if prop is None else f"{event}{'/' if grouped else '.'}{prop}"
+    return ("h:" if hourly else "d:") + tail
+
+
+def key_id(value: str) -> bytes:
+    """The 8-byte key of a grouped value (never `OVERFLOW`).
+
+    Two values sharing a key (odds about n²/2⁶⁵ for n values) would count as one.
+    """
+    digest = hashlib.blake2b(value.encode(), digest_size=8).digest()
+    return digest if digest != OVERFLOW else bytes(7) + b"\x01"
+
+
+def grouped(fn: str, blob: bytes | None, first: int, last: int) -> int:
+    """`max_count` or `distinct` over the buckets `first..last` of a grouped series.
+
+    Events counted in an overflow record (a bucket past `GROUP_CAP` values) are
+    added in full to either figure: an upper bound, so nothing is under-counted.
+    """
+    if not blob:
+        return 0
+    words = array("I", blob)
+    wide = array("Q", blob)  # the key of record i is wide[2 * i + 1], as one number
+    if _SWAP:
+        words.byteswap()
+        wide.byteswap()
+    buckets = words[0::4]
+    lo, hi = bisect_left(buckets, first), bisect_right(buckets, last)
+    per_key: dict[int, int] = {}
+    overflow = 0
+    for key, n in zip(wide[2 * lo + 1 : 2 * hi : 2], words[4 * lo + 1 : 4 * hi : 4], strict=True):
+        if key:
+            per_key[key] = per_key.get(key, 0) + n
+        else:  # OVERFLOW: eight zero bytes
+            overflow += n
+    if fn == "distinct":
+        return len(per_key) + overflow
+    return max(per_key.values(), default=0) + overflow
 
 
 def counts(blob: bytes) -> tuple[array[int], array[int]]:
@@ -136,8 +210,18 @@ def encode_props(buckets: Mapping[int, tuple[int, float, float, float]]) -> byte
     return b"".join(_PROP.pack(b, *buckets[b]) for b in sorted(buckets))
 
 
+def encode_grouped(buckets: Mapping[int, Mapping[bytes, int]]) -> bytes:
+    """A grouped series from {bucket: {key: count}} (for tests)."""
+    return b"".join(_KEYED.pack(b, c, k) for b in sorted(buckets) for k, c in buckets[b].items())
+
+
 def decode(field: str, blob: bytes) -> dict[int, Any]:
-    """{bucket: count} or {bucket: (n, sum, min, max)} of one series (for tools and tests)."""
+    """{bucket: count}, {bucket: (n, sum, min, max)} or {bucket: {key: count}} of one series."""
+    if is_grouped(field):
+        out: dict[int, dict[bytes, int]] = {}
+        for bucket, count, key in _KEYED.iter_unpack(blob):
+            out.setdefault(bucket, {})[key] = count
+        return out
     if is_prop(field):
         return {r[0]: r[1:] for r in props(blob)}
     buckets, values = counts(blob)

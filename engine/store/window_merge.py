@@ -26,11 +26,15 @@ LUA_MERGE_SERIES = """
 local function merge_series(key, f, src)
   local size = 8
   if string.find(f, '.', 1, true) then size = 32 end
+  if string.find(f, '/', 1, true) then size = 16 end
   local blob = redis.call('HGET', key, f) or ''
   for p = 1, #src - size + 1, size do
     local rec = string.sub(src, p, p + size - 1)
     local bucket = struct.unpack('<I4', rec)
-    if size == 8 then
+    if size == 16 then
+      -- Per value; the bucket's cap holds for the merged records too (overflow past it).
+      blob = put_key(blob, bucket, string.sub(rec, 9, 16), struct.unpack('<I4', rec, 5))
+    elseif size == 8 then
       local n = struct.unpack('<I4', rec, 5)
       blob = put(blob, 8, bucket, function(old) return count_rec(old, bucket, n) end)
     else

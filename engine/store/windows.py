@@ -14,7 +14,12 @@ A window of W at time `now` uses hourly buckets when W ≤ 7 days, else daily
 ones, and covers every bucket from the one containing `now - W` to the one
 containing `now`: exact to one bucket at the window's old edge (up to an hour
 or a day more than W is counted, never less). Windows longer than 400 days
-see only the last 400 days or so.
+see only the last 400 days or so. Calendar-month windows start N months back
+in UTC (`engine.decision.window_span`, which the scenario runner asks too).
+
+String properties a live ruleset groups by (`max(count(e within W by p))`,
+`distinct(e.p within W)`; the caller passes them as `grouped`) are counted
+per value in grouped series, capped per bucket (`series.GROUP_CAP`).
 
 The read. `READ_LUA` fetches, in one EVALSHA on one shard, everything a plan's
 `Needs` ask for: the profile hash, last-seen times, the series its windows
@@ -32,15 +37,18 @@ per 32-day block (daily) with a field per bucket, summed in Lua by the read;
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from arbiter.engine.decision.window_span import bucket_range
 from arbiter.engine.plan import Needs
 from arbiter.engine.store import keys, series
 
 # Bumped whenever what is stored for event windows changes shape (benchmarks cache by it).
 LAYOUT_VERSION = 2
+#: Aggregates read from a grouped series (a string property counted per value).
+GROUPED_FNS = frozenset({"max_count", "distinct"})
 # What a window's figure means, as the performance table reports it.
 EXACTNESS = "hourly buckets to 7d, daily beyond: never under, over by at most the old-edge bucket"
 
@@ -57,7 +65,8 @@ INGEST_LUA = (
 -- KEYS: window hash, last-seen hash, event-id zset (one customer: one slot)
 -- ARGV: event id ('' = none), ts, type, hour bucket ('' = too old to be read: skip),
 --       day bucket (same), oldest hour and oldest day still readable, EXPIREAT of the
---       hash, id ttl, arrival time, last-seen ttl, [prop, value]...
+--       hash, id ttl, arrival time, last-seen ttl, n grouped, [prop, key]... (grouped
+--       string properties), [prop, value]... (numbers)
 local eid = ARGV[1]
 if eid ~= '' then
   -- Duplicates are recognised by arrival time, not event time: a retry comes soon
@@ -80,7 +89,14 @@ local function bump(prefix, bucket, keep)
   local blob = cut(redis.call('HGET', KEYS[1], f) or '', 8, keep)
   redis.call('HSET', KEYS[1], f, put(blob, 8, bucket, function(old)
     return count_rec(old, bucket, 1) end))
-  local i = 12
+  local n_grouped = tonumber(ARGV[12])
+  local i = 13
+  for _ = 1, n_grouped do
+    local gf = f .. '/' .. ARGV[i]
+    local gblob = cut(redis.call('HGET', KEYS[1], gf) or '', 16, keep)
+    redis.call('HSET', KEYS[1], gf, put_key(gblob, bucket, ARGV[i + 1], 1))
+    i = i + 2
+  end
   while i <= #ARGV do
     local v = tonumber(ARGV[i + 1])
     local pf = f .. '.' .. ARGV[i]
@@ -166,7 +182,6 @@ class _Window:
     fn: str
     window_seconds: int
     series: int  # index into the plan's series fields
-    size: int  # bucket length in seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,16 +221,16 @@ def _prepare(needs: Needs) -> _Reads:
         if spec.fn == "last":
             last.append(spec)
             continue
-        hourly = spec.window_seconds <= HOURLY_MAX_WINDOW
-        # A count reads the event's count series; every other function its property's.
-        name = series.field_name(hourly, spec.event, spec.prop if spec.fn != "count" else None)
+        # Calendar months (negative) are longer than a week: daily.
+        hourly = 0 < spec.window_seconds <= HOURLY_MAX_WINDOW
+        # A count reads the event's count series; every other function its property's,
+        # max_count and distinct its grouped series.
+        grouped = spec.fn in GROUPED_FNS
+        prop = spec.prop if spec.fn != "count" else None
+        name = series.field_name(hourly, spec.event, prop, grouped)
         if name not in fields:
             fields.append(name)
-        windows.append(
-            _Window(
-                spec.key, spec.fn, spec.window_seconds, fields.index(name), HOUR if hourly else DAY
-            )
-        )
+        windows.append(_Window(spec.key, spec.fn, spec.window_seconds, fields.index(name)))
     head = (len(last), *(s.event for s in last), len(fields), *fields)
     suffixes = (
         keys.PROFILE_SUFFIX,
@@ -254,8 +269,11 @@ def parse_read(
     raw_profile, last_vals, blobs, caps_raw, rej_raw = reply
     aggregates: dict[str, Any] = {}
     for w in reads.windows:
-        first = int((now - w.window_seconds) // w.size)
-        value = series.aggregate(w.fn, blobs[w.series], first, int(now // w.size))
+        _, first, last = bucket_range(w.window_seconds, now)
+        if w.fn in GROUPED_FNS:
+            aggregates[w.key] = float(series.grouped(w.fn, blobs[w.series], first, last))
+            continue
+        value = series.aggregate(w.fn, blobs[w.series], first, last)
         aggregates[w.key] = None if value is None else float(value)
     for key, raw in zip(reads.last_keys, last_vals, strict=True):
         aggregates[key] = float(raw) if raw is not None else None
@@ -278,12 +296,14 @@ def ingest_command(
     properties: Mapping[str, Any],
     event_id: str | None,
     now: float,
+    grouped: Collection[str] = (),
 ) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of `INGEST_LUA` for one event arriving at `now`.
 
     A bucket that no window could read at `now` is not written (a backfill of
     last year's events writes no hourly records). Numeric properties are
-    summed; others are ignored here.
+    summed; string properties named in `grouped` (`"<event>.<prop>"`, those a
+    live ruleset groups by) are counted per value; others are ignored here.
     """
     hour = int(ts // HOUR)
     day = int(ts // DAY)
@@ -305,6 +325,14 @@ def ingest_command(
         repr(float(now)),
         LAST_SEEN_TTL,
     ]
+    labels = [
+        (name, value)
+        for name, value in properties.items()
+        if isinstance(value, str) and f"{event_type}.{name}" in grouped
+    ]
+    args.append(len(labels))
+    for name, value in labels:
+        args += [name, series.key_id(value)]
     for name, value in properties.items():
         # NaN and infinities cannot be summed: not counted.
         if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):

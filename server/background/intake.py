@@ -20,6 +20,7 @@ from arbiter.dsl.types import Type
 from arbiter.engine.intake.consumer import IntakeConsumer
 from arbiter.engine.intake.redis_streams import RedisStreamSource
 from arbiter.engine.learning.attribution import tracked_types
+from arbiter.engine.store.profiles import grouped_properties
 from arbiter.server.state import AppState
 
 GROUP = "arbiter"
@@ -60,6 +61,7 @@ def start_intake(st: AppState) -> Any:
         on_count=lambda outcome, n: st.metrics.intake.labels(outcome).inc(n),
         outcomes=lambda: live_outcome_types(st),
         triggers=lambda: live_triggers(st),
+        grouped=lambda: live_grouped(st),
     )
     st.intake = consumer
     return asyncio.get_running_loop().create_task(consumer.run(st.stop), name="intake")
@@ -86,6 +88,11 @@ def live_outcome_types(st: AppState) -> set[str]:
     for live in st.rulesets.live.values():
         out |= tracked_types(live.plan.checked)
     return out
+
+
+def live_grouped(st: AppState) -> frozenset[str]:
+    """`"<event>.<prop>"` of the string properties a live ruleset counts per value."""
+    return grouped_properties(live.plan.needs for live in st.rulesets.live.values())
 
 
 def live_triggers(st: AppState) -> list[tuple[str, TriggerDecl]]:

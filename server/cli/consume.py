@@ -22,6 +22,7 @@ from arbiter.dsl.nodes import TriggerDecl
 from arbiter.engine.intake.consumer import IntakeConsumer
 from arbiter.engine.intake.redis_streams import RedisStreamSource
 from arbiter.engine.learning.attribution import tracked_types
+from arbiter.engine.store.profiles import grouped_properties
 from arbiter.server.background.intake import GROUP, consumer_name
 from arbiter.server.cli.common import compile_rules, rule_paths
 from arbiter.server.cli.ingest import event_schema
@@ -51,12 +52,13 @@ def consume_main(
     # are scheduled, as for events sent over HTTP.
     outcomes = {t for plan in plans for t in tracked_types(plan.checked)}
     triggers = [(plan.name, d) for plan in plans for d in plan.checked.triggers.values()]
+    grouped = grouped_properties(plan.needs for plan in plans)
     url, embedded = redis_url()
     show = err.isatty() if progress is None else progress
     try:
         asyncio.run(
             _run(url, rules, shards, group, name or consumer_name(), batch, claim_idle_ms,
-                 schema, actions, show, err, outcomes, triggers)
+                 schema, actions, show, err, outcomes, triggers, grouped)
         )  # fmt: skip
     finally:
         if embedded is not None:
@@ -78,6 +80,7 @@ async def _run(
     err: IO[str],
     outcomes: set[str],
     triggers: list[tuple[str, TriggerDecl]],
+    grouped: frozenset[str],
 ) -> None:
     from arbiter.engine.store.client import connect
     from arbiter.engine.store.profiles import ProfileStore
@@ -98,6 +101,7 @@ async def _run(
         batch=batch,
         outcomes=lambda: outcomes,
         triggers=lambda: triggers,
+        grouped=lambda: grouped,
     )
     print(
         f"arbiter consume: {name} in group '{group}', {shards} shard(s), rules {rules}; "

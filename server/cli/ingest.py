@@ -45,7 +45,7 @@ from arbiter.dsl.types import Type
 from arbiter.engine.intake import messages
 from arbiter.engine.intake.messages import EventSchema, InvalidMessage, decode_json
 from arbiter.engine.learning.attribution import known_outcome_types
-from arbiter.engine.store.profiles import Event, ProfileStore
+from arbiter.engine.store.profiles import Event, ProfileStore, grouped_properties
 from arbiter.engine.triggers.schedule import schedule_triggers
 
 MAX_ERRORS_SHOWN = 20
@@ -137,12 +137,14 @@ async def write_file(
     totals: Totals,
     outcomes: Collection[str] | None = None,
     triggers: Sequence[tuple[str, TriggerDecl]] = (),
+    grouped: Collection[str] = (),
 ) -> list[LineError]:
     """Stream the valid events of `path` into Redis, `batch` per pipeline; the invalid lines.
 
     Events of the types in `outcomes` also go to the outcome stream (rewards
     from events); None: the types servers registered in Redis, read with the
-    first batch.
+    first batch. String properties in `grouped` (`"<event>.<prop>"`) are
+    counted per value.
     """
     errors: list[LineError] = []
     pending: list[Event] = []
@@ -151,7 +153,7 @@ async def write_file(
     async def send() -> None:
         if not tracked:
             tracked.append(await known_outcome_types(store.redis))
-        counted = await store.add_events(pending, now=clock(), outcomes=tracked[0])
+        counted = await store.add_events(pending, now=clock(), outcomes=tracked[0], grouped=grouped)
         if triggers:
             await schedule_triggers(store.redis, triggers, pending, clock())
         totals.counted += counted
@@ -186,6 +188,15 @@ def trigger_specs(rules: str | None) -> list[tuple[str, TriggerDecl]]:
         checked = dsl.load_checked(path)
         specs += [(checked.name, d) for d in checked.triggers.values()]
     return specs
+
+
+def grouped_of(rules: str | None) -> frozenset[str]:
+    """`"<event>.<prop>"` the rules at `rules` count per value (`count(… by p)`, `distinct`)."""
+    if rules is None:
+        return frozenset()
+    from arbiter.server.cli.common import compile_rules, rule_paths
+
+    return grouped_properties(compile_rules(p).needs for p in rule_paths([rules]))
 
 
 def event_schema(rules: str | None) -> dict[str, dict[str, Type]]:
@@ -249,7 +260,10 @@ def ingest_main(
     totals = Totals()
     try:
         specs = trigger_specs(rules)
-        errors = asyncio.run(_write(path, url, batch, schema, progress, err, totals, specs))
+        grouped = grouped_of(rules)
+        errors = asyncio.run(
+            _write(path, url, batch, schema, progress, err, totals, specs, grouped)
+        )
     except (RedisError, OSError) as exc:
         print(
             f"arbiter ingest: Redis at {url} failed after {totals.read} lines "
@@ -275,6 +289,7 @@ async def _write(
     err: IO[str],
     totals: Totals,
     triggers: Sequence[tuple[str, TriggerDecl]] = (),
+    grouped: Collection[str] = (),
 ) -> list[LineError]:
     from arbiter.engine.store.client import connect
 
@@ -290,6 +305,7 @@ async def _write(
             err=err,
             totals=totals,
             triggers=triggers,
+            grouped=grouped,
         )
     finally:
         await client.aclose()

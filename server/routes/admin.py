@@ -14,7 +14,12 @@ from arbiter.dsl.types import Type
 from arbiter.engine.store.profiles import Event
 from arbiter.engine.triggers.schedule import schedule_triggers
 from arbiter.engine.validate import ValueProblem, normalize, normalize_all
-from arbiter.server.background.intake import live_outcome_types, live_triggers, refresh_metrics
+from arbiter.server.background.intake import (
+    live_grouped,
+    live_outcome_types,
+    live_triggers,
+    refresh_metrics,
+)
 from arbiter.server.errors import ApiError
 from arbiter.server.responses import JSONResponse
 from arbiter.server.rulesets import NameMismatch, NoEarlierVersion
@@ -186,7 +191,11 @@ async def post_events(body: EventsIn, request: Request, authorization: Auth = No
     outcomes = live_outcome_types(st)
     counted = await _redis_call(
         st.admin_store.add_events(
-            events, outcomes=outcomes, outcome_maxlen=st.settings.decision_stream_maxlen
+            events,
+            now=now,  # arrival on the app's clock, as the events' own times are checked
+            outcomes=outcomes,
+            outcome_maxlen=st.settings.decision_stream_maxlen,
+            grouped=live_grouped(st),
         )
     )
     specs = live_triggers(st)

@@ -194,3 +194,33 @@ def test_embedded_redis_when_no_url_is_set(
             assert client.hget(keys.last_seen("c"), "view") is not None
         finally:
             client.close()
+
+
+def test_string_properties_the_rules_group_by_are_counted_per_value(
+    env: str, tmp_path: Path
+) -> None:
+    """With `--rules`, a property a ruleset groups by (`max(count(… by category))`) is kept."""
+    from support.paths import RULESETS_DIR
+
+    now = time.time()
+    views = [("shoes", 1), ("shoes", 2), ("bags", 3), ("shoes", 4)]
+    lines = [
+        {
+            "customer_id": "g",
+            "type": "product_view",
+            "ts": now - hours * 3600,
+            "properties": {"category": category},
+        }
+        for category, hours in views
+    ]
+    path = write(tmp_path, lines)
+    assert main(["ingest", str(path), "--rules", str(RULESETS_DIR / "fashion.rules")]) == 0
+    specs = [
+        AggregateSpec("max_count", "product_view", "category", DAY),
+        AggregateSpec("distinct", "product_view", "category", 30 * DAY),
+    ]
+    assert aggregates(env, "g", specs, now) == [3.0, 2.0]
+    # Without rules nothing groups by it: the views are counted, their categories not kept.
+    other = write(tmp_path, [{**line, "customer_id": "h"} for line in lines], "other.jsonl")
+    assert main(["ingest", str(other)]) == 0
+    assert aggregates(env, "h", specs, now) == [0.0, 0.0]

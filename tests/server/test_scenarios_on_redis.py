@@ -1,11 +1,15 @@
 """The new playbook lines decide the same on real Redis, over HTTP, as in the scenario runner.
 
 For each scenario of `tests/cases/good/contact_policy.rules` (a cross-offer SMS/email
-policy, contact history, suppress by tag) and `tests/cases/good/calendar.rules` (hour of
-day and weekday in non-UTC zones): the profile goes in with `PUT /v1/profiles`, each past
-contact is written by the store's own after-decision script (what the decision log
-writer runs for a returned action), the app's clock is set to the scenario's `now`, and
-`POST /v1/decide` must return exactly what `arbiter test` computed.
+policy, contact history, suppress by tag), `tests/cases/good/calendar.rules` (hour of
+day and weekday in non-UTC zones) and `tests/cases/good/grouped_windows.rules` (the same
+category 3+ times in 24h, distinct categories, calendar months): the profile goes in with
+`PUT /v1/profiles`, each past contact is written by the store's own after-decision script
+(what the decision log writer runs for a returned action), each event is sent with
+`POST /v1/events` at the scenario's clock, the app's clock is set to the scenario's
+`now`, and `POST /v1/decide` must return exactly what `arbiter test` computed (the example
+`rulesets/fashion.rules` too). Scenario times lie within 400 days of today or later:
+Redis expires window hashes on its own, real clock.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from pathlib import Path
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from support.paths import CASES_DIR
+from support.paths import CASES_DIR, RULESETS_DIR
 from support.server import ADMIN, settings
 
 from arbiter import dsl
@@ -27,7 +31,12 @@ from arbiter.engine.store.client import connect
 from arbiter.engine.store.profiles import AFTER_DECISION_LUA, ProfileStore
 from arbiter.server.app import create_app
 
-FILES = ["contact_policy.rules", "calendar.rules"]
+FILES = [
+    CASES_DIR / "good" / "contact_policy.rules",
+    CASES_DIR / "good" / "calendar.rules",
+    CASES_DIR / "good" / "grouped_windows.rules",
+    RULESETS_DIR / "fashion.rules",  # the example a team copies for grouped windows
+]
 
 
 async def reject(url: str, customer: str, name: str, ts: float, keep: int) -> None:
@@ -38,9 +47,8 @@ async def reject(url: str, customer: str, name: str, ts: float, keep: int) -> No
         await client.aclose()
 
 
-@pytest.mark.parametrize("name", FILES)
-def test_scenarios_decide_alike_on_redis(redis_url: str, tmp_path: Path, name: str) -> None:
-    path = CASES_DIR / "good" / name
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_scenarios_decide_alike_on_redis(redis_url: str, tmp_path: Path, path: Path) -> None:
     plan = compile_plan(dsl.load_checked(path))
     assert plan.checked.scenarios
     sync = redis.Redis.from_url(redis_url)
@@ -54,8 +62,19 @@ def test_scenarios_decide_alike_on_redis(redis_url: str, tmp_path: Path, name: s
             cid = f"{result.customer_id}-{k}"
             now = sc.now if sc.now is not None else DEFAULT_NOW
             assert c.put(f"/v1/profiles/{cid}", json=sc.profile, headers=ADMIN).status_code == 200
+            state.clock = lambda now=now: now  # events arrive at the scenario's time
             for i, ev in enumerate(sc.events):
-                spec = plan.action(ev.event)  # these files' events are all past contacts
+                if ev.event in plan.checked.events:
+                    props = {} if ev.prop is None else {ev.prop: ev.label or ev.amount}
+                    sent = [
+                        {"customer_id": cid, "type": ev.event, "ts": now - ev.ago_seconds}
+                        | ({"properties": props} if props else {})
+                        for _ in range(1 if ev.prop is not None else int(ev.amount))
+                    ]
+                    answer = c.post("/v1/events", json={"events": sent}, headers=ADMIN)
+                    assert answer.status_code == 202, answer.text
+                    continue
+                spec = plan.action(ev.event)  # otherwise a past contact
                 if ev.prop == "rejected":
                     # What `POST /v1/feedback` with a reward <= 0 records.
                     targets = rejections_of(plan, spec, None)

@@ -10,7 +10,7 @@ const KEYWORDS = new Set(("ruleset include profile context event model onnx inpu
   "holdout experiment default scenario events scores now expect nothing customer in and or not " +
   "between starts ends with contains matches is missing present one of set").split(" "));
 const TYPES = new Set(["int", "number", "string", "bool", "time", "duration"]);
-const AGGREGATES = new Set(["count", "sum", "min", "max", "avg", "last_seen"]);
+const AGGREGATES = new Set(["count", "sum", "min", "max", "avg", "distinct", "last_seen"]);
 
 export const rulesLanguage = StreamLanguage.define({
   name: "rules",

@@ -305,3 +305,32 @@ def test_streamed_events_feed_rewards_and_schedule_triggers(url: str) -> None:
     member, when = due[0]
     assert b"carol" in member and b"recovery" in member
     assert when == pytest.approx(now - 30 + HOUR)
+
+
+def test_grouped_properties_are_counted_per_value(redis_url: str) -> None:
+    """The consumer writes the string properties the live rules group by, as HTTP does."""
+    now = time.time()
+    views = [("shoes", 60), ("shoes", 120), ("bags", 180), ("shoes", 240)]
+    top = AggregateSpec("max_count", "product_view", "category", DAY)
+
+    async def body(client: Any) -> Any:
+        source = RedisStreamSource(client, shards=2, consumer="g", block_ms=20)
+        store = ProfileStore(client)
+        c = IntakeConsumer(
+            source,
+            store,
+            schema=lambda: {"product_view": {"category": Type("string")}},
+            actions=lambda: ACTIONS,
+            grouped=lambda: {"product_view.category"},
+        )
+        await source.setup()
+        await source.publish(
+            [
+                event("v", "product_view", now - ago, properties={"category": category})
+                for category, ago in views
+            ]
+        )
+        await drain(c)
+        return await store.aggregates("v", [top], now)
+
+    assert run(redis_url, body) == {top.key: 3.0}

@@ -1,0 +1,51 @@
+"""Where an event window starts and which buckets serve it: one rule for the store and scenarios.
+
+A window is an `AggregateSpec.window_seconds`: a positive number of seconds,
+or a negative number `-N` meaning N calendar months (`within 1 month`). A
+month window starts at the same day of the month and time of day N months
+before the decision's time, in UTC, the day clamped to the last day of a
+shorter month: `within 1 month` at 2026-03-31 10:00 starts at 2026-02-28
+10:00, at 2024-03-31 at 2024-02-29 (a leap year). UTC, not the customer's
+zone, because the daily buckets a month window reads are UTC days; there is
+no daylight-saving shift in UTC.
+
+Windows up to 7 days read hourly buckets, longer ones (months included)
+daily buckets; a window covers every bucket from the one holding its start
+to the one holding `now`. The store (`engine.store.windows`) and the
+scenario runner (`literal_inputs`) both ask this module, so they agree.
+"""
+
+from __future__ import annotations
+
+import calendar
+from datetime import UTC, datetime
+
+HOUR = 3600
+DAY = 86400
+#: Windows up to this long are served from hourly buckets, longer ones from daily buckets.
+HOURLY_MAX_WINDOW = 7 * DAY
+
+
+def months_before(now: float, months: int) -> float:
+    """The instant `months` calendar months before `now` (UTC; the day clamped to the month)."""
+    at = datetime.fromtimestamp(now, UTC)
+    index = at.year * 12 + (at.month - 1) - months
+    year, month = divmod(index, 12)
+    day = min(at.day, calendar.monthrange(year, month + 1)[1])
+    return at.replace(year=year, month=month + 1, day=day).timestamp()
+
+
+def window_start(window: int, now: float) -> float:
+    """The oldest instant a window of `window` (seconds, or -months) reaches at `now`."""
+    return months_before(now, -window) if window < 0 else now - window
+
+
+def bucket_size(window: int) -> int:
+    """The bucket length, in seconds, that serves a window of `window` (seconds, or -months)."""
+    return HOUR if 0 < window <= HOURLY_MAX_WINDOW else DAY
+
+
+def bucket_range(window: int, now: float) -> tuple[int, int, int]:
+    """(bucket size, first bucket, last bucket) a window covers at `now`, inclusive."""
+    size = bucket_size(window)
+    return size, int(window_start(window, now) // size), int(now // size)
