@@ -114,8 +114,21 @@ def f_matches(text: Any, pattern: Any) -> bool:
     return _regex(pattern).search(text) is not None
 
 
+class Failed:
+    """A part of a condition that raised when probed (`engine.probes`), as its rule would."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, exc: BaseException | str) -> None:
+        self.error = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+
+    def __repr__(self) -> str:
+        return f"Failed({self.error!r})"
+
+
 EXPORTED: dict[str, Any] = {
     "UNSET": UNSET,
+    "Failed": Failed,
     "f_lower": f_lower,
     "f_upper": f_upper,
     "f_length": f_length,
