@@ -111,7 +111,7 @@ def value_of(ty: t.Type, numbers: list[float], strings: list[str], durations: li
         typed = st.sampled_from(ty.members)
     elif ty.kind == "string":
         zones = ["Europe/Paris", "America/New_York", "Asia/Tokyo", "Not/AZone"]
-        typed = st.one_of(st.sampled_from(strings + zones), st.text(max_size=4))
+        typed = st.one_of(st.sampled_from([*strings, *zones]), st.text(max_size=4))
     elif ty.kind == "bool":
         typed = st.booleans()
     elif ty.kind == "time":
@@ -120,7 +120,7 @@ def value_of(ty: t.Type, numbers: list[float], strings: list[str], durations: li
         )
         typed = st.one_of(ago, st.floats(-400 * DAY, 400 * DAY)).map(lambda d: NOW - d)
     elif ty.kind == "set":
-        typed = st.lists(st.sampled_from(strings + ["email", "sms", "push"]), max_size=3)
+        typed = st.lists(st.sampled_from([*strings, "email", "sms", "push"]), max_size=3)
     else:
         typed = st.sampled_from(strings)
     return st.one_of(st.none(), typed, typed, typed, HOSTILE)
