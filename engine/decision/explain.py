@@ -48,8 +48,9 @@ class Condition(msgspec.Struct, omit_defaults=True):
 
     text: str
     at: str
-    result: str  # "false", "true" (where it had to be false), "unknown" (a value is missing)
-    #  or "error" (it raised, as the rule did)
+    #: "false", "true" (where it had to be false), "unknown" (a value is missing) or
+    #: "error" (it raised at run time, as the rule did)
+    result: str
     values: dict[str, Any]
     segment: str | None = None  # the segment the comparison is in
     error: str | None = None  # what it raised, when result is "error"
