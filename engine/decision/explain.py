@@ -30,6 +30,7 @@ from arbiter.engine.decision.policies import blocking_limit, tiring_policy
 from arbiter.engine.decision.runtime import EvalRuntime
 from arbiter.engine.decision.why_not import Leaf, WhyNot
 from arbiter.engine.plan import ActionSpec, Offer, Plan
+from arbiter.engine.probes import RuleProbe
 from arbiter.engine.records import BanditChoice, DecideRequest, Inputs
 
 #: Bumped only when a field changes meaning or disappears; new fields keep the version.
@@ -189,6 +190,11 @@ class _Builder:
             printing.expr(self.formula) if self.formula is not None else "value * weight"
         )
         self._rules = why.probes.rules
+        # The `when` rules offering each action, in source order: one pass, not one per action.
+        self._offering: dict[str, list[RuleProbe]] = {}
+        for rp in self._rules:
+            if isinstance(rp.rule, n.WhenRule):
+                self._offering.setdefault(rp.rule.action, []).append(rp)
 
     # ------------------------------------------------------------ helpers
 
@@ -391,9 +397,7 @@ class _Builder:
 
     def not_offered(self, spec: ActionSpec) -> ActionFate:
         name = spec.name
-        candidates = [
-            rp for rp in self._rules if isinstance(rp.rule, n.WhenRule) and rp.rule.action == name
-        ]
+        candidates = self._offering.get(name, [])
         is_default = self.plan.default == spec.index
         if not candidates:
             if is_default:
