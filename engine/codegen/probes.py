@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from arbiter.dsl import CheckedRuleset, printing
 from arbiter.dsl import nodes as n
@@ -91,11 +91,9 @@ def build_probes(host: ProbeHost, checked: CheckedRuleset, filename: str) -> Pro
 
     return Probes(
         aggregates=tuple(spec.key for spec in host.aggregate_index),
-        segments={seg: probe(fn, parts) for seg, (fn, parts) in segments.items()},
-        ifs=tuple(probe(fn, parts) for fn, parts in ifs),
-        rules=tuple(
-            RuleProbe(rid, rule, path, probe(fn, parts)) for rid, rule, path, fn, parts in rules
-        ),
+        segments={seg: probe(*found) for seg, found in segments.items()},
+        ifs=tuple(probe(*found) for found in ifs),
+        rules=tuple(RuleProbe(rid, rule, path, probe(*found)) for rid, rule, path, found in rules),
         source=source,
     )
 
@@ -109,7 +107,15 @@ def _unavailable(parts: int, values: int) -> ProbeFn:
     return run
 
 
-_Found = tuple[str, tuple[Part, ...]]
+class _Found(NamedTuple):
+    """A condition's probe function (by name) and its parts."""
+
+    function: str
+    parts: tuple[Part, ...]
+
+
+_Path = tuple[tuple[int, bool], ...]
+_Rule = tuple[int, n.WhenRule | n.SuppressRule, _Path, _Found]
 
 
 class _ProbeWriter:
@@ -119,21 +125,15 @@ class _ProbeWriter:
         #: function name -> (source, number of parts, number of operand values)
         self.functions: dict[str, tuple[str, int, int]] = {}
 
-    def walk(
-        self,
-    ) -> tuple[
-        list[tuple[int, n.WhenRule | n.SuppressRule, tuple[tuple[int, bool], ...], str, Any]],
-        list[_Found],
-        dict[str, _Found],
-    ]:
+    def walk(self) -> tuple[list[_Rule], list[_Found], dict[str, _Found]]:
         """Probe every segment, then every rule depth first, numbering rules as the
         evaluator does (`RuleWriter.body`: segments first, then rules in source order)."""
         segments = {name: self.probe(seg.expr) for name, seg in self.c.segments.items()}
         ifs: list[_Found] = []
-        rules: list[Any] = []
+        rules: list[_Rule] = []
         next_id = len(self.c.segments)
 
-        def visit(block: tuple[n.Rule, ...], path: tuple[tuple[int, bool], ...]) -> None:
+        def visit(block: tuple[n.Rule, ...], path: _Path) -> None:
             nonlocal next_id
             for rule in block:
                 rid = next_id
@@ -145,7 +145,7 @@ class _ProbeWriter:
                     visit(rule.orelse, (*path, (k, False)))
                 else:
                     assert isinstance(rule, n.WhenRule | n.SuppressRule)
-                    rules.append((rid, rule, path, *self.probe(rule.condition)))
+                    rules.append((rid, rule, path, self.probe(rule.condition)))
 
         visit(self.c.rules, ())
         return rules, ifs, segments
@@ -178,7 +178,7 @@ class _ProbeWriter:
         out.dedent()
         out.splice(body)
         self.functions[name] = (out.source(), len(parts), values)
-        return name, tuple(parts)
+        return _Found(name, tuple(parts))
 
     def _part(self, w: Writer, e: n.Expr, parts: list[Part], counter: list[int]) -> int:
         """Write one part (then its own parts, preorder); returns the operand values so far."""
