@@ -124,6 +124,8 @@ class _ProbeWriter:
         self.c = checked
         #: function name -> (source, number of parts, number of operand values)
         self.functions: dict[str, tuple[str, int, int]] = {}
+        self.segment_index = {name: i for i, name in enumerate(checked.segments)}
+        self.model_index = {name: i for i, name in enumerate(checked.models)}
 
     def walk(self) -> tuple[list[_Rule], list[_Found], dict[str, _Found]]:
         """Probe every segment, then every rule depth first, numbering rules as the
@@ -159,7 +161,15 @@ class _ProbeWriter:
         body.indent()
         body.line("R = []")
         body.line("V = []")
-        values = self._part(body, expr, parts, [0])
+        try:
+            values = self._part(body, expr, parts, [0])
+        except (TooComplex, RecursionError):
+            # Nested deeper than a probe can be written: one part, that says so.
+            parts, values = [Part(expr, (), ())], 0
+            body = Writer()
+            body.indent()
+            body.line(f"R = [{self.host.consts.add(runtime.Failed('too complex to explain'))}]")
+            body.line("V = []")
         body.line("return R, V")
         name = f"probe_{len(self.functions)}"
         out = Writer()
@@ -168,13 +178,11 @@ class _ProbeWriter:
         out.line("NOW = rt.now")
         host.preamble(out)
         segment_locals, model_locals = host.loaded()
-        index = {seg: i for i, seg in enumerate(self.c.segments)}
-        models = {m: i for i, m in enumerate(self.c.models)}
         for seg, local in segment_locals.items():
-            out.line(f"{local} = SEG[{index[seg]}]")
+            out.line(f"{local} = SEG[{self.segment_index[seg]}]")
         for model, local in model_locals.items():
             # Never called from here: a score the decision did not compute is missing.
-            out.line(f"{local} = M.get({models[model]})")
+            out.line(f"{local} = M.get({self.model_index[model]})")
         out.dedent()
         out.splice(body)
         self.functions[name] = (out.source(), len(parts), values)
