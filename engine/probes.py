@@ -13,7 +13,8 @@ A probe function is called as `run(P, C, A, rt, SEG, M)`: the profile and
 context the decision read, the aggregates in `Probes.aggregates` order, the
 decision's `EvalRuntime`, the segment values the evaluator computed (in
 declaration order) and the model scores it computed (by model index; a model
-the decision did not need is never called: it reads as missing). It returns
+the decision did not need is never called: it reads as missing; one whose
+input row raised is `UNSET`, so the part asks again and fails as the rule did). It returns
 `(truths, values)`: per part in `parts` order, `True`, `False`, `None`
 (unknown: a missing value) or `runtime.Failed` (the part raised, as the rule
 would have); per leaf operand, its value (or `Failed`).

@@ -27,7 +27,8 @@ evaluates the condition part by part (`engine.probes` describes the contract)::
 Each part's truth is `ExprCompiler.truth`/`falsity` of that part, the very code
 the evaluator runs for it; the only differences are the ones a second look
 needs: nothing is memoized across parts, segments are read rather than
-recomputed, and a model is never called (an uncomputed score is missing).
+recomputed, and a model is never scored (a score the decision did not compute
+is missing; a model whose input row raised raises the same error again).
 """
 
 from __future__ import annotations
@@ -181,7 +182,8 @@ class _ProbeWriter:
         for seg, local in segment_locals.items():
             out.line(f"{local} = SEG[{self.segment_index[seg]}]")
         for model, local in model_locals.items():
-            # Never called from here: a score the decision did not compute is missing.
+            # A score the decision did not compute is missing (None), never computed here;
+            # one whose input row raised is UNSET, so asking again raises the same error.
             out.line(f"{local} = M.get({self.model_index[model]})")
         out.dedent()
         out.splice(body)

@@ -18,7 +18,7 @@ from typing import Any
 
 from arbiter.dsl import nodes as n
 from arbiter.dsl import printing
-from arbiter.engine.decision.runtime import EvalRuntime, Failed
+from arbiter.engine.decision.runtime import UNSET, EvalRuntime, Failed
 from arbiter.engine.probes import Probe, Probes, RuleProbe
 
 #: A probe's answer: the truth of each part (True, False, None or Failed), each operand value.
@@ -59,7 +59,11 @@ class WhyNot:
             tuple(aggregates.get(key) for key in probes.aggregates),
             rt,
             segments,
-            rt.computed_scores(),
+            # A model whose input row raised is UNSET: the probe asks `rt.model` again, and
+            # the row raises again (it is a pure function of these inputs) before any
+            # scoring, so the part fails with the rule's own error. A model the decision
+            # did not need is simply absent: missing, never called.
+            rt.computed_scores() | dict.fromkeys(rt.unscorable(), UNSET),
         )
         self._outcomes: dict[int, Outcome] = {}
 

@@ -329,3 +329,14 @@ def test_probes_are_built_once_per_plan(plan: Plan) -> None:
     assert len(seen) == 8 and all(p is seen[0] for p in seen)
     # The evaluator's source holds no probe: explaining adds nothing to the hot path.
     assert "def probe_" not in plan.source and "def probe_0(" in seen[0].source
+
+
+def test_a_model_whose_inputs_raised_fails_the_comparison_with_that_error() -> None:
+    text = PROBED.replace("inputs (profile.visits)", "inputs (profile.visits / profile.b)")
+    ex, record = explain_text(text, {"a": 5, "b": 0, "visits": 4}, {"churn": 0.9})
+    got = fate(ex, "churn_offer")
+    assert record.scores == {}  # never scored: the row raised, in the decision and in explaining
+    assert any("ZeroDivisionError" in e and ":10:" in e for e in record.errors)
+    assert got["condition"]["text"] == "churn > 0.5"
+    assert got["condition"]["result"] == "error"
+    assert got["condition"]["error"] == "ZeroDivisionError: division by zero"
