@@ -22,6 +22,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -32,13 +33,14 @@ from arbiter.dsl import nodes as n
 from arbiter.dsl import types as t
 from arbiter.dsl.errors import ArbiterError
 from arbiter.engine.codegen import compiler
-from arbiter.engine.decision.decide import assign_variant
+from arbiter.engine.decision.decide import assign_variant, decide
 from arbiter.engine.decision.literal_inputs import normalize_values
 from arbiter.engine.decision.runtime import EvalRuntime, Failed
 from arbiter.engine.decision.scenarios import DEFAULT_NOW, ScenarioOracle, scenario_inputs
 from arbiter.engine.decision.why_not import WhyNot
 from arbiter.engine.plan import Plan
 from arbiter.engine.probes import Probe
+from arbiter.engine.records import DecideRequest, Inputs
 
 NOW = 1_795_000_000.0  # 2026-11-18
 DAY = 86400.0
@@ -100,8 +102,10 @@ def literals_of(path: Path) -> tuple[list[float], list[str], list[float]]:
 HOSTILE = st.sampled_from([float("nan"), float("inf"), [1], "7", 3, True, "", ["DE"]])
 
 
-def value_of(ty: t.Type, numbers: list[float], strings: list[str], durations: list[float]) -> Any:
-    """A strategy of values for one declared field."""
+def value_of(
+    ty: t.Type, numbers: list[float], strings: list[str], durations: list[float], hostile: bool
+) -> Any:
+    """A strategy of values for one declared field (`hostile`: sometimes of another type)."""
     near = st.sampled_from(numbers).flatmap(
         lambda x: st.sampled_from([x, x + 1, x - 1, x + 0.5, x - 0.5, int(x)])
     )
@@ -123,7 +127,7 @@ def value_of(ty: t.Type, numbers: list[float], strings: list[str], durations: li
         typed = st.lists(st.sampled_from([*strings, "email", "sms", "push"]), max_size=3)
     else:
         typed = st.sampled_from(strings)
-    return st.one_of(st.none(), typed, typed, typed, HOSTILE)
+    return st.one_of(st.none(), typed, typed, typed, *([HOSTILE] if hostile else []))
 
 
 @cache
@@ -153,8 +157,11 @@ def seeds_of(path: Path) -> list[dict[str, Any]]:
 
 
 @st.composite
-def decision_inputs(draw: st.DrawFn, path: Path) -> dict[str, Any]:
-    """A decision's inputs: fresh, or one of the ruleset's scenarios with some values changed."""
+def decision_inputs(draw: st.DrawFn, path: Path, hostile: bool = True) -> dict[str, Any]:
+    """A decision's inputs: fresh, or one of the ruleset's scenarios with some values changed.
+
+    `hostile`: values of another type than declared, as validation (HTTP, CLI) would refuse
+    them, sometimes reach the evaluator too (its semantics for them are still defined)."""
     plan = plan_of(path, "default")
     numbers, strings, durations = literals_of(path)
     c = plan.checked
@@ -172,7 +179,7 @@ def decision_inputs(draw: st.DrawFn, path: Path) -> dict[str, Any]:
         for name, ty in schema.items():
             kept, value = keep(part, name)
             if not kept:
-                value = draw(value_of(ty, numbers, strings, durations))
+                value = draw(value_of(ty, numbers, strings, durations, hostile))
             if value is not None:
                 out[name] = value
         return out
@@ -306,3 +313,32 @@ def test_probes_agree_with_the_evaluator(path: Path, layout: str) -> None:
         for rp in plan.probes().rules
         if isinstance(rp.rule, n.WhenRule)
     )
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_explaining_changes_nothing_in_the_decision(path: Path) -> None:
+    """Probes read what the decision computed and score no model: same answer, same record."""
+    plan = plan_of(path, "default")
+    encode = msgspec.json.Encoder().encode
+
+    @settings(max_examples=20, derandomize=True, database=None, deadline=None)
+    @given(decision_inputs(path, hostile=False))
+    def alike(data: dict[str, Any]) -> None:
+        # Validated as HTTP and the CLI validate (a decision never sees anything else).
+        profile = normalize_values(plan.checked.profile, data["profile"], "profile.")
+        context = normalize_values(plan.checked.context, data["context"], "context.")
+        inputs = Inputs(profile, data["aggregates"], data["caps"], {}, data["degraded"])
+        out = []
+        for explain in (False, True):
+            request = DecideRequest(data["customer"], context, limit=3, explain=explain)
+            oracle = ScenarioOracle(data["scores"], plan)
+            decision, record = decide(
+                plan, request, inputs, decision_id="d-1", now=data["now"], oracle=oracle
+            )
+            # Everything but the request's own `explain` flag, which the record keeps.
+            asked = msgspec.structs.replace(record.request, explain=False)
+            record = msgspec.structs.replace(record, request=asked)
+            out.append((encode(decision.actions), encode(record)))
+        assert out[0] == out[1]
+
+    alike()
