@@ -8,6 +8,7 @@ from typing import Any
 
 from arbiter.dsl import CheckedRuleset
 from arbiter.dsl import nodes as n
+from arbiter.engine.probes import Probes
 
 #: The generated evaluator: (P, C, A, rt) -> (offers, suppressed action indices, segment values).
 #: P profile dict, C context dict, A aggregates tuple (same order as `Needs.aggregates`).
@@ -126,6 +127,9 @@ class Plan:
     bandit_features: tuple[BanditFeatures, ...]
     #: Every action's features as a bandit arm (by action index); shared, never mutated.
     arm_features: tuple[dict[str, Any], ...]
+    #: Every condition probed part by part, for explanations (`engine.probes`): built by
+    #: the compiler's code generator the first time it is called, then the same object.
+    probes: Callable[[], Probes]
 
     def action(self, name: str) -> ActionSpec:
         return self.actions[self.action_index[name]]

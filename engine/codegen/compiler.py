@@ -27,10 +27,12 @@ from arbiter.dsl import CheckedRuleset, Diagnostic, RulesError
 from arbiter.dsl import nodes as n
 from arbiter.dsl.errors import ArbiterError
 from arbiter.engine.codegen.expressions import Constants, ExprCompiler, TooComplex, Writer
+from arbiter.engine.codegen.probes import build_probes, lazily
 from arbiter.engine.codegen.rules import RuleWriter
 from arbiter.engine.decision import runtime
 from arbiter.engine.decision.policies import contact_key, fatigue_reads, policy_reads
 from arbiter.engine.plan import ActionSpec, AggregateSpec, Needs, Plan, RuleInfo
+from arbiter.engine.probes import Probes
 
 #: Bump when generated code changes shape: it is part of every plan's cache key.
 COMPILER_VERSION = "2"
@@ -134,11 +136,12 @@ class _Compiler:
         head.line("NOW = rt.now")
         head.line("O = []")
         head.line("S = set()")
-        self._preamble(head)
+        self.preamble(head)
         rules.preamble(head)
         return _join(head, body)
 
-    def _preamble(self, w: Writer) -> None:
+    def preamble(self, w: Writer) -> None:
+        """Load the profile, context, aggregate and experiment locals the function reads."""
         for field, local in self.sym.profile.items():
             w.line(f"{local} = P.get({field!r})")
         for field, local in self.sym.context.items():
@@ -150,18 +153,23 @@ class _Compiler:
         for local in self.sym.models.values():
             w.line(f"{local} = UNSET")
 
+    def loaded(self) -> tuple[dict[str, str], dict[str, str]]:
+        """The segment and customer-level model locals read so far: name -> local."""
+        return self.sym.segments, self.sym.models
+
     def _function(self, signature: str, body: Writer) -> Writer:
         """`def <signature>:` with the time and the locals `body` uses, then `body`."""
         out = Writer()
         out.line(f"def {signature}:")
         out.indent()
         out.line("NOW = rt.now")
-        self._preamble(out)
+        self.preamble(out)
         out.dedent()
         out.splice(body)
         return out
 
-    def _fresh_symbols(self) -> None:
+    def fresh_symbols(self) -> None:
+        """Start a new generated function: it loads its own locals."""
         # Each generated function loads its own locals; aggregate indexes are plan-wide.
         self.sym = _Symbols({}, {}, self.sym.aggregates, {}, {}, {})
 
@@ -170,7 +178,7 @@ class _Compiler:
         for name, decl in self.c.models.items():
             if decl.per_action != per_action:
                 continue
-            self._fresh_symbols()
+            self.fresh_symbols()
             i = self.model_index[name]
             body = Writer()
             body.indent()
@@ -196,7 +204,7 @@ class _Compiler:
         """One function per bandit: its shared (customer and context) features by name."""
         w = Writer()
         for j, decl in enumerate(self.c.bandits.values()):
-            self._fresh_symbols()
+            self.fresh_symbols()
             body = Writer()
             body.indent()
             items = [
@@ -210,7 +218,7 @@ class _Compiler:
     def formula(self) -> tuple[str, list[n.Span | None]]:
         """The arbitration formula for one candidate (default: value * weight)."""
         decl = self.c.arbitrate
-        self._fresh_symbols()
+        self.fresh_symbols()
         body = Writer()
         body.indent()
         if decl is None:
@@ -426,7 +434,18 @@ def _build(checked: CheckedRuleset, digest: str, optimize: bool, *, force: bool 
             namespace[f"bandit_features_{j}"] for j in range(len(checked.bandits))
         ),
         arm_features=tuple(_arm_features(spec) for spec in actions),
+        probes=lazily(lambda: _probes(checked, digest)),
     )
+
+
+def _probes(checked: CheckedRuleset, digest: str) -> Probes:
+    """Every condition probed part by part (`engine.codegen.probes`), for explanations.
+
+    A compiler of its own, so the evaluator's memo locals and aggregate order stay as
+    they are; the probes read aggregates in the order they list (`Probes.aggregates`).
+    """
+    comp = _Compiler(checked, optimize=False)
+    return build_probes(comp, checked, f"<arbiter probes {checked.name} {digest[:12]}>")
 
 
 def _arm_features(spec: ActionSpec) -> dict[str, Any]:

@@ -17,7 +17,7 @@ field changes meaning), built from msgspec Structs and sent as plain JSON.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,8 +28,9 @@ from arbiter.dsl import printing
 from arbiter.engine.decision.arbitrate import Candidate, Trace
 from arbiter.engine.decision.policies import blocking_limit, tiring_policy
 from arbiter.engine.decision.runtime import EvalRuntime
-from arbiter.engine.decision.why_not import Env, Interpreter, Leaf, Path, rules_for
+from arbiter.engine.decision.why_not import Leaf, WhyNot
 from arbiter.engine.plan import ActionSpec, Offer, Plan
+from arbiter.engine.probes import RuleProbe
 from arbiter.engine.records import BanditChoice, DecideRequest, Inputs
 
 #: Bumped only when a field changes meaning or disappears; new fields keep the version.
@@ -48,9 +49,12 @@ class Condition(msgspec.Struct, omit_defaults=True):
 
     text: str
     at: str
-    result: str  # "false", "true" (where it had to be false) or "unknown" (a value is missing)
+    #: "false", "true" (where it had to be false), "unknown" (a value is missing) or
+    #: "error" (it raised at run time, as the rule did)
+    result: str
     values: dict[str, Any]
     segment: str | None = None  # the segment the comparison is in
+    error: str | None = None  # what it raised, when result is "error"
 
 
 class Term(msgspec.Struct, omit_defaults=True):
@@ -120,23 +124,9 @@ def explain(
 ) -> Explanation:
     """The explanation of a decision already made; it never changes the decision."""
     seg_values = dict(zip(plan.segment_names, segments, strict=True))
-    env = Env(
-        profile=inputs.profile,
-        context=request.context,
-        aggregates=inputs.aggregates,
-        segments=seg_values,
-        segment_exprs={k: v.expr for k, v in plan.checked.segments.items()},
-        variants=dict(zip(plan.checked.experiments, rt.variants, strict=True)),
-        models={
-            plan.model_names[i]: s for i, s in rt.computed_scores().items() if s is not None
-        },  # only what the decision computed
-        now=rt.now,
-        contacts=None if inputs.degraded else inputs.caps,
-    )
-    builder = _Builder(plan, request, inputs, rt, env, trace, bandits)
+    why = WhyNot(plan.probes(), inputs.profile, request.context, inputs.aggregates, rt, segments)
+    builder = _Builder(plan, request, inputs, rt, why, trace, bandits, offers)
     offered = {o.action for o in offers}
-    by_rule = {(r.span.file, r.span.line, r.span.column): r for r in plan.rules}
-    builder.rule_refs = by_rule
     fates = []
     for spec in plan.actions:
         position = next((k for k, c in enumerate(returned) if c.spec.index == spec.index), None)
@@ -181,9 +171,10 @@ class _Builder:
         request: DecideRequest,
         inputs: Inputs,
         rt: EvalRuntime,
-        env: Env,
+        why: WhyNot,
         trace: Trace,
         bandits: list[BanditChoice],
+        offers: Sequence[Offer],
     ) -> None:
         self.plan = plan
         self.request = request
@@ -191,27 +182,30 @@ class _Builder:
         self.rt = rt
         self.trace = trace
         self.bandits = {b.bandit: b for b in bandits}
-        self.interp = Interpreter(env)
-        self.rule_refs: Mapping[tuple[str, int, int], Any] = {}
+        self.why = why
+        self.offers = offers
         decl = plan.checked.arbitrate
         self.formula = decl.formula if decl is not None else None
         self.formula_text = (
             printing.expr(self.formula) if self.formula is not None else "value * weight"
         )
-        self._rules = list(rules_for(plan.checked.rules))
+        self._rules = why.probes.rules
+        # The `when` rules offering each action, in source order: one pass, not one per action.
+        self._offering: dict[str, list[RuleProbe]] = {}
+        for rp in self._rules:
+            if isinstance(rp.rule, n.WhenRule):
+                self._offering.setdefault(rp.rule.action, []).append(rp)
 
     # ------------------------------------------------------------ helpers
-
-    def _ref(self, span: n.Span) -> RuleRef:
-        info = self.rule_refs.get((span.file, span.line, span.column))
-        return RuleRef(str(span), info.text if info is not None else "")
 
     def _rule_ref(self, rule_id: int) -> RuleRef:
         info = self.plan.rules[rule_id]
         return RuleRef(str(info.span), info.text)
 
     def _condition(self, leaf: Leaf) -> Condition:
-        return Condition(leaf.text, str(leaf.expr.span), leaf.result, leaf.values, leaf.segment)
+        return Condition(
+            leaf.text, str(leaf.expr.span), leaf.result, leaf.values, leaf.segment, leaf.error
+        )
 
     # ------------------------------------------------------------ returned
 
@@ -379,47 +373,31 @@ class _Builder:
             message,
             rank=rank if why in ("top-n", "diversity") else None,
             score=score,
-            rule=self._rule_ref(cand.rule) if cand is not None else self._offering_rule(name),
+            rule=self._rule_ref(cand.rule) if cand is not None else self._offering_rule(spec.index),
             terms=terms,
             details=details,
         )
 
     def _suppressor(self, action: str) -> RuleRef | None:
-        for rule, path in self._rules:
+        for rp in self._rules:
             if (
-                isinstance(rule, n.SuppressRule)
-                and rule.action == action
-                and self._holds(path, rule.condition)
+                isinstance(rp.rule, n.SuppressRule)
+                and rp.rule.action == action
+                and self.why.fires(rp)
             ):
-                return self._ref(rule.span)
+                return self._rule_ref(rp.rule_id)
         return None
 
-    def _offering_rule(self, action: str) -> RuleRef | None:
-        for rule, path in self._rules:
-            if (
-                isinstance(rule, n.WhenRule)
-                and rule.action == action
-                and self._holds(path, rule.condition)
-            ):
-                return self._ref(rule.span)
-        return None
-
-    def _holds(self, path: Path, condition: n.Expr) -> bool:
-        interp = self.interp
-        return (
-            all((interp.truth(c) is True) == want for c, want in path)
-            and interp.truth(condition) is True
-        )
+    def _offering_rule(self, action: int) -> RuleRef | None:
+        """The first rule that offered the action, as the evaluator reported it."""
+        rule = next((o.rule for o in self.offers if o.action == action), None)
+        return None if rule is None else self._rule_ref(rule)
 
     # ------------------------------------------------------------ not offered
 
     def not_offered(self, spec: ActionSpec) -> ActionFate:
         name = spec.name
-        candidates = [
-            (rule, path)
-            for rule, path in self._rules
-            if isinstance(rule, n.WhenRule) and rule.action == name
-        ]
+        candidates = self._offering.get(name, [])
         is_default = self.plan.default == spec.index
         if not candidates:
             if is_default:
@@ -427,19 +405,20 @@ class _Builder:
                 return ActionFate(name, "not-offered", "standby", message)
             message = "no rule offers it"
             return ActionFate(name, "not-offered", "no-rule", message)
-        interp = self.interp
-        rule, path = min(candidates, key=lambda rp: interp.misses(rp[1], rp[0].condition))
-        assert isinstance(rule, n.WhenRule)
-        ref = self._ref(rule.span)
-        leaf = interp.path_culprit(path, rule.condition)
-        if leaf is None:
-            # The interpreter thinks it holds; the evaluator said it did not fire (an error).
-            message = f"no rule offered it; `{ref.text}` failed to run (see errors)"
+        # The closest rule; ties go to the first in the file.
+        closest = min(candidates, key=self.why.misses)
+        ref = self._rule_ref(closest.rule_id)
+        leaf = self.why.culprit(closest)
+        if leaf is None:  # pragma: no cover - the probes agree with the evaluator (tested)
+            message = f"no rule offered it; `{ref.text}` holds on a second look"
             return ActionFate(name, "not-offered", "no-rule", message, rule=ref)
         cond = self._condition(leaf)
         shown = ", ".join(f"{k} = {_show(v)}" for k, v in cond.values.items())
         where = f" in segment {cond.segment}" if cond.segment else ""
-        message = f"no rule offered it: closest is `{ref.text}`, where `{cond.text}`{where} is {cond.result}"
+        outcome = f"failed ({cond.error})" if cond.result == "error" else f"is {cond.result}"
+        message = (
+            f"no rule offered it: closest is `{ref.text}`, where `{cond.text}`{where} {outcome}"
+        )
         if shown:
             message += f" ({shown})"
         if is_default:

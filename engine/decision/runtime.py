@@ -114,8 +114,21 @@ def f_matches(text: Any, pattern: Any) -> bool:
     return _regex(pattern).search(text) is not None
 
 
+class Failed:
+    """A part of a condition that raised when probed (`engine.probes`), as its rule would."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, exc: BaseException | str) -> None:
+        self.error = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+
+    def __repr__(self) -> str:
+        return f"Failed({self.error!r})"
+
+
 EXPORTED: dict[str, Any] = {
     "UNSET": UNSET,
+    "Failed": Failed,
     "f_lower": f_lower,
     "f_upper": f_upper,
     "f_length": f_length,
@@ -144,6 +157,7 @@ class EvalRuntime:
     A: tuple[Any, ...]
     errors: list[str] = field(default_factory=list)
     _scores: dict[int, float | None] = field(default_factory=dict)
+    _unscorable: set[int] | None = None  # made on the first failure: none on the hot path
     #: Contact counters the store read (`Inputs.caps`); unknown when the store was down.
     caps: Mapping[str, int] = field(default_factory=dict)
     degraded: bool = False
@@ -158,7 +172,14 @@ class EvalRuntime:
             return self._scores[i]
         name = self.plan.model_names[i]
         score: float | None = None
-        row = self.plan.model_inputs[i](self.P, self.C, self.A, self)
+        try:
+            row = self.plan.model_inputs[i](self.P, self.C, self.A, self)
+        except Exception:
+            # The rule that asked fails (and is reported); explanations say so too.
+            if self._unscorable is None:
+                self._unscorable = set()
+            self._unscorable.add(i)
+            raise
         if row is not None:
             try:
                 score = self.oracle.score(name, [row])[0]
@@ -170,6 +191,10 @@ class EvalRuntime:
     def computed_scores(self) -> dict[int, float | None]:
         """The customer-level scores computed so far, by model index (for explanations)."""
         return dict(self._scores)
+
+    def unscorable(self) -> frozenset[int]:
+        """Customer-level models whose input row raised when a rule asked (for explanations)."""
+        return frozenset(self._unscorable or ())
 
     def error(self, rule_id: int, exc: BaseException) -> None:
         """A rule failed at run time: it alone is skipped; the decision records where and why.

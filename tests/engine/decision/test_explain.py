@@ -6,6 +6,7 @@ The fates come from `engine.decision.explain` through the real `decide`, over
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -237,3 +238,105 @@ def test_explaining_never_changes_the_decision(plan: Plan) -> None:
         decision, record = decide(plan, request, inputs, decision_id="d", now=NOW, oracle=oracle)
         answers.append((decision.actions, record.bandits, record.trace))
     assert answers[0] == answers[1]
+
+
+# ------------------------------------------------------------ from the engine's own code
+
+PROBED = """ruleset probed
+profile { a: number, b: number, visits: int }
+context { channel: one of [web, email], page: string }
+model churn = onnx "churn.onnx" inputs (profile.visits)
+segment loyal = profile.visits >= 3 or profile.a > 100
+action ratio_offer { value 5 }
+action churn_offer { value 4 }
+action fallback { value 0 }
+when profile.a / profile.b > 1 offer ratio_offer
+when loyal and churn > 0.5 offer churn_offer
+default fallback
+"""
+
+
+def explain_text(text: str, profile: dict[str, Any], scores: dict[str, Any]) -> tuple[Any, Any]:
+    plan = compile_plan(dsl.check(dsl.parse(text, "probed.rules")))
+    request = DecideRequest("c1", WEB, explain=True)
+    inputs = literal_inputs(plan, profile, [], NOW)
+    oracle = ScenarioOracle(scores, plan)
+    decision, record = decide(plan, request, inputs, decision_id="d-1", now=NOW, oracle=oracle)
+    assert decision.explanation is not None
+    return decision.explanation, record
+
+
+def test_a_comparison_that_raised_is_reported_as_an_error() -> None:
+    ex, record = explain_text(PROBED, {"a": 5, "b": 0, "visits": 1}, {})
+    got = fate(ex, "ratio_offer")
+    # The rule failed at run time (the decision's errors say so) and the explanation shows
+    # the same failure, from the same code: not a guess that the value is "unknown".
+    assert any("ZeroDivisionError" in e for e in record.errors)
+    assert got["condition"] == {
+        "text": "profile.a / profile.b > 1",
+        "at": "probed.rules:9:6",
+        "result": "error",
+        "values": {"profile.a / profile.b": None},
+        "error": "ZeroDivisionError: division by zero",
+    }
+    assert got["message"] == (
+        "no rule offered it: closest is `when profile.a / profile.b > 1 offer ratio_offer`, "
+        "where `profile.a / profile.b > 1` failed (ZeroDivisionError: division by zero) "
+        "(profile.a / profile.b = missing)"
+    )
+
+
+def test_a_model_the_decision_did_not_need_is_not_called_to_explain() -> None:
+    # Not loyal: the evaluator never asks churn; explaining must not either (the record
+    # would change), so the culprit is the segment, through its decisive comparison.
+    ex, record = explain_text(PROBED, {"a": 5, "b": 1, "visits": 1}, {"churn": 0.9})
+    got = fate(ex, "churn_offer")
+    assert record.scores == {}
+    assert got["condition"] == {
+        "text": "profile.visits >= 3",
+        "at": "probed.rules:5:17",
+        "result": "false",
+        "values": {"profile.visits": 1},
+        "segment": "loyal",
+    }
+
+
+def test_a_model_score_the_decision_computed_is_shown() -> None:
+    ex, record = explain_text(PROBED, {"a": 5, "b": 1, "visits": 4}, {"churn": 0.2})
+    got = fate(ex, "churn_offer")
+    assert record.scores == {"churn": [0.2]}
+    assert got["condition"]["text"] == "churn > 0.5"
+    assert got["condition"]["values"] == {"churn": 0.2}
+    assert got["condition"]["result"] == "false"
+
+
+def test_an_or_is_explained_by_its_deciding_operand() -> None:
+    # `loyal` is unknown (visits missing, `a > 100` false): the part shown is the operand
+    # with the outcome the whole has, not merely the first one that is not true.
+    ex, _ = explain_text(PROBED, {"a": 5, "b": 1}, {})
+    got = fate(ex, "churn_offer")
+    assert got["condition"]["text"] == "profile.visits >= 3"
+    assert got["condition"]["result"] == "unknown"
+
+
+def test_probes_are_built_once_per_plan(plan: Plan) -> None:
+    seen: list[Any] = []
+    threads = [threading.Thread(target=lambda: seen.append(plan.probes())) for _ in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len(seen) == 8 and all(p is seen[0] for p in seen)
+    # The evaluator's source holds no probe: explaining adds nothing to the hot path.
+    assert "def probe_" not in plan.source and "def probe_0(" in seen[0].source
+
+
+def test_a_model_whose_inputs_raised_fails_the_comparison_with_that_error() -> None:
+    text = PROBED.replace("inputs (profile.visits)", "inputs (profile.visits / profile.b)")
+    ex, record = explain_text(text, {"a": 5, "b": 0, "visits": 4}, {"churn": 0.9})
+    got = fate(ex, "churn_offer")
+    assert record.scores == {}  # never scored: the row raised, in the decision and in explaining
+    assert any("ZeroDivisionError" in e and ":10:" in e for e in record.errors)
+    assert got["condition"]["text"] == "churn > 0.5"
+    assert got["condition"]["result"] == "error"
+    assert got["condition"]["error"] == "ZeroDivisionError: division by zero"
