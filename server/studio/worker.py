@@ -84,10 +84,14 @@ class Worker:
 
 @asynccontextmanager
 async def lifespan(app: Any) -> AsyncIterator[None]:
-    """Give the app a studio worker for its lifetime (the router's lifespan)."""
+    """Give the app a studio worker for its lifetime (the router's lifespan); stop it,
+    and the job pool's processes if any were started (`routes._jobs`), with the app."""
     worker = Worker()
     app.state.studio_worker = worker
     try:
         yield
     finally:
         await asyncio.to_thread(worker.close)
+        jobs = getattr(app.state, "studio_jobs", None)
+        if jobs is not None:
+            await asyncio.to_thread(jobs.close)
