@@ -1,0 +1,130 @@
+"""What a big studio simulation costs the live decisions of the same server:
+before (a git ref, default `main`, where simulate ran in a thread of the
+serving process) and after (this tree, where it runs in the studio's worker
+process pool), side by side in one run.
+
+For each version in turn, one `arbiter serve` of `rulesets/retail.rules` on
+127.0.0.1 (one Redis for both, embedded): sequential `/v1/decide` calls alone,
+then the same calls while a second client posts `/v1/studio/simulate` back to
+back (generated population of `--sample` customers, every channel, compared
+with the live version: 2 x sample x 3 decisions each). The baseline's code is
+taken with `git archive <ref>` into a temporary folder and imported from
+there. Bounded in count.
+
+    python -m benchmarks.studio_jobs [--requests 1000] [--sample 2000] [--before main]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import tarfile
+import tempfile
+import threading
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+from arbiter.engine.store.embedded import EmbeddedRedis
+from benchmarks._harness import ROOT, Client, arbiter_argv, free_port, server, summary, timed_loop
+
+ADMIN = {"Authorization": "Bearer bench-admin"}
+RULES = "rulesets/retail.rules"
+
+
+def baseline_tree(ref: str, into: Path) -> Path:
+    """`ref`'s dsl/engine/server laid out as the `arbiter` package under `into`."""
+    blob = subprocess.run(
+        ["git", "archive", ref, "dsl", "engine", "server"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout
+    with tarfile.open(fileobj=BytesIO(blob)) as tar:
+        tar.extractall(into / "arbiter", filter="data")
+    return into
+
+
+def measure(
+    port: int, env: dict[str, str], requests: int, simulate: bytes, decide: list[bytes]
+) -> dict[str, Any]:
+    """Decide alone, then while simulations run back to back, on one server."""
+    with server(arbiter_argv(RULES, port), port, env):
+        client = Client(port, ADMIN)
+        studio = Client(port, ADMIN)
+        studio.conn.timeout = 300  # one simulation is seconds
+        timed_loop(studio, "/v1/studio/simulate", [simulate], 1)  # warm up (models, workers)
+        timed_loop(client, "/v1/decide", decide, 200)
+        alone = summary(timed_loop(client, "/v1/decide", decide, requests))
+        stop = threading.Event()
+        sims: list[float] = []
+
+        def simulate_without_pause() -> None:
+            while not stop.is_set() and len(sims) < 1000:
+                sims.extend(timed_loop(studio, "/v1/studio/simulate", [simulate], 1))
+
+        runner = threading.Thread(target=simulate_without_pause)
+        runner.start()
+        try:
+            busy = summary(timed_loop(client, "/v1/decide", decide, requests))
+        finally:
+            stop.set()
+            runner.join()
+    if not sims:
+        raise RuntimeError("no simulation finished while decisions were measured")
+    return {"alone": alone, "busy": busy, "simulations": len(sims), "sim": summary(sims)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=1000)
+    ap.add_argument("--sample", type=int, default=2000)
+    ap.add_argument("--before", default="main", help="git ref of the baseline")
+    args = ap.parse_args()
+    text = (ROOT / RULES).read_text(encoding="utf-8")
+    simulate = json.dumps(
+        {
+            "text": text,
+            "context": {"channel": "web", "page": "/", "device": "mobile"},
+            "population": "generated",
+            "sample": args.sample,
+            "by_channel": True,
+            "compare_live": True,
+        }
+    ).encode()
+    context = {"channel": "web", "page": "/account", "device": "mobile"}
+    decide = [json.dumps({"customer_id": f"c{i}", "context": context}).encode() for i in range(200)]
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "redis") as redis:
+        env = {
+            "ARBITER_REDIS_URL": redis.url,
+            "ARBITER_ADMIN_KEY": "bench-admin",
+            "ARBITER_DATA_DIR": str(Path(tmp) / "data"),
+            "ARBITER_LEARNER": "off",
+        }
+        old = baseline_tree(args.before, Path(tmp) / "before")
+        path = os.pathsep.join(p for p in (str(old), os.environ.get("PYTHONPATH", "")) if p)
+        results[f"before ({args.before})"] = measure(
+            free_port(), {**env, "PYTHONPATH": path}, args.requests, simulate, decide
+        )
+        results["after (this tree)"] = measure(free_port(), env, args.requests, simulate, decide)
+    print(f"{'/v1/decide':34}{'median ms':>10}{'p99 ms':>10}")
+    for label, r in results.items():
+        print(
+            f"{label + ', alone':34}{r['alone']['median_ms']:>10.2f}{r['alone']['p99_ms']:>10.2f}"
+        )
+        busy = f"{label}, simulating ({r['simulations']})"
+        print(f"{busy:34}{r['busy']['median_ms']:>10.2f}{r['busy']['p99_ms']:>10.2f}")
+    for label, r in results.items():
+        print(
+            f"{label}: decide while simulating / alone: "
+            f"median {r['busy']['median_ms'] / r['alone']['median_ms']:.2f}x, "
+            f"p99 {r['busy']['p99_ms'] / r['alone']['p99_ms']:.2f}x; "
+            f"one simulation median {r['sim']['median_ms'] / 1000:.1f} s"
+        )
+
+
+if __name__ == "__main__":
+    main()
