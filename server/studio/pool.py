@@ -34,6 +34,9 @@ from arbiter.server.errors import ApiError
 
 #: Seconds a client is told to wait before retrying when every slot is busy.
 RETRY_AFTER_S = 2
+#: What the forkserver imports once for every studio process it forks (the checker's
+#: worker and these slots share it: whichever starts first starts it with both).
+PRELOAD = ["arbiter.server.studio.worker", "arbiter.server.studio.jobs"]
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ class Refusal:
 
 def _executor() -> ProcessPoolExecutor:
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["arbiter.server.studio.jobs"])
+    ctx.set_forkserver_preload(PRELOAD)
     return ProcessPoolExecutor(max_workers=1, mp_context=ctx)
 
 
@@ -96,6 +99,12 @@ class Slot:
                 raise answer.error()
             return answer
         raise AssertionError("unreachable")
+
+    def warm(self) -> None:
+        """Start this slot's process in the background, so the first job finds it ready."""
+        if self._executor is None:
+            self._executor = _executor()
+            self._executor.submit(abs, 0)
 
     def kill(self) -> None:
         """Stop this slot's process now, mid-job if need be; the next job starts a new one."""
@@ -144,6 +153,11 @@ class JobPool:
             yield slot
         finally:
             self._free.append(slot)
+
+    def warm(self) -> None:
+        """Start the process of the slot the next request takes (not waiting for it)."""
+        if self._free:
+            self._free[-1].warm()
 
     def close(self) -> None:
         """Stop every worker process (with the app)."""

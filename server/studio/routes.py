@@ -169,7 +169,10 @@ async def check_text(body: Draft, request: Request, authorization: Auth = None) 
     # Drafts are rules: reading or checking them is for rule authors, never the public key.
     await authorize(request, "rulesets:read")
     path = _path(st, body.ruleset)
-    return await _worker(request).run(studio_worker.check, str(path), body.text)
+    answer = await _worker(request).run(studio_worker.check, str(path), body.text)
+    # A studio is open: have a job process ready for its first try or simulation.
+    _jobs(request).warm()
+    return answer
 
 
 @router.post("/v1/format", tags=["studio"], responses=_statuses())

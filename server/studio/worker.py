@@ -24,6 +24,7 @@ from typing import Any
 
 from arbiter import dsl
 from arbiter.dsl.diagnose import diagnose
+from arbiter.server.studio.pool import PRELOAD
 
 
 def check(path: str, text: str) -> dict[str, Any]:
@@ -58,7 +59,7 @@ class Worker:
 
     def _start(self) -> ProcessPoolExecutor:
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["arbiter.server.studio.worker"])
+        ctx.set_forkserver_preload(PRELOAD)
         return ProcessPoolExecutor(max_workers=1, mp_context=ctx)
 
     async def run(self, fn: Any, *args: Any) -> Any:
