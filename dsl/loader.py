@@ -20,8 +20,9 @@ def load(path: str | Path, text: str | None = None) -> tuple[n.Ruleset, dict[str
     """
     sources: dict[str, str] = {}
     main = Path(path)
-    decls = _collect(main, sources, stack=[], text=text)
-    root = parse(sources[str(main)], str(main))
+    parsed: list[n.Ruleset] = []  # the main file's own parse, read once
+    decls = _collect(main, sources, stack=[], text=text, parsed=parsed)
+    root = parsed[0]
     return n.Ruleset(root.name, root.span, tuple(decls), root.source), sources
 
 
@@ -32,7 +33,11 @@ def load_checked(path: str | Path, text: str | None = None) -> CheckedRuleset:
 
 
 def _collect(
-    path: Path, sources: dict[str, str], stack: list[Path], text: str | None = None
+    path: Path,
+    sources: dict[str, str],
+    stack: list[Path],
+    text: str | None = None,
+    parsed: list[n.Ruleset] | None = None,
 ) -> list[n.Decl]:
     if text is None:
         try:
@@ -44,6 +49,8 @@ def _collect(
     text = text.removeprefix("\ufeff")  # a byte-order mark is not part of the text
     sources[str(path)] = text
     ruleset = parse(text, str(path))
+    if parsed is not None:
+        parsed.append(ruleset)
     decls: list[n.Decl] = []
     for decl in ruleset.decls:
         if not isinstance(decl, n.Include):
