@@ -24,7 +24,12 @@ from typing import Any
 
 from arbiter import dsl
 from arbiter.dsl.diagnose import diagnose
+from arbiter.dsl.reparse import Reparser
 from arbiter.server.studio.pool import PRELOAD
+
+#: This worker process's memory of the declarations it parsed: a keystroke changes one
+#: declaration, and the others are not parsed again (`dsl.reparse`).
+_REPARSER = Reparser()
 
 
 def check(path: str, text: str) -> dict[str, Any]:
@@ -32,7 +37,7 @@ def check(path: str, text: str) -> dict[str, Any]:
     from arbiter.engine.scoring.loading import check_models
     from arbiter.server.studio.workbench import check_report
 
-    diagnosis = diagnose(Path(path), text)
+    diagnosis = diagnose(Path(path), text, _REPARSER)
     if diagnosis.checked is not None:
         diagnosis.diagnostics += check_models(diagnosis.checked, Path(path).parent)
     return check_report(diagnosis, path)
