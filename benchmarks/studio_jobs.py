@@ -19,35 +19,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import tarfile
 import tempfile
 import threading
 import time
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 from arbiter.engine.store.embedded import EmbeddedRedis
-from benchmarks._harness import ROOT, Client, arbiter_argv, free_port, server, summary, timed_loop
+from benchmarks._harness import (
+    ROOT,
+    Client,
+    arbiter_argv,
+    baseline_tree,
+    free_port,
+    server,
+    summary,
+    timed_loop,
+)
 
 ADMIN = {"Authorization": "Bearer bench-admin"}
 RULES = "rulesets/retail.rules"
 #: The longest the decisions-while-simulating loop runs.
 MAX_BUSY_S = 300
-
-
-def baseline_tree(ref: str, into: Path) -> Path:
-    """`ref`'s dsl/engine/server laid out as the `arbiter` package under `into`."""
-    blob = subprocess.run(
-        ["git", "archive", ref, "dsl", "engine", "server"],
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout
-    with tarfile.open(fileobj=BytesIO(blob)) as tar:
-        tar.extractall(into / "arbiter", filter="data")
-    return into
 
 
 def measure(
