@@ -30,6 +30,27 @@ from arbiter.server.studio.pool import PRELOAD
 #: This worker process's memory of the declarations it parsed: a keystroke changes one
 #: declaration, and the others are not parsed again (`dsl.reparse`).
 _REPARSER = Reparser()
+#: And of the model files it opened, by path, size and modification time: a check
+#: reads each model's input count, which does not change while the file does not.
+_MODELS: dict[tuple[Path, int, int], Any] = {}
+_MAX_MODELS = 32
+
+
+def _open_model(path: Path) -> Any:
+    from arbiter.engine.scoring.onnx import OnnxModel
+
+    try:
+        stat = path.stat()
+    except OSError:
+        return OnnxModel.load(path)  # it says what is wrong with the path
+    key = (path.resolve(), stat.st_size, stat.st_mtime_ns)
+    model = _MODELS.get(key)
+    if model is None:
+        model = OnnxModel.load(path)  # raises ModelLoadError (reported, not remembered)
+        if len(_MODELS) >= _MAX_MODELS:
+            _MODELS.clear()
+        _MODELS[key] = model
+    return model
 
 
 def check(path: str, text: str) -> dict[str, Any]:
@@ -39,7 +60,7 @@ def check(path: str, text: str) -> dict[str, Any]:
 
     diagnosis = diagnose(Path(path), text, _REPARSER)
     if diagnosis.checked is not None:
-        diagnosis.diagnostics += check_models(diagnosis.checked, Path(path).parent)
+        diagnosis.diagnostics += check_models(diagnosis.checked, Path(path).parent, _open_model)
     return check_report(diagnosis, path)
 
 
