@@ -29,6 +29,18 @@ def test_every_example_parses_as_the_whole_text_does(path: Path) -> None:
     assert outcome(Reparser().parse, text) == outcome(dsl.parse, text)
 
 
+@pytest.mark.parametrize("path", EXAMPLES[:3], ids=lambda p: p.name)
+def test_lines_added_above_move_the_remembered_declarations(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    header, rest = text.split("\n", 1)
+    reparser = Reparser()
+    reparser.parse(text, "f.rules")
+    for moved in (f"{header}\n\n\n{rest}", f"{header}\n{rest}", f"{header}\n\n{rest}"):
+        before = reparser.reused
+        assert outcome(reparser.parse, moved) == outcome(dsl.parse, moved)
+        assert reparser.reused > before  # moved, not parsed again
+
+
 def test_edit_after_edit_only_the_changed_declaration_is_parsed_again() -> None:
     reparser = Reparser()
     line = "segment vip = profile.lifetime_value > 1000 and profile.orders_90d >= 3"
