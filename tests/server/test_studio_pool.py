@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -85,3 +86,44 @@ def test_a_simulation_over_its_time_limit_is_a_clear_503(redis_url: str, tmp_pat
         # Live decisions are unaffected.
         d = client.post("/v1/decide", json={"customer_id": "c1", "context": {"channel": "web"}})
         assert d.status_code == 200, d.text
+
+
+def test_while_a_simulation_runs_another_job_is_refused_and_decide_answers(
+    redis_url: str, tmp_path: Path
+) -> None:
+    s = settings(
+        redis_url, tmp_path, rules_path=str(RETAIL), studio_workers=1, studio_job_timeout_s=2
+    )
+    text = RETAIL.read_text(encoding="utf-8")
+    big: dict[str, Any] = {
+        "text": text,
+        "context": {"channel": "web"},
+        "population": "generated",
+        "sample": 2000,
+    }
+    with TestClient(create_app(s)) as client:
+        warm = client.post("/v1/studio/scenarios", json={"text": text}, headers=ADMIN)
+        assert warm.status_code == 200, warm.text  # the worker process is up
+        answers: dict[str, Any] = {}
+        simulation = threading.Thread(
+            target=lambda: answers.update(
+                sim=client.post("/v1/studio/simulate", json=big, headers=ADMIN)
+            )
+        )
+        simulation.start()
+        pool = client.app.state.studio_jobs  # type: ignore[attr-defined]
+        while pool.busy == 0 and simulation.is_alive():
+            time.sleep(0.01)
+        busy = client.post("/v1/studio/scenarios", json={"text": text}, headers=ADMIN)
+        decided = client.post(
+            "/v1/decide", json={"customer_id": "c1", "context": {"channel": "web"}}
+        )
+        simulation.join()
+        assert busy.status_code == 503, busy.text
+        assert busy.json()["error"]["code"] == "studio_busy"
+        assert decided.status_code == 200, decided.text
+        # 2,000 customers x 3 channels x 2 versions: 12,000 decisions, far more than 2 s.
+        assert answers["sim"].status_code == 503
+        assert answers["sim"].json()["error"]["code"] == "studio_timeout"
+        after = client.post("/v1/studio/scenarios", json={"text": text}, headers=ADMIN)
+        assert after.status_code == 200, after.text  # a fresh worker took over
