@@ -82,6 +82,7 @@ class Reparser:
             return parsed
         # Later pieces: `ruleset _` on line 1, blank lines down to the piece's first line.
         parsed = parse(piece if line == 1 else "ruleset _" + "\n" * (line - 1) + piece, filename)
+        parsed = replace(parsed, source="")  # not kept: the padded text is as long as the file
         self._pieces[key] = (line, parsed)
         while len(self._pieces) > self.size:
             self._pieces.popitem(last=False)
