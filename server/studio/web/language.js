@@ -13,7 +13,7 @@ const KEYWORDS = ("ruleset include profile context event model onnx inputs per a
   "explore reward arbitrate by top max holdout experiment goal default trigger on unless decide " +
   "scenario events scores now expect nothing customer experiments in or and not between starts " +
   "ends with contains matches is missing present one of set ago");
-const AGGREGATES = "count sum min max avg last_seen contacts";
+const AGGREGATES = "count sum min max avg distinct last_seen contacts";
 // The {…} blocks a user folds: declarations' bodies, rule blocks, scenarios, payloads.
 const BLOCKS = "FieldBlock ActionBody PolicyBody RuleBlock ExperimentBody ScenarioBody " +
   "EventsBlock JsonObject JsonArray";
