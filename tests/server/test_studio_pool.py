@@ -125,5 +125,7 @@ def test_while_a_simulation_runs_another_job_is_refused_and_decide_answers(
         # 2,000 customers x 3 channels x 2 versions: 12,000 decisions, far more than 2 s.
         assert answers["sim"].status_code == 503
         assert answers["sim"].json()["error"]["code"] == "studio_timeout"
+        for slot in pool._all:  # the default limit again: the next job starts a process
+            slot.timeout_s = s.studio_job_timeout_s
         after = client.post("/v1/studio/scenarios", json={"text": text}, headers=ADMIN)
         assert after.status_code == 200, after.text  # a fresh worker took over
