@@ -14,9 +14,11 @@ import socket
 import statistics
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -186,3 +188,17 @@ def wrk(
     if "Non-2xx" in out:
         raise RuntimeError(f"wrk saw errors:\n{out}")
     return None
+
+
+def baseline_tree(ref: str, into: Path) -> Path:
+    """`ref`'s dsl/engine/server laid out as the `arbiter` package under `into`: a server
+    started with `into` first on PYTHONPATH runs that version (a before/after baseline)."""
+    blob = subprocess.run(
+        ["git", "archive", ref, "dsl", "engine", "server"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout
+    with tarfile.open(fileobj=BytesIO(blob)) as tar:
+        tar.extractall(into / "arbiter", filter="data")
+    return into

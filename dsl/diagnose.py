@@ -16,6 +16,8 @@ from arbiter.dsl.checked import CheckedRuleset
 from arbiter.dsl.checker import check
 from arbiter.dsl.errors import Diagnostic, RulesError
 from arbiter.dsl.loader import load
+from arbiter.dsl.parser import parse
+from arbiter.dsl.reparse import Reparser
 
 
 @dataclass
@@ -33,11 +35,15 @@ class Diagnosis:
         return [d for d in self.diagnostics if d.severity == "error"]
 
 
-def diagnose(path: str | Path, text: str) -> Diagnosis:
-    """Parse and check `text` as if it were the file at `path` (its includes resolve there)."""
+def diagnose(path: str | Path, text: str, reparser: Reparser | None = None) -> Diagnosis:
+    """Parse and check `text` as if it were the file at `path` (its includes resolve there).
+
+    An editor checking text after text passes its `Reparser`: declarations that did not
+    change since an earlier check are not parsed again (the answer is the same).
+    """
     out = Diagnosis()
     try:
-        out.ruleset, out.sources = load(path, text)
+        out.ruleset, out.sources = load(path, text, reparser.parse if reparser else parse)
     except RulesError as exc:
         out.diagnostics = list(exc.diagnostics)
         out.sources = exc.sources or {str(path): text}

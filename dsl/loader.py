@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from arbiter.dsl import nodes as n
@@ -9,19 +10,26 @@ from arbiter.dsl.checker import CheckedRuleset, check
 from arbiter.dsl.errors import Diagnostic, RulesError
 from arbiter.dsl.parser import parse
 
+#: Text and file name → the parsed file (`dsl.parse`, or an editor's `Reparser.parse`).
+Parse = Callable[[str, str], n.Ruleset]
 
-def load(path: str | Path, text: str | None = None) -> tuple[n.Ruleset, dict[str, str]]:
+
+def load(
+    path: str | Path, text: str | None = None, parse_text: Parse = parse
+) -> tuple[n.Ruleset, dict[str, str]]:
     """Parse a file and its includes (paths relative to the including file).
 
     `text`, when given, is used instead of reading `path` (a ruleset uploaded
     through the API, whose includes still resolve next to `path`). Included
     declarations come first, in include order. Returns the merged ruleset and
-    every source text by file name, for error display.
+    every source text by file name, for error display. `parse_text` parses each
+    file (editors pass one that reuses what they parsed at the last keystroke).
     """
     sources: dict[str, str] = {}
     main = Path(path)
-    decls = _collect(main, sources, stack=[], text=text)
-    root = parse(sources[str(main)], str(main))
+    parsed: list[n.Ruleset] = []  # the main file's own parse, read once
+    decls = _collect(main, sources, [], parse_text, text=text, parsed=parsed)
+    root = parsed[0]
     return n.Ruleset(root.name, root.span, tuple(decls), root.source), sources
 
 
@@ -32,7 +40,12 @@ def load_checked(path: str | Path, text: str | None = None) -> CheckedRuleset:
 
 
 def _collect(
-    path: Path, sources: dict[str, str], stack: list[Path], text: str | None = None
+    path: Path,
+    sources: dict[str, str],
+    stack: list[Path],
+    parse_text: Parse,
+    text: str | None = None,
+    parsed: list[n.Ruleset] | None = None,
 ) -> list[n.Decl]:
     if text is None:
         try:
@@ -43,7 +56,9 @@ def _collect(
             raise RulesError([Diagnostic("file-not-found", message, span)]) from None
     text = text.removeprefix("\ufeff")  # a byte-order mark is not part of the text
     sources[str(path)] = text
-    ruleset = parse(text, str(path))
+    ruleset = parse_text(text, str(path))
+    if parsed is not None:
+        parsed.append(ruleset)
     decls: list[n.Decl] = []
     for decl in ruleset.decls:
         if not isinstance(decl, n.Include):
@@ -56,5 +71,5 @@ def _collect(
         if not target.is_file():
             message = f"included file '{decl.path}' does not exist"
             raise RulesError([Diagnostic("file-not-found", message, decl.span)], sources)
-        decls.extend(_collect(target, sources, [*stack, path]))
+        decls.extend(_collect(target, sources, [*stack, path], parse_text))
     return decls

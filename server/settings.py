@@ -75,6 +75,12 @@ class Settings:
     )
     max_body_bytes: int = field(default=1 << 20, metadata={"env": "ARBITER_MAX_BODY_BYTES"})
     access_log_sample: float = field(default=1.0, metadata={"env": "ARBITER_ACCESS_LOG_SAMPLE"})
+    #: The studio's try, scenarios and simulate run in this many worker processes
+    #: (server/studio/pool.py), each job within the time limit.
+    studio_workers: int = field(default=2, metadata={"env": "ARBITER_STUDIO_WORKERS"})
+    studio_job_timeout_s: float = field(
+        default=60.0, metadata={"env": "ARBITER_STUDIO_JOB_TIMEOUT_S"}
+    )
     #: POST triggered decisions here too (engine.triggers.webhook), signed with the secret.
     trigger_webhook_url: str | None = field(
         default=None, metadata={"env": "ARBITER_TRIGGER_WEBHOOK_URL"}
@@ -136,6 +142,10 @@ class Settings:
             raise SettingsError("ARBITER_ACCESS_LOG_SAMPLE must be between 0 and 1")
         if self.max_body_bytes < 1024:
             raise SettingsError("ARBITER_MAX_BODY_BYTES must be at least 1024")
+        if not 1 <= self.studio_workers <= 16:
+            raise SettingsError("ARBITER_STUDIO_WORKERS must be between 1 and 16")
+        if self.studio_job_timeout_s <= 0:
+            raise SettingsError("ARBITER_STUDIO_JOB_TIMEOUT_S must be a positive number of seconds")
         try:
             self.key_ring()
         except KeyFileError as exc:

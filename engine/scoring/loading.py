@@ -23,6 +23,7 @@ API, ``base_dir`` stands for its directory.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from arbiter.dsl import CheckedRuleset, Diagnostic, RulesError
@@ -45,7 +46,9 @@ def model_path(decl: n.ModelDecl, base_dir: str | Path = ".") -> Path:
 
 
 def _load_all(
-    checked: CheckedRuleset, base_dir: str | Path
+    checked: CheckedRuleset,
+    base_dir: str | Path,
+    load: Callable[[Path], OnnxModel] = OnnxModel.load,
 ) -> tuple[dict[str, OnnxModel], list[Diagnostic]]:
     """Load every declared model; collect every problem rather than stop at the first."""
     models: dict[str, OnnxModel] = {}
@@ -59,7 +62,7 @@ def _load_all(
         loaded = by_path.get(key)
         if loaded is None:
             try:
-                loaded = OnnxModel.load(path)
+                loaded = load(path)
             except ModelLoadError as exc:
                 loaded = exc
             by_path[key] = loaded
@@ -89,13 +92,18 @@ def _load_all(
     return models, sort_and_cap(diagnostics)
 
 
-def check_models(checked: CheckedRuleset, base_dir: str | Path = ".") -> list[Diagnostic]:
+def check_models(
+    checked: CheckedRuleset,
+    base_dir: str | Path = ".",
+    load: Callable[[Path], OnnxModel] = OnnxModel.load,
+) -> list[Diagnostic]:
     """Every problem with the ruleset's model files, as diagnostics (empty when all load).
 
     Loads each model once to read its graph; nothing is kept. ``base_dir``
-    as for `load_models`.
+    as for `load_models`; ``load`` opens a file (an editor checking on every
+    keystroke passes one that remembers unchanged files).
     """
-    return _load_all(checked, base_dir)[1]
+    return _load_all(checked, base_dir, load)[1]
 
 
 def load_models(plan: Plan, base_dir: str | Path = ".") -> dict[str, OnnxModel]:

@@ -22,6 +22,7 @@ from arbiter.dsl.diagnose import diagnose
 from arbiter.dsl.errors import Diagnostic
 from arbiter.dsl.formatter import format_ruleset
 from arbiter.dsl.outline import Symbol, find, outline
+from arbiter.dsl.reparse import Reparser
 
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _HEADS = {"profile": "profile", "context": "context", "experiment": "experiment"}
@@ -77,13 +78,14 @@ def build_server() -> LanguageServer:
         "arbiter", "0.1.0", text_document_sync_kind=lsp.TextDocumentSyncKind.Full
     )
     docs: dict[str, _Doc] = {}
+    reparser = Reparser()  # didChange sends the whole text; most declarations are unchanged
 
     def refresh(ls: LanguageServer, uri: str) -> None:
         from arbiter.engine.scoring.loading import check_models
 
         text = ls.workspace.get_text_document(uri).source
         path = _path(uri)
-        diagnosis = diagnose(path, text)
+        diagnosis = diagnose(path, text, reparser)
         if diagnosis.checked is not None:
             diagnosis.diagnostics += check_models(diagnosis.checked, path.parent)
         doc = docs.setdefault(uri, _Doc())

@@ -11,14 +11,12 @@ like `GET /v1/profiles`.
 
 from __future__ import annotations
 
-import asyncio
 import difflib
 import json
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import msgspec
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
@@ -26,22 +24,15 @@ from redis.exceptions import RedisError
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.staticfiles import StaticFiles
 
-from arbiter import dsl
-from arbiter.engine.decision.decide import decide
-
-# The scenario runner's why-not for offered actions that were not returned, until the
-# engine's own explanation carries one for every action (the language issue's work).
-from arbiter.engine.decision.scenarios import run_scenarios, scenario_inputs
-from arbiter.engine.decision.simulate import changes, simulate
-from arbiter.engine.records import ENCODER, DecideRequest, Inputs
-from arbiter.engine.validate import ValueProblem, normalize_all
+from arbiter.engine.records import Inputs
 from arbiter.server.errors import ApiError
 from arbiter.server.routes.admin import Auth
-from arbiter.server.rulesets import LiveRuleset
 from arbiter.server.security.access import authorize
-from arbiter.server.state import AppState, new_decision_id
+from arbiter.server.state import AppState
+from arbiter.server.studio import jobs
 from arbiter.server.studio import workbench as wb
 from arbiter.server.studio import worker as studio_worker
+from arbiter.server.studio.pool import JobPool
 
 WEB_DIR = Path(__file__).parent / "web"
 # A draft's characters: at most 6 bytes each in JSON (a \uXXXX escape), so a
@@ -131,12 +122,20 @@ def _worker(request: Request) -> studio_worker.Worker:
     return worker
 
 
-def _cache(request: Request) -> wb.DraftCache:
-    cache: wb.DraftCache | None = getattr(request.app.state, "studio_drafts", None)
-    if cache is None:
-        cache = wb.DraftCache(_st(request).rulesets.resources)
-        request.app.state.studio_drafts = cache
-    return cache
+def _jobs(request: Request) -> JobPool:
+    """The app's pool for try, scenarios and simulate (processes start on first use)."""
+    pool: JobPool | None = getattr(request.app.state, "studio_jobs", None)
+    if pool is None:
+        settings = _st(request).settings
+        pool = JobPool(settings.studio_workers, settings.studio_job_timeout_s)
+        request.app.state.studio_jobs = pool
+    return pool
+
+
+def _draft(request: Request, ruleset: str | None, text: str) -> jobs.Draft:
+    """What a job needs to rebuild a draft in its process: path, text, model loader."""
+    st = _st(request)
+    return (str(_path(st, ruleset)), text, st.rulesets.resources)
 
 
 def _path(st: AppState, name: str | None) -> Path:
@@ -144,27 +143,6 @@ def _path(st: AppState, name: str | None) -> Path:
     if key is not None and key in st.rulesets.live:
         return st.rulesets.live[key].path
     return st.rulesets.folder() / f"{key or 'draft'}.rules"
-
-
-def _invalid(exc: dsl.RulesError, field: str = "text") -> ApiError:
-    return ApiError(
-        422,
-        "rules_invalid",
-        exc.format(),
-        field,
-        extra={"diagnostics": [wb.diagnostic_json(d) for d in exc.diagnostics]},
-    )
-
-
-async def _compile(request: Request, body: Draft, text: str | None = None) -> LiveRuleset:
-    try:
-        return await _cache(request).compile(_path(_st(request), body.ruleset), text or body.text)
-    except dsl.RulesError as exc:
-        raise _invalid(exc) from None
-
-
-def _decision_json(decision: Any) -> Any:
-    return json.loads(ENCODER.encode(decision))
 
 
 async def _redis(awaitable: Any) -> Any:
@@ -191,7 +169,10 @@ async def check_text(body: Draft, request: Request, authorization: Auth = None) 
     # Drafts are rules: reading or checking them is for rule authors, never the public key.
     await authorize(request, "rulesets:read")
     path = _path(st, body.ruleset)
-    return await _worker(request).run(studio_worker.check, str(path), body.text)
+    answer = await _worker(request).run(studio_worker.check, str(path), body.text)
+    # A studio is open: have a job process ready for its first try or simulation.
+    _jobs(request).warm()
+    return answer
 
 
 @router.post("/v1/format", tags=["studio"], responses=_statuses())
@@ -209,11 +190,13 @@ async def format_text(body: Draft, request: Request, authorization: Auth = None)
 
 # ------------------------------------------------------------------- try
 
+_BUSY = (503, "Redis unreachable, or every studio worker busy or the job over its time limit")
+
 
 @router.post(
     "/v1/studio/try",
     tags=["studio"],
-    responses=_statuses((404, "unknown customer"), (503, "Redis unreachable")),
+    responses=_statuses((404, "unknown customer"), _BUSY),
 )
 async def try_draft(body: TryIn, request: Request, authorization: Auth = None) -> Any:
     """Decide with the draft for a stored customer or a sample; the engine's decision and
@@ -223,125 +206,31 @@ async def try_draft(body: TryIn, request: Request, authorization: Auth = None) -
     if body.customer_id is not None:
         await authorize(request, "profiles:read")  # a stored customer's data
     now = st.clock()
-    if body.customer_id is not None:
-        live = await _compile(request, body)
-        try:
-            context = normalize_all(live.context_schema, body.context, "context.")
-        except ValueProblem as p:
-            raise ApiError(422, "invalid_request", str(p), p.field) from None
-        inputs: Inputs = await _redis(st.admin_store.fetch(body.customer_id, live.plan.needs, now))
+    draft = _draft(request, body.ruleset, body.text)
+    async with _jobs(request).slot() as slot:
+        if body.customer_id is None:
+            return await slot.run(
+                jobs.try_sample, draft, body.profile, body.context, body.events, now
+            )
+        needs = await slot.run(jobs.needs, draft, body.context)
+        inputs: Inputs = await _redis(st.admin_store.fetch(body.customer_id, needs, now))
         if not inputs.profile and not any(inputs.aggregates.values()):
             raise ApiError(
                 404, "unknown_customer", f"nothing is stored on '{body.customer_id}'", "customer_id"
             )
-        customer = body.customer_id
-        scenario = wb.stored_scenario("try for " + customer, customer, inputs, body.context, now)
-    else:
-        block = wb.sample_block(body.profile, body.context, body.events)
-        text, first_line = wb.with_sample(body.text, block)
-        try:
-            live = await _cache(request).compile(_path(st, body.ruleset), text)
-        except dsl.RulesError as exc:
-            sample_field = "sample" if exc.first.span.line >= first_line else "text"
-            raise _invalid(exc, sample_field) from None
-        sample = wb.first_scenario_after(live.plan.checked.scenarios, first_line)
-        inputs = scenario_inputs(live.plan, sample, now)
-        context = normalize_all(live.context_schema, sample.context, "context.")
-        customer = "studio-sample"
-        scenario = sample
-    limit = live.plan.top if live.plan.top is not None else 1
-    request_ = DecideRequest(customer, context, live.name, limit, explain=True)
-    decision, record = decide(
-        live.plan,
-        request_,
-        inputs,
-        decision_id=new_decision_id(now),
-        now=now,
-        oracle=wb.oracle_for(live),
-    )
-    got = tuple(a.action for a in decision.actions)
-    explanation = decision.explanation or {}
-    # Why every other action was not chosen: the engine's own explanation (its first
-    # reason per action, docs/explain.md), never a second reimplementation.
-    why_not = [
-        (fate["action"], fate["message"])
-        for fate in explanation.get("actions") or ()
-        if fate["fate"] != "returned"
-    ]
-    parsed = await asyncio.to_thread(dsl.parse, body.text, str(_path(st, body.ruleset)))
-    saved = wb.scenario_text(parsed, _named(scenario, got, body))
-    return {
-        "decision": _decision_json(decision),
-        "inputs": json.loads(msgspec.json.encode(inputs)),
-        "scores": record.scores,
-        "errors": record.errors,
-        "not_returned": [{"action": a, "why": why} for a, why in why_not],
-        "scenario": saved,
-    }
-
-
-def _named(scenario: Any, got: tuple[str, ...], body: TryIn) -> Any:
-    from dataclasses import replace
-
-    first = got[0] if got else "nothing"
-    who = f"customer {body.customer_id}" if body.customer_id else "this sample"
-    return replace(
-        scenario,
-        name=f"{who} gets {first}",
-        expect=got,
-        now=None if not body.customer_id else scenario.now,
-    )
+        return await slot.run(jobs.try_stored, draft, body.customer_id, inputs, body.context, now)
 
 
 # ------------------------------------------------------------- scenarios
 
 
-@router.post("/v1/studio/scenarios", tags=["studio"], responses=_statuses())
+@router.post("/v1/studio/scenarios", tags=["studio"], responses=_statuses(_BUSY))
 async def run_draft_scenarios(body: Draft, request: Request, authorization: Auth = None) -> Any:
     """Run the draft's scenario blocks (`arbiter test`): pass/fail, expected vs got, why."""
     await authorize(request, "rulesets:read")
-    live = await _compile(request, body)
-    results = await asyncio.to_thread(run_scenarios, live.plan)
-    return {
-        "passed": sum(r.passed for r in results),
-        "failed": sum(not r.passed for r in results),
-        "results": [
-            {
-                "name": r.name,
-                "line": r.span.line,
-                "passed": r.passed,
-                "expected": list(r.expected),
-                "got": list(r.got),
-                "customer_id": r.customer_id,
-                "explanation": json.loads(ENCODER.encode(dict(r.explanation))),
-                "not_returned": [{"action": a, "why": why} for a, why in r.dropped],
-                "expected_not_returned": _expected_why_not(live, r),
-                "errors": list(r.errors),
-            }
-            for r in results
-        ],
-    }
-
-
-def _expected_why_not(live: LiveRuleset, r: Any) -> list[dict[str, str]]:
-    """For each expected action the scenario did not get: the runner's reason when a
-    rule offered it, else what the explanation shows (no rule offered it, or the default)."""
-    dropped = dict(r.dropped)
-    fired = {f.get("offers") for f in r.explanation.get("fired") or ()}
-    out = []
-    for action in r.expected:
-        if action in r.got:
-            continue
-        if action in dropped:
-            why = dropped[action]
-        elif action == live.plan.checked.default and r.got:
-            why = f"it is the default, returned only when nothing is chosen; got {', '.join(r.got)}"
-        elif action not in fired:
-            why = "no rule offered it for this customer (see the segments and rules that fired)"
-        else:
-            why = "offered but not returned"
-        out.append({"action": action, "why": why})
-    return out
+    draft = _draft(request, body.ruleset, body.text)
+    async with _jobs(request).slot() as slot:
+        return await slot.run(jobs.scenarios, draft)
 
 
 # -------------------------------------------------------------- simulate
@@ -350,7 +239,7 @@ def _expected_why_not(live: LiveRuleset, r: Any) -> list[dict[str, str]]:
 @router.post(
     "/v1/studio/simulate",
     tags=["studio"],
-    responses=_statuses((409, "no stored profiles"), (503, "Redis unreachable")),
+    responses=_statuses((409, "no stored profiles"), _BUSY),
 )
 async def simulate_draft(body: SimulateIn, request: Request, authorization: Auth = None) -> Any:
     """Decide with the draft for a sample of stored customers: the action mix, and with
@@ -358,71 +247,53 @@ async def simulate_draft(body: SimulateIn, request: Request, authorization: Auth
     st = _st(request)
     await authorize(request, "rulesets:read")
     await authorize(request, "profiles:read")  # decides over stored customers' data
-    live = await _compile(request, body)
     now = st.clock()
-    try:
-        context = normalize_all(live.context_schema, body.context, "context.")
-    except ValueProblem as p:
-        raise ApiError(422, "invalid_request", str(p), p.field) from None
-    contexts = wb.contexts_for(live, context, body.by_channel)
-    other: LiveRuleset | None = None
+    draft = _draft(request, body.ruleset, body.text)
+    other: jobs.Draft | None = None
     label = ""
+    version_no = None
     if body.compare_text is not None:
-        try:
-            other = await _cache(request).compile(_path(st, body.ruleset), body.compare_text)
-        except dsl.RulesError as exc:
-            raise _invalid(exc, "compare_text") from None
+        other = _draft(request, body.ruleset, body.compare_text)
         label = "the other version"
-    elif body.compare_live:
-        other = st.rulesets.live.get(live.name)
-        label = f"live v{other.version_no}" if other else ""
     started = time.perf_counter()
-    if body.population == "generated":
-        population = wb.generated_population(live, body.sample, now)
-        base = population if other is None else wb.generated_population(other, body.sample, now)
-    else:
-        customers = await _redis(wb.stored_customers(st.admin_redis, body.sample))
-        if not customers:
-            raise ApiError(
-                409,
-                "no_profiles",
-                "no customer profiles are stored yet: PUT /v1/profiles/{id} first, "
-                "or simulate a generated population",
-                "population",
+    async with _jobs(request).slot() as slot:
+        plan = await slot.run(jobs.simulation_plan, draft, other, body.context, body.by_channel)
+        if other is None and body.compare_live and plan["name"] in st.rulesets.live:
+            current = st.rulesets.live[plan["name"]]
+            other = (str(current.path), current.text, st.rulesets.resources)
+            label, version_no = f"live v{current.version_no}", current.version_no or None
+            plan = await slot.run(jobs.simulation_plan, draft, other, body.context, body.by_channel)
+        contexts = plan["contexts"]
+        if body.population == "generated":
+            answer = await slot.run(
+                jobs.simulation, draft, other, contexts, now, None, None, body.sample
             )
-        population = [
-            (c, await _redis(st.admin_store.fetch(c, live.plan.needs, now))) for c in customers
-        ]
-        base = []
-        if other is not None:
-            base = [
-                (c, await _redis(st.admin_store.fetch(c, other.plan.needs, now))) for c in customers
-            ]
-    draft_mix = await asyncio.to_thread(
-        simulate, live.plan, population, contexts, lambda: wb.oracle_for(live), now
-    )
-    answer: dict[str, Any] = {
-        "customers": len(population),
-        "population": body.population,
-        "contexts": contexts,
-        "draft": draft_mix.to_json(),
-        "compared": None,
-        "changes": None,
-    }
-    if other is not None:
-        compared = other
-        other_mix = await asyncio.to_thread(
-            simulate, compared.plan, base, contexts, lambda: wb.oracle_for(compared), now
-        )
-        answer["compared"] = {
-            "label": label,
-            "version": compared.plan.version,
-            "version_no": compared.version_no or None,
-            **other_mix.to_json(),
-        }
-        answer["changes"] = changes(other_mix, draft_mix, contexts)
+        else:
+            customers = await _redis(wb.stored_customers(st.admin_redis, body.sample))
+            if not customers:
+                raise ApiError(
+                    409,
+                    "no_profiles",
+                    "no customer profiles are stored yet: PUT /v1/profiles/{id} first, "
+                    "or simulate a generated population",
+                    "population",
+                )
+            population = await _population(st, customers, plan["needs"], now)
+            base = None
+            if other is not None:
+                base = await _population(st, customers, plan["other_needs"], now)
+            answer = await slot.run(jobs.simulation, draft, other, contexts, now, population, base)
+    if answer["compared"] is not None:
+        answer["compared"] = {"label": label, "version_no": version_no, **answer["compared"]}
+    answer = {"population": body.population, "contexts": contexts, **answer}
     answer["elapsed_ms"] = round((time.perf_counter() - started) * 1000, 1)
     return answer
+
+
+async def _population(
+    st: AppState, customers: list[str], needs: Any, now: float
+) -> list[tuple[str, Inputs]]:
+    return [(c, await _redis(st.admin_store.fetch(c, needs, now))) for c in customers]
 
 
 # ------------------------------------------------------------ diff, data

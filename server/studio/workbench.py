@@ -9,15 +9,13 @@ ordinary `PUT /v1/rulesets/{name}`.
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import json
 import math
 import random
 import re
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -66,24 +64,12 @@ def formatted(path: Path, text: str) -> str:
     return format_ruleset(dsl.parse(text, str(path)))
 
 
-class DraftCache:
-    """The last few drafts compiled, so a Try after a Try does not recompile."""
-
-    def __init__(self, resources: Resources | None) -> None:
-        self.resources = resources
-        self._built: OrderedDict[tuple[str, str], LiveRuleset] = OrderedDict()
-
-    async def compile(self, path: Path, text: str) -> LiveRuleset:
-        """Check, compile and load models for `text`; raises `dsl.RulesError`."""
-        key = (str(path), hashlib.sha256(text.encode()).hexdigest())
-        if key in self._built:
-            self._built.move_to_end(key)
-            return self._built[key]
-        live = await asyncio.to_thread(build, path, text, 0, self.resources)
-        self._built[key] = live
-        while len(self._built) > CACHE_SIZE:
-            self._built.popitem(last=False)
-        return live
+# In the studio's worker processes only (server/studio/jobs.py): a session re-runs one
+# text often (try after try, then simulate), and a job's steps share its build.
+@lru_cache(maxsize=CACHE_SIZE)
+def compiled(path: Path, text: str, resources: Resources | None) -> LiveRuleset:
+    """Check, compile and load models for `text` (never made live); raises `dsl.RulesError`."""
+    return build(path, text, 0, resources)
 
 
 def oracle_for(live: LiveRuleset) -> LiveOracle:

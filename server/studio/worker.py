@@ -24,6 +24,33 @@ from typing import Any
 
 from arbiter import dsl
 from arbiter.dsl.diagnose import diagnose
+from arbiter.dsl.reparse import Reparser
+from arbiter.server.studio.pool import PRELOAD
+
+#: This worker process's memory of the declarations it parsed: a keystroke changes one
+#: declaration, and the others are not parsed again (`dsl.reparse`).
+_REPARSER = Reparser()
+#: And of the model files it opened, by path, size and modification time: a check
+#: reads each model's input count, which does not change while the file does not.
+_MODELS: dict[tuple[Path, int, int], Any] = {}
+_MAX_MODELS = 32
+
+
+def _open_model(path: Path) -> Any:
+    from arbiter.engine.scoring.onnx import OnnxModel
+
+    try:
+        stat = path.stat()
+    except OSError:
+        return OnnxModel.load(path)  # it says what is wrong with the path
+    key = (path.resolve(), stat.st_size, stat.st_mtime_ns)
+    model = _MODELS.get(key)
+    if model is None:
+        model = OnnxModel.load(path)  # raises ModelLoadError (reported, not remembered)
+        if len(_MODELS) >= _MAX_MODELS:
+            _MODELS.clear()
+        _MODELS[key] = model
+    return model
 
 
 def check(path: str, text: str) -> dict[str, Any]:
@@ -31,9 +58,9 @@ def check(path: str, text: str) -> dict[str, Any]:
     from arbiter.engine.scoring.loading import check_models
     from arbiter.server.studio.workbench import check_report
 
-    diagnosis = diagnose(Path(path), text)
+    diagnosis = diagnose(Path(path), text, _REPARSER)
     if diagnosis.checked is not None:
-        diagnosis.diagnostics += check_models(diagnosis.checked, Path(path).parent)
+        diagnosis.diagnostics += check_models(diagnosis.checked, Path(path).parent, _open_model)
     return check_report(diagnosis, path)
 
 
@@ -58,7 +85,7 @@ class Worker:
 
     def _start(self) -> ProcessPoolExecutor:
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["arbiter.server.studio.worker"])
+        ctx.set_forkserver_preload(PRELOAD)
         return ProcessPoolExecutor(max_workers=1, mp_context=ctx)
 
     async def run(self, fn: Any, *args: Any) -> Any:
@@ -84,10 +111,14 @@ class Worker:
 
 @asynccontextmanager
 async def lifespan(app: Any) -> AsyncIterator[None]:
-    """Give the app a studio worker for its lifetime (the router's lifespan)."""
+    """Give the app a studio worker for its lifetime (the router's lifespan); stop it,
+    and the job pool's processes if any were started (`routes._jobs`), with the app."""
     worker = Worker()
     app.state.studio_worker = worker
     try:
         yield
     finally:
         await asyncio.to_thread(worker.close)
+        jobs = getattr(app.state, "studio_jobs", None)
+        if jobs is not None:
+            await asyncio.to_thread(jobs.close)

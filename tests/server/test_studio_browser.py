@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -378,3 +379,129 @@ def test_explanation_fields_the_page_does_not_know_are_still_shown(page: Any) ->
     assert "Why not" in text and "vip_voucher" in text and "profile.orders_90d" in text
     assert "Candidates" in text and "welcome_offer" in text and "0.25" in text
     assert "Empty" not in text  # empty fields are left out
+
+
+# ------------------------------------------------------------------ the Lezer grammar
+
+#: Syntax errors the editor's parser must also see (codes of dsl/errors; the others,
+#: such as an impossible date or an ambiguous unit, are the checker's, not the grammar's).
+GRAMMAR_ERRORS = {
+    "syntax",
+    "double-equals",
+    "logical-operator",
+    "missing-comma",
+    "missing-offer",
+    "missing-ruleset",
+    "single-quote",
+    "unclosed-brace",
+    "unknown-statement",
+}
+PARSE = """async (texts) => {
+  const { rulesParserWithProps } = await import('/studio/static/language.js');
+  return texts.map((text) => {
+    const errors = [];
+    rulesParserWithProps.parse(text).iterate({
+      enter(n) { if (n.type.isError) errors.push(text.slice(0, n.from).split('\\n').length); },
+    });
+    return errors;
+  });
+}"""
+
+
+def example_rulesets() -> list[tuple[str, str, str | None]]:
+    """Every example ruleset: (path, text, the code of the language's first syntax error)."""
+    from arbiter import dsl
+
+    files = sorted(ROOT_DIR.glob("rulesets/*.rules")) + sorted(
+        ROOT_DIR.glob("tests/cases/**/*.rules")
+    )
+    out = []
+    for f in files:
+        text = f.read_text(encoding="utf-8")
+        try:
+            dsl.parse(text, str(f))
+            code = None
+        except dsl.RulesError as exc:
+            code = exc.first.code
+        out.append((str(f.relative_to(ROOT_DIR)), text, code))
+    return out
+
+
+def test_the_editor_parser_reads_every_example_ruleset_as_the_language_does(page: Any) -> None:
+    examples = example_rulesets()
+    errors = page.evaluate(PARSE, [text for _, text, _ in examples])
+    accepted = [
+        (name, e) for (name, _, code), e in zip(examples, errors, strict=True) if code is None
+    ]
+    assert len(accepted) > 50
+    assert [(name, e) for name, e in accepted if e] == []  # no error node where Lark parses
+    refused = [
+        (name, e)
+        for (name, _, code), e in zip(examples, errors, strict=True)
+        if code in GRAMMAR_ERRORS
+    ]
+    assert len(refused) >= 9
+    assert [name for name, e in refused if not e] == []  # and an error node where it does not
+
+
+def test_highlighting_and_folding_come_from_the_lezer_grammar(page: Any) -> None:
+    # The editor's own parser and style tags, read through a highlighter that names tags.
+    tokens = page.evaluate(
+        """async () => {
+          const { rulesParserWithProps } = await import('/studio/static/language.js');
+          const { highlightTree, tagHighlighter, tags: t } = await import('/studio/static/vendor/codemirror.js');
+          const named = tagHighlighter([
+            { tag: t.keyword, class: 'keyword' }, { tag: t.unit, class: 'duration' },
+            { tag: t.lineComment, class: 'comment' }, { tag: t.string, class: 'string' },
+            { tag: t.number, class: 'number' }, { tag: t.bool, class: 'bool' },
+            { tag: t.typeName, class: 'type' }, { tag: t.propertyName, class: 'field' },
+            { tag: t.variableName, class: 'name' },
+            { tag: t.definition(t.variableName), class: 'definition' },
+            { tag: t.function(t.variableName), class: 'function' },
+            { tag: t.compareOperator, class: 'compare' },
+          ]);
+          const text = window.studio.view.state.doc.toString();
+          const out = {};
+          highlightTree(rulesParserWithProps.parse(text), named, (from, to, cls) => {
+            const word = text.slice(from, to);
+            (out[cls] = out[cls] || []).includes(word) || out[cls].push(word);
+          });
+          return out;
+        }"""
+    )
+    text = RULES.read_text(encoding="utf-8")
+    first_comment = next(line for line in text.splitlines() if line.startswith("#"))
+    keywords = {"ruleset", "segment", "action", "when", "offer", "and", "scenario", "within"}
+    assert keywords <= set(tokens["keyword"])
+    assert '"../models/churn.onnx"' in tokens["string"]
+    assert {"24h", "7d"} <= set(tokens["duration"])
+    assert {"1000", "0.6"} <= set(tokens["number"])
+    assert first_comment in tokens["comment"]
+    assert {"count", "last_seen"} <= set(tokens["function"])
+    assert {"vip", "welcome_offer"} <= set(tokens["definition"])
+    assert {"int", "number", "time"} <= set(tokens["type"])
+    assert {">", ">=", "=="} <= set(tokens["compare"])
+    # A keyword where a name may stand is a name: `channel` (a contact policy's word)
+    # is a field of the context.
+    assert "channel" in tokens["field"] and "lifetime_value" in tokens["field"]
+    # The editor shows it: a keyword in its colour, and the blocks fold.
+    keyword = page.locator(".cm-content span", has_text=re.compile(r"^segment$")).first
+    assert keyword.evaluate("e => getComputedStyle(e).color") == "rgb(122, 31, 162)"
+    folds = page.locator(".cm-foldGutter .cm-gutterElement span[title='Fold line']")
+    assert folds.count() >= 2  # profile { … } and context { … } on the first screen
+    folded = page.evaluate(
+        """async () => {
+          const m = await import('/studio/static/vendor/codemirror.js');
+          const view = window.studio.view;
+          m.foldAll(view);
+          const ranges = [];
+          m.foldedRanges(view.state).between(0, view.state.doc.length, (from, to) => {
+            ranges.push(view.state.doc.lineAt(from).text.trim());
+          });
+          return ranges;
+        }"""
+    )
+    page.wait_for_selector(".cm-foldPlaceholder")
+    assert "profile {" in folded and "action welcome_offer {" in folded
+    assert any(line.startswith("scenario ") for line in folded)
+    screenshot(page, "11-folded")

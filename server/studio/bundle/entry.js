@@ -1,4 +1,5 @@
-// The CodeMirror 6 pieces the studio uses, re-exported from one prebuilt module
+// The CodeMirror 6 pieces the studio uses, and the .rules parser generated from
+// rules.grammar (Lezer), re-exported from one prebuilt module
 // (server/studio/web/vendor/codemirror.js). Rebuild: npm ci && npm run build.
 export { EditorState, StateEffect, StateField } from "@codemirror/state";
 export {
@@ -7,10 +8,13 @@ export {
 } from "@codemirror/view";
 export { defaultKeymap, history, historyKeymap, indentWithTab } from "@codemirror/commands";
 export {
-  StreamLanguage, HighlightStyle, syntaxHighlighting, bracketMatching, indentOnInput,
+  LRLanguage, HighlightStyle, syntaxHighlighting, syntaxTree, bracketMatching, indentOnInput,
+  foldNodeProp, foldInside, foldGutter, foldKeymap, foldAll, unfoldAll, foldedRanges, indentNodeProp,
+  delimitedIndent,
 } from "@codemirror/language";
-export { tags } from "@lezer/highlight";
+export { tags, styleTags, highlightTree, tagHighlighter } from "@lezer/highlight";
 export { linter, lintGutter, forceLinting, setDiagnostics, lintKeymap } from "@codemirror/lint";
 export {
   autocompletion, completionKeymap, closeBrackets, closeBracketsKeymap, startCompletion,
 } from "@codemirror/autocomplete";
+export { parser as rulesParser } from "./rules.parser.js";

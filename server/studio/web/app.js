@@ -5,7 +5,7 @@ import {
   EditorState, EditorView, keymap, lineNumbers, highlightActiveLine, highlightActiveLineGutter,
   drawSelection, defaultKeymap, history, historyKeymap, bracketMatching, indentOnInput,
   linter, lintGutter, forceLinting, lintKeymap, autocompletion, completionKeymap, closeBrackets,
-  closeBracketsKeymap,
+  closeBracketsKeymap, foldGutter, foldKeymap,
 } from "./vendor/codemirror.js";
 import { call, ApiError, apiKey } from "./api.js";
 import { rulesLanguage, rulesHighlight, completionSource, toEditorDiagnostics } from "./language.js";
@@ -95,7 +95,7 @@ const view = new EditorView({
   state: EditorState.create({
     doc: "",
     extensions: [
-      lineNumbers(), highlightActiveLineGutter(), highlightActiveLine(), drawSelection(), history(),
+      lineNumbers(), foldGutter(), highlightActiveLineGutter(), highlightActiveLine(), drawSelection(), history(),
       bracketMatching(), closeBrackets(), indentOnInput(), rulesLanguage, rulesHighlight,
       lintGutter(), linter(lintSource, { delay: 400 }),
       autocompletion({ override: [completionSource(() => studio.symbols)] }),
@@ -103,6 +103,7 @@ const view = new EditorView({
         { key: "Shift-Alt-f", run: (v) => { formatDoc(v); return true; } },
         { key: "Mod-Enter", run: () => { runTry(); return true; } },
         ...closeBracketsKeymap, ...defaultKeymap, ...historyKeymap, ...completionKeymap, ...lintKeymap,
+        ...foldKeymap,
       ]),
       EditorView.contentAttributes.of({ "aria-label": ".rules text" }),
       EditorView.updateListener.of((u) => {

@@ -1,53 +1,76 @@
-// The editor's knowledge of .rules: highlighting (a stream tokenizer), completion of
+// The editor's knowledge of .rules: highlighting and folding (a Lezer parser generated
+// from server/studio/bundle/rules.grammar, a port of dsl/grammar.lark), completion of
 // declared names (from the last /v1/check), and the lint source (the server's checker).
 import {
-  StreamLanguage, HighlightStyle, syntaxHighlighting, tags as t,
+  LRLanguage, HighlightStyle, syntaxHighlighting, foldNodeProp, foldInside, indentNodeProp,
+  delimitedIndent, styleTags, tags as t, rulesParser,
 } from "./vendor/codemirror.js";
 
-const KEYWORDS = new Set(("ruleset include profile context event model onnx inputs per action segment " +
-  "value channels cap requires consent valid tags suppress after rejections within for payload " +
-  "when offer weight priority if else bandit over features explore reward arbitrate by top max tag " +
-  "holdout experiment default scenario events scores now expect nothing customer in and or not " +
-  "between starts ends with contains matches is missing present one of set").split(" "));
-const TYPES = new Set(["int", "number", "string", "bool", "time", "duration"]);
-const AGGREGATES = new Set(["count", "sum", "min", "max", "avg", "distinct", "last_seen"]);
+// Every keyword of the grammar is a node of its own name (kw<...> in rules.grammar).
+const KEYWORDS = ("ruleset include profile context event model onnx inputs per action attributes " +
+  "segment value channels cap requires consent valid tags suppress after rejections within for " +
+  "payload contact policy channel tag when offer weight priority if else bandit over features " +
+  "explore reward arbitrate by top max holdout experiment goal default trigger on unless decide " +
+  "scenario events scores now expect nothing customer experiments in or and not between starts " +
+  "ends with contains matches is missing present one of set ago");
+const AGGREGATES = "count sum min max avg distinct last_seen contacts";
+// The {…} blocks a user folds: declarations' bodies, rule blocks, scenarios, payloads.
+const BLOCKS = "FieldBlock ActionBody PolicyBody RuleBlock ExperimentBody ScenarioBody " +
+  "EventsBlock JsonObject JsonArray";
 
-export const rulesLanguage = StreamLanguage.define({
+// Where a name is declared (highlighted apart from its uses).
+const DEFINITIONS = "RulesetHeader/Name SegmentDecl/Name ActionDecl/Name ModelDecl/Name " +
+  "BanditDecl/Name ExperimentDecl/Name TriggerDecl/Name EventDecl/Name";
+
+export const rulesParserWithProps = rulesParser.configure({
+  props: [
+    styleTags({
+      [KEYWORDS]: t.keyword,
+      [AGGREGATES]: t.function(t.variableName),
+      "true false null": t.bool,
+      LineComment: t.lineComment,
+      String: t.string,
+      Number: t.number,
+      Percent: t.number,
+      Duration: t.unit,
+      "Date DateTime": t.special(t.number),
+      "SimpleType/Name": t.typeName,
+      [DEFINITIONS]: t.definition(t.variableName),
+      "FieldName/Name AttributeName/Name PropertyName/Name": t.propertyName,
+      "Call/Name": t.function(t.variableName),
+      "Ref/Name": t.variableName,
+      CompareOp: t.compareOperator,
+      ArithOp: t.arithmeticOperator,
+      '"-"': t.arithmeticOperator,
+      '"="': t.definitionOperator,
+      '".."': t.punctuation,
+      "( )": t.paren,
+      "[ ]": t.squareBracket,
+      "{ }": t.brace,
+      ", :": t.separator,
+    }),
+    foldNodeProp.add({ [BLOCKS]: foldInside }),
+    indentNodeProp.add({ [BLOCKS]: delimitedIndent({ closing: "}" }) }),
+  ],
+});
+
+export const rulesLanguage = LRLanguage.define({
   name: "rules",
-  token(stream) {
-    if (stream.eatSpace()) return null;
-    if (stream.match(/^#.*/)) return "comment";
-    if (stream.match(/^"([^"\\\n]|\\.)*"?/)) return "string";
-    if (stream.match(/^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2})?Z?)?/)) return "number";
-    if (stream.match(/^\d+(ms|s|m|h|d|w)(?![A-Za-z0-9_])/)) return "unit";
-    if (stream.match(/^\d+(\.\d+)?%/)) return "number";
-    if (stream.match(/^\d+(\.\d+)?([eE][+-]?\d+)?/)) return "number";
-    if (stream.match(/^(==|!=|<=|>=|<|>|\+|-|\*|\/|\.\.)/)) return "operator";
-    const word = stream.match(/^[A-Za-z_][A-Za-z0-9_]*/);
-    if (word) {
-      const w = word[0];
-      if (w === "true" || w === "false" || w === "null") return "atom";
-      if (KEYWORDS.has(w)) return "keyword";
-      if (TYPES.has(w)) return "typeName";
-      if (AGGREGATES.has(w)) return "function";
-      return "variableName";
-    }
-    stream.next();
-    return null;
-  },
-  languageData: { commentTokens: { line: "#" } },
-  tokenTable: { function: t.function(t.variableName), unit: t.unit },
+  parser: rulesParserWithProps,
+  languageData: { commentTokens: { line: "#" }, closeBrackets: { brackets: ["(", "[", "{", '"'] } },
 });
 
 export const rulesHighlight = syntaxHighlighting(HighlightStyle.define([
   { tag: t.keyword, color: "#7a1fa2", fontWeight: "600" },
   { tag: t.comment, color: "#6a737d", fontStyle: "italic" },
   { tag: t.string, color: "#0a6b2d" },
-  { tag: [t.number, t.unit], color: "#b34700" },
-  { tag: t.atom, color: "#005cc5" },
+  { tag: [t.number, t.unit, t.special(t.number)], color: "#b34700" },
+  { tag: t.bool, color: "#005cc5" },
+  { tag: t.definition(t.variableName), color: "#0b4f8a", fontWeight: "600" },
+  { tag: t.propertyName, color: "#3b5c7a" },
   { tag: t.typeName, color: "#1660a8" },
   { tag: t.function(t.variableName), color: "#1660a8" },
-  { tag: t.operator, color: "#555" },
+  { tag: [t.compareOperator, t.arithmeticOperator, t.definitionOperator], color: "#555" },
 ]));
 
 const KIND_LABEL = {
