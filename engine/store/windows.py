@@ -19,8 +19,9 @@ see only the last 400 days or so.
 The read. `READ_LUA` fetches, in one EVALSHA on one shard, everything a plan's
 `Needs` ask for: the profile hash, last-seen times, the series its windows
 read (one HMGET, a few hundred bytes to a few KB; its cost does not grow with
-the windows' lengths), contact counts within each cap window, and recent
-rejection times. The worker sums the records inside each window
+the windows' lengths), and the contact-cap and rejection records of its caps
+and fatigue rules (one HMGET of the customer's contact history,
+`engine.store.contact_history`), whatever their number. The worker sums the records inside each window
 (`series.aggregate`: two binary searches and a slice), where CPU scales out
 with workers, instead of Redis doing bucket arithmetic for every decision.
 
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from arbiter.engine.plan import Needs
-from arbiter.engine.store import keys, series
+from arbiter.engine.store import contact_history, keys, series
 
 # Bumped whenever what is stored for event windows changes shape (benchmarks cache by it).
 LAYOUT_VERSION = 2
@@ -110,9 +111,8 @@ return 1
 )
 
 READ_LUA = """
--- KEYS: profile, last-seen, window hash, cap zsets, rejection zsets (see windows.py)
--- ARGV: n_last, last names..., n_series, series fields..., n_caps, cap 'since' values...,
---       n_rejections
+-- KEYS: profile, last-seen, window hash, contact history (see windows.py)
+-- ARGV: n_last, last names..., n_series, series fields..., history fields...
 local out = {}
 out[1] = redis.call('HGETALL', KEYS[1])
 local a = 1
@@ -130,22 +130,11 @@ else
   out[3] = {}
 end
 a = a + n_series
-local n_caps = tonumber(ARGV[a]); a = a + 1
-local caps = {}
-local key_index = 4
-for i = 1, n_caps do
-  caps[i] = redis.call('ZCOUNT', KEYS[key_index], '(' .. ARGV[a], '+inf')
-  a = a + 1
-  key_index = key_index + 1
+if a <= #ARGV then
+  out[4] = redis.call('HMGET', KEYS[4], unpack(ARGV, a))
+else
+  out[4] = {}
 end
-out[4] = caps
-local n_rej = tonumber(ARGV[a])
-local rej = {}
-for i = 1, n_rej do
-  rej[i] = redis.call('ZRANGE', KEYS[key_index], 0, -1, 'WITHSCORES')
-  key_index = key_index + 1
-end
-out[5] = rej
 return out
 """
 
@@ -175,7 +164,7 @@ class _Reads:
 
     windows: tuple[_Window, ...]
     last_keys: tuple[str, ...]
-    head: tuple[Any, ...]  # ARGV up to the caps: last-seen names and series fields
+    args: tuple[Any, ...]  # the whole ARGV: last-seen names, series fields, history fields
     suffixes: tuple[str, ...]  # key suffixes after the customer's tag, in KEYS order
     cap_windows: tuple[int, ...]
     cap_actions: tuple[str, ...]
@@ -216,18 +205,21 @@ def _prepare(needs: Needs) -> _Reads:
                 spec.key, spec.fn, spec.window_seconds, fields.index(name), HOUR if hourly else DAY
             )
         )
-    head = (len(last), *(s.event for s in last), len(fields), *fields)
+    history = (
+        *(contact_history.cap_field(action) for action, _ in needs.capped_actions),
+        *(contact_history.rejection_field(action) for action, *_ in needs.fatigued_actions),
+    )
+    args = (len(last), *(s.event for s in last), len(fields), *fields, *history)
     suffixes = (
         keys.PROFILE_SUFFIX,
         keys.LAST_SEEN_SUFFIX,
         keys.WINDOWS_SUFFIX,
-        *(keys.contacts_suffix(action) for action, _ in needs.capped_actions),
-        *(keys.rejections_suffix(action) for action, *_ in needs.fatigued_actions),
+        keys.HISTORY_SUFFIX,
     )
     return _Reads(
         tuple(windows),
         tuple(s.key for s in last),
-        head,
+        args,
         suffixes,
         tuple(window for _, window in needs.capped_actions),
         tuple(action for action, _ in needs.capped_actions),
@@ -239,11 +231,7 @@ def read_command(customer_id: str, needs: Needs, now: float) -> tuple[list[str],
     """KEYS and ARGV of `READ_LUA` for one decision."""
     reads = _reads(needs)
     tag = keys.tag(customer_id)
-    key_list = [tag + suffix for suffix in reads.suffixes]
-    args: list[Any] = [*reads.head, len(reads.cap_windows)]
-    args += [repr(now - window) for window in reads.cap_windows]
-    args.append(len(reads.fatigued))
-    return key_list, args
+    return [tag + suffix for suffix in reads.suffixes], list(reads.args)
 
 
 def parse_read(
@@ -251,7 +239,7 @@ def parse_read(
 ) -> tuple[Any, dict[str, Any], dict[str, int], dict[str, list[float]]]:
     """(raw profile pairs, aggregates by key, contact counts, rejection times) from a read reply."""
     reads = _reads(needs)
-    raw_profile, last_vals, blobs, caps_raw, rej_raw = reply
+    raw_profile, last_vals, blobs, history = reply
     aggregates: dict[str, Any] = {}
     for w in reads.windows:
         first = int((now - w.window_seconds) // w.size)
@@ -259,10 +247,17 @@ def parse_read(
         aggregates[w.key] = None if value is None else float(value)
     for key, raw in zip(reads.last_keys, last_vals, strict=True):
         aggregates[key] = float(raw) if raw is not None else None
-    caps = dict(zip(reads.cap_actions, map(int, caps_raw), strict=True))
-    rejections: dict[str, list[float]] = {}
-    for action, pairs in zip(reads.fatigued, rej_raw, strict=True):
-        rejections[action] = sorted(float(pairs[i + 1]) for i in range(0, len(pairs), 2))
+    n_caps = len(reads.cap_actions)
+    caps = {
+        action: contact_history.count_after(blob, now - window)
+        for action, window, blob in zip(
+            reads.cap_actions, reads.cap_windows, history[:n_caps], strict=True
+        )
+    }
+    rejections = {
+        action: contact_history.times(blob)
+        for action, blob in zip(reads.fatigued, history[n_caps:], strict=True)
+    }
     return raw_profile, aggregates, caps, rejections
 
 
