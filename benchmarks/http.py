@@ -848,7 +848,7 @@ def report(
         f"workload load: {built['load_s']:.0f} s, Redis CPU per ingested event "
         f"{built['ingest_redis_us']:.1f} µs"
     )
-    top = sorted(http["commands"].items(), key=lambda kv: -kv[1][1])[:8]
+    top = sorted(http["commands"].items(), key=lambda kv: -kv[1][1])[:12]
     print(
         "Redis per decision (calls, µs): " + ", ".join(f"{k} {c:.2f}/{u:.1f}" for k, (c, u) in top)
     )
