@@ -303,7 +303,7 @@ end
 
 -- Feedback goes out 50 decisions of this thread later (tens of ms): a site reports a
 -- click after the page is shown, and another worker's record must have been written.
-local queue, head = {}, 1
+local queue, head, tail = {}, 1, 0
 
 function request()
   local due = queue[head]
@@ -334,7 +334,10 @@ function response(status, headers, body)
     if id and action then
       local body = string.format('{"decision_id":"%%s","action":"%%s","reward":%%d}',
                                  id, action, math.random(0, 1))
-      queue[#queue + 1 + head - 1] = {decides + 50, body}
+      -- Appended at the tail: `#queue` is undefined once the head has moved (a table
+      -- with holes), and an earlier version overwrote queued feedback with it.
+      tail = tail + 1
+      queue[tail] = {decides + 50, body}
     end
   end
 end

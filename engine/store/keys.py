@@ -29,6 +29,7 @@ PROFILE_SUFFIX = ":p"
 LAST_SEEN_SUFFIX = ":seen"
 WINDOWS_SUFFIX = ":w"
 HISTORY_SUFFIX = ":ch"
+ALIAS_SUFFIX = ":alias"
 
 
 def profile(customer_id: str) -> str:
@@ -80,7 +81,7 @@ def decision_index(customer_id: str) -> str:
 
 def alias(customer_id: str) -> str:
     """String: the customer id this (anonymous) id is linked to, in the anonymous id's slot."""
-    return f"{_tag(customer_id)}:alias"
+    return _tag(customer_id) + ALIAS_SUFFIX
 
 
 def linked_ids(customer_id: str) -> str:

@@ -1,8 +1,8 @@
 """Customer state in Redis: profile attributes, event windows, contact caps, fatigue.
 
-A decision reads everything it needs in one command (`ProfileStore.fetch`: a
-Lua script shaped by the plan's `Needs`, see `engine.store.windows`), so one round
-trip to one shard. Writes that follow a decision (contact counters) are queued
+A decision reads everything it needs in one round trip to one shard
+(`ProfileStore.fetch`: a few plain commands shaped by the plan's `Needs`, see
+`engine.store.windows`, pipelined with other decisions' reads). Writes that follow a decision (contact counters) are queued
 on the decision log's pipeline, behind the response.
 """
 
@@ -57,7 +57,6 @@ return 1
 # Alias-aware (see engine.store.identity): KEYS end with the customer's alias key.
 AFTER_DECISION_LUA = guarded(AFTER_DECISION_LUA_BODY)
 INGEST_LUA = guarded(windows.INGEST_LUA)
-READ_LUA = guarded(windows.READ_LUA)
 
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder().decode
@@ -71,10 +70,6 @@ def encode_profile(attributes: Mapping[str, Any]) -> dict[str, bytes]:
 def decode_profile(raw: Mapping[bytes, bytes]) -> dict[str, Any]:
     """The inverse of `encode_profile`, from Redis bytes."""
     return {k.decode(): _json_decode(v) for k, v in raw.items()}
-
-
-def _decode_pairs(flat: Sequence[bytes]) -> dict[str, Any]:
-    return {flat[i].decode(): _json_decode(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
 def outcome_fields(ev: Event) -> dict[bytes, bytes]:
@@ -113,35 +108,33 @@ class ProfileStore:
         self._ingest_sha = hashlib.sha1(INGEST_LUA.encode()).hexdigest()
         self._profile = redis.register_script(windows.PROFILE_LUA)
         self._record_rejection = redis.register_script(contact_history.RECORD_REJECTION_LUA)
-        self.reads = ReadBatcher(redis, READ_LUA, read_deadline_s)
+        self.reads = ReadBatcher(redis, read_deadline_s)
         self.after_decision_sha = hashlib.sha1(AFTER_DECISION_LUA.encode()).hexdigest()
 
     # ---------------------------------------------------------------- reads
 
     async def fetch(self, customer_id: str, needs: Needs, now: float) -> Inputs:
-        """Everything a plan needs about one customer, in one command.
+        """Everything a plan needs about one customer, in one round trip.
 
-        One more command when `customer_id` is an anonymous id linked to a
-        customer: the first answers with the customer id, the second reads the
-        customer (and `Inputs.resolved_id` says so).
+        One more round trip when `customer_id` is an anonymous id linked to a
+        customer: the first answers with the customer id (the alias key is
+        read with the rest), the second reads the customer (and
+        `Inputs.resolved_id` says so).
         """
-        key_list, args = windows.read_command(customer_id, needs, now)
-        key_list.append(keys.alias(customer_id))  # see identity.guarded
-        reply = await self.reads.call(key_list, args)
-        resolved = redirect_of(reply)
-        if resolved is not None:
-            key_list, args = windows.read_command(resolved, needs, now)
-            key_list.append(keys.alias(resolved))
-            reply = await self.reads.call(key_list, args)
-            if redirect_of(reply) is not None:
+        replies = await self.reads.call(windows.read_commands(customer_id, needs))
+        resolved = None
+        if replies[0] is not None:
+            resolved = replies[0].decode()
+            replies = await self.reads.call(windows.read_commands(resolved, needs))
+            if replies[0] is not None:
                 raise RuntimeError(f"'{customer_id}' links to a linked id; links are one level")
-        raw_profile, aggregates, caps, rejection_times = windows.parse_read(reply, needs, now)
+        raw_profile, aggregates, caps, rejection_times = windows.parse_read(replies, needs, now)
         rejections = {}
         for action, limit, window, period in needs.fatigued_actions:
             times = rejection_times[action]
             rejections[action] = limit if fatigued(times, now, limit, window, period) else 0
         return Inputs(
-            _decode_pairs(raw_profile), aggregates, caps, rejections, resolved_id=resolved
+            decode_profile(raw_profile), aggregates, caps, rejections, resolved_id=resolved
         )
 
     async def resolve(self, any_id: str) -> str:

@@ -16,12 +16,15 @@ containing `now`: exact to one bucket at the window's old edge (up to an hour
 or a day more than W is counted, never less). Windows longer than 400 days
 see only the last 400 days or so.
 
-The read. `READ_LUA` fetches, in one EVALSHA on one shard, everything a plan's
-`Needs` ask for: the profile hash, last-seen times, the series its windows
-read (one HMGET, a few hundred bytes to a few KB; its cost does not grow with
-the windows' lengths), and the contact-cap and rejection records of its caps
-and fatigue rules (one HMGET of the customer's contact history,
-`engine.store.contact_history`), whatever their number. The worker sums the records inside each window
+The read. `read_commands` lists, for one customer, the plain commands that
+fetch everything a plan's `Needs` ask for, sent in one pipeline with other
+decisions' (`engine.store.read_batcher`): the id's alias key (identity
+stitching: set, the read is repeated for its customer), the profile hash,
+last-seen times, the series its windows read (one HMGET, a few hundred bytes
+to a few KB; its cost does not grow with the windows' lengths), and the
+contact-cap and rejection records of its caps and fatigue rules (one HMGET of
+the customer's contact history, `engine.store.contact_history`), whatever
+their number. The worker sums the records inside each window
 (`series.aggregate`: two binary searches and a slice), where CPU scales out
 with workers, instead of Redis doing bucket arithmetic for every decision.
 
@@ -110,34 +113,6 @@ return 1
 """
 )
 
-READ_LUA = """
--- KEYS: profile, last-seen, window hash, contact history (see windows.py)
--- ARGV: n_last, last names..., n_series, series fields..., history fields...
-local out = {}
-out[1] = redis.call('HGETALL', KEYS[1])
-local a = 1
-local n_last = tonumber(ARGV[a]); a = a + 1
-if n_last > 0 then
-  out[2] = redis.call('HMGET', KEYS[2], unpack(ARGV, a, a + n_last - 1))
-else
-  out[2] = {}
-end
-a = a + n_last
-local n_series = tonumber(ARGV[a]); a = a + 1
-if n_series > 0 then
-  out[3] = redis.call('HMGET', KEYS[3], unpack(ARGV, a, a + n_series - 1))
-else
-  out[3] = {}
-end
-a = a + n_series
-if a <= #ARGV then
-  out[4] = redis.call('HMGET', KEYS[4], unpack(ARGV, a))
-else
-  out[4] = {}
-end
-return out
-"""
-
 PROFILE_LUA = """
 -- KEYS: profile hash. ARGV: 'replace' or 'merge', n pairs, name, value, ..., names to delete...
 -- A script, not MULTI: one key, atomic, and it works the same on Redis Cluster.
@@ -164,8 +139,9 @@ class _Reads:
 
     windows: tuple[_Window, ...]
     last_keys: tuple[str, ...]
-    args: tuple[Any, ...]  # the whole ARGV: last-seen names, series fields, history fields
-    suffixes: tuple[str, ...]  # key suffixes after the customer's tag, in KEYS order
+    last_fields: tuple[str, ...]  # event types of last-seen times read
+    series_fields: tuple[str, ...]
+    history_fields: tuple[str, ...]  # caps first, then fatigue
     cap_windows: tuple[int, ...]
     cap_actions: tuple[str, ...]
     fatigued: tuple[str, ...]
@@ -209,37 +185,49 @@ def _prepare(needs: Needs) -> _Reads:
         *(contact_history.cap_field(action) for action, _ in needs.capped_actions),
         *(contact_history.rejection_field(action) for action, *_ in needs.fatigued_actions),
     )
-    args = (len(last), *(s.event for s in last), len(fields), *fields, *history)
-    suffixes = (
-        keys.PROFILE_SUFFIX,
-        keys.LAST_SEEN_SUFFIX,
-        keys.WINDOWS_SUFFIX,
-        keys.HISTORY_SUFFIX,
-    )
     return _Reads(
         tuple(windows),
         tuple(s.key for s in last),
-        args,
-        suffixes,
+        tuple(s.event for s in last),
+        tuple(fields),
+        history,
         tuple(window for _, window in needs.capped_actions),
         tuple(action for action, _ in needs.capped_actions),
         tuple(action for action, *_ in needs.fatigued_actions),
     )
 
 
-def read_command(customer_id: str, needs: Needs, now: float) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of `READ_LUA` for one decision."""
+def read_commands(customer_id: str, needs: Needs) -> list[tuple[Any, ...]]:
+    """The commands of one decision's read, all on one customer's keys (one slot).
+
+    The first reply is the id's alias (identity stitching): when it is set,
+    the others are to be ignored and the read repeated for that customer.
+    """
     reads = _reads(needs)
     tag = keys.tag(customer_id)
-    return [tag + suffix for suffix in reads.suffixes], list(reads.args)
+    commands: list[tuple[Any, ...]] = [
+        ("GET", tag + keys.ALIAS_SUFFIX),
+        ("HGETALL", tag + keys.PROFILE_SUFFIX),
+    ]
+    if reads.last_fields:
+        commands.append(("HMGET", tag + keys.LAST_SEEN_SUFFIX, *reads.last_fields))
+    if reads.series_fields:
+        commands.append(("HMGET", tag + keys.WINDOWS_SUFFIX, *reads.series_fields))
+    if reads.history_fields:
+        commands.append(("HMGET", tag + keys.HISTORY_SUFFIX, *reads.history_fields))
+    return commands
 
 
 def parse_read(
-    reply: list[Any], needs: Needs, now: float
+    replies: list[Any], needs: Needs, now: float
 ) -> tuple[Any, dict[str, Any], dict[str, int], dict[str, list[float]]]:
-    """(raw profile pairs, aggregates by key, contact counts, rejection times) from a read reply."""
+    """(raw profile, aggregates by key, contact counts, rejection times) from a read's replies."""
     reads = _reads(needs)
-    raw_profile, last_vals, blobs, history = reply
+    rest = iter(replies[2:])
+    raw_profile = replies[1]
+    last_vals = next(rest) if reads.last_fields else []
+    blobs = next(rest) if reads.series_fields else []
+    history = next(rest) if reads.history_fields else []
     aggregates: dict[str, Any] = {}
     for w in reads.windows:
         first = int((now - w.window_seconds) // w.size)

@@ -98,7 +98,7 @@ def test_a_decision_read_runs_one_hmget_of_the_history_whatever_the_counters(
 
     delta = {k: v for k, v in run(redis_url, body).items() if v and k != "cmdstat_info"}
     assert "cmdstat_zcount" not in delta and "cmdstat_zrange" not in delta
-    assert delta["cmdstat_evalsha"] == 1
+    assert delta["cmdstat_hmget"] == 1  # no window, no last-seen: only the history
 
 
 # ------------------------------------------------- layout 1: a sorted set per counter
