@@ -290,7 +290,7 @@ local path = "%(path)s"
 local feedback_every = %(feedback_every)d
 local pace_ms = %(pace_ms)d
 local threads = {}
-decides, feedbacks, bad, missed = 0, 0, 0, 0
+decides, feedbacks, bad, missed, seen_bad = 0, 0, 0, 0, ""
 local i, last_decide = 0, false
 
 function setup(thread)
@@ -321,12 +321,14 @@ function request()
 end
 
 function response(status, headers, body)
-  if not last_decide and status == 404 then
+  -- (`last_decide` is per thread, and a thread's connections interleave: the body says.)
+  if status == 404 and body:find("unknown_decision", 1, true) then
     -- Feedback for a decision whose record another worker has not written yet (its
     -- write-behind lags on a loaded machine): counted apart, not a failure.
     missed = missed + 1
   elseif status ~= 200 and status ~= 202 then
     bad = bad + 1
+    seen_bad = status .. " " .. body:sub(1, 200)
   end
   if feedback_every > 0 and last_decide and decides %% feedback_every == 0 then
     local id = body:match('"decision_id":"(%%x+)"')
@@ -353,6 +355,10 @@ function done(summary, latency, requests)
     m = m + t:get("missed")
   end
   io.write(string.format("RESULT decides=%%d feedbacks=%%d bad=%%d missed=%%d\\n", d, f, b, m))
+  for _, t in ipairs(threads) do
+    local example = t:get("seen_bad")
+    if example ~= "" then io.write("BAD " .. example .. "\\n") end
+  end
   for _, p in ipairs({50, 99, 99.9}) do
     io.write(string.format("RESULT p%%s=%%d\\n", tostring(p), latency:percentile(p)))
   end

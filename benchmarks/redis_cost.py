@@ -13,10 +13,14 @@ This sends both, alternately, against the same customers of a real Redis
 fatigue rule, each holding a few records), 200 events a customer over a
 year, and the write of a decision that counted a contact on two counters for
 one decision in six (as on the reference workload), none for the others.
-It prints Redis' own time per decision from `INFO cpu` (`used_cpu_user +
-used_cpu_sys`: every command sent, network included) and, for the read (one
-script), from `INFO commandstats` (EVALSHA's usec), medians of the rounds. The layout-1 scripts are those of
-commit 088a09d, kept here only for this comparison.
+The read is sent three ways: layout 1's script, the same script reading the
+contact history hash (the first step of this change), and the plain
+commands the store sends now (`engine.store.windows.read_commands`). It
+prints Redis' own CPU per decision from `INFO cpu` (`used_cpu_user +
+used_cpu_sys`: every command, network included) and this client's CPU
+(redis-py packing and parsing, what a worker pays), medians of the rounds.
+The older scripts (layout 1: commit 088a09d; the script reading the history
+hash: cf61426) are kept here only for this comparison.
 
     python -m benchmarks.redis_cost [--decisions 2000] [--rounds 9]
 """
@@ -38,7 +42,7 @@ from arbiter.engine.store import keys, windows
 from arbiter.engine.store.client import connect
 from arbiter.engine.store.embedded import EmbeddedRedis
 from arbiter.engine.store.identity import guarded
-from arbiter.engine.store.profiles import AFTER_DECISION_LUA, READ_LUA, Event, ProfileStore
+from arbiter.engine.store.profiles import AFTER_DECISION_LUA, Event, ProfileStore
 from benchmarks._harness import ROOT
 
 RULES = ROOT / "rulesets" / "retail.rules"
@@ -104,25 +108,55 @@ return 1
 """
 
 
+_HISTORY_SCRIPT_READ = """
+-- KEYS: profile, last-seen, window hash, contact history (see windows.py)
+-- ARGV: n_last, last names..., n_series, series fields..., history fields...
+local out = {}
+out[1] = redis.call('HGETALL', KEYS[1])
+local a = 1
+local n_last = tonumber(ARGV[a]); a = a + 1
+if n_last > 0 then
+  out[2] = redis.call('HMGET', KEYS[2], unpack(ARGV, a, a + n_last - 1))
+else
+  out[2] = {}
+end
+a = a + n_last
+local n_series = tonumber(ARGV[a]); a = a + 1
+if n_series > 0 then
+  out[3] = redis.call('HMGET', KEYS[3], unpack(ARGV, a, a + n_series - 1))
+else
+  out[3] = {}
+end
+a = a + n_series
+if a <= #ARGV then
+  out[4] = redis.call('HMGET', KEYS[4], unpack(ARGV, a))
+else
+  out[4] = {}
+end
+return out
+"""
+
+
 Queue = Callable[[Any, int], None]
 
 
 async def per_decision(client: Any, queue: Queue, n: int) -> tuple[float, float]:
-    """(EVALSHA usec, used_cpu usec) per decision of `n` decisions sent in pipelines.
+    """(Redis used_cpu usec, this client's CPU usec) per decision, `n` decisions in pipelines.
 
-    Only EVALSHA's usec: it includes the commands its script runs, which
-    commandstats also counts under their own names.
+    The client's CPU is redis-py packing the commands and parsing the replies,
+    what an Arbiter worker pays for them.
     """
-    stats0, cpu0 = await client.info("commandstats"), await client.info("cpu")
+    cpu0 = await client.info("cpu")
+    mine0 = time.process_time()
     for start in range(0, n, 100):
         pipe = client.pipeline(transaction=False)
         for i in range(start, min(n, start + 100)):
             queue(pipe, i)
         await pipe.execute()
-    stats1, cpu1 = await client.info("commandstats"), await client.info("cpu")
-    usec = stats1["cmdstat_evalsha"]["usec"] - stats0["cmdstat_evalsha"]["usec"]
+    mine = time.process_time() - mine0
+    cpu1 = await client.info("cpu")
     cpu = sum(float(cpu1[k]) - float(cpu0[k]) for k in ("used_cpu_user", "used_cpu_sys"))
-    return usec / n, cpu * 1e6 / n
+    return cpu * 1e6 / n, mine * 1e6 / n
 
 
 async def measure(url: str, decisions: int, rounds: int) -> dict[str, list[tuple[float, float]]]:
@@ -142,7 +176,7 @@ async def measure(url: str, decisions: int, rounds: int) -> dict[str, list[tuple
         await store.put_profile(cid, {"lifetime_value": 120.0, "orders_90d": 2, "consents": []})
     old_read = await client.script_load(guarded(_LAYOUT1_READ))
     old_after = await client.script_load(guarded(_LAYOUT1_AFTER))
-    new_read = await client.script_load(READ_LUA)
+    script_read = await client.script_load(guarded(_HISTORY_SCRIPT_READ))
     new_after = await client.script_load(AFTER_DECISION_LUA)
     counters = list(needs.capped_actions)
     fatigued = [action for action, *_ in needs.fatigued_actions]
@@ -161,29 +195,44 @@ async def measure(url: str, decisions: int, rounds: int) -> dict[str, list[tuple
                 await store.record_rejection(cid, action, t, 30 * 86400)
                 await client.zadd(keys.rejections(cid, action), {f"{t!r}:r{k}": t})
 
+    reads = windows._reads(needs)
+    head = [
+        len(reads.last_fields),
+        *reads.last_fields,
+        len(reads.series_fields),
+        *reads.series_fields,
+    ]
+
     def old_read_call(pipe: Any, i: int) -> None:
         cid = ids[i % CUSTOMERS]
         tag = keys.tag(cid)
-        key_list = [
-            tag + keys.PROFILE_SUFFIX,
-            tag + keys.LAST_SEEN_SUFFIX,
-            tag + keys.WINDOWS_SUFFIX,
-        ]
+        key_list = [tag + keys.PROFILE_SUFFIX, tag + keys.LAST_SEEN_SUFFIX]
+        key_list += [tag + keys.WINDOWS_SUFFIX]
         key_list += [keys.contacts(cid, action) for action, _ in counters]
         key_list += [keys.rejections(cid, action) for action in fatigued]
-        _, new_args = windows.read_command(cid, needs, now)
-        head = new_args[: len(new_args) - len(counters) - len(fatigued)]
         args = [*head, len(counters), *(repr(now - w) for _, w in counters), len(fatigued)]
-        pipe.execute_command(
-            "EVALSHA", old_read, len(key_list) + 1, *key_list, keys.alias(cid), *args
-        )
+        key_list.append(keys.alias(cid))
+        pipe.execute_command("EVALSHA", old_read, len(key_list), *key_list, *args)
 
-    def new_read_call(pipe: Any, i: int) -> None:
+    def script_read_call(pipe: Any, i: int) -> None:
         cid = ids[i % CUSTOMERS]
-        key_list, args = windows.read_command(cid, needs, now)
-        pipe.execute_command(
-            "EVALSHA", new_read, len(key_list) + 1, *key_list, keys.alias(cid), *args
-        )
+        tag = keys.tag(cid)
+        key_list = [
+            tag + suffix
+            for suffix in (
+                keys.PROFILE_SUFFIX,
+                keys.LAST_SEEN_SUFFIX,
+                keys.WINDOWS_SUFFIX,
+                keys.HISTORY_SUFFIX,
+                keys.ALIAS_SUFFIX,
+            )
+        ]
+        args = [*head, *reads.history_fields]
+        pipe.execute_command("EVALSHA", script_read, len(key_list), *key_list, *args)
+
+    def plain_read_call(pipe: Any, i: int) -> None:
+        for command in windows.read_commands(ids[i % CUSTOMERS], needs):
+            pipe.execute_command(*command)
 
     def contacts_of(i: int) -> list[tuple[str, int]]:
         return counters[:2] if i % CONTACT_EVERY == 0 else []
@@ -209,10 +258,11 @@ async def measure(url: str, decisions: int, rounds: int) -> dict[str, list[tuple
         pipe.execute_command("EVALSHA", new_after, len(key_list), *key_list, *args)
 
     variants = {
-        "read, layout 1": old_read_call,
-        "read, history hash": new_read_call,
-        "write, layout 1": old_write,
-        "write, history hash": new_write,
+        "read, layout 1 (script)": old_read_call,
+        "read, history hash (script)": script_read_call,
+        "read, history hash (plain commands)": plain_read_call,
+        "write, layout 1 (script)": old_write,
+        "write, history hash (plain or script)": new_write,
     }
     out: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     for r in range(rounds):
@@ -235,19 +285,17 @@ def main() -> None:
         name: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v))
         for name, v in result.items()
     }
-    print(f"Redis time per decision, medians of {opts.rounds} rounds of {opts.decisions}:")
-    print("| part | layout 1 (sorted sets) | history hash | ratio |")
-    print("|---|---:|---:|---:|")
-    a, b = med["read, layout 1"], med["read, history hash"]
-    print(f"| read, EVALSHA usec (commandstats) | {a[0]:.1f} | {b[0]:.1f} | {b[0] / a[0]:.2f} |")
-    for part in ("read", "write"):
-        a, b = med[f"{part}, layout 1"], med[f"{part}, history hash"]
-        print(f"| {part}, used_cpu usec | {a[1]:.1f} | {b[1]:.1f} | {b[1] / a[1]:.2f} |")
-    total_a = med["read, layout 1"][1] + med["write, layout 1"][1]
-    total_b = med["read, history hash"][1] + med["write, history hash"][1]
-    print(
-        f"| read + write, used_cpu usec | {total_a:.1f} | {total_b:.1f} | {total_b / total_a:.2f} |"
+    print(f"Per decision, medians of {opts.rounds} rounds of {opts.decisions} (µs):")
+    print("| part | Redis used_cpu | client CPU (redis-py) |")
+    print("|---|---:|---:|")
+    for name, (redis_us, client_us) in med.items():
+        print(f"| {name} | {redis_us:.1f} | {client_us:.1f} |")
+    before = med["read, layout 1 (script)"][0] + med["write, layout 1 (script)"][0]
+    after = (
+        med["read, history hash (plain commands)"][0]
+        + med["write, history hash (plain or script)"][0]
     )
+    print(f"read + write, Redis: {before:.1f} -> {after:.1f} µs ({after / before:.2f}x)")
 
 
 if __name__ == "__main__":
