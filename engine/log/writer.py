@@ -236,14 +236,30 @@ class DecisionLog:
                 )
 
     async def _customer_writes(self, batch: Sequence[_Entry], stream_ids: Sequence[bytes]) -> None:
-        """Index entries and contact counters: one script call per decision, retried if unloaded."""
+        """Index entries and contact counters: one script call per decision that counted a
+        contact, two plain commands for one that did not; scripts retried if unloaded.
+
+        Only contacts need the script: caps must be counted on the customer an id is
+        linked to, atomically. An index entry alone goes to the id the decision read with
+        plain `RPUSH`/`EXPIRE` (a fifth of the script's Redis time): if that id was linked
+        since (a race of milliseconds), the entry stays on the linked id, where erasure of
+        the person still finds it (it erases every linked id) and a repeated identify
+        moves it to the customer.
+        """
         # The customer a linked anonymous id resolved to when the decision read it.
         owners = [e.record.inputs.resolved_id or e.record.request.customer_id for e in batch]
         reloads = redirects = 0
         while True:
             pipe = self.redis.pipeline(transaction=False)
-            for entry, sid, owner in zip(batch, stream_ids, owners, strict=True):
+            scripted: list[int] = []
+            for i, (entry, sid, owner) in enumerate(zip(batch, stream_ids, owners, strict=True)):
                 rec = entry.record
+                if not entry.contacts:
+                    if sid:  # nothing to write when the record was not logged
+                        index = keys.decision_index(owner)
+                        pipe.rpush(index, b"s:" + sid, b"d:" + rec.decision_id.encode())
+                        pipe.expire(index, self.ttl)
+                    continue
                 key_list, args = self.store.after_decision_command(
                     owner, sid, rec.decision_id, self.ttl, entry.contacts, rec.ts
                 )
@@ -251,28 +267,50 @@ class DecisionLog:
                 pipe.execute_command(
                     "EVALSHA", self.store.after_decision_sha, len(key_list), *key_list, *args
                 )
-            results = await pipe.execute(raise_on_error=False)
+                scripted.append(i)
+            if not len(pipe):
+                return
+            replies = await pipe.execute(raise_on_error=False)
+            for r in replies:
+                if isinstance(r, Exception) and not isinstance(r, NoScriptError):
+                    raise r
+            results = _script_replies(batch, stream_ids, replies)
             if any(isinstance(r, NoScriptError) for r in results):
                 if reloads == 1:
                     raise NoScriptError("after-decision script could not be loaded")
-                # A new or restarted Redis has no scripts; the writes are idempotent.
+                # A new or restarted Redis has no scripts: only the scripts are sent again
+                # (the plain commands ran; the scripts did not, and are idempotent).
                 reloads += 1
                 await self.redis.script_load(AFTER_DECISION_LUA)
-                continue
-            for r in results:
-                if isinstance(r, Exception):
-                    raise r
-            # An id linked to a customer since its decision read it: write for the customer.
-            moved = {i: redirect_of(r) for i, r in enumerate(results)}
-            redirected = {i: target for i, target in moved.items() if target is not None}
-            if not redirected or redirects == 1:  # links are one level deep
-                return
-            redirects += 1
-            batch = [batch[i] for i in redirected]
-            stream_ids = [stream_ids[i] for i in redirected]
-            owners = list(redirected.values())
+                again = scripted
+                owners = [owners[i] for i in again]
+            else:
+                # An id linked to a customer since its decision read it: write for the customer.
+                moved = {i: redirect_of(r) for i, r in zip(scripted, results, strict=True)}
+                redirected = {i: target for i, target in moved.items() if target is not None}
+                if not redirected or redirects == 1:  # links are one level deep
+                    return
+                redirects += 1
+                again = list(redirected)
+                owners = [redirected[i] for i in again]
+            batch = [batch[i] for i in again]
+            stream_ids = [stream_ids[i] for i in again]
 
     def _append_file(self, blobs: list[bytes]) -> None:
         assert self.file_path is not None
         with self.file_path.open("ab") as fh:
             fh.write(b"".join(b + b"\n" for b in blobs))
+
+
+def _script_replies(
+    batch: Sequence[_Entry], stream_ids: Sequence[bytes], replies: Sequence[Any]
+) -> list[Any]:
+    """The replies of the scripted entries among a pipeline's (see `_customer_writes`)."""
+    out, k = [], 0
+    for entry, sid in zip(batch, stream_ids, strict=True):
+        if entry.contacts:
+            out.append(replies[k])
+            k += 1
+        elif sid:
+            k += 2
+    return out

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from arbiter.dsl.errors import ArbiterError
-from arbiter.engine.store import keys, merge
+from arbiter.engine.store import contact_history, keys, merge
 
 ALIAS_MARK = b"@alias"
 
@@ -81,8 +81,8 @@ return 'linked'
 ABSORB_LUA = (
     """
 -- KEYS[1] the customer's key, KEYS[2] the customer's mark set for this anonymous id
--- ARGV: kind ('profile' | 'zset' | 'list'), mark, source expiry (ms epoch, -1 none),
---       now (ms), then pairs (profile: name, json; zset: member, score) or list items
+-- ARGV: kind ('profile' | 'history' | 'list'), mark, source expiry (ms epoch, -1 none),
+--       now (ms), then pairs (profile: name, json; history: field, records) or list items
 local kind, mark, expire_at, now_ms = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 """
     + merge.LUA_KEEP_LATER_EXPIRY
@@ -111,8 +111,19 @@ local kind, mark, expire_at, now_ms = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonum
       redis.call('HSETNX', KEYS[1], name, v)
     end
   end
-elseif kind == 'zset' then
-  for i = 5, #ARGV, 2 do redis.call('ZADD', KEYS[1], 'GT', ARGV[i + 1], ARGV[i]) end
+elseif kind == 'history' then
+  -- Records added by id (a union: a record both ids hold, or a retry, counts once).
+  for i = 5, #ARGV, 2 do
+    local cur = redis.call('HGET', KEYS[1], ARGV[i]) or ''
+    local have, add = {}, {}
+    for p = 1, #cur - 15, 16 do have[string.sub(cur, p + 8, p + 15)] = true end
+    local src = ARGV[i + 1]
+    for p = 1, #src - 15, 16 do
+      local id = string.sub(src, p + 8, p + 15)
+      if not have[id] then have[id] = true; add[#add + 1] = string.sub(src, p, p + 15) end
+    end
+    if #add > 0 then redis.call('HSET', KEYS[1], ARGV[i], cur .. table.concat(add)) end
+  end
 elseif kind == 'list' then
   if redis.call('SISMEMBER', KEYS[2], mark) == 1 then return 0 end
   redis.call('RPUSH', KEYS[1], unpack(ARGV, 5))
@@ -240,6 +251,9 @@ class Identities:
         out = merge.window_sources(anonymous_id, now)
         out.append((keys.profile(anonymous_id), "profile"))
         out.append((keys.decision_index(anonymous_id), "list"))
+        out.append((keys.contact_history(anonymous_id), "history"))
+        # Layout 1 of the contact history (a sorted set per counter) not yet converted by
+        # `arbiter migrate`: converted on the way in.
         for action in sorted(set(actions)):
             out.append((keys.contacts(anonymous_id, action), "zset"))
             out.append((keys.rejections(anonymous_id, action), "zset"))
@@ -252,7 +266,7 @@ class Identities:
         for key, kind in sources:
             if kind in merge.KINDS:
                 merge.read_source(pipe, key, kind)
-            elif kind == "profile":
+            elif kind in ("profile", "history"):
                 pipe.hgetall(key)
                 pipe.pttl(key)
             elif kind == "zset":
@@ -300,6 +314,19 @@ class Identities:
         await self.redis.delete(*source_keys)
 
 
+def legacy_history_field(key: str, members: Sequence[tuple[bytes, float]]) -> tuple[str, bytes]:
+    """(contact-history field, records) of a layout-1 counter's sorted set (member, score)."""
+    rest = key.split("}", 1)[1]
+    if rest.startswith(keys.LEGACY_CONTACTS):
+        field = contact_history.cap_field(rest[len(keys.LEGACY_CONTACTS) :])
+    elif rest.startswith(keys.LEGACY_REJECTIONS):
+        field = contact_history.rejection_field(rest[len(keys.LEGACY_REJECTIONS) :])
+    else:
+        raise ValueError(f"{key!r} is not a layout-1 cap or rejection key")
+    records = [(float(score), member.decode(errors="replace")) for member, score in members]
+    return field, contact_history.encode(records)
+
+
 def _absorb_command(
     customer_id: str,
     anonymous_id: str,
@@ -313,10 +340,12 @@ def _absorb_command(
     marks = keys.merge_marks(customer_id, anonymous_id)
     mark = source_key.split("}:", 1)[1]
     expire_at = now_ms + pttl_ms if pttl_ms >= 0 else -1
-    if kind == "profile":
+    if kind in ("profile", "history"):
         data = [x for kv in content.items() for x in kv]
     elif kind == "zset":
-        data = [x for member, score in content for x in (member, repr(float(score)))]
+        # A layout-1 counter: its records go to the customer's contact history.
+        field, records = legacy_history_field(source_key, content)
+        dest, kind, data = keys.contact_history(customer_id), "history", [field, records]
     else:
         data = list(content)
     return [dest, marks], [kind, mark, expire_at, now_ms, *data]

@@ -28,16 +28,8 @@ def tag(customer_id: str) -> str:
 PROFILE_SUFFIX = ":p"
 LAST_SEEN_SUFFIX = ":seen"
 WINDOWS_SUFFIX = ":w"
-
-
-def contacts_suffix(action: str) -> str:
-    """`contacts(c, action)` is `tag(c) + contacts_suffix(action)`."""
-    return f":cap:{action}"
-
-
-def rejections_suffix(action: str) -> str:
-    """`rejections(c, action)` is `tag(c) + rejections_suffix(action)`."""
-    return f":rej:{action}"
+HISTORY_SUFFIX = ":ch"
+ALIAS_SUFFIX = ":alias"
 
 
 def profile(customer_id: str) -> str:
@@ -60,14 +52,26 @@ def event_ids(customer_id: str) -> str:
     return f"{_tag(customer_id)}:eids"
 
 
+def contact_history(customer_id: str) -> str:
+    """Hash of contact-cap and rejection records, one field per counter (see
+    engine.store.contact_history)."""
+    return _tag(customer_id) + HISTORY_SUFFIX
+
+
+# Layout 1 of the contact history, a sorted set per counter: only `arbiter migrate`
+# (engine.store.window_migration) and the identity merge of unconverted ids read them.
+LEGACY_CONTACTS = ":cap:"
+LEGACY_REJECTIONS = ":rej:"
+
+
 def contacts(customer_id: str, action: str) -> str:
-    """Sorted set of contact times of one action (contact caps)."""
-    return _tag(customer_id) + contacts_suffix(action)
+    """Layout 1: sorted set of contact times of one counter (contact caps)."""
+    return _tag(customer_id) + LEGACY_CONTACTS + action
 
 
 def rejections(customer_id: str, action: str) -> str:
-    """Sorted set of negative-outcome times of one action (fatigue)."""
-    return _tag(customer_id) + rejections_suffix(action)
+    """Layout 1: sorted set of negative-outcome times of one action (fatigue)."""
+    return _tag(customer_id) + LEGACY_REJECTIONS + action
 
 
 def decision_index(customer_id: str) -> str:
@@ -77,7 +81,7 @@ def decision_index(customer_id: str) -> str:
 
 def alias(customer_id: str) -> str:
     """String: the customer id this (anonymous) id is linked to, in the anonymous id's slot."""
-    return f"{_tag(customer_id)}:alias"
+    return _tag(customer_id) + ALIAS_SUFFIX
 
 
 def linked_ids(customer_id: str) -> str:

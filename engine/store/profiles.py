@@ -1,8 +1,8 @@
 """Customer state in Redis: profile attributes, event windows, contact caps, fatigue.
 
-A decision reads everything it needs in one command (`ProfileStore.fetch`: a
-Lua script shaped by the plan's `Needs`, see `engine.store.windows`), so one round
-trip to one shard. Writes that follow a decision (contact counters) are queued
+A decision reads everything it needs in one round trip to one shard
+(`ProfileStore.fetch`: a few plain commands shaped by the plan's `Needs`, see
+`engine.store.windows`, pipelined with other decisions' reads). Writes that follow a decision (contact counters) are queued
 on the decision log's pipeline, behind the response.
 """
 
@@ -22,32 +22,41 @@ from redis.exceptions import NoScriptError
 from arbiter.engine.decision.arbitrate import fatigued
 from arbiter.engine.plan import AggregateSpec, Needs
 from arbiter.engine.records import RECORD_DECODER, Inputs
-from arbiter.engine.store import keys, windows
+from arbiter.engine.store import contact_history, keys, windows
 from arbiter.engine.store.identity import Identities, guarded, redirect_of
 from arbiter.engine.store.read_batcher import ReadBatcher
 
 # One command per decision for everything written under the customer's hash tag:
 # the decision-log index entry (for erasure) and the contact-cap counters.
-AFTER_DECISION_LUA_BODY = """
--- KEYS[1] decision index list, KEYS[2..] contact zsets
--- ARGV: stream id, decision id, ttl, now, member, then one cap window per contact key
+AFTER_DECISION_LUA_BODY = (
+    contact_history.LUA_HISTORY
+    + """
+-- KEYS[1] decision index list, KEYS[2] contact history hash
+-- ARGV: stream id, decision id, ttl, now, record id, then (field, cap window) pairs
 if ARGV[1] ~= '' then  -- '' = the record was not logged (ARBITER_DECISION_LOG=off)
   redis.call('RPUSH', KEYS[1], 's:' .. ARGV[1], 'd:' .. ARGV[2])
   redis.call('EXPIRE', KEYS[1], ARGV[3])
 end
-local now = tonumber(ARGV[4])
-for i = 2, #KEYS do
-  local window = tonumber(ARGV[4 + i])
-  redis.call('ZADD', KEYS[i], now, ARGV[5])
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window)
-  redis.call('EXPIRE', KEYS[i], math.floor(window) + 60)
+if #ARGV > 5 then
+  local now, id, fields = tonumber(ARGV[4]), ARGV[5], {}
+  for i = 6, #ARGV, 2 do fields[#fields + 1] = ARGV[i] end
+  local blobs = redis.call('HMGET', KEYS[2], unpack(fields))
+  local out, longest = {}, 0
+  for k = 1, #fields do
+    local window = tonumber(ARGV[5 + 2 * k])
+    out[#out + 1] = fields[k]
+    out[#out + 1] = add_record(blobs[k], now, id, now - window)
+    if window > longest then longest = window end
+  end
+  redis.call('HSET', KEYS[2], unpack(out))
+  keep_ttl(KEYS[2], math.floor(longest) + 60)
 end
 return 1
 """
+)
 # Alias-aware (see engine.store.identity): KEYS end with the customer's alias key.
 AFTER_DECISION_LUA = guarded(AFTER_DECISION_LUA_BODY)
 INGEST_LUA = guarded(windows.INGEST_LUA)
-READ_LUA = guarded(windows.READ_LUA)
 
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder().decode
@@ -61,10 +70,6 @@ def encode_profile(attributes: Mapping[str, Any]) -> dict[str, bytes]:
 def decode_profile(raw: Mapping[bytes, bytes]) -> dict[str, Any]:
     """The inverse of `encode_profile`, from Redis bytes."""
     return {k.decode(): _json_decode(v) for k, v in raw.items()}
-
-
-def _decode_pairs(flat: Sequence[bytes]) -> dict[str, Any]:
-    return {flat[i].decode(): _json_decode(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
 def outcome_fields(ev: Event) -> dict[bytes, bytes]:
@@ -112,35 +117,34 @@ class ProfileStore:
         self.identities = Identities(redis)
         self._ingest_sha = hashlib.sha1(INGEST_LUA.encode()).hexdigest()
         self._profile = redis.register_script(windows.PROFILE_LUA)
-        self.reads = ReadBatcher(redis, READ_LUA, read_deadline_s)
+        self._record_rejection = redis.register_script(contact_history.RECORD_REJECTION_LUA)
+        self.reads = ReadBatcher(redis, read_deadline_s)
         self.after_decision_sha = hashlib.sha1(AFTER_DECISION_LUA.encode()).hexdigest()
 
     # ---------------------------------------------------------------- reads
 
     async def fetch(self, customer_id: str, needs: Needs, now: float) -> Inputs:
-        """Everything a plan needs about one customer, in one command.
+        """Everything a plan needs about one customer, in one round trip.
 
-        One more command when `customer_id` is an anonymous id linked to a
-        customer: the first answers with the customer id, the second reads the
-        customer (and `Inputs.resolved_id` says so).
+        One more round trip when `customer_id` is an anonymous id linked to a
+        customer: the first answers with the customer id (the alias key is
+        read with the rest), the second reads the customer (and
+        `Inputs.resolved_id` says so).
         """
-        key_list, args = windows.read_command(customer_id, needs, now)
-        key_list.append(keys.alias(customer_id))  # see identity.guarded
-        reply = await self.reads.call(key_list, args)
-        resolved = redirect_of(reply)
-        if resolved is not None:
-            key_list, args = windows.read_command(resolved, needs, now)
-            key_list.append(keys.alias(resolved))
-            reply = await self.reads.call(key_list, args)
-            if redirect_of(reply) is not None:
+        replies = await self.reads.call(windows.read_commands(customer_id, needs))
+        resolved = None
+        if replies[0] is not None:
+            resolved = replies[0].decode()
+            replies = await self.reads.call(windows.read_commands(resolved, needs))
+            if replies[0] is not None:
                 raise RuntimeError(f"'{customer_id}' links to a linked id; links are one level")
-        raw_profile, aggregates, caps, rejection_times = windows.parse_read(reply, needs, now)
+        raw_profile, aggregates, caps, rejection_times = windows.parse_read(replies, needs, now)
         rejections = {}
         for action, limit, window, period in needs.fatigued_actions:
             times = rejection_times[action]
             rejections[action] = limit if fatigued(times, now, limit, window, period) else 0
         return Inputs(
-            _decode_pairs(raw_profile), aggregates, caps, rejections, resolved_id=resolved
+            decode_profile(raw_profile), aggregates, caps, rejections, resolved_id=resolved
         )
 
     async def resolve(self, any_id: str) -> str:
@@ -286,14 +290,20 @@ class ProfileStore:
         now: float,
     ) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV of `AFTER_DECISION_LUA`: index the log entry, count the contacts."""
-        key_list = [keys.decision_index(customer_id)]
-        key_list += [keys.contacts(customer_id, action) for action, _ in contacts]
-        key_list.append(keys.alias(customer_id))  # see identity.guarded
-        # Members must differ per contact; the decision id makes them unique (and a retry
-        # of the same write idempotent).
-        args: list[Any] = [stream_id, decision_id, ttl, repr(now), f"{now!r}:{decision_id}"]
-        args += [window for _, window in contacts]
-        return key_list, args
+        # The record id makes a retry of the same write count once (the decision id is
+        # unique, the time kept as layout 1's sorted-set member had it).
+        args: list[Any] = [
+            stream_id,
+            decision_id,
+            ttl,
+            repr(now),
+            contact_history.record_id(f"{now!r}:{decision_id}"),
+        ]
+        for counter, window in contacts:
+            args += [contact_history.cap_field(counter), window]
+        # The alias key last: see identity.guarded.
+        key_list = [keys.decision_index(customer_id), keys.contact_history(customer_id)]
+        return [*key_list, keys.alias(customer_id)], args
 
     async def record_rejection(
         self,
@@ -309,16 +319,18 @@ class ProfileStore:
         With ``once_as`` (a feedback's decision id and action) the rejection is
         counted once however often it is recorded, so a retry may repeat it.
         """
-        key = keys.rejections(customer_id, action)
-        pipe = self.redis.pipeline(transaction=False)
-        if once_as is not None:
-            pipe.zadd(key, {once_as: now}, nx=True)
-        else:
-            # A random suffix: two rejections at the same instant are two rejections.
-            pipe.zadd(key, {f"{now!r}:{os.urandom(4).hex()}": now})
-        pipe.zremrangebyscore(key, "-inf", now - keep_seconds)
-        pipe.expire(key, keep_seconds + 60)
-        await pipe.execute()
+        # A random id otherwise: two rejections at the same instant are two rejections.
+        what = once_as if once_as is not None else f"{now!r}:{os.urandom(8).hex()}"
+        await self._record_rejection(
+            keys=[keys.contact_history(customer_id)],
+            args=[
+                contact_history.rejection_field(action),
+                repr(now),
+                contact_history.record_id(what),
+                repr(now - keep_seconds),
+                keep_seconds + 60,
+            ],
+        )
 
     async def erase(self, customer_id: str) -> int:
         """Erase a person: `customer_id`, the customer it is linked to, and all their linked ids.

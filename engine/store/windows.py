@@ -21,11 +21,15 @@ String properties a live ruleset groups by (`max(count(e within W by p))`,
 `distinct(e.p within W)`; the caller passes them as `grouped`) are counted
 per value in grouped series, capped per bucket (`series.GROUP_CAP`).
 
-The read. `READ_LUA` fetches, in one EVALSHA on one shard, everything a plan's
-`Needs` ask for: the profile hash, last-seen times, the series its windows
-read (one HMGET, a few hundred bytes to a few KB; its cost does not grow with
-the windows' lengths), contact counts within each cap window, and recent
-rejection times. The worker sums the records inside each window
+The read. `read_commands` lists, for one customer, the plain commands that
+fetch everything a plan's `Needs` ask for, sent in one pipeline with other
+decisions' (`engine.store.read_batcher`): the id's alias key (identity
+stitching: set, the read is repeated for its customer), the profile hash,
+last-seen times, the series its windows read (one HMGET, a few hundred bytes
+to a few KB; its cost does not grow with the windows' lengths), and the
+contact-cap and rejection records of its caps and fatigue rules (one HMGET of
+the customer's contact history, `engine.store.contact_history`), whatever
+their number. The worker sums the records inside each window
 (`series.aggregate`: two binary searches and a slice), where CPU scales out
 with workers, instead of Redis doing bucket arithmetic for every decision.
 
@@ -43,7 +47,7 @@ from typing import Any
 
 from arbiter.engine.decision.window_span import bucket_range
 from arbiter.engine.plan import Needs
-from arbiter.engine.store import keys, series
+from arbiter.engine.store import contact_history, keys, series
 
 # Bumped whenever what is stored for event windows changes shape (benchmarks cache by it).
 LAYOUT_VERSION = 2
@@ -125,46 +129,6 @@ return 1
 """
 )
 
-READ_LUA = """
--- KEYS: profile, last-seen, window hash, cap zsets, rejection zsets (see windows.py)
--- ARGV: n_last, last names..., n_series, series fields..., n_caps, cap 'since' values...,
---       n_rejections
-local out = {}
-out[1] = redis.call('HGETALL', KEYS[1])
-local a = 1
-local n_last = tonumber(ARGV[a]); a = a + 1
-if n_last > 0 then
-  out[2] = redis.call('HMGET', KEYS[2], unpack(ARGV, a, a + n_last - 1))
-else
-  out[2] = {}
-end
-a = a + n_last
-local n_series = tonumber(ARGV[a]); a = a + 1
-if n_series > 0 then
-  out[3] = redis.call('HMGET', KEYS[3], unpack(ARGV, a, a + n_series - 1))
-else
-  out[3] = {}
-end
-a = a + n_series
-local n_caps = tonumber(ARGV[a]); a = a + 1
-local caps = {}
-local key_index = 4
-for i = 1, n_caps do
-  caps[i] = redis.call('ZCOUNT', KEYS[key_index], '(' .. ARGV[a], '+inf')
-  a = a + 1
-  key_index = key_index + 1
-end
-out[4] = caps
-local n_rej = tonumber(ARGV[a])
-local rej = {}
-for i = 1, n_rej do
-  rej[i] = redis.call('ZRANGE', KEYS[key_index], 0, -1, 'WITHSCORES')
-  key_index = key_index + 1
-end
-out[5] = rej
-return out
-"""
-
 PROFILE_LUA = """
 -- KEYS: profile hash. ARGV: 'replace' or 'merge', n pairs, name, value, ..., names to delete...
 -- A script, not MULTI: one key, atomic, and it works the same on Redis Cluster.
@@ -190,8 +154,9 @@ class _Reads:
 
     windows: tuple[_Window, ...]
     last_keys: tuple[str, ...]
-    head: tuple[Any, ...]  # ARGV up to the caps: last-seen names and series fields
-    suffixes: tuple[str, ...]  # key suffixes after the customer's tag, in KEYS order
+    last_fields: tuple[str, ...]  # event types of last-seen times read
+    series_fields: tuple[str, ...]
+    history_fields: tuple[str, ...]  # caps first, then fatigue
     cap_windows: tuple[int, ...]
     cap_actions: tuple[str, ...]
     fatigued: tuple[str, ...]
@@ -231,42 +196,53 @@ def _prepare(needs: Needs) -> _Reads:
         if name not in fields:
             fields.append(name)
         windows.append(_Window(spec.key, spec.fn, spec.window_seconds, fields.index(name)))
-    head = (len(last), *(s.event for s in last), len(fields), *fields)
-    suffixes = (
-        keys.PROFILE_SUFFIX,
-        keys.LAST_SEEN_SUFFIX,
-        keys.WINDOWS_SUFFIX,
-        *(keys.contacts_suffix(action) for action, _ in needs.capped_actions),
-        *(keys.rejections_suffix(action) for action, *_ in needs.fatigued_actions),
+    history = (
+        *(contact_history.cap_field(action) for action, _ in needs.capped_actions),
+        *(contact_history.rejection_field(action) for action, *_ in needs.fatigued_actions),
     )
     return _Reads(
         tuple(windows),
         tuple(s.key for s in last),
-        head,
-        suffixes,
+        tuple(s.event for s in last),
+        tuple(fields),
+        history,
         tuple(window for _, window in needs.capped_actions),
         tuple(action for action, _ in needs.capped_actions),
         tuple(action for action, *_ in needs.fatigued_actions),
     )
 
 
-def read_command(customer_id: str, needs: Needs, now: float) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of `READ_LUA` for one decision."""
+def read_commands(customer_id: str, needs: Needs) -> list[tuple[Any, ...]]:
+    """The commands of one decision's read, all on one customer's keys (one slot).
+
+    The first reply is the id's alias (identity stitching): when it is set,
+    the others are to be ignored and the read repeated for that customer.
+    """
     reads = _reads(needs)
     tag = keys.tag(customer_id)
-    key_list = [tag + suffix for suffix in reads.suffixes]
-    args: list[Any] = [*reads.head, len(reads.cap_windows)]
-    args += [repr(now - window) for window in reads.cap_windows]
-    args.append(len(reads.fatigued))
-    return key_list, args
+    commands: list[tuple[Any, ...]] = [
+        ("GET", tag + keys.ALIAS_SUFFIX),
+        ("HGETALL", tag + keys.PROFILE_SUFFIX),
+    ]
+    if reads.last_fields:
+        commands.append(("HMGET", tag + keys.LAST_SEEN_SUFFIX, *reads.last_fields))
+    if reads.series_fields:
+        commands.append(("HMGET", tag + keys.WINDOWS_SUFFIX, *reads.series_fields))
+    if reads.history_fields:
+        commands.append(("HMGET", tag + keys.HISTORY_SUFFIX, *reads.history_fields))
+    return commands
 
 
 def parse_read(
-    reply: list[Any], needs: Needs, now: float
+    replies: list[Any], needs: Needs, now: float
 ) -> tuple[Any, dict[str, Any], dict[str, int], dict[str, list[float]]]:
-    """(raw profile pairs, aggregates by key, contact counts, rejection times) from a read reply."""
+    """(raw profile, aggregates by key, contact counts, rejection times) from a read's replies."""
     reads = _reads(needs)
-    raw_profile, last_vals, blobs, caps_raw, rej_raw = reply
+    rest = iter(replies[2:])
+    raw_profile = replies[1]
+    last_vals = next(rest) if reads.last_fields else []
+    blobs = next(rest) if reads.series_fields else []
+    history = next(rest) if reads.history_fields else []
     aggregates: dict[str, Any] = {}
     for w in reads.windows:
         _, first, last = bucket_range(w.window_seconds, now)
@@ -277,10 +253,17 @@ def parse_read(
         aggregates[w.key] = None if value is None else float(value)
     for key, raw in zip(reads.last_keys, last_vals, strict=True):
         aggregates[key] = float(raw) if raw is not None else None
-    caps = dict(zip(reads.cap_actions, map(int, caps_raw), strict=True))
-    rejections: dict[str, list[float]] = {}
-    for action, pairs in zip(reads.fatigued, rej_raw, strict=True):
-        rejections[action] = sorted(float(pairs[i + 1]) for i in range(0, len(pairs), 2))
+    n_caps = len(reads.cap_actions)
+    caps = {
+        action: contact_history.count_after(blob, now - window)
+        for action, window, blob in zip(
+            reads.cap_actions, reads.cap_windows, history[:n_caps], strict=True
+        )
+    }
+    rejections = {
+        action: contact_history.times(blob)
+        for action, blob in zip(reads.fatigued, history[n_caps:], strict=True)
+    }
     return raw_profile, aggregates, caps, rejections
 
 

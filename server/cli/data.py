@@ -46,8 +46,10 @@ def cmd_consume(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    """Convert event windows stored by an older Arbiter to the current layout."""
+    """Convert event windows and contact histories stored by an older Arbiter to the current
+    layouts."""
     from arbiter.engine.store.client import connect
+    from arbiter.engine.store.history_migration import migrate_history
     from arbiter.engine.store.window_migration import migrate_windows
 
     url, embedded = redis_url()
@@ -56,6 +58,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         client = connect(url, socket_timeout=30.0)
         try:
             report = await migrate_windows(client, dry_run=args.dry_run)
+            history = await migrate_history(client, dry_run=args.dry_run)
         finally:
             await client.aclose()
         verb = "would convert" if args.dry_run else "converted"
@@ -66,7 +69,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         )
         return (
             f"arbiter: {verb} the event windows of {report.customers} customers "
-            f"({report.old_keys} old keys, {report.series} series){linked}"
+            f"({report.old_keys} old keys, {report.series} series){linked}; "
+            f"the contact caps and rejections of {history.customers} customers "
+            f"({history.old_keys} old keys, {history.records} records)"
         )
 
     try:

@@ -127,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     logs_cli.add_parser(sub)
     keys.add_parser(sub)
-    p = sub.add_parser("migrate", help="convert stored event windows to this version's layout")
+    p = sub.add_parser(
+        "migrate", help="convert stored event windows and contact caps to this version's layout"
+    )
     p.add_argument("--dry-run", action="store_true", help="count what would be converted")
     p.set_defaults(func=cmd_migrate)
 

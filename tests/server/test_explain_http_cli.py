@@ -20,7 +20,7 @@ from support.paths import CASES_DIR
 from support.server import ADMIN, settings
 
 from arbiter.engine.decision.policies import contact_key
-from arbiter.engine.store import keys
+from arbiter.engine.store import contact_history, keys
 from arbiter.server.app import create_app
 from arbiter.server.cli.main import main
 
@@ -56,12 +56,18 @@ def test_http_and_cli_explain_alike(
 ) -> None:
     now = time.time()
     client = redis.Redis.from_url(redis_url)
-    client.zadd(keys.contacts(CUSTOMER, "capped"), {f"{now - 3600}:a": now - 3600})
-    for i, ago in enumerate((7200, 3600)):
-        client.zadd(keys.rejections(CUSTOMER, "tired"), {f"{now - ago}:{i}": now - ago})
-    # The policy's counter, as the after-decision script keeps it (engine/decision/policies.py).
-    policy = keys.contacts(CUSTOMER, contact_key("tag", "limited", 7 * 86400))
-    client.zadd(policy, {f"{now - 3600}:b": now - 3600})
+    # A contact, two rejections and the policy's counter, as the after-decision script and
+    # feedback keep them (engine/store/contact_history.py, engine/decision/policies.py).
+    policy = contact_key("tag", "limited", 7 * 86400)
+    history = {
+        contact_history.cap_field("capped"): [(now - 3600, "a")],
+        contact_history.rejection_field("tired"): [(now - 7200, "0"), (now - 3600, "1")],
+        contact_history.cap_field(policy): [(now - 3600, "b")],
+    }
+    client.hset(
+        keys.contact_history(CUSTOMER),
+        mapping={f: contact_history.encode(r) for f, r in history.items()},
+    )
     client.close()
 
     app = create_app(settings(redis_url, tmp_path, rules_path=FATES))

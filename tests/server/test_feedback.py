@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from redis.exceptions import ConnectionError as RedisConnectionError
 from support.server import ADMIN, settings
 
-from arbiter.engine.store import keys
+from arbiter.engine.store import contact_history, keys
 from arbiter.engine.store.client import connect_sync
 from arbiter.server.app import create_app
 
@@ -111,25 +111,17 @@ def test_a_failed_rejection_count_is_made_good_by_the_retry(
     assert d["actions"][0]["action"] == "vip_lounge"
     fb = {"decision_id": d["decision_id"], "action": "vip_lounge", "reward": 0}
     redis = client.app.state.arbiter.admin_redis  # type: ignore[attr-defined]
-    real_pipeline = redis.pipeline
+    real_evalsha = redis.evalsha
     failed: list[bool] = []
 
-    def pipeline(*args: Any, **kwargs: Any) -> Any:
-        pipe = real_pipeline(*args, **kwargs)
-        real_execute = pipe.execute
+    async def evalsha(*args: Any, **kwargs: Any) -> Any:
+        # The rejection's write (the customer's contact history), the first time only.
+        if not failed and keys.contact_history("v") in map(str, args):
+            failed.append(True)
+            raise RedisConnectionError("injected: connection reset by peer")
+        return await real_evalsha(*args, **kwargs)
 
-        async def execute(*a: Any, **k: Any) -> Any:
-            stack = [c[0] if isinstance(c, tuple) else c.args for c in pipe.command_stack]
-            rejection = keys.rejections("v", "vip_lounge")
-            if not failed and any(rejection in map(str, args) for args in stack):
-                failed.append(True)
-                raise RedisConnectionError("injected: connection reset by peer")
-            return await real_execute(*a, **k)
-
-        pipe.execute = execute
-        return pipe
-
-    redis.pipeline = pipeline
+    redis.evalsha = evalsha
     first = client.post("/v1/feedback", json=fb)
     assert failed, "the fault was never injected"
     assert first.status_code == 503 and "retry-after" in first.headers, first.text
@@ -138,7 +130,8 @@ def test_a_failed_rejection_count_is_made_good_by_the_retry(
     client.post("/v1/feedback", json=fb)  # a third time counts nothing more
     sync = connect_sync(redis_url)
     try:
-        assert sync.zcard(keys.rejections("v", "vip_lounge")) == 1
+        blob = sync.hget(keys.contact_history("v"), contact_history.rejection_field("vip_lounge"))
+        assert len(contact_history.times(blob)) == 1
     finally:
         sync.close()
     assert len(rewards(redis_url)) == 1

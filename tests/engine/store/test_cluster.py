@@ -81,7 +81,9 @@ def test_fetch_is_one_command_to_one_node(
             touched = [i for i, d in enumerate(deltas) if d]
             assert len(touched) == 1, (customer, deltas)
             (i,) = touched
-            assert deltas[i].pop("cmdstat_evalsha") == 1
+            # The read's commands (the id's link, the profile, its hashes), all on that node.
+            assert deltas[i].pop("cmdstat_get") == 1 and deltas[i].pop("cmdstat_hgetall") == 1
+            assert set(deltas[i]) <= {"cmdstat_hmget"}
             owners.add(i)
             # The node that answered owns the customer (another would reply MOVED).
             assert nodes[i].exists(keys.profile(customer)) == 1

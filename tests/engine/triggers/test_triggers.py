@@ -21,7 +21,7 @@ from arbiter.engine.log.replay import replay
 from arbiter.engine.log.writer import DecisionLog
 from arbiter.engine.plan import Plan
 from arbiter.engine.records import RECORD_DECODER
-from arbiter.engine.store import keys
+from arbiter.engine.store import contact_history, keys
 from arbiter.engine.store.client import AsyncRedisClient
 from arbiter.engine.store.profiles import Event, ProfileStore
 from arbiter.engine.triggers.runner import TriggerRunner
@@ -211,7 +211,8 @@ async def _two_workers_and_a_restart(redis: AsyncRedisClient, plan: Plan) -> Non
     # One decision, one contact per customer, though three were decided by the dead worker.
     assert len({e["decision_id"] for e in entries}) == 40
     for i in range(40):
-        assert await redis.zcard(keys.contacts(f"c{i}", "cart_reminder")) == 1
+        blob = await redis.hget(keys.contact_history(f"c{i}"), "c:cart_reminder")
+        assert len(contact_history.times(blob)) == 1
 
 
 def test_two_workers_and_a_restart_fire_every_trigger_exactly_once(

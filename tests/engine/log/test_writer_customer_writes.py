@@ -1,0 +1,55 @@
+"""The write behind a decision: index entries and contacts, scripted only where contacts are.
+
+A decision that counted no contact indexes its log entry with plain
+commands; one that did runs the alias-guarded script. A Redis without the
+script loaded (new or restarted) gets it loaded, and only the scripts are
+sent again: the plain commands, which ran, are not repeated.
+"""
+
+from __future__ import annotations
+
+import time
+
+from support.store import DAY, run, shop_plan
+
+from arbiter.engine.decision.decide import decide
+from arbiter.engine.decision.oracle import LiveOracle
+from arbiter.engine.log.writer import DecisionLog
+from arbiter.engine.records import DecideRequest
+from arbiter.engine.store import keys
+from arbiter.engine.store.profiles import ProfileStore
+
+
+def test_mixed_batch_after_a_script_flush_writes_each_entry_once(redis_url: str) -> None:
+    plan = shop_plan()
+    now = time.time()
+
+    async def body(s: ProfileStore) -> tuple[list[bytes], list[bytes], dict[str, int], int]:
+        await s.redis.script_flush()
+        log = DecisionLog(s.redis, s)
+        for customer in ("plain", "capped"):
+            inputs = await s.fetch(customer, plan.needs, now)
+            _, record = decide(
+                plan,
+                DecideRequest(customer, {"channel": "web"}),
+                inputs,
+                decision_id=f"d-{customer}",
+                now=now,
+                oracle=LiveOracle({}, {}),
+            )
+            contacts = [("welcome_offer", 7 * DAY)] if customer == "capped" else []
+            log.submit(record, contacts)
+        await s.redis.script_flush()  # the read loaded the scripts: gone again
+        await log.flush()
+        plain = await s.redis.lrange(keys.decision_index("plain"), 0, -1)
+        capped = await s.redis.lrange(keys.decision_index("capped"), 0, -1)
+        caps = (await s.fetch("capped", plan.needs, now + 1)).caps
+        ttl = await s.redis.ttl(keys.decision_index("plain"))
+        return plain, capped, caps, ttl
+
+    plain, capped, caps, ttl = run(redis_url, body)
+    assert [e[:2] for e in plain] == [b"s:", b"d:"] and plain[1] == b"d:d-plain"
+    assert [e[:2] for e in capped] == [b"s:", b"d:"] and capped[1] == b"d:d-capped"
+    assert caps["welcome_offer"] == 1
+    assert 0 < ttl <= 7 * DAY
+    assert not run(redis_url, lambda s: s.redis.exists(keys.contact_history("plain")))
