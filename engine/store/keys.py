@@ -140,6 +140,8 @@ OUTCOME_STREAM = f"{PREFIX}:outcomes"
 OUTCOME_TYPES = f"{PREFIX}:outcomes:types"
 #: Sorted set of every open exposure (score = window end), for closing windows with reward 0.
 EXPOSURES_DUE = f"{PREFIX}:exposures:due"
+#: Hash: exposure -> when a closer first deferred it (waiting for an unhandled event).
+EXPOSURES_DEFERRED = f"{PREFIX}:exposures:deferred"
 
 
 def feedback_seen(decision_id: str, action: str) -> str:
