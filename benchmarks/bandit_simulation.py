@@ -49,6 +49,7 @@ import itertools
 import json
 import os
 import random
+import signal
 import statistics
 import sys
 import tempfile
@@ -263,8 +264,8 @@ def play_served(
     ``targets`` are (port, events) pairs. A server with ``events`` false gets
     ``POST /v1/feedback`` with the visitor's reward after every decision (b);
     one with ``events`` true gets no feedback at all (e): only a ``purchase``
-    event, with its ``amount``, through ``POST /v1/events`` when the visitor
-    buys; its bandit's ``reward purchase within ... value amount`` attributes
+    event, with its ``amount`` and the time the visitor bought (as the
+    decision's answer arrived), through ``POST /v1/events``; its bandit's ``reward purchase within ... value amount`` attributes
     it, and a decision without a purchase is rewarded 0 when its window closes.
 
     Visitors are taken in stream order from a shared counter, so the stream is
@@ -290,14 +291,18 @@ def play_served(
         )
         if status != 200:
             raise RuntimeError(f"decide answered {status}: {body[:200]!r}")
+        seen_at = time.time()  # when the visitor saw the banner (and bought, if they did)
         decision = json.loads(body)
         arm = decision["actions"][0]["action"]
         reward = stream.reward(i, arm)
         if events:
             if reward:
+                # The site stamps the purchase with the time it happened, as a site's
+                # event feed does; the server's queue before it is handled does not move it.
                 purchase = {
                     "customer_id": f"v{i}",
                     "type": "purchase",
+                    "ts": seen_at,
                     "properties": {"amount": reward},
                 }
                 status, body = client.call("POST", "/v1/events", {"events": [purchase]})
@@ -526,6 +531,8 @@ def main() -> int:
         help="purchases worth a visitor's amount, uniform in [0.5, 1.5], not 1",
     )
     args = ap.parse_args()
+    # A stop signal ends the run through the `finally`s, which stop the servers and Redis.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if not 100 <= args.decisions <= 20_000:
         ap.error("--decisions must be between 100 and 20000")
     external = os.environ.get("ARBITER_REDIS_URL")
