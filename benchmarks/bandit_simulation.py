@@ -605,6 +605,9 @@ def main() -> int:
                 ]
             served = played[0]
             by_events = played[1] if len(played) > 1 else None
+            if served.outcome.n < args.decisions:
+                print(f"time bound reached in run {run}: its {served.outcome.n} visitors left out")
+                break
             if by_events is not None:
                 # Every purchase must come back as an event-attributed reward.
                 check = connect_sync(urls[1])
