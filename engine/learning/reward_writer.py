@@ -27,10 +27,9 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
-from redis.exceptions import NoScriptError
-
 from arbiter.engine.store import keys
 from arbiter.engine.store.client import AsyncRedisClient
+from arbiter.engine.store.scripts import eval_pipelined, script_sha
 
 __all__ = ["APPEND_LUA", "Reward", "RewardOutcome", "append_reward", "append_rewards"]
 
@@ -48,6 +47,7 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*',
 redis.call('SET', KEYS[1], ARGV[4], 'EX', ARGV[6])
 return {1, ARGV[4]}
 """
+_APPEND_SHA: Final = script_sha(APPEND_LUA)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,31 +130,6 @@ async def append_rewards(
     and the rest not, and calling again with the same batch appends exactly
     the rest (the others are duplicates).
     """
-    if not rewards:
-        return []
-    sha = cast(Any, redis.register_script(APPEND_LUA)).sha
     calls = [_call(r, marker_ttl_s, stream_maxlen) for r in rewards]
-    replies = await _evalsha_all(redis, sha, calls)
-    missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
-    if missing:
-        # A new or restarted Redis has no script cache; only those calls did not run.
-        await redis.script_load(APPEND_LUA)
-        again = await _evalsha_all(redis, sha, [calls[i] for i in missing])
-        for i, reply in zip(missing, again, strict=True):
-            replies[i] = reply
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
+    replies = await eval_pipelined(redis, APPEND_LUA, _APPEND_SHA, calls)
     return [_outcome(r) for r in replies]
-
-
-async def _evalsha_all(
-    redis: AsyncRedisClient, sha: str, calls: Sequence[tuple[list[str], list[Any]]]
-) -> list[Any]:
-    # EVALSHA through execute_command: redis-py refuses `pipe.evalsha` on a
-    # cluster pipeline, but routes the raw command by its first key.
-    pipe = redis.pipeline(transaction=False)
-    for key_list, args in calls:
-        pipe.execute_command("EVALSHA", sha, len(key_list), *key_list, *args)
-    replies: list[Any] = await pipe.execute(raise_on_error=False)
-    return replies

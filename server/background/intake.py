@@ -60,6 +60,7 @@ def start_intake(st: AppState) -> Any:
         on_count=lambda outcome, n: st.metrics.intake.labels(outcome).inc(n),
         outcomes=lambda: live_outcome_types(st),
         triggers=lambda: live_triggers(st),
+        trigger_shards=st.settings.trigger_shards,
     )
     st.intake = consumer
     return asyncio.get_running_loop().create_task(consumer.run(st.stop), name="intake")
