@@ -417,7 +417,9 @@ class Attributor:
                 # handles it (the exposure was stored after the attributors' passes).
                 found.append((member, exp, 1.0, float(last)))
             elif pending and now < waiting_since + self.max_defer:
-                defer[member] = now
+                # Looked at again a grace (at least a poll) later, not at once: a closer
+                # must not spin on windows waiting for the attributors.
+                defer[member] = now + max(0.0, self.poll_interval - self.grace)
             else:
                 settle.append((member, exp, 0.0, exp.deadline))
         if gone:
