@@ -15,7 +15,16 @@ decides whether the shown banner is clicked) is played by four policies:
 (c) the same ruleset and VW decided in this process (`engine.decision.decide` over a
     `BanditModel`), learning after every decision: the loop without a
     server, a stream, a learner or publishing lag;
-(d) the optimum: the best banner of every context.
+(d) the optimum: the best banner of every context;
+(e) with ``--events-window W``: the served loop again, on a second server
+    with its own Redis, the site sending **no feedback at all**: a click is a
+    purchase, sent as a ``purchase`` event with its ``amount``, and the
+    bandit declares ``reward purchase within W value amount``; decisions
+    without a purchase are rewarded 0 when their window closes. (b) and (e)
+    run at the same time, visitor by visitor (each client thread plays
+    visitor i on both servers, in alternating order), so the machine's load
+    hits both alike; the reward (b) sends as feedback and the amount (e)'s
+    purchase event carries are the same number.
 
 Using the same visitors and click draws for every policy (common random
 numbers) removes most of the noise from the comparison. "expected" is the
@@ -24,20 +33,23 @@ the click noise. Per-run ratios are printed as well as the means, since one
 VW run differs from another by a few percent by chance.
 
     python -m benchmarks.bandit_simulation [--decisions 8000] [--runs 8] [--threads 4]
+    python -m benchmarks.bandit_simulation --events-window 200ms --runs 8 --decisions 4000
 
 Load goes to 127.0.0.1 only and is bounded by ``--decisions`` and
 ``--max-seconds``. An embedded Redis is started unless ``ARBITER_REDIS_URL``
 is set, in which case ``--flush-external`` must be given, because each run
-starts from an empty Redis (FLUSHALL).
+starts from an empty Redis (FLUSHDB; (e) uses database 1 of it).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
 import random
+import signal
 import statistics
 import sys
 import tempfile
@@ -46,6 +58,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from scipy import stats as scipy_stats
 
 from arbiter import dsl
 from arbiter.engine.codegen.compiler import compile_plan
@@ -105,31 +119,45 @@ def best_arm(device: str, page: str) -> str:
 
 @dataclass(frozen=True)
 class Stream:
-    """The visitors of one run: a context each, and the uniform number that decides a click."""
+    """The visitors of one run: a context each, the uniform number that decides a click
+    (a purchase), and what the visitor spends if they buy."""
 
     contexts: list[tuple[str, str]]
     uniforms: list[float]
+    amounts: list[float]
 
     def reward(self, i: int, arm: str) -> float:
-        """1 if visitor ``i`` clicks ``arm`` (common random numbers across policies), else 0."""
+        """Visitor ``i``'s amount if they buy after seeing ``arm``, else 0.
+
+        Common random numbers across policies: the same visitor buys the same
+        banner in every policy, for the same amount.
+        """
         device, page = self.contexts[i]
-        return 1.0 if self.uniforms[i] < click_probability(device, page, arm) else 0.0
+        return self.amounts[i] if self.uniforms[i] < click_probability(device, page, arm) else 0.0
 
 
-def make_stream(n: int, seed: int) -> Stream:
-    """``n`` visitors, uniform over the nine contexts, from one seeded RNG."""
+def make_stream(n: int, seed: int, *, amounts: bool = False) -> Stream:
+    """``n`` visitors, uniform over the nine contexts, from one seeded RNG.
+
+    Every purchase is worth 1 unless ``amounts``: then each visitor's amount is
+    uniform in [0.5, 1.5] (mean 1, so "expected" stays a click probability),
+    drawn after the rest so the contexts and clicks are the same either way.
+    """
     rng = random.Random(seed)
     contexts = [rng.choice(CONTEXTS) for _ in range(n)]
-    return Stream(contexts, [rng.random() for _ in range(n)])
+    uniforms = [rng.random() for _ in range(n)]
+    values = [rng.uniform(0.5, 1.5) if amounts else 1.0 for _ in range(n)]
+    return Stream(contexts, uniforms, values)
 
 
 @dataclass
 class Outcome:
     """What one policy earned on one stream."""
 
-    reward: float = 0.0  # clicks
+    reward: float = 0.0  # clicks (purchases), or their amounts
     expected: float = 0.0  # sum of the shown arms' true click probabilities
     n: int = 0
+    hits: int = 0  # visitors who bought
 
     def add(self, stream: Stream, i: int, arm: str) -> float:
         """Count visitor ``i`` shown ``arm``; returns the reward."""
@@ -137,6 +165,7 @@ class Outcome:
         self.reward += reward
         self.expected += click_probability(*stream.contexts[i], arm)
         self.n += 1
+        self.hits += reward > 0
         return reward
 
     @property
@@ -228,63 +257,82 @@ class Served:
 
 
 def play_served(
-    stream: Stream, port: int, threads: int, deadline: float, *, events: bool = False
-) -> Served:
-    """(b): each visitor decided and rewarded over HTTP, ``threads`` keep-alive connections.
+    stream: Stream, targets: Sequence[tuple[int, bool]], threads: int, deadline: float
+) -> list[Served]:
+    """(b), and (e), over HTTP: ``threads`` keep-alive connections to each server.
 
-    With ``events`` (policy (e)), the site sends no feedback at all: only a
-    ``click`` event through ``POST /v1/events`` when the visitor clicks; the
-    bandit's ``reward click within ...`` attributes it, and a decision without
-    a click is rewarded 0 when its window closes.
+    ``targets`` are (port, events) pairs. A server with ``events`` false gets
+    ``POST /v1/feedback`` with the visitor's reward after every decision (b);
+    one with ``events`` true gets no feedback at all (e): only a ``purchase``
+    event, with its ``amount`` and the time the visitor bought (as the
+    decision's answer arrived), through ``POST /v1/events``; its bandit's ``reward purchase within ... value amount`` attributes
+    it, and a decision without a purchase is rewarded 0 when its window closes.
 
     Visitors are taken in stream order from a shared counter, so the stream is
     the same as for (c) up to the interleaving of at most ``threads`` requests.
-    Several connections let the kernel spread them over both workers.
+    Each thread plays its visitor on every target before taking the next, the
+    order alternating with the visitor, so the servers progress through the
+    stream together and under the same load. Several connections let the
+    kernel spread them over both workers.
     """
     n = len(stream.contexts)
-    ids: list[str | None] = [None] * n
-    arms: list[str | None] = [None] * n
+    ids: list[list[str | None]] = [[None] * n for _ in targets]
+    arms: list[list[str | None]] = [[None] * n for _ in targets]
     counter = itertools.count()
     lock = threading.Lock()
     errors: list[BaseException] = []
 
+    def visit(client: Client, i: int, events: bool) -> tuple[str, str]:
+        device, page = stream.contexts[i]
+        status, body = client.call(
+            "POST",
+            "/v1/decide",
+            {"customer_id": f"v{i}", "context": {"device": device, "page": page}},
+        )
+        if status != 200:
+            raise RuntimeError(f"decide answered {status}: {body[:200]!r}")
+        seen_at = time.time()  # when the visitor saw the banner (and bought, if they did)
+        decision = json.loads(body)
+        arm = decision["actions"][0]["action"]
+        reward = stream.reward(i, arm)
+        if events:
+            if reward:
+                # The site stamps the purchase with the time it happened, as a site's
+                # event feed does; the server's queue before it is handled does not move it.
+                purchase = {
+                    "customer_id": f"v{i}",
+                    "type": "purchase",
+                    "ts": seen_at,
+                    "properties": {"amount": reward},
+                }
+                status, body = client.call("POST", "/v1/events", {"events": [purchase]})
+                if status != 202:
+                    raise RuntimeError(f"events answered {status}: {body[:200]!r}")
+            return decision["decision_id"], arm
+        feedback = {
+            "decision_id": decision["decision_id"],
+            "action": arm,
+            # The failures are sent too: the learner drops decisions
+            # without feedback, and a model fed only clicks cannot
+            # tell the banners apart.
+            "reward": reward,
+        }
+        status, body = client.call("POST", "/v1/feedback", feedback)
+        if status != 202:
+            raise RuntimeError(f"feedback answered {status}: {body[:200]!r}")
+        return decision["decision_id"], arm
+
     def client_loop() -> None:
-        client = Client(port, {"authorization": f"Bearer {ADMIN_KEY}"})
+        clients = [Client(port, {"authorization": f"Bearer {ADMIN_KEY}"}) for port, _ in targets]
+        order = list(range(len(targets)))
         try:
             while time.monotonic() < deadline:
                 with lock:
                     i = next(counter)
                 if i >= n:
                     return
-                device, page = stream.contexts[i]
-                status, body = client.call(
-                    "POST",
-                    "/v1/decide",
-                    {"customer_id": f"v{i}", "context": {"device": device, "page": page}},
-                )
-                if status != 200:
-                    raise RuntimeError(f"decide answered {status}: {body[:200]!r}")
-                decision = json.loads(body)
-                arm = decision["actions"][0]["action"]
-                ids[i], arms[i] = decision["decision_id"], arm
-                if events:
-                    if stream.reward(i, arm):
-                        click = {"events": [{"customer_id": f"v{i}", "type": "click"}]}
-                        status, body = client.call("POST", "/v1/events", click)
-                        if status != 202:
-                            raise RuntimeError(f"events answered {status}: {body[:200]!r}")
-                    continue
-                feedback = {
-                    "decision_id": decision["decision_id"],
-                    "action": arm,
-                    # The failures are sent too: the learner drops decisions
-                    # without feedback, and a model fed only clicks cannot
-                    # tell the banners apart.
-                    "reward": stream.reward(i, arm),
-                }
-                status, body = client.call("POST", "/v1/feedback", feedback)
-                if status != 202:
-                    raise RuntimeError(f"feedback answered {status}: {body[:200]!r}")
+                for t in order if i % 2 == 0 else order[::-1]:
+                    ids[t][i], arms[t][i] = visit(clients[t], i, targets[t][1])
         except BaseException as exc:
             errors.append(exc)
 
@@ -297,11 +345,14 @@ def play_served(
     seconds = time.perf_counter() - started
     if errors:
         raise errors[0]
-    out = Outcome()
-    for i, arm in enumerate(arms):
-        if arm is not None:
-            out.add(stream, i, arm)
-    return Served(out, ids, seconds)
+    served: list[Served] = []
+    for target_ids, target_arms in zip(ids, arms, strict=True):
+        out = Outcome()
+        for i, arm in enumerate(target_arms):
+            if arm is not None:
+                out.add(stream, i, arm)
+        served.append(Served(out, target_ids, seconds))
+    return served
 
 
 @dataclass
@@ -407,20 +458,40 @@ def print_table(results: Sequence[dict[str, Outcome]]) -> None:
             f"sd {spread:.3f}, so the mean's standard error is {spread / len(per_run) ** 0.5:.3f}"
         )
     if all("events" in r for r in results):
-        e = mean("events", "mean")
-        b_mean = mean("served", "mean")
-        per = [r["events"].mean / r["served"].mean for r in results]
-        print(
-            f"(e) served, click events only (no feedback): {e:.4f}; (e)/(b) = {e / b_mean:.3f} "
-            f"(per run {' '.join(f'{x:.3f}' for x in per)}); target >= 0.95: "
-            f"{'PASS' if e >= 0.95 * b_mean else 'FAIL'}"
-        )
+        print_events(results)
     b = mean("served", "mean")
     a = mean("uniform", "mean")
     verdict = "PASS" if b >= 0.98 * c and b > 1.5 * a else "FAIL"
     print(
         f"target (b) >= 0.98 x (c) and well above (a): (b)/(c) = {b / c:.3f}, (b)/(a) = {b / a:.2f}: {verdict}"
     )
+
+
+def mean_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of ``values`` and its Student t interval (runs are independent streams)."""
+    m = statistics.fmean(values)
+    if len(values) < 2:
+        return m, float("nan"), float("nan")
+    half = float(scipy_stats.t.ppf(0.5 + level / 2, len(values) - 1)) * statistics.stdev(values)
+    half /= len(values) ** 0.5
+    return m, m - half, m + half
+
+
+def print_events(results: Sequence[dict[str, Outcome]]) -> None:
+    """(e) against (b): per-run ratios, their mean with a 95% interval, the ratio of means."""
+    per = [r["events"].mean / r["served"].mean for r in results]
+    per_exp = [r["events"].mean_expected / r["served"].mean_expected for r in results]
+    m, lo, hi = mean_interval(per)
+    me, loe, hie = mean_interval(per_exp)
+    e, b = (statistics.fmean(r[k].mean for r in results) for k in ("events", "served"))
+    print(f"(e) served, purchase events only (no feedback): {e:.4f} against (b) {b:.4f}")
+    print(f"  (e)/(b) reward per run:   {' '.join(f'{x:.3f}' for x in per)}")
+    print(f"  (e)/(b) expected per run: {' '.join(f'{x:.3f}' for x in per_exp)}")
+    print(
+        f"  (e)/(b) reward: mean of runs {m:.3f}, 95% CI [{lo:.3f}, {hi:.3f}]; ratio of means {e / b:.3f}"
+    )
+    print(f"  (e)/(b) expected: mean of runs {me:.3f}, 95% CI [{loe:.3f}, {hie:.3f}]")
+    print(f"  target (e) >= 0.95 x (b): {'PASS' if e >= 0.95 * b else 'FAIL'}")
 
 
 # --- main ----------------------------------------------------------------------
@@ -440,23 +511,33 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--inproc-repeats", type=int, default=3, help="(c) runs averaged per stream")
     ap.add_argument(
-        "--flush-external", action="store_true", help="allow FLUSHALL of ARBITER_REDIS_URL"
+        "--flush-external",
+        action="store_true",
+        help="allow FLUSHDB of ARBITER_REDIS_URL (and its database 1)",
     )
     ap.add_argument(
         "--events-window",
         default="",
-        help="also play (e): the site sends only click events, the bandit declares "
-        "`reward click within WINDOW` (e.g. 500ms); empty: skip (e)",
+        help="also play (e), at the same time as (b): the site sends only purchase events, "
+        "the bandit declares `reward purchase within WINDOW value amount` (e.g. 200ms); "
+        "empty: skip (e)",
     )
     ap.add_argument(
         "--grace-ms", type=int, default=100, help="ARBITER_ATTRIBUTION_GRACE_MS for (e)"
     )
+    ap.add_argument(
+        "--amounts",
+        action="store_true",
+        help="purchases worth a visitor's amount, uniform in [0.5, 1.5], not 1",
+    )
     args = ap.parse_args()
+    # A stop signal ends the run through the `finally`s, which stop the servers and Redis.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if not 100 <= args.decisions <= 20_000:
         ap.error("--decisions must be between 100 and 20000")
     external = os.environ.get("ARBITER_REDIS_URL")
     if external and not args.flush_external:
-        ap.error("ARBITER_REDIS_URL is set: pass --flush-external to let every run FLUSHALL it")
+        ap.error("ARBITER_REDIS_URL is set: pass --flush-external to let every run FLUSHDB it")
     deadline = time.monotonic() + args.max_seconds
 
     print("contexts (device, page): best arm, its click probability, gap to the next")
@@ -468,99 +549,109 @@ def main() -> int:
 
     plan = load_plan()
     results: list[dict[str, Outcome]] = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         events_rules: Path | None = None
         if args.events_window:
-            # The same ruleset, its bandit rewarded by `click` events instead of feedback.
+            # The same ruleset, its bandit rewarded by `purchase` events instead of feedback.
             events_rules = Path(tmp) / "sim.rules"
             events_rules.write_text(
-                RULES.read_text().replace(
+                RULES.read_text()
+                .replace("\naction ", "\nevent purchase { amount: number }\n\naction ", 1)
+                .replace(
                     "  explore epsilon 0.05\n",
-                    f"  explore epsilon 0.05\n  reward click within {args.events_window}\n",
+                    "  explore epsilon 0.05\n"
+                    f"  reward purchase within {args.events_window} value amount\n",
                 )
             )
-        embedded = None if external else EmbeddedRedis(Path(tmp) / "redis", persistent=False)
-        if embedded is not None:
+        # (b) and (e) each have a Redis of their own: they run at the same time.
+        urls: list[str] = []
+        for k in range(2 if events_rules is not None else 1):
+            if external:
+                urls.append(external.rstrip("/") + f"/{k}" if k else external)
+                continue
+            embedded = EmbeddedRedis(Path(tmp) / f"redis{k}", persistent=False)
             embedded.start()
-        url = external or (embedded.url if embedded else "")
-        try:
-            for run in range(args.runs):
-                if time.monotonic() > deadline:
-                    print(f"time bound reached after {run} run(s)")
-                    break
-                stream = make_stream(args.decisions, args.seed + run)
-
-                def serve_once(
-                    rules: Path, events: bool, stream: Stream = stream
-                ) -> tuple[Served, LoopStats]:
+            stack.callback(embedded.stop)
+            urls.append(embedded.url)
+        for run in range(args.runs):
+            if time.monotonic() > deadline:
+                print(f"time bound reached after {run} run(s)")
+                break
+            stream = make_stream(args.decisions, args.seed + run, amounts=args.amounts)
+            plays = [(RULES, False)] + ([(events_rules, True)] if events_rules else [])
+            with contextlib.ExitStack() as servers:
+                targets: list[tuple[int, bool]] = []
+                for (rules, events), url in zip(plays, urls, strict=True):
                     flush = connect_sync(url)
-                    flush.flushall()
+                    flush.flushdb()
                     flush.close()
                     port = free_port()
                     env = {
                         "ARBITER_REDIS_URL": url,
-                        "ARBITER_DATA_DIR": str(Path(tmp) / "data"),
+                        "ARBITER_DATA_DIR": str(Path(tmp) / f"data{len(targets)}"),
                         "ARBITER_RELOAD_INTERVAL_MS": str(args.reload_ms),
                         "ARBITER_LEARNER": "inproc",
                         "ARBITER_ADMIN_KEY": ADMIN_KEY,
                         "ARBITER_ATTRIBUTION_GRACE_MS": str(args.grace_ms),
                     }
-                    argv = arbiter_argv(str(rules), port, workers=args.workers)
-                    with server(argv, port, env):
-                        out = play_served(stream, port, args.threads, deadline, events=events)
-                        stats = loop_stats(url, out, args.threads)
-                    if events:
-                        # Every click must come back as an event-attributed reward of 1.
-                        check = connect_sync(url)
-                        sources = [f.get(b"source") for _, f in check.xrange(keys.REWARD_STREAM)]
-                        check.close()
-                        print(
-                            f"       (e) clicks sent {int(out.outcome.reward)}, rewarded by event "
-                            f"{sources.count(b'event')}, windows closed with 0 "
-                            f"{sources.count(b'window')}"
-                        )
-                    return out, stats
-
-                served, stats = serve_once(RULES, False)
-                by_events: Served | None = None
-                if events_rules is not None:
-                    by_events, events_stats = serve_once(events_rules, True)
-                t0 = time.perf_counter()
-                inproc = play_in_process_avg(stream, plan, run, args.inproc_repeats)
-                inproc_s = time.perf_counter() - t0
-                result = {
-                    "uniform": play_uniform(stream, args.seed + 1000 + run),
-                    "served": served.outcome,
-                    "inproc": inproc,
-                    "optimum": play_optimum(stream),
-                }
-                if by_events is not None:
-                    result["events"] = by_events.outcome
-                results.append(result)
-                rate = served.outcome.n / served.seconds
-                print(
-                    f"run {run}: (a) {result['uniform'].mean:.4f}  (b) {served.outcome.mean:.4f}  "
-                    f"(c) {inproc.mean:.4f}  (d) {result['optimum'].mean:.4f}  "
-                    f"(b)/(c) {_ratio(served.outcome.mean, inproc.mean)}  "
-                    f"[served {served.outcome.n} in {served.seconds:.1f}s = {rate:.0f} decide+feedback/s; "
-                    f"in-process {inproc_s:.1f}s]"
-                )
-                print(
-                    f"       learner: {stats.published} versions published, {stats.learned} of "
-                    f"{served.outcome.n} rewards learned; rewards not yet in the deciding model: "
-                    f"median {stats.lag_median:.0f}, p90 {stats.lag_p90:.0f}, max {stats.lag_max:.0f} "
-                    f"(median {1000 * stats.lag_median / rate:.0f} ms at this rate)"
-                )
-                if by_events is not None:
-                    print(
-                        f"       (e) events only: {by_events.outcome.mean:.4f}, (e)/(b) "
-                        f"{_ratio(by_events.outcome.mean, served.outcome.mean)}; "
-                        f"{events_stats.learned} of {by_events.outcome.n} rewards learned "
-                        f"[{by_events.outcome.n / by_events.seconds:.0f} decide(+click event)/s]"
+                    servers.enter_context(
+                        server(arbiter_argv(str(rules), port, workers=args.workers), port, env)
                     )
-        finally:
-            if embedded is not None:
-                embedded.stop()
+                    targets.append((port, events))
+                played = play_served(stream, targets, args.threads, deadline)
+                stats = [
+                    loop_stats(url, out, args.threads)
+                    for url, out in zip(urls, played, strict=True)
+                ]
+            served = played[0]
+            by_events = played[1] if len(played) > 1 else None
+            if served.outcome.n < args.decisions:
+                print(f"time bound reached in run {run}: its {served.outcome.n} visitors left out")
+                break
+            if by_events is not None:
+                # Every purchase must come back as an event-attributed reward.
+                check = connect_sync(urls[1])
+                sources = [f.get(b"source") for _, f in check.xrange(keys.REWARD_STREAM)]
+                check.close()
+                print(
+                    f"       (e) purchases sent {by_events.outcome.hits}, rewarded by event "
+                    f"{sources.count(b'event')}, windows closed with 0 "
+                    f"{sources.count(b'window')}"
+                )
+            t0 = time.perf_counter()
+            inproc = play_in_process_avg(stream, plan, run, args.inproc_repeats)
+            inproc_s = time.perf_counter() - t0
+            result = {
+                "uniform": play_uniform(stream, args.seed + 1000 + run),
+                "served": served.outcome,
+                "inproc": inproc,
+                "optimum": play_optimum(stream),
+            }
+            if by_events is not None:
+                result["events"] = by_events.outcome
+            results.append(result)
+            rate = served.outcome.n / served.seconds
+            print(
+                f"run {run}: (a) {result['uniform'].mean:.4f}  (b) {served.outcome.mean:.4f}  "
+                f"(c) {inproc.mean:.4f}  (d) {result['optimum'].mean:.4f}  "
+                f"(b)/(c) {_ratio(served.outcome.mean, inproc.mean)}  "
+                f"[served {served.outcome.n} in {served.seconds:.1f}s = {rate:.0f} visitors/s; "
+                f"in-process {inproc_s:.1f}s]"
+            )
+            print(
+                f"       learner: {stats[0].published} versions published, {stats[0].learned} of "
+                f"{served.outcome.n} rewards learned; rewards not yet in the deciding model: "
+                f"median {stats[0].lag_median:.0f}, p90 {stats[0].lag_p90:.0f}, "
+                f"max {stats[0].lag_max:.0f} (median {1000 * stats[0].lag_median / rate:.0f} ms "
+                "at this rate)"
+            )
+            if by_events is not None:
+                print(
+                    f"       (e) events only: {by_events.outcome.mean:.4f}, (e)/(b) "
+                    f"{_ratio(by_events.outcome.mean, served.outcome.mean)}, expected "
+                    f"{_ratio(by_events.outcome.mean_expected, served.outcome.mean_expected)}; "
+                    f"{stats[1].learned} of {by_events.outcome.n} rewards learned"
+                )
     if not results:
         return 1
     print_table(results)

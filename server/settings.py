@@ -88,6 +88,8 @@ class Settings:
     trigger_webhook_secret: str | None = field(
         default=None, metadata={"env": "ARBITER_TRIGGER_WEBHOOK_SECRET"}
     )
+    #: Shards of the trigger schedule, each under its own hash tag (docs/outcomes.md).
+    trigger_shards: int = field(default=1, metadata={"env": "ARBITER_TRIGGER_SHARDS"})
 
     @classmethod
     def from_env(
@@ -134,6 +136,8 @@ class Settings:
                 raise SettingsError(
                     "ARBITER_TRIGGER_WEBHOOK_SECRET must be set with ARBITER_TRIGGER_WEBHOOK_URL"
                 )
+        if not 1 <= self.trigger_shards <= 1024:
+            raise SettingsError("ARBITER_TRIGGER_SHARDS must be between 1 and 1024")
         if self.attribution_grace_ms < 0:
             raise SettingsError("ARBITER_ATTRIBUTION_GRACE_MS must not be negative")
         if self.learner not in ("inproc", "off"):

@@ -77,18 +77,21 @@ class IntakeConsumer:
         outcomes: Callable[[], Collection[str]] = frozenset,
         triggers: Callable[[], Sequence[tuple[str, TriggerDecl]]] = tuple,
         grouped: Callable[[], Collection[str]] = frozenset,
+        trigger_shards: int = 1,
     ) -> None:
         """`schema` and `actions` are asked per batch, so hot-swapped rulesets apply at once.
 
         So are `outcomes` (event types a live ruleset rewards or measures: they also
         go to the outcome stream, as from `POST /v1/events`) and `triggers` (the live
-        `trigger` declarations, by ruleset: events schedule their firings) and
-        `grouped` (`"<event>.<prop>"` a live ruleset counts per value).
+        `trigger` declarations, by ruleset: events schedule their firings, over
+        `trigger_shards` schedule shards) and `grouped` (`"<event>.<prop>"` a live
+        ruleset counts per value).
 
         `on_count(outcome, n)` is told of every outcome as it happens ('counted',
         'duplicate', 'identify', 'dead_letter'): the server feeds its metrics so.
         """
         self.source, self.store = source, store
+        self.trigger_shards = trigger_shards
         self.schema, self.actions = schema, actions
         self.batch, self.clock = batch, clock
         self.on_count = on_count or (lambda outcome, n: None)
@@ -170,7 +173,9 @@ class IntakeConsumer:
         )
         specs = self.triggers()
         if specs:
-            await schedule_triggers(self.store.redis, specs, events, now)
+            await schedule_triggers(
+                self.store.redis, specs, events, now, shards=self.trigger_shards
+            )
         self.stats.counted += counted
         self.stats.duplicates += len(events) - counted
         self.on_count("counted", counted)

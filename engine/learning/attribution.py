@@ -25,12 +25,12 @@ The attribution rule:
   window). Not last touch: each decision is a separate bandit example, and
   telling an earlier decision it failed because a later one was credited would
   teach the model a falsehood.
-- **Once per decision.** The first qualifying event closes an exposure; later
-  events in its window do not reward it again. Closing is a ``ZREM`` on the
-  customer's key, so exactly one of concurrent events and the window's end
-  wins, on one Redis or a Cluster. Explicit feedback and attribution share
-  the feedback marker (``keys.feedback_seen``, set if absent): whichever
-  arrives first is the decision's reward.
+- **Once per decision.** The first qualifying event closes an exposure;
+  later events in its window do not reward it again. Every reward goes
+  through the one script of `engine.learning.reward_writer`, which checks the
+  decision's "already rewarded" marker (``keys.feedback_seen``) and appends
+  the reward in one step: of concurrent events, the window's end, explicit
+  feedback and two workers, exactly one appends.
 - **The reward** is the event's ``value`` property (a number), or 1 without
   ``value``. An event that lacks the property, or has a non-numeric one,
   rewards nothing and leaves the exposure open.
@@ -42,9 +42,23 @@ The attribution rule:
   (``keys.last_seen``) is inside the window, no attributor matched it (it
   was behind, or the exposure was stored after both passes): a reward
   without ``value`` is then 1 at once; one with ``value`` waits for the
-  attributors, up to ``max_defer`` seconds after the window, then is 0.
-- **At most once.** An exposure is claimed (removed) before its reward is
-  appended; a process that dies between the two loses that one reward.
+  attributors, up to ``max_defer`` seconds after a closer first found it
+  waiting (not after the window: after a downtime, windows long past are
+  closed while the attributors catch up on the events), then is 0.
+- **Exactly once, through crashes.** The reward is appended first, atomically
+  with its marker; only then is the exposure removed from the customer's key
+  and the due index. A process that dies in between leaves the exposure
+  open: whoever next meets it (an event, or the window's end) finds the
+  marker and only tidies up. A worker closing windows claims them with a
+  lease (their due time moved ``lease`` seconds on), not by removing them, so
+  windows claimed by a worker that died come due again. Outcome events a
+  dead worker read are claimed by another after ``claim_idle_ms``.
+- **Redis Cluster.** The marker and the reward stream share a hash tag, so
+  the check-and-append is one script in one slot. The exposure keys live in
+  their customers' slots and are not part of it: removing an exposure is
+  tidying, never the claim. (A customer erased while their window is being
+  closed may still get that one reward; the decision is theirs, and its
+  reward says nothing about them.)
 """
 
 from __future__ import annotations
@@ -68,6 +82,7 @@ from redis.exceptions import RedisError
 from arbiter.dsl import nodes as n
 from arbiter.dsl.checked import CheckedRuleset
 from arbiter.engine.learning.reward_stream import RewardGroup, StreamEntry
+from arbiter.engine.learning.reward_writer import Reward, append_rewards
 from arbiter.engine.store import keys
 from arbiter.engine.store.client import AsyncRedisClient
 
@@ -87,6 +102,17 @@ log = logging.getLogger(__name__)
 #: The window of ``reward EVENT`` without ``within``.
 DEFAULT_WINDOW_SECONDS: Final = 86_400.0
 GROUP: Final = "attribution"
+
+# KEYS: the due index. ARGV: due before, count, lease end. Claims due windows by
+# moving them a lease into the future, so a worker that dies holding some does
+# not lose them: they come due again when the lease ends.
+_CLAIM_DUE_LUA: Final = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, member in ipairs(due) do
+  redis.call('ZADD', KEYS[1], 'XX', ARGV[3], member)
+end
+return due
+"""
 
 
 class Exposure(msgspec.Struct, frozen=True, array_like=True):
@@ -175,7 +201,7 @@ class AttributorStats:
     events: int = 0  # outcome-stream entries handled
     rewarded: int = 0  # exposures rewarded by an event
     closed: int = 0  # exposures whose window ended: rewarded 0
-    had_feedback: int = 0  # claimed, but explicit feedback had already rewarded the decision
+    duplicate: int = 0  # already rewarded (explicit feedback, or a worker that died after)
     no_value: int = 0  # an event without a numeric `value` property for a matching exposure
     deferred: int = 0  # window ended with an event in it not yet attributed: checked again later
     invalid: int = 0  # malformed stream entries or exposures
@@ -236,6 +262,7 @@ class Attributor:
         poll_interval: float = 0.1,
         claim_idle_ms: int = 30_000,
         max_defer: float = 30.0,
+        lease: float = 30.0,
         clock: Any = time.time,
         consumer: str | None = None,
     ) -> None:
@@ -247,6 +274,7 @@ class Attributor:
         self.batch = batch
         self.poll_interval = poll_interval
         self.max_defer = max_defer
+        self.lease = lease
         self.stats = AttributorStats()
         self._clock = clock
         token = uuid.uuid4().hex[:8]
@@ -260,6 +288,7 @@ class Attributor:
             claim_every=claim_idle_ms / 1000.0,
             stream=keys.OUTCOME_STREAM,
         )
+        self._claim_due = redis.register_script(_CLAIM_DUE_LUA)
         self._created = False
         self._held: list[StreamEntry] = []  # read, not yet `grace` old
 
@@ -341,49 +370,67 @@ class Attributor:
     async def close_due(self) -> int:
         """Reward 0 every exposure whose window ended ``grace`` ago (one batch); how many."""
         now = float(self._clock())
+        # Claim with a lease, so that two closers split the work and a dead one loses none.
         due: list[bytes] = await cast(
             Awaitable[Any],
-            self.redis.zrangebyscore(
-                keys.EXPOSURES_DUE, "-inf", now - self.grace, start=0, num=self.batch
+            self._claim_due(
+                keys=[keys.EXPOSURES_DUE], args=[now - self.grace, self.batch, now + self.lease]
             ),
         )
         if not due:
             return 0
-        # Claim from the index first, so that two closers split the work.
-        pipe = self.redis.pipeline(transaction=False)
-        for member in due:
-            pipe.zrem(keys.EXPOSURES_DUE, member)
-        claimed = [m for m, r in zip(due, await pipe.execute(), strict=True) if int(r)]
         exposures: list[tuple[bytes, Exposure]] = []
-        for member in claimed:
+        invalid: list[bytes] = []
+        for member in due:
             try:
                 exposures.append((member, _DECODE(member)))
             except msgspec.DecodeError:
-                self.stats.invalid += 1
+                invalid.append(member)
+        if invalid:
+            self.stats.invalid += len(invalid)
+            await self.redis.zrem(keys.EXPOSURES_DUE, *invalid)
         if not exposures:
             return len(due)
-        # An event in the window that no attributor has handled yet (they are behind):
-        # wait for it rather than reward 0, up to `max_defer` after the window.
         pipe = self.redis.pipeline(transaction=False)
-        for _, exp in exposures:
+        for member, exp in exposures:
+            pipe.zscore(keys.exposures(exp.customer_id), member)
             pipe.hget(keys.last_seen(exp.customer_id), exp.event)
-        seen = await pipe.execute()
+        pipe.hmget(keys.EXPOSURES_DEFERRED, [member for member, _ in exposures])
+        replies = await pipe.execute()
+        since = replies.pop()
         settle: list[tuple[bytes, Exposure, float, float]] = []
         found: list[tuple[bytes, Exposure, float, float]] = []
         defer: dict[bytes, float] = {}
-        for (member, exp), last in zip(exposures, seen, strict=True):
+        gone: list[tuple[bytes, Exposure]] = []
+        for i, (member, exp) in enumerate(exposures):
+            is_open, last = replies[2 * i], replies[2 * i + 1]
+            waiting_since = now if since[i] is None else float(since[i])
+            if is_open is None:
+                # Rewarded already (its process died before tidying up), or erased.
+                gone.append((member, exp))
+                continue
+            # An event in the window that no attributor has handled yet (they are behind):
+            # wait for it rather than reward 0, up to `max_defer` after first finding it.
             pending = last is not None and exp.ts <= float(last) <= exp.deadline
             if pending and exp.value is None:
                 # The customer's newest such event is in the window: worth 1, whoever
                 # handles it (the exposure was stored after the attributors' passes).
                 found.append((member, exp, 1.0, float(last)))
-            elif pending and now < exp.deadline + self.max_defer:
-                defer[member] = now
+            elif pending and now < waiting_since + self.max_defer:
+                # Looked at again a grace (at least a poll) later, not at once: a closer
+                # must not spin on windows waiting for the attributors.
+                defer[member] = now + max(0.0, self.poll_interval - self.grace)
             else:
                 settle.append((member, exp, 0.0, exp.deadline))
+        if gone:
+            await self._close(gone)
         if defer:
             self.stats.deferred += len(defer)
-            await self.redis.zadd(keys.EXPOSURES_DUE, defer)
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zadd(keys.EXPOSURES_DUE, defer)
+            for member in defer:
+                pipe.hsetnx(keys.EXPOSURES_DEFERRED, member, repr(now))
+            await pipe.execute()
         if found:
             self.stats.rewarded += await self._settle(found, "event")
         closed = await self._settle(settle, "window") if settle else 0
@@ -395,51 +442,37 @@ class Attributor:
     async def _settle(
         self, items: Sequence[tuple[bytes, Exposure, float, float]], source: str
     ) -> int:
-        """Close each exposure (if still open) and append its reward; how many were rewarded.
+        """Append each exposure's reward unless its decision has one, then close it; how many.
 
-        Removing the member from the customer's key is the claim: of an event
-        and the window's end (or two events), only the one that removed it goes
-        on. The feedback marker then keeps explicit feedback and attribution
-        from both rewarding one decision.
+        The append (`reward_writer.append_rewards`) is the claim: it checks
+        and sets the decision's marker in the script that appends, so of two
+        events, an event and the window's end, two workers, or explicit
+        feedback, exactly one reward is appended. Closing the exposures comes
+        after: a crash in between leaves them open, to be found rewarded.
         """
-        pipe = self.redis.pipeline(transaction=False)
-        for member, exp, _, _ in items:
-            pipe.zrem(keys.exposures(exp.customer_id), member)
-        if source == "event":
-            for member, _, _, _ in items:
-                pipe.zrem(keys.EXPOSURES_DUE, member)
-        removed = (await pipe.execute())[: len(items)]
-        won = [item for item, r in zip(items, removed, strict=True) if int(r)]
-        if not won:
-            return 0
-        pipe = self.redis.pipeline(transaction=False)
-        for _, exp, _, _ in won:
-            pipe.set(
-                keys.feedback_seen(exp.decision_id, exp.action), b"1", nx=True, ex=self.marker_ttl
-            )
-        first = await pipe.execute()
-        pipe = self.redis.pipeline(transaction=False)
-        rewarded = 0
-        for (_, exp, reward, ts), fresh in zip(won, first, strict=True):
-            if not fresh:
-                self.stats.had_feedback += 1
-                continue
-            rewarded += 1
-            pipe.xadd(
-                keys.REWARD_STREAM,
-                {
-                    b"decision_id": exp.decision_id.encode(),
-                    b"action": exp.action.encode(),
-                    b"reward": repr(reward).encode(),
-                    b"ts": repr(ts).encode(),
-                    b"source": source.encode(),
-                },
-                maxlen=self.reward_maxlen,
-                approximate=True,
-            )
-        if rewarded:
-            await pipe.execute()
+        outcomes = await append_rewards(
+            self.redis,
+            [
+                Reward(exp.decision_id, exp.action, reward, ts, source)
+                for _, exp, reward, ts in items
+            ],
+            marker_ttl_s=self.marker_ttl,
+            stream_maxlen=self.reward_maxlen,
+        )
+        await self._close([(member, exp) for member, exp, _, _ in items])
+        rewarded = sum(o.appended for o in outcomes)
+        self.stats.duplicate += len(outcomes) - rewarded
         return rewarded
+
+    async def _close(self, items: Sequence[tuple[bytes, Exposure]]) -> None:
+        """Remove exposures from their customers' keys and the due index (idempotent)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for member, exp in items:
+            pipe.zrem(keys.exposures(exp.customer_id), member)
+        members = [member for member, _ in items]
+        pipe.zrem(keys.EXPOSURES_DUE, *members)
+        pipe.hdel(keys.EXPOSURES_DEFERRED, *members)
+        await pipe.execute()
 
     # --- driving ----------------------------------------------------------------
 

@@ -1,49 +1,95 @@
-"""The writing side of the reward stream: one reward per (decision, action), never lost.
+"""The writing side of the reward stream: one reward per (decision, action), exactly once.
 
-:func:`append_reward` appends a reward to ``keys.REWARD_STREAM`` and sets
-the "already seen" marker of its (decision, action) in one Lua script, so
-the two commit together: a write that fails leaves neither behind, and a
-client's retry records the reward; a write that succeeded but whose reply
-was lost leaves both, and the retry is answered as a duplicate. The marker
-holds the accepted reward, so a retry can redo the idempotent follow-ups
-(counting a rejection) that a failure may have cut short.
+Every reward, whoever gives it (``POST /v1/feedback``, an event attributed
+by `engine.learning.attribution`, a window that closes with 0), is appended
+by one Lua script, :data:`APPEND_LUA`: it checks the "already rewarded"
+marker of the (decision, action), and if absent appends the reward to
+``keys.REWARD_STREAM`` and sets the marker, all in one step. So the check
+and the append commit together: a write that fails leaves neither behind,
+and a retry records the reward; a write that succeeded but whose reply was
+lost leaves both, and the retry is answered as a duplicate. Two writers
+racing on one decision (feedback and an event, two attributor workers)
+append one reward: the first script to run. The marker holds the accepted
+reward, so a retry can redo the idempotent follow-ups (counting a
+rejection) that a failure may have cut short.
+
+:func:`append_reward` writes one (the feedback route); :func:`append_rewards`
+writes a batch in one pipelined round trip (the attributor).
 
 On Redis Cluster a script's keys must live in one slot: the marker's name
-carries the stream's name as its hash tag (see ``keys.feedback_seen``).
+carries the stream's name as its hash tag (see ``keys.feedback_seen``), so
+every call lands on the stream's shard.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
 from arbiter.engine.store import keys
 from arbiter.engine.store.client import AsyncRedisClient
+from arbiter.engine.store.scripts import eval_pipelined, script_sha
 
-__all__ = ["RewardOutcome", "append_reward"]
+__all__ = ["APPEND_LUA", "Reward", "RewardOutcome", "append_reward", "append_rewards"]
 
-# KEYS: marker, stream. ARGV: maxlen, decision id, action, reward, ts, marker ttl.
+# KEYS: marker, stream. ARGV: maxlen, decision id, action, reward, ts, marker ttl, source.
 # XADD first: if it fails (out of memory, a wrong type), the script stops
 # before the marker is set.
-_APPEND_LUA: Final = """
+APPEND_LUA: Final = """
 local seen = redis.call('GET', KEYS[1])
 if seen then
   return {0, seen}
 end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*',
-  'decision_id', ARGV[2], 'action', ARGV[3], 'reward', ARGV[4], 'ts', ARGV[5])
+  'decision_id', ARGV[2], 'action', ARGV[3], 'reward', ARGV[4], 'ts', ARGV[5],
+  'source', ARGV[7])
 redis.call('SET', KEYS[1], ARGV[4], 'EX', ARGV[6])
 return {1, ARGV[4]}
 """
+_APPEND_SHA: Final = script_sha(APPEND_LUA)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class Reward:
+    """One reward to append: for (decision, action), at ``ts``, given by ``source``.
+
+    ``source`` is stored with the entry: ``feedback``, ``event`` or ``window``.
+    """
+
+    decision_id: str
+    action: str
+    reward: float
+    ts: float
+    source: str = "feedback"
+
+
+@dataclass(frozen=True, slots=True)
 class RewardOutcome:
-    """What :func:`append_reward` did: appended now, or found already recorded."""
+    """What the append did: appended now, or found already recorded."""
 
     appended: bool
     reward: float  # the reward on record: this one if appended, else the earlier one
+
+
+def _call(r: Reward, marker_ttl_s: int, stream_maxlen: int) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of :data:`APPEND_LUA` for one reward."""
+    key_list = [keys.feedback_seen(r.decision_id, r.action), keys.REWARD_STREAM]
+    args = [
+        stream_maxlen,
+        r.decision_id,
+        r.action,
+        repr(float(r.reward)),
+        repr(r.ts),
+        marker_ttl_s,
+        r.source,
+    ]
+    return key_list, args
+
+
+def _outcome(reply: Any) -> RewardOutcome:
+    appended, recorded = reply
+    return RewardOutcome(appended=int(appended) == 1, reward=float(recorded))
 
 
 async def append_reward(
@@ -55,6 +101,7 @@ async def append_reward(
     *,
     marker_ttl_s: int,
     stream_maxlen: int,
+    source: str = "feedback",
 ) -> RewardOutcome:
     """Append one reward unless this (decision, action) already has one; atomic.
 
@@ -62,13 +109,27 @@ async def append_reward(
     nothing was written or everything was (a lost reply), and calling again
     is safe.
     """
-    script = redis.register_script(_APPEND_LUA)  # hashes the text; no I/O
-    reply = await cast(
-        Awaitable[Any],
-        script(
-            keys=[keys.feedback_seen(decision_id, action), keys.REWARD_STREAM],
-            args=[stream_maxlen, decision_id, action, repr(float(reward)), repr(ts), marker_ttl_s],
-        ),
+    script = redis.register_script(APPEND_LUA)  # hashes the text; no I/O
+    key_list, args = _call(
+        Reward(decision_id, action, reward, ts, source), marker_ttl_s, stream_maxlen
     )
-    appended, recorded = reply
-    return RewardOutcome(appended=int(appended) == 1, reward=float(recorded))
+    return _outcome(await cast(Awaitable[Any], script(keys=key_list, args=args)))
+
+
+async def append_rewards(
+    redis: AsyncRedisClient,
+    rewards: Sequence[Reward],
+    *,
+    marker_ttl_s: int,
+    stream_maxlen: int,
+) -> list[RewardOutcome]:
+    """:func:`append_reward` for a batch, in one pipelined round trip; outcomes in order.
+
+    Each reward is its own script call, atomic on its own: if this raises
+    (Redis unreachable, an error reply), some of the batch may be appended
+    and the rest not, and calling again with the same batch appends exactly
+    the rest (the others are duplicates).
+    """
+    calls = [_call(r, marker_ttl_s, stream_maxlen) for r in rewards]
+    replies = await eval_pipelined(redis, APPEND_LUA, _APPEND_SHA, calls)
+    return [_outcome(r) for r in replies]

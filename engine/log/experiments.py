@@ -18,6 +18,16 @@ attributed events) are used: converted if any reward is positive, reward the
 sum. That suits a bandit's arms, not a holdout, whose customers are shown no
 rewarded action: give holdouts a goal.
 
+**A time range.** With ``since`` and ``until`` (epoch seconds) only the
+decisions made in that range are counted, and only that part of each stream
+is read (XRANGE by stream ids, which are arrival times in milliseconds): the
+decision stream from ``since`` to ``until`` plus :data:`LOG_SLACK_S` (the log
+writes behind the decision), the goal events from ``since`` to ``until +
+within`` plus the slack (to the end without ``within``), the rewards from
+``since`` on. A customer's first exposure is then their first decision in
+the range. ``progress`` is told, per stream, which fraction of its time range
+has been read.
+
 Statistics are in `engine.log.experiment_stats`. The verdict refuses to
 name a winner until every group has ``min_customers`` customers and
 ``min_conversions`` conversions, or when the sample-ratio check fails
@@ -31,7 +41,8 @@ from __future__ import annotations
 import html
 import json
 import math
-from collections.abc import AsyncIterator, Iterable, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -66,6 +77,10 @@ __all__ = [
 
 SRM_ALPHA = 0.001
 TREATED = "treated"
+#: How long after its time a decision may reach the decision stream (the log writes behind).
+LOG_SLACK_S = 60.0
+#: Told (stream label, fraction of its time range read) as a long read goes on.
+Progress = Callable[[str, float], None]
 
 
 class ReportError(ArbiterError):
@@ -157,6 +172,8 @@ class ExperimentReport:
     alpha: float
     decisions_read: int = 0
     notes: list[str] = field(default_factory=list)
+    since: float | None = None  # the decisions counted were made in [since, until]
+    until: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (NaN, which JSON lacks, becomes null)."""
@@ -342,37 +359,96 @@ def _verdict(
 # ------------------------------------------------------------------ reading Redis
 
 
-async def _xrange(redis: Any, stream: str, chunk: int = 1000) -> AsyncIterator[Any]:
-    start = "-"
+def _id_ms(entry_id: bytes | str) -> int:
+    raw = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return int(raw.split("-")[0])
+
+
+async def _xrange(
+    redis: Any,
+    stream: str,
+    since: float | None = None,
+    until: float | None = None,
+    *,
+    label: str = "",
+    progress: Progress | None = None,
+    chunk: int = 1000,
+) -> AsyncIterator[Any]:
+    """The entries of ``stream`` that arrived in [since, until] (epoch seconds), in chunks.
+
+    Stream ids start with their arrival time in ms, and XRANGE takes a bare
+    time as the first (for the start) or the last (for the end) id of that ms.
+    """
+    start = "-" if since is None else str(int(since * 1000))
+    end = "+" if until is None else str(int(until * 1000))
+    low = None if since is None else int(since * 1000)
+    high = int(time.time() * 1000) if until is None else int(until * 1000)
     while True:
-        batch = await redis.xrange(stream, min=start, max="+", count=chunk)
+        batch = await redis.xrange(stream, min=start, max=end, count=chunk)
         if not batch:
+            if progress is not None:
+                progress(label, 1.0)
             return
         for entry in batch:
             yield entry
         last = batch[-1][0]
+        if progress is not None:
+            low = _id_ms(batch[0][0]) if low is None else low
+            progress(label, min(1.0, max(0.0, (_id_ms(last) - low) / max(1, high - low))))
         start = "(" + (last.decode() if isinstance(last, bytes) else str(last))
 
 
-async def read_decisions(redis: Any, ruleset: str) -> list[DecisionRecord]:
-    """The ruleset's decisions on the decision stream, oldest first."""
+def _later(ts: float | None, by: float | None) -> float | None:
+    return None if ts is None or by is None else ts + by
+
+
+async def read_decisions(
+    redis: Any,
+    ruleset: str,
+    since: float | None = None,
+    until: float | None = None,
+    progress: Progress | None = None,
+) -> list[DecisionRecord]:
+    """The ruleset's decisions made in [since, until] from the decision stream, oldest first."""
     out: list[DecisionRecord] = []
     needle = ruleset.encode()
-    async for _, fields in _xrange(redis, keys.DECISION_STREAM):
+    low = -math.inf if since is None else since
+    high = math.inf if until is None else until
+    entries = _xrange(
+        redis,
+        keys.DECISION_STREAM,
+        since,
+        _later(until, LOG_SLACK_S),
+        label="decisions",
+        progress=progress,
+    )
+    async for _, fields in entries:
         blob = fields.get(b"r")
         if blob is None or needle not in blob:
             continue  # cheap pre-filter before decoding
         record = RECORD_DECODER.decode(blob)
-        if record.ruleset.name == ruleset:
+        if record.ruleset.name == ruleset and low <= record.ts <= high:
             out.append(record)
     return out
 
 
-async def read_goal_events(redis: Any, goal: n.Goal) -> list[Outcome]:
-    """The goal's events from the outcome stream, with their value (1 without ``value``)."""
+async def read_goal_events(
+    redis: Any,
+    goal: n.Goal,
+    since: float | None = None,
+    until: float | None = None,
+    progress: Progress | None = None,
+) -> list[Outcome]:
+    """The goal's events from the outcome stream, with their value (1 without ``value``).
+
+    With a range: those that arrived from ``since`` to ``until + within``
+    (plus the log's slack), the latest a decision's window may end.
+    """
     out: list[Outcome] = []
     kind = goal.event.encode()
-    async for _, fields in _xrange(redis, keys.OUTCOME_STREAM):
+    end = _later(_later(until, goal.within), LOG_SLACK_S)
+    entries = _xrange(redis, keys.OUTCOME_STREAM, since, end, label="events", progress=progress)
+    async for _, fields in entries:
         if fields.get(b"type") != kind:
             continue
         try:
@@ -384,12 +460,22 @@ async def read_goal_events(redis: Any, goal: n.Goal) -> list[Outcome]:
     return out
 
 
-async def read_rewards(redis: Any, decisions: Iterable[DecisionRecord]) -> list[Outcome]:
-    """Rewards of the given decisions from the reward stream (the first per decision and action)."""
+async def read_rewards(
+    redis: Any,
+    decisions: Iterable[DecisionRecord],
+    since: float | None = None,
+    progress: Progress | None = None,
+) -> list[Outcome]:
+    """Rewards of the given decisions from the reward stream (the first per decision and action).
+
+    With ``since``, only the rewards that arrived from then on (a reward
+    follows its decision).
+    """
     by_id = {r.decision_id: r for r in decisions}
     seen: set[tuple[bytes, bytes]] = set()
     out: list[Outcome] = []
-    async for _, fields in _xrange(redis, keys.REWARD_STREAM):
+    entries = _xrange(redis, keys.REWARD_STREAM, since, label="rewards", progress=progress)
+    async for _, fields in entries:
         key = (fields.get(b"decision_id", b""), fields.get(b"action", b""))
         record = by_id.get(key[0].decode())
         if record is None or key in seen:
@@ -409,17 +495,25 @@ async def load_report(
     name: str,
     *,
     goal: n.Goal | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    progress: Progress | None = None,
     **options: Any,
 ) -> ExperimentReport:
-    """Read the logs from Redis and build the report of split ``name`` (see `build_report`)."""
+    """Read the logs from Redis and build the report of split ``name`` (see `build_report`).
+
+    ``since`` and ``until`` (epoch seconds) count only the decisions made in
+    that range, reading only that part of the streams (see the module).
+    """
     split = split_of(checked, name)
     goal = goal or split.goal
-    decisions = await read_decisions(redis, checked.name)
+    decisions = await read_decisions(redis, checked.name, since, until, progress)
     if goal is not None:
-        outcomes = await read_goal_events(redis, goal)
+        outcomes = await read_goal_events(redis, goal, since, until, progress)
     else:
-        outcomes = await read_rewards(redis, decisions)
+        outcomes = await read_rewards(redis, decisions, since, progress)
     report = build_report(checked, name, decisions, outcomes, goal=goal, **options)
+    report.since, report.until = since, until
     if goal is not None and not outcomes:
         report.notes.append(
             f"no '{goal.event}' events recorded yet: events are recorded for goals and "
@@ -496,13 +590,25 @@ def _rows(report: ExperimentReport) -> list[list[str]]:
     return rows
 
 
+def _range_text(report: ExperimentReport) -> str:
+    if report.since is None and report.until is None:
+        return ""
+
+    def when(ts: float | None, default: str) -> str:
+        if ts is None:
+            return default
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+
+    return f", made from {when(report.since, 'the start')} to {when(report.until, 'now')}"
+
+
 def render_text(report: ExperimentReport) -> str:
     """A table for a terminal."""
     rows = _rows(report)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [
         f"{report.kind} {report.name} of ruleset {report.ruleset}",
-        f"goal: {report.goal}; {report.decisions_read} decisions read",
+        f"goal: {report.goal}; {report.decisions_read} decisions read{_range_text(report)}",
         "",
     ]
     for i, row in enumerate(rows):
@@ -541,7 +647,8 @@ def render_html(report: ExperimentReport) -> str:
         "text-align:right}th{background:#f4f4f4}td:first-child{text-align:left}"
         ".verdict{font-size:1.2em;margin:1em 0}"
         "</style></head><body>"
-        f"<h1>{title}</h1><p>goal: {esc(report.goal)}; {report.decisions_read} decisions read</p>"
+        f"<h1>{title}</h1><p>goal: {esc(report.goal)}; {report.decisions_read} decisions "
+        f"read{esc(_range_text(report))}</p>"
         f"<p class='verdict'>{esc(report.verdict)}</p>{chart}{table}"
         f"<p>sample ratio: chi-squared p = {esc(_p(report.sample_ratio_p))} "
         f"({'ok' if report.sample_ratio_ok else 'MISMATCH'})</p>"

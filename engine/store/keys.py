@@ -144,6 +144,8 @@ OUTCOME_STREAM = f"{PREFIX}:outcomes"
 OUTCOME_TYPES = f"{PREFIX}:outcomes:types"
 #: Sorted set of every open exposure (score = window end), for closing windows with reward 0.
 EXPOSURES_DUE = f"{PREFIX}:exposures:due"
+#: Hash: exposure -> when a closer first deferred it (waiting for an unhandled event).
+EXPOSURES_DEFERRED = f"{PREFIX}:exposures:deferred"
 
 
 def feedback_seen(decision_id: str, action: str) -> str:
@@ -167,10 +169,28 @@ def ruleset_live(name: str) -> str:
 
 RULESET_NAMES = f"{PREFIX}:rulesets"
 
-# Triggers (engine.triggers): one hash tag, so the claim and publish scripts
-# touch one slot on a Redis Cluster.
-TRIGGERS_DUE = f"{PREFIX}:{{triggers}}:due"
-TRIGGERS_INFLIGHT = f"{PREFIX}:{{triggers}}:inflight"
+# Triggers (engine.triggers). The schedule is split into shards, each under a
+# hash tag of its own, so that on a Redis Cluster the claims spread over the
+# nodes; a shard's due and in-flight sets share its tag (one claim script, one
+# slot). Shard 0 keeps the `{triggers}` tag of the outbound stream.
+
+
+def _trigger_tag(shard: int) -> str:
+    return "{triggers}" if shard == 0 else f"{{triggers:{shard}}}"
+
+
+def triggers_due(shard: int = 0) -> str:
+    """Sorted set of a schedule shard's firings (score = due time)."""
+    return f"{PREFIX}:{_trigger_tag(shard)}:due"
+
+
+def triggers_inflight(shard: int = 0) -> str:
+    """Sorted set of a schedule shard's claimed firings (score = lease end)."""
+    return f"{PREFIX}:{_trigger_tag(shard)}:inflight"
+
+
+TRIGGERS_DUE = triggers_due(0)
+TRIGGERS_INFLIGHT = triggers_inflight(0)
 #: The outbound stream the email/SMS system reads triggered decisions from.
 TRIGGER_STREAM = f"{PREFIX}:{{triggers}}:out"
 #: Triggered decisions the webhook gave up on (engine.triggers.webhook).

@@ -17,7 +17,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import msgspec
-from redis.exceptions import NoScriptError
 
 from arbiter.engine.decision.arbitrate import fatigued
 from arbiter.engine.plan import AggregateSpec, Needs
@@ -25,6 +24,7 @@ from arbiter.engine.records import RECORD_DECODER, Inputs
 from arbiter.engine.store import contact_history, keys, windows
 from arbiter.engine.store.identity import Identities, guarded, redirect_of
 from arbiter.engine.store.read_batcher import ReadBatcher
+from arbiter.engine.store.scripts import eval_pipelined
 
 # One command per decision for everything written under the customer's hash tag:
 # the decision-log index entry (for erasure) and the contact-cap counters.
@@ -254,31 +254,7 @@ class ProfileStore:
     async def _eval_pipelined(
         self, script: str, sha: str, calls: Sequence[tuple[list[str], list[Any]]]
     ) -> list[Any]:
-        # EVALSHA through execute_command: redis-py refuses `pipe.evalsha` on a
-        # cluster pipeline, but routes the raw command by its first key.
-        replies = await self._evalsha_all(sha, calls)
-        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
-        if missing:
-            # A new or restarted Redis has no script cache. Only the calls that
-            # reported NOSCRIPT did not run, so only they are sent again: the
-            # others must not be counted twice.
-            await self.redis.script_load(script)
-            again = await self._evalsha_all(sha, [calls[i] for i in missing])
-            for i, reply in zip(missing, again, strict=True):
-                replies[i] = reply
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return replies
-
-    async def _evalsha_all(
-        self, sha: str, calls: Sequence[tuple[list[str], list[Any]]]
-    ) -> list[Any]:
-        pipe = self.redis.pipeline(transaction=False)
-        for key_list, args in calls:
-            pipe.execute_command("EVALSHA", sha, len(key_list), *key_list, *args)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
-        return replies
+        return await eval_pipelined(self.redis, script, sha, calls)
 
     def after_decision_command(
         self,

@@ -2,11 +2,11 @@
 
 Every server worker runs a :class:`TriggerRunner`. Each pass:
 
-1. **Claim** (one Lua script on the ``{triggers}`` slot): move up to
-   ``batch`` due firings from ``keys.TRIGGERS_DUE`` to
-   ``keys.TRIGGERS_INFLIGHT`` with a lease (score = lease end), together
-   with in-flight firings whose lease ran out (their runner died). Two
-   runners never hold one firing at once.
+1. **Claim** (one Lua script per schedule shard, on that shard's slot, all
+   in one pipelined round trip): move up to ``batch`` due firings from
+   ``keys.triggers_due(shard)`` to ``keys.triggers_inflight(shard)`` with a
+   lease (score = lease end), together with in-flight firings whose lease
+   ran out (their runner died). Two runners never hold one firing at once.
 2. **Check**: the firing is still in the customer's schedule (erasure
    removes it: nothing is sent to an erased customer), and, for ``unless
    EVENT``, the customer has no such event since the triggering one
@@ -18,13 +18,16 @@ Every server worker runs a :class:`TriggerRunner`. Each pass:
    crash makes no second decision (and counts no second contact). The
    decision is logged like any other (replay sees it; its request carries
    the channel).
-4. **Publish** (one Lua script): if the firing's marker is absent, set it
-   and append the decision to ``keys.TRIGGER_STREAM``; remove the firing
-   from in-flight. A decision with no action publishes nothing.
+4. **Publish** (one Lua script on the stream's slot): if the firing's
+   marker is absent, set it and append the decision to
+   ``keys.TRIGGER_STREAM``. Then remove the firing from in-flight (its
+   shard's slot). A decision with no action publishes nothing.
 
 So every due firing is published at most once (the marker) and at least
 once while Redis keeps it (the lease hands a dead runner's firings to
-another).
+another; a runner that dies between publishing and removing leaves the
+firing to be claimed again, and the retry finds its decision logged and its
+marker set).
 """
 
 from __future__ import annotations
@@ -48,7 +51,8 @@ from arbiter.engine.plan import Plan
 from arbiter.engine.records import RECORD_DECODER, DecideRequest, DecisionRecord
 from arbiter.engine.store import keys
 from arbiter.engine.store.profiles import ProfileStore
-from arbiter.engine.triggers.schedule import Firing, decode_firing
+from arbiter.engine.store.scripts import eval_pipelined, script_sha
+from arbiter.engine.triggers.schedule import Firing, decode_firing, shard_of
 from arbiter.engine.validate import ValueProblem, normalize_all
 
 __all__ = ["TriggerRunner", "TriggerStats"]
@@ -74,16 +78,16 @@ end
 return out
 """
 
-# KEYS: in-flight set, outbound stream, marker. ARGV: member, maxlen, marker ttl,
-# then 1 to publish (0 to only finish), then the entry's field/value pairs.
-_FINISH_LUA: Final = """
-local published = 0
-if ARGV[4] == '1' and redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[3]) then
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 5))
-  published = 1
+_CLAIM_SHA: Final = script_sha(_CLAIM_LUA)
+
+# KEYS: outbound stream, marker (one slot: the `{triggers}` tag). ARGV: maxlen,
+# marker ttl, then the entry's field/value pairs.
+_PUBLISH_LUA: Final = """
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 3))
+  return 1
 end
-redis.call('ZREM', KEYS[1], ARGV[1])
-return published
+return 0
 """
 
 
@@ -135,8 +139,10 @@ class TriggerRunner:
         new_id: Callable[[Firing], str] | None = None,
         active: Callable[[], bool] = lambda: True,
         idle_interval: float = 5.0,
+        shards: int = 1,
     ) -> None:
-        """A runner; it does no I/O until run.
+        """A runner over ``shards`` schedule shards (`schedule_triggers`' count); no I/O
+        until run.
 
         While ``active()`` is false (no live ruleset declares a trigger) it
         polls only every ``idle_interval`` seconds, to drop stale firings.
@@ -155,21 +161,20 @@ class TriggerRunner:
         self._new_id = new_id or (lambda f: f"t{f.id}")
         self._active = active
         self.idle_interval = idle_interval
-        self._claim = redis.register_script(_CLAIM_LUA)
-        self._finish = redis.register_script(_FINISH_LUA)
+        self.shards = shards
+        self._publish = redis.register_script(_PUBLISH_LUA)
 
     async def claim(self) -> list[bytes]:
-        """Claim up to ``batch`` due (or abandoned) firings under a lease."""
+        """Claim up to ``batch`` due (or abandoned) firings of each shard under a lease."""
         now = float(self._clock())
-        members = await cast(
-            Awaitable[Any],
-            self._claim(
-                keys=[keys.TRIGGERS_DUE, keys.TRIGGERS_INFLIGHT],
-                args=[repr(now), repr(now + self.lease_seconds), self.batch],
-            ),
-        )
+        args = [repr(now), repr(now + self.lease_seconds), self.batch]
+        calls = [
+            ([keys.triggers_due(k), keys.triggers_inflight(k)], args) for k in range(self.shards)
+        ]
+        replies = await eval_pipelined(self.redis, _CLAIM_LUA, _CLAIM_SHA, calls)
+        members = [m for reply in replies for m in reply]
         self.stats.claimed += len(members)
-        return list(members)
+        return members
 
     async def run_once(self) -> int:
         """Claim one batch and fire it; how many were claimed."""
@@ -266,18 +271,29 @@ class TriggerRunner:
     async def _done(
         self, member: bytes, firing: Firing | None, fields: dict[str, str] | None = None
     ) -> bool:
-        """Publish (if ``fields``) and finish a firing; whether it was published now."""
-        fid = firing.id if firing is not None else "invalid"
-        pairs = [x for kv in (fields or {}).items() for x in kv]
-        published = await cast(
-            Awaitable[Any],
-            self._finish(
-                keys=[keys.TRIGGERS_INFLIGHT, keys.TRIGGER_STREAM, keys.trigger_fired(fid)],
-                args=[member, self.stream_maxlen, self.marker_ttl, 1 if fields else 0, *pairs],
-            ),
-        )
+        """Publish (if ``fields``) and finish a firing; whether it was published now.
+
+        Publishing comes first: a crash before the firing leaves in-flight makes
+        it come back after its lease, to find itself published.
+        """
+        published = 0
+        if fields and firing is not None:
+            pairs = [x for kv in fields.items() for x in kv]
+            published = await cast(
+                Awaitable[Any],
+                self._publish(
+                    keys=[keys.TRIGGER_STREAM, keys.trigger_fired(firing.id)],
+                    args=[self.stream_maxlen, self.marker_ttl, *pairs],
+                ),
+            )
+        pipe = self.redis.pipeline(transaction=False)
+        # An undecodable member's shard is unknown: it is removed from every one.
+        shards = range(self.shards) if firing is None else [shard_of(firing.id, self.shards)]
+        for k in shards:
+            pipe.zrem(keys.triggers_inflight(k), member)
         if firing is not None:
-            await self.redis.zrem(keys.triggers(firing.customer_id), member)
+            pipe.zrem(keys.triggers(firing.customer_id), member)
+        await pipe.execute()
         return bool(int(published))
 
     def snapshot(self) -> TriggerStats:

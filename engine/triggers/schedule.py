@@ -4,8 +4,14 @@
 channel email``: each ``add_to_cart`` event schedules one :class:`Firing`,
 due one hour after the event, in two sorted sets:
 
-- ``keys.TRIGGERS_DUE`` (score = due time), read by the runners
-  (`engine.triggers.runner`), which claim due firings;
+- ``keys.triggers_due(shard)`` (score = due time), read by the runners
+  (`engine.triggers.runner`), which claim due firings. With ``shards`` > 1
+  the schedule is split by a hash of the firing's id over that many shards,
+  each under a hash tag of its own, so that on Redis Cluster the schedule and
+  the runners' claims spread over the nodes. Every scheduler and runner must
+  use the same count (``ARBITER_TRIGGER_SHARDS``); it may be raised (shard 0
+  is always read, and so is every shard below the count) but not lowered
+  while firings are scheduled in the shards it would drop;
 - ``keys.triggers(customer)`` (same member), in the customer's hash slot,
   so that erasing the customer cancels their firings.
 
@@ -26,7 +32,14 @@ from arbiter.dsl import nodes as n
 from arbiter.engine.store import keys
 from arbiter.engine.store.profiles import Event
 
-__all__ = ["MAX_LATE_SECONDS", "Firing", "decode_firing", "firing_id", "schedule_triggers"]
+__all__ = [
+    "MAX_LATE_SECONDS",
+    "Firing",
+    "decode_firing",
+    "firing_id",
+    "schedule_triggers",
+    "shard_of",
+]
 
 #: An event arriving so late that its firing was due more than this long ago
 #: schedules nothing (a backfill of last month's events must not mail everyone now).
@@ -62,13 +75,21 @@ def firing_id(ruleset: str, trigger: str, event: Event) -> str:
     return hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()
 
 
+def shard_of(fid: str, shards: int) -> int:
+    """The schedule shard of firing ``fid`` (a hex id) among ``shards``."""
+    return int(fid[:8], 16) % shards if shards > 1 else 0
+
+
 async def schedule_triggers(
     redis: Any,
     specs: Sequence[tuple[str, n.TriggerDecl]],
     events: Sequence[Event],
     now: float,
+    *,
+    shards: int = 1,
 ) -> int:
-    """Schedule the firings ``events`` start; returns how many were scheduled (new or not)."""
+    """Schedule the firings ``events`` start over ``shards`` schedule shards; returns how
+    many were scheduled (new or not)."""
     firings: list[Firing] = []
     for ev in events:
         for ruleset, decl in specs:
@@ -88,6 +109,6 @@ async def schedule_triggers(
         # NX: a repeated event must not move a firing (nor revive one being fired).
         pipe.zadd(key, {member: f.due}, nx=True)
         pipe.expire(key, int(max(0.0, f.due - now)) + KEEP_SECONDS)
-        pipe.zadd(keys.TRIGGERS_DUE, {member: f.due}, nx=True)
+        pipe.zadd(keys.triggers_due(shard_of(f.id, shards)), {member: f.due}, nx=True)
     await pipe.execute()
     return len(firings)

@@ -62,6 +62,7 @@ def start_intake(st: AppState) -> Any:
         outcomes=lambda: live_outcome_types(st),
         triggers=lambda: live_triggers(st),
         grouped=lambda: live_grouped(st),
+        trigger_shards=st.settings.trigger_shards,
     )
     st.intake = consumer
     return asyncio.get_running_loop().create_task(consumer.run(st.stop), name="intake")

@@ -21,6 +21,7 @@ def start_trigger_runner(state: AppState) -> asyncio.Task[None]:
         stream_maxlen=state.settings.decision_stream_maxlen,
         poll_interval=min(0.1, state.settings.reload_interval_ms / 1000),
         clock=state.clock,
+        shards=state.settings.trigger_shards,
         active=lambda: any(live.plan.checked.triggers for live in state.rulesets.live.values()),
     )
     state.triggers = runner

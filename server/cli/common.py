@@ -33,6 +33,13 @@ def compile_rules(path: Path) -> Plan:
     return compile_plan(dsl.load_checked(path))
 
 
+def trigger_shards() -> int:
+    """ARBITER_TRIGGER_SHARDS: the trigger schedule's shard count, as the servers use it."""
+    from arbiter.server.settings import Settings
+
+    return Settings.from_env().trigger_shards
+
+
 def redis_url() -> tuple[str, Any]:
     """ARBITER_REDIS_URL, or the embedded Redis of the data dir (started if not running)."""
     from arbiter.engine.store.embedded import EmbeddedRedis

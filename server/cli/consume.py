@@ -24,7 +24,7 @@ from arbiter.engine.intake.redis_streams import RedisStreamSource
 from arbiter.engine.learning.attribution import tracked_types
 from arbiter.engine.store.profiles import grouped_properties
 from arbiter.server.background.intake import GROUP, consumer_name
-from arbiter.server.cli.common import compile_rules, rule_paths
+from arbiter.server.cli.common import compile_rules, rule_paths, trigger_shards
 from arbiter.server.cli.ingest import event_schema
 
 
@@ -102,6 +102,7 @@ async def _run(
         outcomes=lambda: outcomes,
         triggers=lambda: triggers,
         grouped=lambda: grouped,
+        trigger_shards=trigger_shards(),
     )
     print(
         f"arbiter consume: {name} in group '{group}', {shards} shard(s), rules {rules}; "

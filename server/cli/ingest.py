@@ -47,6 +47,7 @@ from arbiter.engine.intake.messages import EventSchema, InvalidMessage, decode_j
 from arbiter.engine.learning.attribution import known_outcome_types
 from arbiter.engine.store.profiles import Event, ProfileStore, grouped_properties
 from arbiter.engine.triggers.schedule import schedule_triggers
+from arbiter.server.cli.common import trigger_shards
 
 MAX_ERRORS_SHOWN = 20
 
@@ -155,7 +156,9 @@ async def write_file(
             tracked.append(await known_outcome_types(store.redis))
         counted = await store.add_events(pending, now=clock(), outcomes=tracked[0], grouped=grouped)
         if triggers:
-            await schedule_triggers(store.redis, triggers, pending, clock())
+            await schedule_triggers(
+                store.redis, triggers, pending, clock(), shards=trigger_shards()
+            )
         totals.counted += counted
         totals.duplicates += len(pending) - counted
         pending.clear()

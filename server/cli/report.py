@@ -6,11 +6,13 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from pathlib import Path
+from typing import IO, Any
 
 from arbiter import dsl
 from arbiter.server.cli.common import redis_url, rule_paths
-from arbiter.server.routes.experiments import parse_goal
+from arbiter.server.routes.experiments import parse_goal, parse_range
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], rules: str) -> None:
@@ -24,12 +26,58 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], rules: 
     )
     p.add_argument("--within", default=None, help="goal window after first exposure, e.g. 7d")
     p.add_argument("--value", default=None, help="event property summed as the reward")
+    p.add_argument(
+        "--since",
+        default=None,
+        help="count decisions made from then on: epoch seconds, an ISO date or time "
+        "(UTC unless it says), or a duration before now (7d); reads only that part of the logs",
+    )
+    p.add_argument("--until", default=None, help="count decisions made until then (as --since)")
     p.add_argument("--format", choices=["text", "json", "html"], default="text")
     p.add_argument("--output", "-o", default=None, help="write here instead of stdout")
     p.add_argument("--min-customers", type=int, default=1000)
     p.add_argument("--min-conversions", type=int, default=20)
     p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--progress", action="store_true", help="a progress bar even when stderr is no terminal"
+    )
     p.set_defaults(func=cmd_report)
+
+
+class _Bars:
+    """One progress bar per stream read, drawn on stderr once a read lasts half a second.
+
+    ``enabled`` None draws only on a terminal (logs and pipes stay clean).
+    """
+
+    def __init__(self, enabled: bool | None, err: IO[str]) -> None:
+        self.enabled = enabled
+        self.err = err
+        self.bars: dict[str, Any] = {}
+
+    def __call__(self, label: str, fraction: float) -> None:
+        from tqdm import tqdm
+
+        bar = self.bars.get(label)
+        if bar is None:
+            bar = self.bars[label] = tqdm(
+                total=100,
+                desc=f"reading {label}",
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}",
+                file=self.err,
+                disable=None if self.enabled is None else not self.enabled,
+                # Short reads draw nothing; a forced bar draws at once.
+                delay=0.0 if self.enabled else 0.5,
+                mininterval=0.25,
+            )
+        done = round(100 * fraction)
+        if done > bar.n:
+            bar.update(done - bar.n)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -57,6 +105,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     checked = candidates[0]
     try:
         goal = parse_goal(checked, args.goal, args.within, args.value)
+        since, until = parse_range(args.since, args.until, time.time())
     except ValueError as exc:
         print(f"arbiter report: {exc}", file=sys.stderr)
         return 2
@@ -66,17 +115,22 @@ def cmd_report(args: argparse.Namespace) -> int:
         from arbiter.engine.store.client import connect
 
         client = connect(url, socket_timeout=30)
+        bars = _Bars(False if args.quiet else (True if args.progress else None), sys.stderr)
         try:
             report = await load_report(
                 client,
                 checked,
                 args.name,
                 goal=goal,
+                since=since,
+                until=until,
+                progress=bars,
                 min_customers=args.min_customers,
                 min_conversions=args.min_conversions,
                 alpha=args.alpha,
             )
         finally:
+            bars.close()
             await client.aclose()
         if args.format == "json":
             return json.dumps(report.to_json(), indent=2) + "\n"

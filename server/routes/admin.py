@@ -200,7 +200,9 @@ async def post_events(body: EventsIn, request: Request, authorization: Auth = No
     )
     specs = live_triggers(st)
     if specs:
-        await _redis_call(schedule_triggers(st.admin_redis, specs, events, now))
+        await _redis_call(
+            schedule_triggers(st.admin_redis, specs, events, now, shards=st.settings.trigger_shards)
+        )
     st.metrics.events.inc(counted)
     return {"received": len(events), "counted": counted, "duplicates": len(events) - counted}
 

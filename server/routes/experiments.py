@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
@@ -44,6 +46,52 @@ def parse_goal(
     return n.Goal(event, seconds, value)
 
 
+def parse_time(text: str, now: float) -> float:
+    """An instant (epoch seconds) from query or command-line text; ValueError says what is taken.
+
+    Accepts epoch seconds (``1764547200``), an ISO 8601 date or time
+    (``2026-11-01``, ``2026-11-01T12:00:00+01:00``; UTC without an offset),
+    or a duration meaning that long before ``now`` (``7d``, ``12h``).
+    """
+    text = text.strip()
+    m = _DURATION.match(text)
+    if m is not None:
+        return now - int(m.group(1)) * _UNIT[m.group(2)]
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        if math.isfinite(seconds):
+            return seconds
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"'{text}' is not a time: give epoch seconds, an ISO date or time "
+            "(2026-11-01, 2026-11-01T12:00Z) or a duration before now (7d, 12h)"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def parse_range(
+    since: str | None, until: str | None, now: float
+) -> tuple[float | None, float | None]:
+    """``since`` and ``until`` parsed (see `parse_time`); ValueError as ``field: problem``."""
+    bounds: list[float | None] = []
+    for field, text in (("since", since), ("until", until)):
+        try:
+            bounds.append(None if text is None else parse_time(text, now))
+        except ValueError as exc:
+            raise ValueError(f"{field}: {exc}") from None
+    low, high = bounds
+    if low is not None and high is not None and low > high:
+        raise ValueError(f"until: {until!r} is before since {since!r}")
+    return low, high
+
+
 @router.get("/v1/experiments/{name}", tags=["experiments"])
 async def get_experiment(
     name: str,
@@ -52,6 +100,8 @@ async def get_experiment(
     goal: str | None = None,
     within: str | None = None,
     value: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
     format: Annotated[str, Query(pattern="^(json|text|html)$")] = "json",
     min_customers: Annotated[int, Query(ge=1)] = 1000,
     min_conversions: Annotated[int, Query(ge=0)] = 20,
@@ -59,7 +109,11 @@ async def get_experiment(
     authorization: Auth = None,
 ) -> Any:
     """Per group: customers, decisions, conversions, rates and mean reward with 95% intervals,
-    uplift over the control, p-values, the sample-ratio check and a verdict."""
+    uplift over the control, p-values, the sample-ratio check and a verdict.
+
+    ``since`` and ``until`` (epoch seconds, an ISO date or time, or a duration
+    before now such as ``7d``) count only the decisions made in that range,
+    and read only that part of the logs."""
     # Imported here: the statistics pull in scipy, which would slow every worker's start.
     from arbiter.engine.log.experiments import ReportError, load_report, render_html, render_text
 
@@ -72,6 +126,7 @@ async def get_experiment(
     checked = live.plan.checked
     try:
         override = parse_goal(checked, goal, within, value)
+        low, high = parse_range(since, until, st.clock())
     except ValueError as exc:
         field, _, message = str(exc).partition(": ")
         raise ApiError(422, "invalid_request", message, field) from None
@@ -81,6 +136,8 @@ async def get_experiment(
             checked,
             name,
             goal=override,
+            since=low,
+            until=high,
             min_customers=min_customers,
             min_conversions=min_conversions,
             alpha=alpha,

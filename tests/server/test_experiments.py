@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -142,3 +143,47 @@ def test_arbiter_report_prints_the_same_figures(
     assert "experiment hero of ruleset promo" in out and "verdict: Too early to call" in out
     assert main(["report", "nope", "--rules", str(rules)]) == 1
     assert not math.isnan(api["groups"][1]["uplift"]["absolute"])
+
+
+def test_a_time_range_in_the_query_and_on_the_command_line(
+    setup: Any, redis_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client, _, rules = setup
+    everyone = client.get("/v1/experiments/hero?min_customers=1", headers=ADMIN).json()
+    assert everyone["since"] is None and everyone["until"] is None
+    # The decisions were made just now: an hour back to now holds them all ...
+    now = time.time()
+    recent = client.get(
+        f"/v1/experiments/hero?min_customers=1&since=1h&until={now + 1}", headers=ADMIN
+    ).json()
+    assert recent["groups"] == everyone["groups"]
+    assert recent["since"] == pytest.approx(now - 3600, abs=60)
+    # ... and yesterday none (ISO dates and epoch seconds are both times).
+    yesterday = time.strftime("%Y-%m-%d", time.gmtime(now - 86400))
+    old = client.get(
+        f"/v1/experiments/hero?min_customers=1&since={yesterday}&until={now - 3600:.0f}",
+        headers=ADMIN,
+    ).json()
+    assert old["decisions_read"] == 0 and [g["customers"] for g in old["groups"]] == [0, 0]
+    text = client.get("/v1/experiments/hero?format=text&since=2h", headers=ADMIN).text
+    assert "decisions read, made from " in text and "to now" in text
+    for query, field in (
+        ("since=yesterday", "since"),
+        ("until=2026-13-01", "until"),
+        ("since=1h&until=2h", "until"),  # until before since
+    ):
+        r = client.get(f"/v1/experiments/hero?{query}", headers=ADMIN)
+        assert r.status_code == 422 and r.json()["error"]["field"] == field, (query, r.text)
+
+    monkeypatch.setenv("ARBITER_REDIS_URL", redis_url)
+    argv = ["report", "hero", "--rules", str(rules), "--format", "json", "--min-customers", "1"]
+    assert main([*argv, "--since", "1h", "--progress"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["groups"] == everyone["groups"]
+    # The bar for each stream read, on stderr, to the end.
+    assert "reading decisions: 100%" in captured.err and "reading events: 100%" in captured.err
+    assert main([*argv, "--until", "1h", "-q"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["decisions_read"] == 0 and captured.err == ""
+    assert main([*argv, "--since", "soon"]) == 2
+    assert "since: 'soon' is not a time" in capsys.readouterr().err

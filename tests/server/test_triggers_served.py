@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from support.server import ADMIN, settings
 
@@ -136,3 +137,51 @@ def test_a_served_trigger_is_posted_to_the_webhook(redis_url: str, tmp_path: Pat
     [(signature, body)] = got
     assert signature == sign(b"k", body)
     assert json.loads(body)["customer_id"] == "c1"
+
+
+def test_a_sharded_schedule_through_the_server_and_arbiter_ingest(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+    import json
+
+    from arbiter.engine.triggers.schedule import shard_of
+    from arbiter.server.cli.ingest import ingest_main
+    from arbiter.server.settings import Settings, SettingsError
+
+    with pytest.raises(SettingsError, match="ARBITER_TRIGGER_SHARDS"):
+        Settings.from_env({"ARBITER_TRIGGER_SHARDS": "0"}, env_file=None)
+    rules = tmp_path / "cart.rules"
+    rules.write_text(RULES)
+    sync = connect_sync(redis_url)
+    # arbiter ingest reads the count from the environment, as the servers do.
+    monkeypatch.setenv("ARBITER_TRIGGER_SHARDS", "3")
+    path = tmp_path / "events.jsonl"
+    lines = [
+        {"customer_id": f"i{n}", "type": "add_to_cart", "ts": time.time(), "event_id": f"x{n}"}
+        for n in range(12)
+    ]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert ingest_main(str(path), redis_url=lambda: (redis_url, None), rules=str(rules)) == 0
+    counts = [sync.zcard(keys.triggers_due(k)) for k in range(3)]
+    assert sum(counts) == 12 and all(counts), counts
+    for member in sync.zrange(keys.triggers_due(1), 0, -1):
+        assert shard_of(json.loads(member)[0], 3) == 1
+    # The server schedules and fires over the same shards.
+    base = settings(redis_url, tmp_path, rules_path=str(rules))
+    app = create_app(dataclasses.replace(base, trigger_shards=3))
+    with TestClient(app) as client:
+        ago = time.time() - 3601
+        events = []
+        for n in range(6):
+            cid = f"s{n}"
+            r = client.put(f"/v1/profiles/{cid}", json={"consents": ["email"]}, headers=ADMIN)
+            assert r.status_code == 200, r.text
+            events.append({"customer_id": cid, "type": "add_to_cart", "ts": ago, "event_id": cid})
+        assert client.post("/v1/events", json={"events": events}, headers=ADMIN).status_code == 202
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and sync.xlen(keys.TRIGGER_STREAM) < 6:
+            time.sleep(0.02)
+        published = sorted(f[b"customer_id"] for _, f in sync.xrange(keys.TRIGGER_STREAM))
+        assert published == [f"s{n}".encode() for n in range(6)]
+    sync.close()

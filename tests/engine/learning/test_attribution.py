@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from unittest.mock import patch
 
+import msgspec
 import pytest
 from support.redis import run_with_client as run
 
@@ -18,6 +20,7 @@ from arbiter import dsl
 from arbiter.engine.codegen.compiler import compile_plan
 from arbiter.engine.decision.decide import decide
 from arbiter.engine.decision.oracle import LiveOracle
+from arbiter.engine.learning import attribution
 from arbiter.engine.learning.attribution import (
     DEFAULT_WINDOW_SECONDS,
     Attributor,
@@ -28,6 +31,7 @@ from arbiter.engine.learning.attribution import (
 )
 from arbiter.engine.learning.bandit import Exploration
 from arbiter.engine.learning.learner import Learner, LearnerConfig
+from arbiter.engine.learning.reward_writer import Reward, append_rewards
 from arbiter.engine.log.writer import DecisionLog
 from arbiter.engine.plan import Plan
 from arbiter.engine.records import DecideRequest, DecisionRecord, Inputs
@@ -245,7 +249,7 @@ def test_explicit_feedback_first_wins_and_a_missing_value_rewards_nothing(
         await site.event("c1", "purchase", T0 + 5, amount=9)
         await site.event("c2", "purchase", T0 + 5)  # no amount: nothing to reward with
         stats = await attributor(redis, clock).run_once()
-        assert (stats.rewarded, stats.had_feedback, stats.no_value) == (0, 1, 1)
+        assert (stats.rewarded, stats.duplicate, stats.no_value) == (0, 1, 1)
         assert await rewards(redis) == []
         assert await redis.zcard(keys.exposures("c2")) == 2  # still open, both bandits
 
@@ -278,6 +282,12 @@ async def _many_customers_two_attributors(redis: AsyncRedisClient, plan: Plan) -
     got: dict[tuple[str, str], list[str]] = {}
     for r in await rewards(redis):
         got.setdefault((r["decision_id"], r["action"]), []).append(r["reward"])
+    print(
+        "DBG",
+        a.stats,
+        b.stats,
+        [(r["decision_id"], r["reward"], r["source"]) for r in await rewards(redis)],
+    )
     # Exactly one reward per exposure: 40 decisions x 2 rewarded bandits.
     assert len(got) == 80 and all(len(v) == 1 for v in got.values())
     for i, record in enumerate(records):
@@ -346,14 +356,24 @@ def test_a_window_with_an_unhandled_event_waits_for_it(redis_url: str, plan: Pla
         await late.attribute_once()  # the attributor catches up: the purchase is rewarded
         [reward] = await rewards(redis)
         assert (reward["decision_id"], reward["reward"]) == (record.decision_id, "7.0")
-        # Past the longest wait, a window closes with 0 though an event is still unhandled.
-        await site.decide("c2", T0)
+        # A window closed long after its end (the workers were down) still waits for the
+        # attributors; past the longest wait, it closes with 0 though an event is unhandled.
+        other = await site.decide("c2", T0)
         await site.event("c2", "purchase", T0 + 60, amount=8)
-        clock.now = T0 + HOUR + 31
+        clock.now = T0 + 2 * HOUR
         gone = Attributor(redis, grace=0, clock=clock, max_defer=30)
         await gone.close_due()
-        assert (gone.stats.deferred, gone.stats.closed) == (0, 1)
-        assert (await rewards(redis))[-1]["reward"] == "0.0"
+        assert (gone.stats.deferred, gone.stats.closed) == (1, 0)
+        clock.now += 29
+        await gone.close_due()  # still waiting: 29 s after it first found the window
+        assert (gone.stats.deferred, gone.stats.closed) == (2, 0)
+        clock.now += 2
+        await Attributor(redis, grace=0, clock=clock, max_defer=30).close_due()  # a restart
+        assert (await rewards(redis))[-1] == {
+            "decision_id": other.decision_id, "action": chosen(other), "reward": "0.0",
+            "ts": repr(T0 + HOUR), "source": "window",
+        }  # fmt: skip
+        assert await redis.hlen(keys.EXPOSURES_DEFERRED) == 0
 
     run(redis_url, body)
 
@@ -371,5 +391,103 @@ def test_a_closing_window_with_an_unmatched_valueless_event_rewards_one(
         # The click bandit's exposure: 1, the event proven by last_seen; the purchase one: 0.
         assert (chosen(record, "other"), "1.0", "event") in got
         assert (chosen(record), "0.0", "window") in got
+
+    run(redis_url, body)
+
+
+class Killed(Exception):
+    """The injected death of an attributor's process at one point of its work."""
+
+
+async def _killed_then_two_workers_finish(
+    redis: AsyncRedisClient, plan: Plan, path: str, point: str
+) -> None:
+    """An attributor dies mid-settlement; two others, racing, finish: every reward exactly once.
+
+    ``path``: where it dies, rewarding events ("event") or closing windows
+    ("window"). ``point``: just before its batch of rewards is appended, or
+    just after (the exposures are still open). The mocks only inject the death.
+    """
+    site = Site(redis, plan)
+    records = [await site.decide(f"c{i}", T0 + i) for i in range(20)]
+    for i in range(0, 20, 2):
+        await site.event(f"c{i}", "purchase", T0 + i + 30, amount=i + 1)
+    before_windows, after_windows = Clock(T0 + 100), Clock(T0 + 10 * DEFAULT_WINDOW_SECONDS)
+    if path == "window":
+        await attributor(redis, before_windows).run_once()  # events rewarded, windows open
+    doomed = Attributor(redis, grace=0, clock=before_windows if path == "event" else after_windows)
+    doomed.batch = 3
+    appended_before = len(await rewards(redis))
+    if point == "before-append":
+        crash = patch.object(attribution, "append_rewards", side_effect=Killed("before append"))
+        with crash, pytest.raises(Killed):
+            await doomed.run_once()
+        assert len(await rewards(redis)) == appended_before  # it wrote nothing
+    else:
+        with (
+            patch.object(doomed, "_close", side_effect=Killed("after append")),
+            pytest.raises(Killed),
+        ):
+            await doomed.run_once()
+        left = await rewards(redis)
+        assert len(left) > appended_before  # it appended rewards ...
+        open_ = await redis.zrange(keys.EXPOSURES_DUE, 0, -1)
+        rewarded = {r["decision_id"] for r in left[appended_before:]}
+        assert any(exposure_decision(m) in rewarded for m in open_)  # ... and closed none
+    # The survivors take over what it held: its unacknowledged events at once
+    # (claim_idle_ms=0), its leased windows when the lease ends.
+    clock = Clock(after_windows.now + 31)
+    a, b = (Attributor(redis, grace=0, clock=clock, claim_idle_ms=0) for _ in range(2))
+    a.batch = b.batch = 3
+    await asyncio.gather(a.run_once(), b.run_once())
+    got: dict[tuple[str, str], list[str]] = {}
+    for r in await rewards(redis):
+        got.setdefault((r["decision_id"], r["action"]), []).append(r["reward"])
+    assert len(got) == 40 and all(len(v) == 1 for v in got.values()), got
+    for i, record in enumerate(records):
+        expected = repr(float(i + 1)) if i % 2 == 0 else "0.0"
+        assert got[(record.decision_id, chosen(record))] == [expected]
+        assert got[(record.decision_id, chosen(record, "other"))] == ["0.0"]
+    assert await redis.zcard(keys.EXPOSURES_DUE) == 0
+    assert (await redis.xpending(keys.OUTCOME_STREAM, "attribution"))["pending"] == 0
+
+
+def exposure_decision(member: bytes) -> str:
+    return msgspec.json.decode(member)[1]  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("point", ["before-append", "after-append"])
+@pytest.mark.parametrize("path", ["event", "window"])
+def test_a_killed_worker_loses_no_reward_and_duplicates_none(
+    redis_url: str, plan: Plan, path: str, point: str
+) -> None:
+    run(redis_url, lambda redis: _killed_then_two_workers_finish(redis, plan, path, point))
+
+
+def test_a_killed_worker_on_redis_cluster(redis_cluster_url: str, plan: Plan) -> None:
+    run(
+        redis_cluster_url,
+        lambda redis: _killed_then_two_workers_finish(redis, plan, "window", "after-append"),
+    )
+
+
+def test_rewards_are_appended_in_a_batch_once_each_after_a_script_cache_flush(
+    redis_url: str,
+) -> None:
+    async def body(redis: AsyncRedisClient) -> None:
+        batch = [Reward(f"d{i}", "a1", float(i), T0, "event") for i in range(5)]
+        await redis.script_flush()  # a restarted Redis: the script must be loaded again
+        first = await append_rewards(redis, batch[:3], marker_ttl_s=60, stream_maxlen=100)
+        assert [o.appended for o in first] == [True] * 3
+        again = await append_rewards(redis, batch, marker_ttl_s=60, stream_maxlen=100)
+        assert [(o.appended, o.reward) for o in again] == [
+            (False, 0.0),
+            (False, 1.0),
+            (False, 2.0),
+            (True, 3.0),
+            (True, 4.0),
+        ]
+        got = [(r["decision_id"], r["reward"], r["source"]) for r in await rewards(redis)]
+        assert got == [(f"d{i}", repr(float(i)), "event") for i in range(5)]
 
     run(redis_url, body)

@@ -66,8 +66,8 @@ class Clock:
 class Shop:
     """The store, the log and a runner factory over one Redis client."""
 
-    def __init__(self, redis: AsyncRedisClient, plan: Plan, clock: Clock) -> None:
-        self.redis, self.plan, self.clock = redis, plan, clock
+    def __init__(self, redis: AsyncRedisClient, plan: Plan, clock: Clock, shards: int = 1) -> None:
+        self.redis, self.plan, self.clock, self.shards = redis, plan, clock, shards
         self.store = ProfileStore(redis)
         self.log = DecisionLog(redis, self.store)
         self.specs = [("shop", d) for d in plan.checked.triggers.values()]
@@ -79,6 +79,7 @@ class Shop:
             self.log,
             {"shop": Live(self.plan)}.get,
             clock=self.clock,
+            shards=self.shards,
             **kw,
         )
 
@@ -88,7 +89,7 @@ class Shop:
     async def event(self, cid: str, kind: str, at: float, event_id: str | None = None) -> None:
         events = [Event(cid, kind, at, {}, event_id)]
         await self.store.add_events(events, now=at)
-        await schedule_triggers(self.redis, self.specs, events, at)
+        await schedule_triggers(self.redis, self.specs, events, at, shards=self.shards)
 
 
 async def published(redis: AsyncRedisClient) -> list[dict[str, str]]:
@@ -181,17 +182,28 @@ def test_the_contact_cap_holds_across_firings(redis_url: str, plan: Plan) -> Non
     run(redis_url, body)
 
 
-async def _two_workers_and_a_restart(redis: AsyncRedisClient, plan: Plan) -> None:
-    """40 customers; a worker dies holding firings (some decided), two others finish."""
+async def in_flight(redis: AsyncRedisClient, shards: int) -> int:
+    return sum([await redis.zcard(keys.triggers_inflight(k)) for k in range(shards)])
+
+
+async def _two_workers_and_a_restart(redis: AsyncRedisClient, plan: Plan, shards: int = 1) -> None:
+    """40 customers; a worker dies holding firings (some decided), two others finish.
+
+    With ``shards`` the schedule is split over that many hash tags."""
     clock = Clock(T0)
-    shop = Shop(redis, plan, clock)
+    shop = Shop(redis, plan, clock, shards)
     for i in range(40):
         await shop.customer(f"c{i}")
         await shop.event(f"c{i}", "add_to_cart", T0 + i, f"e{i}")
     clock.now = T0 + HOUR + 60
-    dead = shop.runner(batch=10, lease_seconds=30)
+    due = [await redis.zcard(keys.triggers_due(k)) for k in range(shards)]
+    assert sum(due) == 40
+    if shards > 1:
+        assert all(due), due  # every shard has some
+    per_shard = 10 // shards  # a claim takes up to `batch` from each shard
+    dead = shop.runner(batch=per_shard, lease_seconds=30)
     held = await dead.claim()
-    assert len(held) == 10
+    assert len(held) == sum(min(per_shard, d) for d in due) >= 8
     # It even decided three of them before dying: no second decision, no second contact.
     for member in held[:3]:
         live = {"shop": Live(plan)}["shop"]
@@ -200,8 +212,9 @@ async def _two_workers_and_a_restart(redis: AsyncRedisClient, plan: Plan) -> Non
     await asyncio.gather(a.run_once(), b.run_once(), a.run_once(), b.run_once())
     while await a.run_once() + await b.run_once():
         pass
-    # The dead worker's ten are still leased; after the lease, the "restarted" workers take them.
-    assert await redis.zcard(keys.TRIGGERS_INFLIGHT) == 10
+    # The dead worker's firings are still leased; after the lease, the "restarted" workers
+    # take them.
+    assert await in_flight(redis, shards) == len(held)
     clock.now += 31
     while await a.run_once() + await b.run_once():
         pass
@@ -213,6 +226,8 @@ async def _two_workers_and_a_restart(redis: AsyncRedisClient, plan: Plan) -> Non
     for i in range(40):
         blob = await redis.hget(keys.contact_history(f"c{i}"), "c:cart_reminder")
         assert len(contact_history.times(blob)) == 1
+    assert await in_flight(redis, shards) == 0
+    assert sum([await redis.zcard(keys.triggers_due(k)) for k in range(shards)]) == 0
 
 
 def test_two_workers_and_a_restart_fire_every_trigger_exactly_once(
@@ -223,6 +238,27 @@ def test_two_workers_and_a_restart_fire_every_trigger_exactly_once(
 
 def test_two_workers_and_a_restart_on_redis_cluster(redis_cluster_url: str, plan: Plan) -> None:
     run(redis_cluster_url, lambda redis: _two_workers_and_a_restart(redis, plan))
+
+
+def test_a_sharded_schedule_fires_every_trigger_exactly_once(redis_url: str, plan: Plan) -> None:
+    run(redis_url, lambda redis: _two_workers_and_a_restart(redis, plan, shards=4))
+
+
+def test_a_sharded_schedule_spreads_over_the_cluster_and_fires_once(
+    redis_cluster_url: str, plan: Plan
+) -> None:
+    async def body(redis: Any) -> None:
+        await redis.initialize()  # the slot map
+        # The shards' keys hash to slots on different masters; a shard's two sets share one.
+        nodes = set()
+        for k in range(4):
+            due, inflight = keys.triggers_due(k), keys.triggers_inflight(k)
+            assert redis.keyslot(due) == redis.keyslot(inflight)
+            nodes.add(redis.get_node_from_key(due).name)
+        assert len(nodes) >= 2, nodes
+        await _two_workers_and_a_restart(redis, plan, shards=4)
+
+    run(redis_cluster_url, body)
 
 
 def test_a_backfilled_old_event_schedules_nothing(redis_url: str, plan: Plan) -> None:
