@@ -20,9 +20,12 @@ from arbiter.dsl.errors import Diagnostic
 #: How action properties read in the source, where that differs from the field name.
 _PROP_WORDS = {"fatigue": "suppress after", "consent": "requires consent"}
 
-#: Duration units. In an event window (`within 1 month`) a month is a calendar month
-#: (`_window`); everywhere else (caps, policies, fatigue, arithmetic) it is 30 days. `m`
-#: alone is refused, since marketers read it as a month as often as a minute.
+#: Duration units. In a window (`within 1 month`, `cap 1 per 1mo`, policies, fatigue,
+#: `contacts(…)`) a month is a calendar month (`_window`), and so is `now() - 1mo`
+#: (`Duration.months`); the 30 days here serve where a month is a plain length:
+#: `reward … within`, a trigger's `after`, a scenario's `ago`, and a difference of
+#: times compared with a duration. `m` alone is refused, since marketers read it as a
+#: month as often as a minute.
 _UNIT_SECONDS = {
     "ms": 0.001,
     "s": 1, "second": 1, "seconds": 1,
@@ -157,7 +160,7 @@ class Builder(Transformer[Token, Any]):
 
     def prop_cap(self, meta: Meta, c: list[Token]) -> tuple[str, Any, n.Span]:
         text = f"{c[0]} per {c[1]}"
-        return "cap", n.Cap(int(c[0]), int(self._duration(c[1])), text), self._s(meta)
+        return "cap", n.Cap(int(c[0]), self._window(c[1]), text), self._s(meta)
 
     def prop_consent(self, meta: Meta, c: list[Token]) -> tuple[str, Any, n.Span]:
         return "consent", _unquote(c[0]), self._s(meta)
@@ -182,7 +185,7 @@ class Builder(Transformer[Token, Any]):
         return "tags", c[0], self._s(meta)
 
     def prop_fatigue(self, meta: Meta, c: list[Token]) -> tuple[str, Any, n.Span]:
-        fatigue = n.Fatigue(int(c[0]), int(self._duration(c[1])), int(self._duration(c[2])))
+        fatigue = n.Fatigue(int(c[0]), self._window(c[1]), self._window(c[2]))
         return "fatigue", fatigue, self._s(meta)
 
     def prop_payload(self, meta: Meta, c: list[Any]) -> tuple[str, Any, n.Span]:
@@ -232,14 +235,14 @@ class Builder(Transformer[Token, Any]):
             scope,
             str(name),
             int(rejections),
-            int(self._duration(window)),
-            int(self._duration(period)),
+            self._window(window),
+            self._window(period),
         )
 
     def policy_limit(self, meta: Meta, c: list[Any]) -> n.PolicyLimit:
         scope, name, count, window = c
         text = f"{count} per {window}"
-        seconds = int(self._duration(window))
+        seconds = self._window(window)
         return n.PolicyLimit(self._s(meta), scope, str(name), int(count), seconds, text)
 
     def scope_channel(self, meta: Meta, c: list[Any]) -> str:
@@ -253,7 +256,7 @@ class Builder(Transformer[Token, Any]):
 
     def contacts(self, meta: Meta, c: list[Any]) -> n.Expr:
         scope, name, window = c
-        return n.Contacts(self._s(meta), scope, str(name), int(self._duration(window)), str(window))
+        return n.Contacts(self._s(meta), scope, str(name), self._window(window), str(window))
 
     def if_block(self, meta: Meta, c: list[Any]) -> n.IfBlock:
         cond, *body = c
@@ -448,7 +451,9 @@ class Builder(Transformer[Token, Any]):
         return n.String(self._s(meta), _unquote(c[0]))
 
     def duration(self, meta: Meta, c: list[Token]) -> n.Expr:
-        return n.Duration(self._s(meta), self._duration(c[0]), str(c[0]))
+        text = str(c[0])
+        months = -self._window(c[0]) if text.lstrip("0123456789").strip() in _MONTH_UNITS else 0
+        return n.Duration(self._s(meta), self._duration(c[0]), text, months)
 
     def date(self, meta: Meta, c: list[Token]) -> n.Expr:
         return n.TimeLit(self._s(meta), self._time(c[0]), str(c[0]))
@@ -543,7 +548,8 @@ class Builder(Transformer[Token, Any]):
         return amount * _UNIT_SECONDS[unit]
 
     def _window(self, tok: Token) -> int:
-        """An event window: seconds, or `-N` for N calendar months (`engine.decision.window_span`)."""
+        """A window (events, caps, policies, fatigue, contacts): seconds, or `-N` for N
+        calendar months (`engine.decision.window_span`)."""
         text = str(tok)
         unit = text.lstrip("0123456789").strip()
         if unit in _MONTH_UNITS:

@@ -41,7 +41,14 @@ def number(value: float | int) -> str:
 
 
 def duration(seconds: float) -> str:
-    """Seconds as the largest whole unit (days, not weeks: `14d` reads better than `2w`)."""
+    """Seconds as the largest whole unit (days, not weeks: `14d` reads better than `2w`).
+
+    A negative window is a number of calendar months (`engine.decision.window_span`):
+    -1 is `1 month`, -2 `2 months` (which the grammar reads back).
+    """
+    if seconds < 0:
+        months = int(-seconds)
+        return f"{months} month{'s' * (months != 1)}"
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
