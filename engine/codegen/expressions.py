@@ -96,7 +96,6 @@ _SIMPLE = re.compile(r"^(?:[A-Za-z_][A-Za-z0-9_]*|K\[\d+\]|-?[0-9.e+]+|'[^'\\]*'
 _COMPARE = {"==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 
 
-
 def _calendar_months(e: n.Binary) -> int | None:
     """N (or -N) when `e` moves a time by N calendar months (`t ± Nmo`, `Nmo + t`), else None.
 
@@ -110,6 +109,7 @@ def _calendar_months(e: n.Binary) -> int | None:
     if e.op == "+" and isinstance(e.left, n.Duration) and e.left.months:
         return None if isinstance(e.right, n.Duration) else e.left.months
     return None
+
 
 class ExprCompiler:
     """Compiles checked expressions; `resolve` maps a `Ref` to a source expression."""

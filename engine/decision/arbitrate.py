@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from arbiter.engine.decision.policies import applies, blocking_limit, tiring_policy
 from arbiter.engine.decision.runtime import EvalRuntime
 from arbiter.engine.decision.sampling import sample
-from arbiter.engine.decision.window_span import window_start
+from arbiter.engine.decision.window_span import window_end, window_start
 from arbiter.engine.plan import ActionSpec, Offer, Plan
 from arbiter.engine.records import BanditChoice, DecideRequest, Inputs
 
@@ -253,9 +253,10 @@ def fatigued(times: Sequence[float], now: float, limit: int, window: int, period
     `times` must be sorted. Either length is seconds, or -N for N calendar months
     (`window_span.window_start`): `within 1mo for 1mo` is a calendar month each.
     """
-    # The last rejection must be after this, still in its `period` of suppression.
-    recent = window_start(period, now)
+    # Suppressed until `period` after the last rejection: 2028-01-31 `for 1mo` ends 02-29.
     for i in range(limit - 1, len(times)):
-        if times[i] > recent and times[i - limit + 1] >= window_start(window, times[i]):
+        if now < window_end(period, times[i]) and times[i - limit + 1] >= window_start(
+            window, times[i]
+        ):
             return True
     return False

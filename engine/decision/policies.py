@@ -134,7 +134,10 @@ def rejections_of(plan: Plan, spec: ActionSpec, channel: str | None) -> list[tup
     """The policy rejection sets one rejection of this action goes to, with how long to keep."""
     channels = contact_channels(spec, channel)
     return [
-        (fatigue_key(f.scope, f.name), keep_seconds(f.window_seconds) + keep_seconds(f.period_seconds))
+        (
+            fatigue_key(f.scope, f.name),
+            keep_seconds(f.window_seconds) + keep_seconds(f.period_seconds),
+        )
         for f in plan.checked.fatigue_policies
         if counts_for(ContactKey(f.scope, f.name, 0), spec, channels)
     ]

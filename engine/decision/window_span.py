@@ -64,6 +64,11 @@ def window_start(window: int, now: float) -> float:
     return months_before(now, -window) if window < 0 else now - window
 
 
+def window_end(window: int, t: float) -> float:
+    """The instant a window of `window` (seconds, or -months) starting at `t` ends."""
+    return add_months(t, -window) if window < 0 else t + window
+
+
 def bucket_size(window: int) -> int:
     """The bucket length, in seconds, that serves a window of `window` (seconds, or -months)."""
     return HOUR if 0 < window <= HOURLY_MAX_WINDOW else DAY
