@@ -290,7 +290,7 @@ class Builder(Transformer[Token, Any]):
         return "reward", {"reward": str(name), **dict(opts)}
 
     def reward_within(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
-        return "reward_within", self._duration(c[0])
+        return "reward_within", self._length(c[0], "a reward's attribution window")
 
     def reward_value(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
         return "reward_value", str(c[0])
@@ -326,7 +326,12 @@ class Builder(Transformer[Token, Any]):
         name, on, after, *rest = c
         unless = str(rest[0]) if len(rest) == 2 else None
         return n.TriggerDecl(
-            self._s(meta), str(name), str(on), self._duration(after), unless, str(rest[-1])
+            self._s(meta),
+            str(name),
+            str(on),
+            self._length(after, "a trigger's delay"),
+            unless,
+            str(rest[-1]),
         )
 
     def default_decl(self, meta: Meta, c: list[Token]) -> n.DefaultDecl:
@@ -390,7 +395,7 @@ class Builder(Transformer[Token, Any]):
         prop = None
         if isinstance(rest[0], Token) and rest[0].type == "NAME":
             prop = str(rest.pop(0))
-        ago = self._duration(rest[1]) if len(rest) > 1 else 0.0
+        ago = self._length(rest[1], "a scenario event's age") if len(rest) > 1 else 0.0
         if isinstance(rest[0], Token) and rest[0].type == "STRING":
             return n.ScenarioEvent(event, prop, 1.0, ago, _unquote(rest[0]))
         return n.ScenarioEvent(event, prop, float(rest[0]), ago)
@@ -546,6 +551,27 @@ class Builder(Transformer[Token, Any]):
             )
             return amount * 60.0
         return amount * _UNIT_SECONDS[unit]
+
+    def _length(self, tok: Token, what: str) -> float:
+        """A fixed length of time, where a calendar month has no meaning (`month-not-fixed`).
+
+        A trigger's delay, a reward's attribution window and a scenario event's age are
+        measured from an event, not counted back from the decision's clock; a month there
+        would be a silent 30 days, so it is refused with the days to write instead.
+        """
+        text = str(tok)
+        unit = text.lstrip("0123456789").strip()
+        if unit in _MONTH_UNITS:
+            amount = int(text[: len(text) - len(text.lstrip("0123456789"))])
+            self.errors.append(
+                Diagnostic(
+                    "month-not-fixed",
+                    f"'{text}': {what} is a fixed length, and months are not",
+                    self._s(tok),
+                    hint=f"write it in days: {amount * 30}d or {amount * 31}d",
+                )
+            )
+        return self._duration(tok)
 
     def _window(self, tok: Token) -> int:
         """A window (events, caps, policies, fatigue, contacts): seconds, or `-N` for N

@@ -1098,12 +1098,19 @@ class _Checker:
         )
         if shifts:
             return e
-        left, right = e.left, e.right
-        if isinstance(left, n.Duration) and left.months:
-            left = replace(left, months=0)
-        if isinstance(right, n.Duration) and right.months:
-            right = replace(right, months=0)
-        return replace(e, left=left, right=right)
+        sides = []
+        for side in (e.left, e.right):
+            if isinstance(side, n.Duration) and side.months:
+                self.warn(
+                    "month-as-days",
+                    f"'{side.text}' in arithmetic on lengths is {side.months * 30} days,"
+                    " not a calendar month",
+                    side.span,
+                    hint="add or take months from a time for calendar months: now() - 1mo",
+                )
+                side = replace(side, months=0)
+            sides.append(side)
+        return replace(e, left=sides[0], right=sides[1])
 
     def _month_compared(self, left: n.Expr, right: n.Expr) -> None:
         """`now() - t > 1mo` compares lengths: the month is 30 days there; say so."""

@@ -57,7 +57,7 @@ class Bool(Expr):
 class Duration(Expr):
     """A duration literal such as `24h`; `seconds` is exact.
 
-    `months` is N for `N mo`/`N months` (then `seconds` is N × 30 days): added to or
+    `months` is N for `N mo`/`N months` (then `seconds` is 30 days times N): added to or
     taken from a time (`now() - 1mo`) it moves by calendar months
     (`engine.decision.window_span.add_months`); anywhere else it is the 30 days.
     """
