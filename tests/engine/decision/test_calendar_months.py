@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+from support.paths import CASES_DIR
 
+from arbiter import dsl
 from arbiter.dsl import printing
+from arbiter.engine.codegen.compiler import compile_plan
 from arbiter.engine.decision.arbitrate import fatigued
+from arbiter.engine.decision.decide import decide
+from arbiter.engine.decision.literal_inputs import literal_inputs
+from arbiter.engine.records import DecideRequest
 from arbiter.engine.decision.window_span import add_months, keep_seconds, window_start
 
 DAY = 86400
@@ -65,3 +72,32 @@ def test_people_read_a_month_window_as_months_and_fmt_as_mo() -> None:
     assert printing.window(-3) == "3 months"
     assert printing.window(7 * DAY) == "7d"
     assert printing.duration(-2) == "2mo"
+
+
+def _explained(context: dict[str, str], contacts: dict[str, list[float]]) -> dict[str, Any]:
+    plan = compile_plan(dsl.load_checked(CASES_DIR / "good" / "calendar_months.rules"))
+    now = at("2027-03-31T10:00:00")
+    inputs = literal_inputs(plan, {}, [], now, contacts=contacts)
+    request = DecideRequest("c1", context, limit=1, explain=True)
+    decision, _ = decide(plan, request, inputs, decision_id="d-1", now=now, oracle=None)
+    assert decision.explanation is not None
+    return decision.explanation
+
+
+def _fate(explanation: dict[str, Any], action: str) -> dict[str, Any]:
+    found: dict[str, Any] = next(a for a in explanation["actions"] if a["action"] == action)
+    return found
+
+
+def test_explain_says_1_month_never_the_encoding() -> None:
+    tip = _fate(
+        _explained({"channel": "web"}, {"monthly_tip": [at("2027-02-28T10:30:00")]}), "monthly_tip"
+    )
+    assert (tip["reason"], tip["message"]) == ("cap", "contact cap 1 per 1mo reached (1 so far)")
+    assert tip["details"] == {"limit": 1, "window": "1 month", "contacts": 1}
+    sms = _fate(
+        _explained({"channel": "sms"}, {"sms_offer": [at("2027-02-28T10:30:00")]}), "sms_offer"
+    )
+    assert sms["reason"] == "policy"
+    assert sms["details"]["window"] == "1 month"
+    assert "-1" not in sms["message"]
