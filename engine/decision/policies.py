@@ -2,7 +2,8 @@
 
 A policy line (`channel sms: 1 per 7d`, `tag promo: 3 per 30d`) and a rule's
 `contacts(channel sms within 7d)` each read a contact counter named
-`~<scope>:<name>:<window seconds>`. The store keeps those exactly like an
+`~<scope>:<name>:<window seconds>` (a negative window is calendar months,
+`engine.decision.window_span`: `~channel:sms:-1` for `1 per 1mo`). The store keeps those exactly like an
 action's cap counter (a sorted set of contact times under the customer's hash
 tag), so they are read in the decision's one round trip and written, with the
 caps, by the one script that runs after a decision: a policy is applied

@@ -14,8 +14,8 @@ from arbiter.engine.codegen.compiler import compile_plan
 from arbiter.engine.decision.arbitrate import fatigued
 from arbiter.engine.decision.decide import decide
 from arbiter.engine.decision.literal_inputs import literal_inputs
-from arbiter.engine.records import DecideRequest
 from arbiter.engine.decision.window_span import add_months, keep_seconds, window_start
+from arbiter.engine.records import DecideRequest
 
 DAY = 86400
 
@@ -101,3 +101,18 @@ def test_explain_says_1_month_never_the_encoding() -> None:
     assert sms["reason"] == "policy"
     assert sms["details"]["window"] == "1 month"
     assert "-1" not in sms["message"]
+
+
+def test_why_not_probes_compute_now_minus_a_month_as_the_rules_do() -> None:
+    plan = compile_plan(dsl.load_checked(CASES_DIR / "good" / "calendar_months.rules"))
+    now = at("2027-03-31T10:00:00")
+    inputs = literal_inputs(plan, {"renewed_at": "2027-02-28T10:30:00Z"}, [], now)
+    request = DecideRequest("c1", {"channel": "app"}, limit=1, explain=True)
+    decision, _ = decide(plan, request, inputs, decision_id="d-1", now=now, oracle=None)
+    assert decision.explanation is not None
+    got = _fate(decision.explanation, "renewal_call")
+    assert got["condition"]["text"] == "profile.renewed_at < now() - 1mo"
+    assert got["condition"]["values"] == {
+        "profile.renewed_at": at("2027-02-28T10:30:00"),
+        "now() - 1mo": at("2027-02-28T10:00:00"),  # not 30 days back (03-01 10:00)
+    }
