@@ -20,9 +20,12 @@ from arbiter.dsl.errors import Diagnostic
 #: How action properties read in the source, where that differs from the field name.
 _PROP_WORDS = {"fatigue": "suppress after", "consent": "requires consent"}
 
-#: Duration units. In an event window (`within 1 month`) a month is a calendar month
-#: (`_window`); everywhere else (caps, policies, fatigue, arithmetic) it is 30 days. `m`
-#: alone is refused, since marketers read it as a month as often as a minute.
+#: Duration units. In a window (`within 1 month`, `cap 1 per 1mo`, policies, fatigue,
+#: `contacts(…)`) a month is a calendar month (`_window`), and so is `now() - 1mo`
+#: (`Duration.months`); the 30 days here serve where a month is a plain length:
+#: `reward … within`, a trigger's `after`, a scenario's `ago`, and a difference of
+#: times compared with a duration. `m` alone is refused, since marketers read it as a
+#: month as often as a minute.
 _UNIT_SECONDS = {
     "ms": 0.001,
     "s": 1, "second": 1, "seconds": 1,
@@ -157,7 +160,7 @@ class Builder(Transformer[Token, Any]):
 
     def prop_cap(self, meta: Meta, c: list[Token]) -> tuple[str, Any, n.Span]:
         text = f"{c[0]} per {c[1]}"
-        return "cap", n.Cap(int(c[0]), int(self._duration(c[1])), text), self._s(meta)
+        return "cap", n.Cap(int(c[0]), self._window(c[1]), text), self._s(meta)
 
     def prop_consent(self, meta: Meta, c: list[Token]) -> tuple[str, Any, n.Span]:
         return "consent", _unquote(c[0]), self._s(meta)
@@ -182,7 +185,7 @@ class Builder(Transformer[Token, Any]):
         return "tags", c[0], self._s(meta)
 
     def prop_fatigue(self, meta: Meta, c: list[Token]) -> tuple[str, Any, n.Span]:
-        fatigue = n.Fatigue(int(c[0]), int(self._duration(c[1])), int(self._duration(c[2])))
+        fatigue = n.Fatigue(int(c[0]), self._window(c[1]), self._window(c[2]))
         return "fatigue", fatigue, self._s(meta)
 
     def prop_payload(self, meta: Meta, c: list[Any]) -> tuple[str, Any, n.Span]:
@@ -232,14 +235,14 @@ class Builder(Transformer[Token, Any]):
             scope,
             str(name),
             int(rejections),
-            int(self._duration(window)),
-            int(self._duration(period)),
+            self._window(window),
+            self._window(period),
         )
 
     def policy_limit(self, meta: Meta, c: list[Any]) -> n.PolicyLimit:
         scope, name, count, window = c
         text = f"{count} per {window}"
-        seconds = int(self._duration(window))
+        seconds = self._window(window)
         return n.PolicyLimit(self._s(meta), scope, str(name), int(count), seconds, text)
 
     def scope_channel(self, meta: Meta, c: list[Any]) -> str:
@@ -253,7 +256,7 @@ class Builder(Transformer[Token, Any]):
 
     def contacts(self, meta: Meta, c: list[Any]) -> n.Expr:
         scope, name, window = c
-        return n.Contacts(self._s(meta), scope, str(name), int(self._duration(window)), str(window))
+        return n.Contacts(self._s(meta), scope, str(name), self._window(window), str(window))
 
     def if_block(self, meta: Meta, c: list[Any]) -> n.IfBlock:
         cond, *body = c
@@ -287,7 +290,7 @@ class Builder(Transformer[Token, Any]):
         return "reward", {"reward": str(name), **dict(opts)}
 
     def reward_within(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
-        return "reward_within", self._duration(c[0])
+        return "reward_within", self._length(c[0], "a reward's attribution window")
 
     def reward_value(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
         return "reward_value", str(c[0])
@@ -323,7 +326,12 @@ class Builder(Transformer[Token, Any]):
         name, on, after, *rest = c
         unless = str(rest[0]) if len(rest) == 2 else None
         return n.TriggerDecl(
-            self._s(meta), str(name), str(on), self._duration(after), unless, str(rest[-1])
+            self._s(meta),
+            str(name),
+            str(on),
+            self._length(after, "a trigger's delay"),
+            unless,
+            str(rest[-1]),
         )
 
     def default_decl(self, meta: Meta, c: list[Token]) -> n.DefaultDecl:
@@ -387,7 +395,7 @@ class Builder(Transformer[Token, Any]):
         prop = None
         if isinstance(rest[0], Token) and rest[0].type == "NAME":
             prop = str(rest.pop(0))
-        ago = self._duration(rest[1]) if len(rest) > 1 else 0.0
+        ago = self._length(rest[1], "a scenario event's age") if len(rest) > 1 else 0.0
         if isinstance(rest[0], Token) and rest[0].type == "STRING":
             return n.ScenarioEvent(event, prop, 1.0, ago, _unquote(rest[0]))
         return n.ScenarioEvent(event, prop, float(rest[0]), ago)
@@ -448,7 +456,9 @@ class Builder(Transformer[Token, Any]):
         return n.String(self._s(meta), _unquote(c[0]))
 
     def duration(self, meta: Meta, c: list[Token]) -> n.Expr:
-        return n.Duration(self._s(meta), self._duration(c[0]), str(c[0]))
+        text = str(c[0])
+        months = -self._window(c[0]) if text.lstrip("0123456789").strip() in _MONTH_UNITS else 0
+        return n.Duration(self._s(meta), self._duration(c[0]), text, months)
 
     def date(self, meta: Meta, c: list[Token]) -> n.Expr:
         return n.TimeLit(self._s(meta), self._time(c[0]), str(c[0]))
@@ -542,8 +552,30 @@ class Builder(Transformer[Token, Any]):
             return amount * 60.0
         return amount * _UNIT_SECONDS[unit]
 
+    def _length(self, tok: Token, what: str) -> float:
+        """A fixed length of time, where a calendar month has no meaning (`month-not-fixed`).
+
+        A trigger's delay, a reward's attribution window and a scenario event's age are
+        measured from an event, not counted back from the decision's clock; a month there
+        would be a silent 30 days, so it is refused with the days to write instead.
+        """
+        text = str(tok)
+        unit = text.lstrip("0123456789").strip()
+        if unit in _MONTH_UNITS:
+            amount = int(text[: len(text) - len(text.lstrip("0123456789"))])
+            self.errors.append(
+                Diagnostic(
+                    "month-not-fixed",
+                    f"'{text}': {what} is a fixed length, and months are not",
+                    self._s(tok),
+                    hint=f"write it in days: {amount * 30}d or {amount * 31}d",
+                )
+            )
+        return self._duration(tok)
+
     def _window(self, tok: Token) -> int:
-        """An event window: seconds, or `-N` for N calendar months (`engine.decision.window_span`)."""
+        """A window (events, caps, policies, fatigue, contacts): seconds, or `-N` for N
+        calendar months (`engine.decision.window_span`)."""
         text = str(tok)
         unit = text.lstrip("0123456789").strip()
         if unit in _MONTH_UNITS:

@@ -459,7 +459,7 @@ class _Checker:
     def _limits(self, action: n.ActionDecl) -> None:
         # A Locator splits the whole source: build one only when there is an error to place.
         loc = self._locator
-        if action.cap is not None and (action.cap.count < 1 or action.cap.window_seconds <= 0):
+        if action.cap is not None and (action.cap.count < 1 or action.cap.window_seconds == 0):
             self.error(
                 "bad-cap",
                 f"'cap {action.cap.text}' lets no contact through",
@@ -469,7 +469,7 @@ class _Checker:
             )
         fatigue = action.fatigue
         if fatigue is not None and (
-            fatigue.rejections < 1 or fatigue.window_seconds <= 0 or fatigue.period_seconds <= 0
+            fatigue.rejections < 1 or fatigue.window_seconds == 0 or fatigue.period_seconds == 0
         ):
             self.error(
                 "bad-fatigue",
@@ -488,7 +488,7 @@ class _Checker:
                 self.error("duplicate-name", message, limit.span)
             seen.setdefault(key, limit.span)
             self.check_contact_target(limit.scope, limit.name, limit.span)
-            if limit.count < 1 or limit.window_seconds <= 0:
+            if limit.count < 1 or limit.window_seconds == 0:
                 self.error(
                     "bad-cap",
                     f"'{limit.scope} {limit.name}: {limit.text}' lets no contact through",
@@ -505,7 +505,7 @@ class _Checker:
                 self.error("duplicate-name", message, f.span)
             seen.setdefault(key, f.span)
             self.check_contact_target(f.scope, f.name, f.span)
-            if f.rejections < 1 or f.window_seconds <= 0 or f.period_seconds <= 0:
+            if f.rejections < 1 or f.window_seconds == 0 or f.period_seconds == 0:
                 self.error(
                     "bad-fatigue",
                     "'suppress after' needs at least 1 rejection and windows longer than zero",
@@ -887,7 +887,7 @@ class _Checker:
 
     def visit_Contacts(self, e: n.Contacts) -> tuple[n.Expr, t.Type]:
         self.check_contact_target(e.scope, e.name, e.span)
-        if e.window_seconds <= 0:
+        if e.window_seconds == 0:
             self.error("bad-window", "the window must be longer than zero", e.span)
         return e, t.NUMBER
 
@@ -961,8 +961,9 @@ class _Checker:
         new = replace(e, left=left, right=right)
         op = e.op
         if op in ("+", "-", "*", "/"):
-            return new, self._arith(e, lt, rt)
+            return self._month_shift(new, lt, rt), self._arith(e, lt, rt)
         if op in ("==", "!=", "<", "<=", ">", ">="):
+            self._month_compared(left, right)
             segment = _segment_ref(left, self.out) or _segment_ref(right, self.out)
             if (
                 segment is not None
@@ -1087,6 +1088,41 @@ class _Checker:
             members = ", ".join(ty.members)
             message = f"'{lit.value}' is not one of the values [{members}]"
             self.error("unknown-member", message, lit.span, hint)
+
+    def _month_shift(self, e: n.Binary, lt: t.Type, rt: t.Type) -> n.Binary:
+        """A month literal moves a time by calendar months only in `t ± Nmo` and `Nmo + t`
+        (the compiler's `f_add_months`); anywhere else in arithmetic it is 30 days, so
+        its `months` is cleared and the compiler sees a plain length."""
+        shifts = (e.op in ("+", "-") and lt.kind == "time" and rt.kind == "duration") or (
+            e.op == "+" and lt.kind == "duration" and rt.kind == "time"
+        )
+        if shifts:
+            return e
+        sides = []
+        for side in (e.left, e.right):
+            if isinstance(side, n.Duration) and side.months:
+                self.warn(
+                    "month-as-days",
+                    f"'{side.text}' in arithmetic on lengths is {side.months * 30} days,"
+                    " not a calendar month",
+                    side.span,
+                    hint="add or take months from a time for calendar months: now() - 1mo",
+                )
+                side = replace(side, months=0)
+            sides.append(side)
+        return replace(e, left=sides[0], right=sides[1])
+
+    def _month_compared(self, left: n.Expr, right: n.Expr) -> None:
+        """`now() - t > 1mo` compares lengths: the month is 30 days there; say so."""
+        for side in (left, right):
+            if isinstance(side, n.Duration) and side.months:
+                self.warn(
+                    "month-as-days",
+                    f"'{side.text}' compared with a length is {side.months * 30} days,"
+                    " not a calendar month",
+                    side.span,
+                    hint="compare times for calendar months: profile.t < now() - 1mo",
+                )
 
     def _arith(self, e: n.Binary, lt: t.Type, rt: t.Type) -> t.Type:
         kinds = (lt.kind, rt.kind)

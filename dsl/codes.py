@@ -32,6 +32,12 @@ CODES: dict[str, Code] = {
     "missing-comma": Code("error", "two entries of a `{ … }` value without a comma between"),
     "unknown-statement": Code("error", "a line that does not start a declaration"),
     "ambiguous-unit": Code("error", "a duration in `m`, which could mean minutes or months"),
+    "month-not-fixed": Code(
+        "error", "a month where a fixed length is needed (a trigger's delay, a reward window)"
+    ),
+    "month-as-days": Code(
+        "warning", "a month compared with or added to a length is 30 days, not a calendar month"
+    ),
     # -- literals (dsl/parser.py)
     "invalid-date": Code("error", "a date that does not exist, such as 2026-02-30"),
     "invalid-date-range": Code("error", "a `valid A .. B` range that ends before it starts"),

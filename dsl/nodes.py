@@ -55,10 +55,16 @@ class Bool(Expr):
 
 @dataclass(frozen=True, slots=True)
 class Duration(Expr):
-    """A duration literal such as `24h`; `seconds` is exact."""
+    """A duration literal such as `24h`; `seconds` is exact.
+
+    `months` is N for `N mo`/`N months` (then `seconds` is 30 days times N): added to or
+    taken from a time (`now() - 1mo`) it moves by calendar months
+    (`engine.decision.window_span.add_months`); anywhere else it is the 30 days.
+    """
 
     seconds: float
     text: str
+    months: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +160,7 @@ class Contacts(Expr):
     """The customer's own contact history: `contacts(channel sms within 7d)`.
 
     How many times Arbiter returned an action of that channel, tag or name in the window.
+    `window_seconds` is negative for calendar months, as in `Aggregate`.
     """
 
     scope: Literal["channel", "tag", "action"]
@@ -270,6 +277,8 @@ class SegmentDecl(Decl):
 
 @dataclass(frozen=True, slots=True)
 class Cap:
+    """`cap N per W`; `window_seconds` is negative for calendar months (`-1` is `1mo`)."""
+
     count: int
     window_seconds: int
     text: str
@@ -277,7 +286,10 @@ class Cap:
 
 @dataclass(frozen=True, slots=True)
 class Fatigue:
-    """Suppress an action after `rejections` negative outcomes within `window` for `period`."""
+    """Suppress an action after `rejections` negative outcomes within `window` for `period`.
+
+    Either length is negative for calendar months, as in `Cap`.
+    """
 
     rejections: int
     window_seconds: int

@@ -41,13 +41,28 @@ def number(value: float | int) -> str:
 
 
 def duration(seconds: float) -> str:
-    """Seconds as the largest whole unit (days, not weeks: `14d` reads better than `2w`)."""
+    """Seconds as the largest whole unit (days, not weeks: `14d` reads better than `2w`).
+
+    A negative window is a number of calendar months (`engine.decision.window_span`):
+    -2 is `2mo`, as `fmt` writes it (`window` spells it out for people).
+    """
+    if seconds < 0:
+        return f"{int(-seconds)}mo"
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
     if seconds == 0:
         return "0s"
     return f"{round(seconds * 1000)}ms"
+
+
+def window(seconds: float) -> str:
+    """A window for people (explain output, messages): `7d`, or `1 month`, `2 months` for
+    a calendar-month window (negative), never the encoding's `-1`."""
+    if seconds < 0:
+        months = int(-seconds)
+        return f"{months} month{'s' * (months != 1)}"
+    return duration(seconds)
 
 
 def percent(fraction: float) -> str:

@@ -80,7 +80,7 @@ class Needs:
 
     profile_fields: tuple[str, ...]
     aggregates: tuple[AggregateSpec, ...]
-    capped_actions: tuple[tuple[str, int], ...]  # (action, cap window seconds)
+    capped_actions: tuple[tuple[str, int], ...]  # (action, cap window seconds; -N: N months)
     fatigued_actions: tuple[tuple[str, int, int, int], ...]  # (action, rejections, window, period)
     reads_consent: bool
 

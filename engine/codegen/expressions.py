@@ -96,6 +96,21 @@ _SIMPLE = re.compile(r"^(?:[A-Za-z_][A-Za-z0-9_]*|K\[\d+\]|-?[0-9.e+]+|'[^'\\]*'
 _COMPARE = {"==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 
 
+def _calendar_months(e: n.Binary) -> int | None:
+    """N (or -N) when `e` moves a time by N calendar months (`t ± Nmo`, `Nmo + t`), else None.
+
+    The checker types both sides: a month literal is added to or taken from a time only
+    in these shapes (any other use of a month is its 30 days, `Duration.months`).
+    """
+    if e.op == "-" and isinstance(e.right, n.Duration) and e.right.months:
+        return None if isinstance(e.left, n.Duration) else -e.right.months
+    if e.op == "+" and isinstance(e.right, n.Duration) and e.right.months:
+        return None if isinstance(e.left, n.Duration) else e.right.months
+    if e.op == "+" and isinstance(e.left, n.Duration) and e.left.months:
+        return None if isinstance(e.right, n.Duration) else e.left.months
+    return None
+
+
 class ExprCompiler:
     """Compiles checked expressions; `resolve` maps a `Ref` to a source expression."""
 
@@ -170,6 +185,13 @@ class ExprCompiler:
         return f"(None if {guard} is None else -{x})"
 
     def v_Binary(self, e: n.Binary) -> str:
+        months = _calendar_months(e)
+        if months is not None:
+            # `now() - 1mo`: a calendar month back, as event windows count one.
+            time_side = e.left if isinstance(e.right, n.Duration) else e.right
+            x, guard = self._bind(self.value(time_side))
+            call = f"f_add_months({x}, {months})"
+            return f"(None if {guard} is None else {call})" if guard else call
         if e.op in ("+", "-", "*", "/"):
             left, lg = self._bind(self.value(e.left))
             right, rg = self._bind(self.value(e.right))

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from arbiter.engine.decision.policies import applies, blocking_limit, tiring_policy
 from arbiter.engine.decision.runtime import EvalRuntime
 from arbiter.engine.decision.sampling import sample
+from arbiter.engine.decision.window_span import window_end, window_start
 from arbiter.engine.plan import ActionSpec, Offer, Plan
 from arbiter.engine.records import BanditChoice, DecideRequest, Inputs
 
@@ -249,9 +250,13 @@ def arbitrate(
 def fatigued(times: Sequence[float], now: float, limit: int, window: int, period: int) -> bool:
     """True when `limit` rejections fell within `window` and the last of them is under `period` old.
 
-    `times` must be sorted.
+    `times` must be sorted. Either length is seconds, or -N for N calendar months
+    (`window_span.window_start`): `within 1mo for 1mo` is a calendar month each.
     """
+    # Suppressed until `period` after the last rejection: 2028-01-31 `for 1mo` ends 02-29.
     for i in range(limit - 1, len(times)):
-        if times[i] - times[i - limit + 1] <= window and now - times[i] < period:
+        if now < window_end(period, times[i]) and times[i - limit + 1] >= window_start(
+            window, times[i]
+        ):
             return True
     return False

@@ -299,7 +299,7 @@ class _Builder:
             message = f"contact cap {spec.cap.text} reached ({contacts} so far)"
             details = {
                 "limit": spec.cap.count,
-                "window": printing.duration(spec.cap.window_seconds),
+                "window": printing.window(spec.cap.window_seconds),
                 "contacts": contacts,
             }
         elif why == "fatigue":
@@ -314,13 +314,13 @@ class _Builder:
                 across = f" of {tiring.scope} {tiring.name}"
             message = (
                 f"fatigued: {f.rejections} rejections{across} within "
-                f"{printing.duration(f.window_seconds)}, so not offered for "
-                f"{printing.duration(f.period_seconds)}"
+                f"{printing.window(f.window_seconds)}, so not offered for "
+                f"{printing.window(f.period_seconds)}"
             )
             details = {
                 "rejections": f.rejections,
-                "window": printing.duration(f.window_seconds),
-                "period": printing.duration(f.period_seconds),
+                "window": printing.window(f.window_seconds),
+                "period": printing.window(f.period_seconds),
             }
             if isinstance(f, n.PolicyFatigue):
                 details |= {"scope": f.scope, "name": f.name}
@@ -336,7 +336,7 @@ class _Builder:
                 "scope": policy.scope,
                 "name": policy.name,
                 "limit": policy.count,
-                "window": printing.duration(policy.window_seconds),
+                "window": printing.window(policy.window_seconds),
                 "contacts": seen,
             }
         elif why == "bandit":

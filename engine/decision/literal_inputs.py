@@ -21,7 +21,7 @@ from typing import Any
 from arbiter.dsl import types as t
 from arbiter.engine.decision.arbitrate import fatigued
 from arbiter.engine.decision.policies import ContactKey, counters, counts_for
-from arbiter.engine.decision.window_span import bucket_range
+from arbiter.engine.decision.window_span import bucket_range, window_start
 from arbiter.engine.plan import AggregateSpec, Plan
 from arbiter.engine.records import Inputs
 from arbiter.engine.validate import ValueProblem, normalize, normalize_all
@@ -148,14 +148,14 @@ def literal_inputs(
     rejections = rejections or {}
     aggregates = {spec.key: aggregate(events, spec, now) for spec in plan.needs.aggregates}
     caps = {
-        action: sum(1 for ts in contacts.get(action, ()) if ts > now - window)
+        action: sum(1 for ts in contacts.get(action, ()) if ts > window_start(window, now))
         for action, window in plan.needs.capped_actions
         if not action.startswith("~")
     }
     # Policy and history counters: every past contact with an action counts on each of its
     # channels (the past request's channel is not known here), its tags and itself.
     for counter in counters(plan):
-        since = now - counter.window_seconds
+        since = window_start(counter.window_seconds, now)
         caps[counter.key] = sum(
             1
             for spec in plan.actions

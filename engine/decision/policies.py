@@ -2,7 +2,8 @@
 
 A policy line (`channel sms: 1 per 7d`, `tag promo: 3 per 30d`) and a rule's
 `contacts(channel sms within 7d)` each read a contact counter named
-`~<scope>:<name>:<window seconds>`. The store keeps those exactly like an
+`~<scope>:<name>:<window seconds>` (a negative window is calendar months,
+`engine.decision.window_span`: `~channel:sms:-1` for `1 per 1mo`). The store keeps those exactly like an
 action's cap counter (a sorted set of contact times under the customer's hash
 tag), so they are read in the decision's one round trip and written, with the
 caps, by the one script that runs after a decision: a policy is applied
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from arbiter.dsl import nodes as n
+from arbiter.engine.decision.window_span import keep_seconds
 from arbiter.engine.plan import ActionSpec, Plan
 
 
@@ -133,7 +135,10 @@ def rejections_of(plan: Plan, spec: ActionSpec, channel: str | None) -> list[tup
     """The policy rejection sets one rejection of this action goes to, with how long to keep."""
     channels = contact_channels(spec, channel)
     return [
-        (fatigue_key(f.scope, f.name), f.window_seconds + f.period_seconds)
+        (
+            fatigue_key(f.scope, f.name),
+            keep_seconds(f.window_seconds) + keep_seconds(f.period_seconds),
+        )
         for f in plan.checked.fatigue_policies
         if counts_for(ContactKey(f.scope, f.name, 0), spec, channels)
     ]

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from arbiter.engine.decision.debug import rewrite_traceback
 from arbiter.engine.decision.oracle import Oracle
+from arbiter.engine.decision.window_span import add_months
 from arbiter.engine.plan import Plan, RuleInfo
 
 _rules_log = logging.getLogger("arbiter.rules")
@@ -100,6 +101,13 @@ def f_days_until(now: float, t: Any) -> Any:
     return None if t is None else (t - now) / 86400.0
 
 
+def f_add_months(t: float, months: int) -> float:
+    """`t ± N mo`: `t` moved by calendar months, as event windows count them (UTC, the day
+    clamped to the month's end; `window_span.add_months`). `t` is never None here: the
+    generated code guards it."""
+    return add_months(t, months)
+
+
 #: Helpers that read the decision's clock: generated code passes `NOW` as first argument.
 CLOCK_HELPERS = frozenset({"hour_of_day", "day_of_week", "days_until"})
 
@@ -141,6 +149,7 @@ EXPORTED: dict[str, Any] = {
     "f_hour_of_day": f_hour_of_day,
     "f_day_of_week": f_day_of_week,
     "f_days_until": f_days_until,
+    "f_add_months": f_add_months,
 }
 
 

@@ -20,8 +20,10 @@ its read script, and the write behind it updates every counter in one `HMGET`
 and one `HSET`, instead of a `ZCOUNT` per cap and a `ZRANGE` per fatigue on
 read and three commands per counter on write (one sorted set per counter,
 layout 1 of this history). The counts are what the sorted sets gave: a cap
-counts the contacts strictly after `now - window`, fatigue sees every
-rejection time still kept. `arbiter migrate` converts the sorted sets
+counts the contacts strictly after its window's start (`now - window`, or N
+calendar months back for a month window: `window_span.window_start`), fatigue
+sees every rejection time still kept. A write keeps what the longest window
+can see: 31 days per month of a month window (`window_span.keep_seconds`). `arbiter migrate` converts the sorted sets
 (`engine.store.window_migration`).
 """
 

@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from arbiter.engine.decision.arbitrate import fatigued
+from arbiter.engine.decision.window_span import keep_seconds
 from arbiter.engine.plan import AggregateSpec, Needs
 from arbiter.engine.records import RECORD_DECODER, Inputs
 from arbiter.engine.store import contact_history, keys, windows
@@ -275,8 +276,9 @@ class ProfileStore:
             repr(now),
             contact_history.record_id(f"{now!r}:{decision_id}"),
         ]
+        # A calendar-month window (negative) keeps 31 days a month (`window_span.keep_seconds`).
         for counter, window in contacts:
-            args += [contact_history.cap_field(counter), window]
+            args += [contact_history.cap_field(counter), keep_seconds(window)]
         # The alias key last: see identity.guarded.
         key_list = [keys.decision_index(customer_id), keys.contact_history(customer_id)]
         return [*key_list, keys.alias(customer_id)], args

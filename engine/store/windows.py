@@ -45,7 +45,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from arbiter.engine.decision.window_span import bucket_range
+from arbiter.engine.decision.window_span import bucket_range, window_start
 from arbiter.engine.plan import Needs
 from arbiter.engine.store import contact_history, keys, series
 
@@ -255,7 +255,7 @@ def parse_read(
         aggregates[key] = float(raw) if raw is not None else None
     n_caps = len(reads.cap_actions)
     caps = {
-        action: contact_history.count_after(blob, now - window)
+        action: contact_history.count_after(blob, window_start(window, now))
         for action, window, blob in zip(
             reads.cap_actions, reads.cap_windows, history[:n_caps], strict=True
         )

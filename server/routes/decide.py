@@ -18,6 +18,7 @@ from starlette.responses import Response
 
 from arbiter.engine.decision.decide import decide
 from arbiter.engine.decision.policies import contacts_of, rejections_of
+from arbiter.engine.decision.window_span import keep_seconds
 from arbiter.engine.learning.attribution import exposures_of
 from arbiter.engine.learning.reward_writer import append_reward
 from arbiter.engine.records import (
@@ -251,7 +252,8 @@ async def _count_rejection(
     spec = live.plan.action(fb.action)
     targets = rejections_of(live.plan, spec, record.request.context.get("channel"))
     if spec.fatigue is not None:
-        targets.append((fb.action, spec.fatigue.window_seconds + spec.fatigue.period_seconds))
+        keep = keep_seconds(spec.fatigue.window_seconds) + keep_seconds(spec.fatigue.period_seconds)
+        targets.append((fb.action, keep))
     # The customer the id resolved to then, or is linked to now.
     owner = record.inputs.resolved_id or record.request.customer_id
     owner = await st.admin_store.resolve(owner)

@@ -34,23 +34,24 @@ def test_a_segment_may_not_take_a_reserved_word(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "seconds"),
+    ("text", "seconds", "months"),
     [
-        ("90min", 5400),
-        ("2w", 2 * 604800),
-        ("2 weeks", 2 * 604800),
-        ("1 week", 604800),
-        ("3 days", 3 * 86400),
-        ("1mo", 30 * 86400),
-        ("2 months", 60 * 86400),
-        ("36h", 36 * 3600),
-        ("30 seconds", 30),
+        ("90min", 5400, 0),
+        ("2w", 2 * 604800, 0),
+        ("2 weeks", 2 * 604800, 0),
+        ("1 week", 604800, 0),
+        ("3 days", 3 * 86400, 0),
+        # A month literal keeps its months: added to a time it moves by calendar months.
+        ("1mo", 30 * 86400, 1),
+        ("2 months", 60 * 86400, 2),
+        ("36h", 36 * 3600, 0),
+        ("30 seconds", 30, 0),
     ],
 )
-def test_duration_units(text: str, seconds: float) -> None:
+def test_duration_units(text: str, seconds: float, months: int) -> None:
     rs = dsl.parse(f"ruleset r\naction a {{ value 1 }}\nwhen now() - now() < {text} offer a\n")
     rule = rs.of(n.WhenRule)[0]
-    assert rule.condition.right == n.Duration(n.NO_SPAN, seconds, text)
+    assert rule.condition.right == n.Duration(n.NO_SPAN, seconds, text, months)
 
 
 def test_one_m_is_ambiguous() -> None:

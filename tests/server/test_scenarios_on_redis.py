@@ -8,7 +8,8 @@ category 3+ times in 24h, distinct categories, calendar months): the profile goe
 (what the decision log writer runs for a returned action), each event is sent with
 `POST /v1/events` at the scenario's clock, the app's clock is set to the scenario's
 `now`, and `POST /v1/decide` must return exactly what `arbiter test` computed (the example
-`rulesets/fashion.rules` too). Scenario times lie within 400 days of today or later:
+`rulesets/fashion.rules` too; `calendar_months.rules` counts calendar months at month
+ends and in leap years). Scenario times lie within 400 days of today or later:
 Redis expires window hashes on its own, real clock.
 """
 
@@ -27,6 +28,7 @@ from arbiter import dsl
 from arbiter.engine.codegen.compiler import compile_plan
 from arbiter.engine.decision.policies import contacts_of, rejections_of
 from arbiter.engine.decision.scenarios import DEFAULT_NOW, run_scenario
+from arbiter.engine.decision.window_span import keep_seconds
 from arbiter.engine.store.client import connect
 from arbiter.engine.store.profiles import AFTER_DECISION_LUA, ProfileStore
 from arbiter.server.app import create_app
@@ -35,6 +37,8 @@ FILES = [
     CASES_DIR / "good" / "contact_policy.rules",
     CASES_DIR / "good" / "calendar.rules",
     CASES_DIR / "good" / "grouped_windows.rules",
+    # Calendar months at month ends and in a leap year: caps, policy, contacts(), now() - 1mo.
+    CASES_DIR / "good" / "calendar_months.rules",
     RULESETS_DIR / "fashion.rules",  # the example a team copies for grouped windows
 ]
 
@@ -79,7 +83,10 @@ def test_scenarios_decide_alike_on_redis(redis_url: str, tmp_path: Path, path: P
                     # What `POST /v1/feedback` with a reward <= 0 records.
                     targets = rejections_of(plan, spec, None)
                     if spec.fatigue is not None:
-                        keep = spec.fatigue.window_seconds + spec.fatigue.period_seconds
+                        fatigue = spec.fatigue
+                        keep = keep_seconds(fatigue.window_seconds) + keep_seconds(
+                            fatigue.period_seconds
+                        )
                         targets.append((spec.name, keep))
                     for name, keep in targets:
                         for _ in range(int(ev.amount)):
