@@ -50,6 +50,7 @@ __all__ = [
     "chunks_from_stream",
     "replay_log",
     "split_logs",
+    "task_records",
 ]
 
 CHUNK = 2000
@@ -107,7 +108,7 @@ class _Worker:
         """Replay one task; ``tick(n)`` every `processes.TICK` records and at the end."""
         report = ReplayReport()
         done = 0
-        for record in _records(task):
+        for record in task_records(task):
             self.add(report, record)
             done += 1
             if done == processes.TICK:
@@ -130,7 +131,8 @@ class _Worker:
         report.add(replay(plan, record, models), plan, baselines)
 
 
-def _records(task: Task) -> Iterator[DecisionRecord]:
+def task_records(task: Task) -> Iterator[DecisionRecord]:
+    """The records of a task, decoded (a bad line: `LogReadError` naming file and line)."""
     if isinstance(task, Piece):
         for offset, raw in read_piece(task):
             yield decode_at(task.path, offset, raw)
