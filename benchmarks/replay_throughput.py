@@ -129,6 +129,19 @@ def _cpu() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+def machine() -> str:
+    """CPUs, load, and whether the kernel shares CPU time by session (autogroup)."""
+    try:
+        autogroup = Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        autogroup = False
+    return (
+        f"CPUs: os.cpu_count()={os.cpu_count()}, usable by this process="
+        f"{len(os.sched_getaffinity(0))}; load average {os.getloadavg()[0]:.1f}; "
+        f"sched_autogroup {'on (CPU shared per session, not per process)' if autogroup else 'off'}"
+    )
+
+
 CONFIGS = {
     "1 process": (1, None, "pieces"),
     "--jobs 2": (2, None, "pieces"),
@@ -146,10 +159,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     configs = {k: v for k, v in CONFIGS.items() if not (args.no_previous and "previous" in k)}
-    print(
-        f"CPUs: os.cpu_count()={os.cpu_count()}, usable by this process="
-        f"{len(os.sched_getaffinity(0))}; load average {os.getloadavg()[0]:.1f}"
-    )
+    print(machine())
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "log"
         took = write_log(log, args.records)

@@ -175,7 +175,7 @@ class ReplayPool:
         chosen = processes.start_method(method)
         if chosen == "fork":
             # Built here once; every forked worker inherits it.
-            _worker = self._local = _Worker(setup)
+            _worker = _Worker(setup)
             try:
                 self._pool = processes.WorkerPool(self.jobs, method="fork")
             finally:

@@ -28,7 +28,7 @@ from arbiter.engine.log.replay import ReplayResult
 from arbiter.engine.plan import Plan
 from arbiter.engine.records import DecisionRecord
 
-__all__ = ["NOTHING", "Example", "ReplayReport", "transition"]
+__all__ = ["NOTHING", "ExactSum", "Example", "ReplayReport", "transition"]
 
 #: The name of "no action returned" in matrices and allow-lists.
 NOTHING = "(nothing)"
@@ -161,8 +161,8 @@ class ReplayReport:
     actions: dict[str, ActionChange] = field(default_factory=dict)
     #: Exact running sums of the returned scores (see `ExactSum`): the same for any split of
     #: the log into parts, so the report does not depend on ``--jobs``.
-    before_sum: ExactSum = field(default_factory=lambda: ExactSum())
-    after_sum: ExactSum = field(default_factory=lambda: ExactSum())
+    before_sum: ExactSum = field(default_factory=ExactSum)
+    after_sum: ExactSum = field(default_factory=ExactSum)
     examples: dict[str, list[Example]] = field(default_factory=dict)
     kinds: Counter[str] = field(default_factory=Counter)  # transition -> changed decisions
     notes: list[str] = field(default_factory=list)  # what the reader must know (models missing)
