@@ -22,6 +22,7 @@ in submission order.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import sys
 import threading
@@ -98,7 +99,17 @@ class WorkerPool:
         )
         # Start the workers now (a fork copies the process as it is at this moment, before
         # the caller starts a progress bar's thread); spawned ones start on demand.
-        self._executor.submit(_noop).result()
+        if self.start_method == "fork":
+            # Objects inherited from the parent are frozen out of the workers' garbage
+            # collector: a full collection in a worker would otherwise write to every one
+            # of them and so copy the parent's whole heap, page by page.
+            gc.freeze()
+            try:
+                self._executor.submit(_noop).result()
+            finally:
+                gc.unfreeze()
+        else:
+            self._executor.submit(_noop).result()
 
     def __enter__(self) -> WorkerPool:
         return self
