@@ -6,17 +6,32 @@ reference ruleset `rulesets/retail.rules` -- three ONNX models, the
 cold-start uniform), an experiment, the holdout, event aggregates -- by
 calling the engine's `decide` with a `LiveOracle`, as the server does after
 its Redis read. Then it replays the log with `engine.log.parallel.replay_log`
-(what `arbiter replay` runs, minus the progress bar), same rules, every record
-checked for exact reproduction, once with one process and once with two, in
-alternating rounds; prints the median records/s of each and their ratio.
+over `split_logs` pieces (what `arbiter replay LOG` runs, minus the progress
+bar), same rules, every record checked for exact reproduction:
 
-    python -m benchmarks.replay_throughput [--records 100000] [--rounds 3]
+- ``1 process``;
+- ``--jobs 2``: two workers forked after the rules are compiled, each reading
+  its own pieces of the file;
+- ``--jobs 2, previous design`` (unless ``--no-previous``): workers spawned
+  (fresh interpreters compiling the rules), the parent reading every line and
+  sending chunks of 2,000 records -- what `arbiter replay` did before.
+
+The configurations alternate within each round. For each run: wall-clock
+records/s, and CPU seconds per record of this process and its workers
+together (user + system; on a shared machine the CPU cost is the steadier
+figure). Prints medians and the ratio of each ``--jobs 2`` to one process.
+
+    python -m benchmarks.replay_throughput [--records 100000] [--rounds 3] [--gzip]
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
+import os
 import random
+import resource
+import shutil
 import statistics
 import tempfile
 import time
@@ -30,7 +45,7 @@ from arbiter.engine.decision.oracle import LiveOracle
 from arbiter.engine.learning.bandit import BanditModel
 from arbiter.engine.learning.bandit_store import exploration_of
 from arbiter.engine.log.files import RotatingFiles
-from arbiter.engine.log.parallel import ReplaySetup, chunks_from_files, replay_log
+from arbiter.engine.log.parallel import ReplaySetup, chunks_from_files, replay_log, split_logs
 from arbiter.engine.records import ENCODER, DecideRequest, Inputs
 from arbiter.engine.scoring.loading import load_models
 
@@ -107,34 +122,90 @@ def write_log(path: Path, n: int, seed: int = 11) -> float:
     return time.perf_counter() - started
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and its reaped children (the pool joins its workers)."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def machine() -> str:
+    """CPUs, load, and whether the kernel shares CPU time by session (autogroup)."""
+    try:
+        autogroup = Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        autogroup = False
+    return (
+        f"CPUs: os.cpu_count()={os.cpu_count()}, usable by this process="
+        f"{len(os.sched_getaffinity(0))}; load average {os.getloadavg()[0]:.1f}; "
+        f"sched_autogroup {'on (CPU shared per session, not per process)' if autogroup else 'off'}"
+    )
+
+
+CONFIGS = {
+    "1 process": (1, None, "pieces"),
+    "--jobs 2": (2, None, "pieces"),
+    "--jobs 2, previous design": (2, "spawn", "chunks"),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--gzip", action="store_true", help="replay a gzipped copy of the log")
+    parser.add_argument(
+        "--no-previous", action="store_true", help="skip the previous design (spawn, chunks)"
+    )
     args = parser.parse_args()
+    configs = {k: v for k, v in CONFIGS.items() if not (args.no_previous and "previous" in k)}
+    print(machine())
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "log"
         took = write_log(log, args.records)
+        if args.gzip:
+            for f in list(log.iterdir()):
+                with f.open("rb") as src, gzip.open(f.with_name(f.name + ".gz"), "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+                f.unlink()
         size = sum(p.stat().st_size for p in log.iterdir())
         print(
-            f"log: {args.records:,} records of {RULES.name}, {size / 1e6:.0f} MB, "
-            f"written in {took:.1f}s"
+            f"log: {args.records:,} records of {RULES.name}, {size / 1e6:.0f} MB"
+            f"{' gzipped' if args.gzip else ''}, written in {took:.1f}s"
         )
         setup = ReplaySetup((str(RULES),))
-        rates: dict[int, list[float]] = {1: [], 2: []}
+        rates: dict[str, list[float]] = {k: [] for k in configs}
+        cpus: dict[str, list[float]] = {k: [] for k in configs}
         for r in range(args.rounds):
-            for jobs in (1, 2) if r % 2 == 0 else (2, 1):
-                started = time.perf_counter()
-                report = replay_log(setup, chunks_from_files([log]), jobs=jobs)
+            order = list(configs) if r % 2 == 0 else list(reversed(configs))
+            for name in order:
+                jobs, method, kind = configs[name]
+                cpu0, started = _cpu(), time.perf_counter()
+                tasks = (
+                    split_logs([log], jobs=jobs) if kind == "pieces" else chunks_from_files([log])
+                )
+                report = replay_log(setup, tasks, jobs=jobs, method=method)
                 elapsed = time.perf_counter() - started
+                cpu = _cpu() - cpu0
                 assert report.total == args.records, report.total
                 assert report.reproduced == args.records, (report.mismatches[:3], report.total)
-                rates[jobs].append(args.records / elapsed)
-                print(f"  round {r + 1}, jobs {jobs}: {args.records / elapsed:,.0f} records/s")
-        one, two = statistics.median(rates[1]), statistics.median(rates[2])
-        print(f"replay, 1 process:   {one:,.0f} records/s (median of {args.rounds})")
-        print(f"replay, --jobs 2:    {two:,.0f} records/s ({two / one:.2f}x)")
-        print("every record reproduced exactly in every round")
+                rates[name].append(args.records / elapsed)
+                cpus[name].append(cpu / args.records * 1e6)
+                print(
+                    f"  round {r + 1}, {name:<26} {args.records / elapsed:>8,.0f} records/s, "
+                    f"{cpu / args.records * 1e6:>5.0f} CPU-us/record "
+                    f"(load {os.getloadavg()[0]:.1f})"
+                )
+        one = statistics.median(rates["1 process"])
+        one_cpu = statistics.median(cpus["1 process"])
+        print(f"medians of {args.rounds} rounds:")
+        for name in configs:
+            rate, cpu = statistics.median(rates[name]), statistics.median(cpus[name])
+            print(
+                f"  {name:<26} {rate:>8,.0f} records/s ({rate / one:.2f}x wall-clock), "
+                f"{cpu:>5.0f} CPU-us/record ({cpu / one_cpu:.2f}x CPU)"
+            )
+        print("every record reproduced exactly in every run")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from arbiter.engine.decision.oracle import LiveOracle
 from arbiter.engine.decision.scenarios import DEFAULT_NOW, ScenarioOracle
 from arbiter.engine.log.evaluate import Evaluation, collect, evaluate
 from arbiter.engine.log.files import read_records
-from arbiter.engine.log.parallel import ReplaySetup, chunks_from_files, replay_log
+from arbiter.engine.log.parallel import ReplaySetup, replay_log, split_logs
 from arbiter.engine.log.report import to_text
 from arbiter.engine.log.whatif import ReplayReport
 from arbiter.engine.plan import Plan
@@ -267,8 +267,8 @@ def arbiter_replay(request: pytest.FixtureRequest) -> Callable[..., Replayed]:
         rule_files = tuple(str(p) for p in _rules_files(_path(root, rules)))
         base = () if baseline is None else _rules_files(_path(root, baseline))
         setup = ReplaySetup(rule_files, tuple(str(p) for p in base))
-        chunks = chunks_from_files([_path(root, p) for p in logs])
-        return Replayed(replay_log(setup, chunks, jobs=jobs))
+        pieces = split_logs([_path(root, p) for p in logs], jobs=jobs)
+        return Replayed(replay_log(setup, pieces, jobs=jobs))
 
     return run
 

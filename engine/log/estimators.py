@@ -14,7 +14,10 @@ the evaluated policy ``v_i = sum_a pi(a | x_i) q(x_i, a)``:
 
 Confidence intervals are percentile intervals of a seeded nonparametric
 bootstrap over rounds; each resample recomputes every estimator from the
-resampled rounds (so SNIPS is normalised within the resample). Also given:
+resampled rounds (so SNIPS is normalised within the resample). Resample
+``b`` draws from its own generator, seeded by the ``b``-th child of
+``SeedSequence(seed)``, so any block of resamples can be computed anywhere
+(`arbiter evaluate --jobs`) and the intervals stay the same. Also given:
 the effective sample size ``(sum w)^2 / sum w^2`` and the largest weight.
 Pure NumPy; no I/O.
 """
@@ -27,7 +30,17 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Estimate", "OffPolicyData", "dr", "estimate_all", "ips", "snips"]
+__all__ = [
+    "Bootstrap",
+    "Estimate",
+    "OffPolicyData",
+    "bootstrap",
+    "dr",
+    "estimate_all",
+    "ips",
+    "resample_seeds",
+    "snips",
+]
 
 Array = npt.NDArray[np.float64]
 
@@ -100,6 +113,29 @@ ESTIMATORS: dict[str, Callable[[OffPolicyData, float | None], float]] = {
 }
 
 
+def resample_seeds(seed: int, resamples: int) -> list[np.random.SeedSequence]:
+    """One independent seed per bootstrap resample (see the module docstring)."""
+    return np.random.SeedSequence(seed).spawn(resamples)
+
+
+def bootstrap(
+    data: OffPolicyData, clip: float | None, seeds: list[np.random.SeedSequence]
+) -> Array:
+    """``draws[k, b]``: estimator ``k`` (in `ESTIMATORS` order) on the resample of ``seeds[b]``."""
+    n = len(data.reward)
+    draws: Array = np.empty((len(ESTIMATORS), len(seeds)))
+    for b, s in enumerate(seeds):
+        part = _index(data, np.random.default_rng(s).integers(0, n, n))
+        for k, fn in enumerate(ESTIMATORS.values()):
+            draws[k, b] = fn(part, clip)
+    return draws
+
+
+#: How the resamples are computed: `bootstrap` itself, or a parallel stand-in that returns
+#: the same array (`engine.log.evaluate_jobs`).
+Bootstrap = Callable[[OffPolicyData, "float | None", "list[np.random.SeedSequence]"], Array]
+
+
 def estimate_all(
     data: OffPolicyData,
     *,
@@ -107,6 +143,7 @@ def estimate_all(
     resamples: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    resampler: Bootstrap = bootstrap,
 ) -> list[Estimate]:
     """IPS, SNIPS and DR with bootstrap intervals, ESS and the largest weight."""
     n = len(data.reward)
@@ -115,15 +152,10 @@ def estimate_all(
     w = data.weights(clip)
     ess = float(np.sum(w) ** 2 / np.sum(w**2)) if np.any(w > 0) else 0.0
     largest = float(np.max(w))
-    rng = np.random.default_rng(seed)
-    draws = {name: np.empty(resamples) for name in ESTIMATORS}
-    for b in range(resamples):
-        part = _index(data, rng.integers(0, n, n))
-        for name, fn in ESTIMATORS.items():
-            draws[name][b] = fn(part, clip)
+    draws = resampler(data, clip, resample_seeds(seed, resamples))
     alpha = (1 - level) / 2
     out = []
-    for name, fn in ESTIMATORS.items():
-        low, high = np.quantile(draws[name], [alpha, 1 - alpha])
+    for k, (name, fn) in enumerate(ESTIMATORS.items()):
+        low, high = np.quantile(draws[k], [alpha, 1 - alpha])
         out.append(Estimate(name, fn(data, clip), float(low), float(high), ess, largest))
     return out

@@ -31,7 +31,13 @@ from typing import Any
 
 import numpy as np
 
-from arbiter.engine.log.estimators import Estimate, OffPolicyData, estimate_all
+from arbiter.engine.log.estimators import (
+    Bootstrap,
+    Estimate,
+    OffPolicyData,
+    bootstrap,
+    estimate_all,
+)
 from arbiter.engine.log.policy import NOTHING, action_distribution, logged_support
 from arbiter.engine.plan import Plan
 from arbiter.engine.records import DecisionRecord
@@ -175,9 +181,13 @@ def cross_fitted_q(rounds: list[Round], folds: int, actions: list[str]) -> np.nd
     q = np.empty((len(rounds), len(actions)))
     for f, members in by_fold.items():
         model = RewardModel(rounds[i] for g, m in by_fold.items() if g != f for i in m)
+        rows: dict[Any, list[float]] = {}  # a fold's rounds share few strata: one row each
         for i in members:
             stratum = rounds[i].stratum
-            q[i] = [model(stratum, a) for a in actions]
+            row = rows.get(stratum)
+            if row is None:
+                row = rows[stratum] = [model(stratum, a) for a in actions]
+            q[i] = row
     return q
 
 
@@ -216,8 +226,13 @@ def evaluate(
     resamples: int = 1000,
     seed: int = 0,
     folds: int = 5,
+    resampler: Bootstrap = bootstrap,
 ) -> Evaluation:
-    """Estimates of the candidate and of the uniform baseline, with the logged value."""
+    """Estimates of the candidate and of the uniform baseline, with the logged value.
+
+    ``resampler`` computes the bootstrap resamples (`EvaluatePool.bootstrap` spreads
+    them over worker processes; the numbers are the same).
+    """
     if not rounds:
         raise ValueError("no decisions to evaluate (no records of the candidate's ruleset?)")
     actions = all_actions(rounds)
@@ -230,8 +245,12 @@ def evaluate(
     unsupported = [r.unsupported for r in rounds]
     return Evaluation(
         rounds=len(rounds),
-        estimates=estimate_all(data, clip=clip, resamples=resamples, seed=seed),
-        uniform=estimate_all(uniform, clip=clip, resamples=resamples, seed=seed),
+        estimates=estimate_all(
+            data, clip=clip, resamples=resamples, seed=seed, resampler=resampler
+        ),
+        uniform=estimate_all(
+            uniform, clip=clip, resamples=resamples, seed=seed, resampler=resampler
+        ),
         logged_value=mean,
         logged_low=mean - half,
         logged_high=mean + half,

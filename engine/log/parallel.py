@@ -1,40 +1,63 @@
 """Replay a whole log, on one core or several, into one `ReplayReport`.
 
-The log is read as raw lines in chunks; each chunk is decoded and replayed
-by a worker process that compiled the rules once at start-up, and comes back
-as a small `ReplayReport`. The parent merges the reports in log order (so the
-report does not depend on ``jobs``), keeps at most ``2 * jobs`` chunks in
-flight (so memory does not grow with the log) and calls ``progress`` with
-each chunk's size. With ``jobs=1`` everything runs in this process.
+The work is a list of tasks, each replayed whole by one worker into a small
+`ReplayReport`, merged by the parent in task order (log order), so the
+report does not depend on ``jobs``:
 
-Workers are started with ``spawn`` (a fresh interpreter), never ``fork``: the
-parent may hold threads (a progress bar, a Redis client) that a fork would
-copy in an unknown state.
+- a `Piece` of a log file (`files.split_logs`): the worker reads its own
+  byte range of the file, so the parent reads nothing and sends only the
+  file name and two offsets;
+- a `Chunk` of raw records the parent read (the Redis stream, or files under
+  ``--limit``).
+
+Workers compile the rules once. On Linux they are forked from this process
+after it compiled them (`engine.log.processes`: no interpreter start, no
+imports, no parse per worker); elsewhere, or with another thread alive, they
+are spawned and compile them at start-up. With ``jobs=1`` everything runs in
+this process. Progress is counted in records as workers finish them.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from arbiter import dsl
 from arbiter.engine.codegen.compiler import compile_plan
-from arbiter.engine.log.files import decode_line, log_files, read_lines
+from arbiter.engine.log import processes
+from arbiter.engine.log.files import (
+    Piece,
+    decode_at,
+    decode_line,
+    log_files,
+    read_lines,
+    read_piece,
+    split_logs,
+)
 from arbiter.engine.log.replay import replay
 from arbiter.engine.log.whatif import ReplayReport
 from arbiter.engine.plan import Plan
+from arbiter.engine.records import DecisionRecord
 
-__all__ = ["Chunk", "ReplaySetup", "chunks_from_files", "chunks_from_stream", "replay_log"]
+__all__ = [
+    "Chunk",
+    "Piece",
+    "ReplayPool",
+    "ReplaySetup",
+    "chunks_from_files",
+    "chunks_from_stream",
+    "replay_log",
+    "split_logs",
+    "task_records",
+]
 
 CHUNK = 2000
 
 #: (where: a file or stream name, [(line number or 0, raw record)])
 Chunk = tuple[str, list[tuple[int, bytes]]]
+Task = Chunk | Piece
 
 
 @dataclass(frozen=True)
@@ -81,36 +104,113 @@ class _Worker:
                 )
         return self.models[plan.name]
 
-    def run(self, chunk: Chunk) -> ReplayReport:
-        where, lines = chunk
+    def run(self, task: Task, tick: processes.Progress = processes.tick) -> ReplayReport:
+        """Replay one task; ``tick(n)`` every `processes.TICK` records and at the end."""
         report = ReplayReport()
-        source = Path(where)
-        for number, raw in lines:
-            record = decode_line(source, number, raw)
-            plan = self.plans.get(record.ruleset.name)
-            if plan is None:
-                report.skipped += 1
-                continue
-            models = None if plan.hash == record.ruleset.hash else self.models_for(plan)
-            baselines = self.baselines
-            if record.ruleset.hash not in baselines and record.ruleset.name in baselines:
-                baselines = {record.ruleset.hash: baselines[record.ruleset.name]}
-            report.add(replay(plan, record, models), plan, baselines)
+        done = 0
+        for record in task_records(task):
+            self.add(report, record)
+            done += 1
+            if done == processes.TICK:
+                tick(done)
+                done = 0
+        tick(done)
         report.notes.extend(n for n in self.notes if n not in report.notes)
         return report
 
+    def add(self, report: ReplayReport, record: DecisionRecord) -> None:
+        """Replay one record into ``report``."""
+        plan = self.plans.get(record.ruleset.name)
+        if plan is None:
+            report.skipped += 1
+            return
+        models = None if plan.hash == record.ruleset.hash else self.models_for(plan)
+        baselines = self.baselines
+        if record.ruleset.hash not in baselines and record.ruleset.name in baselines:
+            baselines = {record.ruleset.hash: baselines[record.ruleset.name]}
+        report.add(replay(plan, record, models), plan, baselines)
 
-_worker: _Worker | None = None
+
+def task_records(task: Task) -> Iterator[DecisionRecord]:
+    """The records of a task, decoded (a bad line: `LogReadError` naming file and line)."""
+    if isinstance(task, Piece):
+        for offset, raw in read_piece(task):
+            yield decode_at(task.path, offset, raw)
+        return
+    where, lines = task
+    source = Path(where)
+    for number, raw in lines:
+        yield decode_line(source, number, raw)
 
 
-def _init(setup: ReplaySetup) -> None:
+_worker: _Worker | None = None  # in a worker process: built there (spawn) or inherited (fork)
+
+
+def _build(setup: ReplaySetup) -> None:
     global _worker
     _worker = _Worker(setup)
 
 
-def _run(chunk: Chunk) -> ReplayReport:
+def _run(task: Task) -> ReplayReport:
     assert _worker is not None, "worker not initialised"
-    return _worker.run(chunk)
+    return _worker.run(task)
+
+
+class ReplayPool:
+    """Where replay runs: this process (``jobs=1``) or ``jobs`` worker processes.
+
+    Open it before starting threads of your own (see `engine.log.processes`); it
+    compiles the rules on opening, so a rules error surfaces here.
+    ``method`` forces a start method (``fork``/``spawn``; tests use it).
+    """
+
+    def __init__(self, setup: ReplaySetup, jobs: int = 1, *, method: str | None = None) -> None:
+        global _worker
+        self.jobs = max(1, jobs)
+        self._pool: processes.WorkerPool | None = None
+        self.start_method = "none"
+        if self.jobs == 1:
+            self._local = _Worker(setup)
+            return
+        chosen = processes.start_method(method)
+        if chosen == "fork":
+            # Built here once; every forked worker inherits it.
+            _worker = _Worker(setup)
+            try:
+                self._pool = processes.WorkerPool(self.jobs, method="fork")
+            finally:
+                _worker = None
+        else:
+            self._pool = processes.WorkerPool(
+                self.jobs, initializer=_build, initargs=(setup,), method=chosen
+            )
+        self.start_method = self._pool.start_method
+
+    def __enter__(self) -> ReplayPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the workers."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def run(
+        self, tasks: Iterable[Task], progress: Callable[[int], None] | None = None
+    ) -> ReplayReport:
+        """Replay every task; the report merged in task order."""
+        total = ReplayReport()
+        if self._pool is None:
+            tick = progress or (lambda _n: None)
+            for task in tasks:
+                total.merge(self._local.run(task, tick))
+            return total
+        for report in self._pool.map(_run, tasks, progress):
+            total.merge(report)
+        return total
 
 
 def chunks_from_files(paths: Iterable[str | Path], size: int = CHUNK) -> Iterator[Chunk]:
@@ -144,41 +244,15 @@ def chunks_from_stream(
 
 def replay_log(
     setup: ReplaySetup,
-    chunks: Iterable[Chunk],
+    tasks: Iterable[Task],
     *,
     jobs: int = 1,
     progress: Callable[[int], None] | None = None,
+    method: str | None = None,
 ) -> ReplayReport:
-    """Replay every chunk against ``setup.rules``; the merged report."""
-    total = ReplayReport()
-    if jobs <= 1:
-        worker = _Worker(setup)
-        for chunk in chunks:
-            total.merge(worker.run(chunk))
-            if progress is not None:
-                progress(len(chunk[1]))
-        return total
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init, initargs=(setup,)) as ex:
-        pending: deque[tuple[int, Future[ReplayReport]]] = deque()
-        for chunk in chunks:
-            pending.append((len(chunk[1]), ex.submit(_run, chunk)))
-            if len(pending) >= 2 * jobs:
-                _collect(total, pending, progress)
-        while pending:
-            _collect(total, pending, progress)
-    return total
-
-
-def _collect(
-    total: ReplayReport,
-    pending: deque[tuple[int, Future[ReplayReport]]],
-    progress: Callable[[int], None] | None,
-) -> None:
-    size, future = pending.popleft()
-    total.merge(future.result())
-    if progress is not None:
-        progress(size)
+    """Replay every task (pieces of log files, or chunks of records) against ``setup.rules``."""
+    with ReplayPool(setup, jobs, method=method) as pool:
+        return pool.run(tasks, progress)
 
 
 def plan_files(paths: Sequence[Path]) -> tuple[str, ...]:

@@ -18,6 +18,7 @@ It keeps counts, not results, so memory stays flat over millions of records:
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from arbiter.engine.log.replay import ReplayResult
 from arbiter.engine.plan import Plan
 from arbiter.engine.records import DecisionRecord
 
-__all__ = ["NOTHING", "Example", "ReplayReport", "transition"]
+__all__ = ["NOTHING", "ExactSum", "Example", "ReplayReport", "transition"]
 
 #: The name of "no action returned" in matrices and allow-lists.
 NOTHING = "(nothing)"
@@ -72,6 +73,56 @@ class Example:
     segments: list[str]
 
 
+class ExactSum:
+    """A sum of floats kept exactly (Shewchuk's non-overlapping partials, as `math.fsum`).
+
+    A plain float sum depends on the order of additions, so summing parts of
+    the log in workers and adding the part sums would give bits that depend
+    on how the log was split; the exact sum of the same numbers does not.
+    """
+
+    __slots__ = ("nonfinite", "partials")
+
+    def __init__(self) -> None:
+        self.partials: list[float] = []
+        self.nonfinite = 0.0  # inf and nan, which partials cannot hold
+
+    def add(self, x: float) -> None:
+        """Add one number."""
+        if not math.isfinite(x):
+            self.nonfinite += x
+            return
+        partials = self.partials
+        i = 0
+        for y in partials:
+            if abs(x) < abs(y):
+                x, y = y, x
+            hi = x + y
+            lo = y - (hi - x)
+            if lo:
+                partials[i] = lo
+                i += 1
+            x = hi
+        partials[i:] = [x]
+
+    def merge(self, other: ExactSum) -> None:
+        """Add every number ``other`` holds."""
+        for x in other.partials:
+            self.add(x)
+        self.nonfinite += other.nonfinite
+
+    @property
+    def value(self) -> float:
+        """The sum, correctly rounded to a float."""
+        return math.fsum(self.partials) + self.nonfinite
+
+    def __getstate__(self) -> tuple[list[float], float]:
+        return self.partials, self.nonfinite
+
+    def __setstate__(self, state: tuple[list[float], float]) -> None:
+        self.partials, self.nonfinite = state
+
+
 @dataclass
 class Slice:
     """Decisions and changed decisions in one segment or channel."""
@@ -108,8 +159,10 @@ class ReplayReport:
     segments: dict[str, Slice] = field(default_factory=dict)
     channels: dict[str, Slice] = field(default_factory=dict)
     actions: dict[str, ActionChange] = field(default_factory=dict)
-    value_before: float = 0.0
-    value_after: float = 0.0
+    #: Exact running sums of the returned scores (see `ExactSum`): the same for any split of
+    #: the log into parts, so the report does not depend on ``--jobs``.
+    before_sum: ExactSum = field(default_factory=ExactSum)
+    after_sum: ExactSum = field(default_factory=ExactSum)
     examples: dict[str, list[Example]] = field(default_factory=dict)
     kinds: Counter[str] = field(default_factory=Counter)  # transition -> changed decisions
     notes: list[str] = field(default_factory=list)  # what the reader must know (models missing)
@@ -138,8 +191,10 @@ class ReplayReport:
             self.rescored += 1
         if changed and result.original and not result.replayed:
             self.newly_nothing += 1
-        self.value_before += sum(a.score for a in result.original)
-        self.value_after += sum(a.score for a in result.replayed)
+        for a in result.original:
+            self.before_sum.add(a.score)
+        for a in result.replayed:
+            self.after_sum.add(a.score)
         channel = str(logged.request.context.get("channel", "(none)"))
         slices = [(self.channels, channel)]
         slices += [(self.segments, s) for s in new.segments or ["(no segment)"]]
@@ -165,9 +220,11 @@ class ReplayReport:
         """Add ``other`` (a later part of the log) into this report."""
         for name in (
             "total", "skipped", "same_version", "reproduced", "mismatch_count", "new_version",
-            "changed", "rescored", "newly_nothing", "value_before", "value_after",
+            "changed", "rescored", "newly_nothing",
         ):  # fmt: skip
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.before_sum.merge(other.before_sum)
+        self.after_sum.merge(other.after_sum)
         room = MISMATCHES_KEPT - len(self.mismatches)
         self.mismatches.extend(other.mismatches[: max(room, 0)])
         self.matrix.update(other.matrix)
@@ -187,6 +244,16 @@ class ReplayReport:
         for kind, examples in other.examples.items():
             kept = self.examples.setdefault(kind, [])
             kept.extend(examples[: EXAMPLES_PER_KIND - len(kept)])
+
+    @property
+    def value_before(self) -> float:
+        """The sum of the logged decisions' returned scores (correctly rounded)."""
+        return self.before_sum.value
+
+    @property
+    def value_after(self) -> float:
+        """The sum of the replayed decisions' returned scores (correctly rounded)."""
+        return self.after_sum.value
 
     def unexpected(self, allowed: Iterable[str]) -> dict[str, int]:
         """Kinds of change not matched by an ``old->new`` pattern of ``allowed`` (``*`` any)."""

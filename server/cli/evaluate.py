@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from arbiter.dsl.errors import ArbiterError, RulesError
+from arbiter.dsl.errors import ArbiterError
 from arbiter.server.cli.common import compile_rules, redis_url, rule_paths
 
 __all__ = ["add_evaluate_parser", "cmd_evaluate", "read_rewards"]
@@ -91,51 +91,48 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Estimate the candidate rules' average reward from a log and its rewards."""
     from tqdm import tqdm
 
-    from arbiter.engine.log.evaluate import collect, evaluate
-    from arbiter.engine.log.files import read_records
-    from arbiter.engine.log.replay import read_stream
-    from arbiter.engine.scoring.loading import load_models
+    from arbiter.engine.log.evaluate import evaluate
+    from arbiter.engine.log.evaluate_jobs import EvaluatePool, EvaluateSetup
+    from arbiter.engine.log.parallel import Task, chunks_from_stream, split_logs
     from arbiter.engine.store import keys
     from arbiter.engine.store.client import connect_sync
 
-    plans = {}
-    models: dict[str, Any] = {}
-    for path in rule_paths([args.rules]):
-        plan = compile_rules(path)
-        plans[plan.name] = plan
-        try:
-            models[plan.name] = load_models(plan, path.parent)
-        except RulesError as exc:
-            print(
-                f"arbiter: warning: {plan.name}: models not loaded ({exc.diagnostics[0].message}); "
-                "logged scores are served in call order",
-                file=sys.stderr,
-            )
-    rewards = read_rewards(args.rewards)
+    rules = tuple(str(p) for p in rule_paths([args.rules]))
+    for path in rules:
+        compile_rules(Path(path))  # report rules errors here, once, not from every worker
+    setup = EvaluateSetup(rules, read_rewards(args.rewards), args.missing)
     embedded = client = None
     try:
         urls = [s for s in args.source if s.startswith(_REDIS)]
+        tasks: Iterable[Task]
         if args.source and not urls:
-            records: Any = read_records(args.source)
+            tasks = split_logs(args.source, jobs=args.jobs)  # each worker reads its pieces
+            total = None
         else:
             url = urls[0] if urls else None
             if url is None:
                 url, embedded = redis_url()
             client = connect_sync(url)
-            records = read_stream(client, keys.DECISION_STREAM)
-        bar = tqdm(
-            records, unit="rec", desc="evaluate", disable=args.quiet or None, file=sys.stderr
-        )
-        target = next(iter(plans.values())) if len(plans) == 1 else plans
-        rounds, counts = collect(target, bar, rewards, missing=args.missing, models=models)
+            tasks = chunks_from_stream(client, keys.DECISION_STREAM)
+            total = client.xlen(keys.DECISION_STREAM)
+        # The pool before the bar: workers are forked before the bar starts its thread.
+        with EvaluatePool(setup, args.jobs) as pool:
+            with tqdm(
+                total=total, unit="rec", desc="evaluate", disable=args.quiet or None,
+                file=sys.stderr,
+            ) as bar:  # fmt: skip
+                rounds, counts, notes = pool.collect(tasks, progress=bar.update)
+            for note in notes:
+                print(f"arbiter: warning: {note}", file=sys.stderr)
+            result = evaluate(
+                rounds, counts, clip=args.clip, resamples=args.resamples, seed=args.seed,
+                folds=args.folds, resampler=pool.bootstrap,
+            )  # fmt: skip
     finally:
         if client is not None:
             client.close()
         if embedded is not None:
             embedded.stop()
-    result = evaluate(
-        rounds, counts, clip=args.clip, resamples=args.resamples, seed=args.seed, folds=args.folds
-    )
     if args.format == "json":
         body = {
             "decisions": result.rounds,
@@ -211,6 +208,13 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:  # type: ignor
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--folds", type=int, default=5, help="cross-fitting folds of the reward model")
+    p.add_argument(
+        "--jobs",
+        "-j",
+        type=int,
+        default=1,
+        help="worker processes (reading the log and bootstrapping; same numbers for any N)",
+    )
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)

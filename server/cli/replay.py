@@ -7,7 +7,7 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +15,7 @@ from arbiter.engine.plan import Plan
 from arbiter.server.cli.common import compile_rules, redis_url, rule_paths
 
 if TYPE_CHECKING:
-    from arbiter.engine.log.parallel import Chunk
+    from arbiter.engine.log.parallel import Chunk, Task
 
 __all__ = ["add_replay_parser", "cmd_decide", "cmd_replay"]
 
@@ -114,11 +114,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from arbiter.engine.log.parallel import (
+        ReplayPool,
         ReplaySetup,
         chunks_from_files,
         chunks_from_stream,
         plan_files,
-        replay_log,
+        split_logs,
     )
     from arbiter.engine.log.report import to_html, to_json, to_text
     from arbiter.engine.store import keys
@@ -136,26 +137,33 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise SystemExit("arbiter: replay either log files or one Redis URL, not both")
     embedded = client = None
     try:
+        tasks: Iterable[Task]
         if sources and not urls:
-            chunks = chunks_from_files(sources)
             if args.limit is not None:
-                chunks = _limited(chunks, args.limit)
+                tasks = _limited(chunks_from_files(sources), args.limit)
+            else:
+                # Each worker reads its own pieces of the files.
+                tasks = split_logs(sources, jobs=args.jobs)
             total = None
         else:
             url = urls[0] if urls else None
             if url is None:
                 url, embedded = redis_url()
             client = connect_sync(url)
-            chunks = chunks_from_stream(client, keys.DECISION_STREAM, args.limit)
+            tasks = chunks_from_stream(client, keys.DECISION_STREAM, args.limit)
             total = client.xlen(keys.DECISION_STREAM)
             if args.limit is not None:
                 total = min(total, args.limit)
-        with tqdm(
-            total=total, unit="rec", desc="replay", disable=args.quiet or None, file=sys.stderr
-        ) as bar:
-            started = time.perf_counter()
-            report = replay_log(setup, chunks, jobs=args.jobs, progress=bar.update)
-            elapsed = time.perf_counter() - started
+        started = time.perf_counter()
+        # The pool before the bar: workers are forked before the bar starts its thread.
+        with (
+            ReplayPool(setup, args.jobs) as pool,
+            tqdm(
+                total=total, unit="rec", desc="replay", disable=args.quiet or None, file=sys.stderr
+            ) as bar,
+        ):
+            report = pool.run(tasks, progress=bar.update)
+        elapsed = time.perf_counter() - started
     finally:
         if client is not None:
             client.close()

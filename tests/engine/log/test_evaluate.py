@@ -288,3 +288,56 @@ def test_rewards_from_the_redis_reward_stream(
     argv = ["evaluate", str(log), "--rules", str(CANDIDATE), "--rewards", redis_url, "-q"]
     assert main([*argv, "--format", "json", "--resamples", "50"]) == 0
     assert json.loads(capsys.readouterr().out)["missing_rewards"] == 0
+
+
+def test_evaluate_gives_the_same_numbers_with_two_jobs(
+    plans: tuple[Plan, Plan], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rounds collected by workers from pieces of the log, resamples computed in blocks:
+    every number the same as one process's, to the bit."""
+    from arbiter.engine.log.evaluate_jobs import EvaluatePool, EvaluateSetup
+    from arbiter.engine.log.parallel import chunks_from_files, split_logs
+
+    logging, _ = plans
+    records, rewards = simulate(logging, 400, seed=8)
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(b"".join(ENCODER.encode(r) + b"\n" for r in records))
+    setup = EvaluateSetup((str(CANDIDATE),), rewards)
+    results = []
+    for jobs, tasks, method in (
+        (1, list(chunks_from_files([log], size=150)), None),
+        (2, split_logs([log], jobs=2, piece_bytes=20_000), "fork"),
+        (2, split_logs([log], jobs=2, piece_bytes=100_000), "spawn"),
+    ):
+        with EvaluatePool(setup, jobs, method=method) as pool:
+            assert pool.start_method == (method or "none")
+            seen: list[int] = []
+            rounds, counts, notes = pool.collect(tasks, progress=seen.append)
+            assert sum(seen) == len(records) == len(rounds) and notes == []
+            result = evaluate(rounds, counts, resamples=300, seed=4, resampler=pool.bootstrap)
+        results.append(
+            (
+                [r.decision_id for r in rounds],
+                result.estimates,
+                result.uniform,
+                result.logged_value,
+                result.unsupported_rounds,
+            )
+        )
+    assert results[0] == results[1] == results[2]
+    assert results[0][0] == [r.decision_id for r in records]  # rounds in log order
+
+    # The command: the same JSON with --jobs 1 and --jobs 2.
+    reward_file = tmp_path / "rewards.jsonl"
+    reward_file.write_text(
+        "".join(
+            json.dumps({"decision_id": d, "action": a, "reward": r}) + "\n"
+            for (d, a), r in rewards.items()
+        )
+    )
+    argv = ["evaluate", str(log), "--rules", str(CANDIDATE), "--rewards", str(reward_file)]
+    outputs = []
+    for count in ("1", "2"):
+        assert main([*argv, "-q", "--format", "json", "--resamples", "200", "-j", count]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1]

@@ -30,7 +30,7 @@ from typing import Any
 from support.paths import CASES_DIR
 
 from arbiter.engine.log.files import read_records
-from arbiter.engine.log.parallel import ReplaySetup, chunks_from_files, replay_log
+from arbiter.engine.log.parallel import ReplaySetup, replay_log, split_logs
 
 RULES = CASES_DIR / "records" / "retail_v1.rules"
 N = 10_000
@@ -153,6 +153,6 @@ def test_ten_thousand_http_decisions_replay_exactly(redis_url: str, tmp_path: Pa
     assert len({b.version for b in explored}) > 1, "the bandit never published a new version"
     assert len({r.inputs.aggregates.get("count(product_view within 86400s)") for r in records}) > 3
 
-    report = replay_log(ReplaySetup((str(RULES),)), chunks_from_files([log]))
+    report = replay_log(ReplaySetup((str(RULES),)), split_logs([log]))
     assert report.total == N
     assert report.mismatches == [] and report.reproduced == N
