@@ -67,3 +67,13 @@ class AppState:
 def new_decision_id(now: float) -> str:
     """Time-ordered, unguessable: 48-bit milliseconds then 80 random bits, as hex."""
     return f"{int(now * 1000):012x}{os.urandom(10).hex()}"
+
+
+def decision_time(decision_id: str) -> float | None:
+    """When a decision id says it was made (seconds), or None if it is not one of ours."""
+    if len(decision_id) != 32:
+        return None
+    try:
+        return int(decision_id[:12], 16) / 1000
+    except ValueError:
+        return None

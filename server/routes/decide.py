@@ -8,6 +8,7 @@ OpenAPI description is added by `server.openapi`.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -34,7 +35,7 @@ from arbiter.engine.validate import ValueProblem, check_request, normalize_all
 from arbiter.server.errors import ApiError, from_msgspec
 from arbiter.server.security.access import Access, access_of, authorize
 from arbiter.server.security.limits import check_decide, check_depth
-from arbiter.server.state import AppState, new_decision_id
+from arbiter.server.state import AppState, decision_time, new_decision_id
 from arbiter.server.telemetry.stages import StageClock, TimedOracle
 
 FEEDBACK_RETRY_AFTER_S = 1
@@ -172,6 +173,29 @@ async def find_decision(st: AppState, decision_id: str) -> DecisionRecord | None
     return RECORD_DECODER.decode(raw) if raw is not None else None
 
 
+# Feedback may reach another worker (or machine) before the decision's record
+# has left its maker's write-behind queue (it lingers ~5 ms a batch). For an id
+# that says it was made within the last `RECENT_DECISION_S`, look again for up
+# to `RECORD_WAIT_S` before answering 404, instead of refusing a valid reward.
+RECENT_DECISION_S = 2.0
+RECORD_WAIT_S = 0.25
+_RECORD_POLL_S = 0.005
+
+
+async def find_recent_decision(st: AppState, decision_id: str) -> DecisionRecord | None:
+    """`find_decision`, waiting briefly for a record another worker is still writing."""
+    record = await find_decision(st, decision_id)
+    made = decision_time(decision_id)
+    if record is not None or made is None or st.clock() - made > RECENT_DECISION_S:
+        return record
+    # Bounded by the monotonic clock: the app's clock may be a test's fixed one.
+    give_up = time.monotonic() + RECORD_WAIT_S
+    while record is None and time.monotonic() < give_up:
+        await asyncio.sleep(_RECORD_POLL_S)
+        record = await find_decision(st, decision_id)
+    return record
+
+
 async def feedback_endpoint(request: Request) -> Response:
     """Record the outcome of a decision's action (a click, a purchase, a rejection)."""
     st = _state(request)
@@ -181,7 +205,7 @@ async def feedback_endpoint(request: Request) -> Response:
     except msgspec.DecodeError as exc:
         raise from_msgspec(exc) from None
     try:
-        record = await find_decision(st, fb.decision_id)
+        record = await find_recent_decision(st, fb.decision_id)
     except _REDIS_DOWN as exc:
         raise _unavailable(exc) from None
     if record is None:

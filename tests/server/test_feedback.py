@@ -9,6 +9,9 @@ stream holds the reward exactly once.
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,7 @@ from support.server import ADMIN, settings
 from arbiter.engine.store import contact_history, keys
 from arbiter.engine.store.client import connect_sync
 from arbiter.server.app import create_app
+from arbiter.server.state import new_decision_id
 
 
 @pytest.fixture
@@ -135,3 +139,41 @@ def test_a_failed_rejection_count_is_made_good_by_the_retry(
     finally:
         sync.close()
     assert len(rewards(redis_url)) == 1
+
+
+def test_feedback_at_another_worker_waits_for_a_record_still_being_written(
+    redis_url: str, tmp_path: Path
+) -> None:
+    # Two servers on one Redis. The first one's write-behind is stalled (the injected
+    # fault) for 100 ms after its decision, the time feedback takes to reach the second:
+    # the second waits for the record instead of answering 404 to a valid reward.
+    maker = create_app(settings(redis_url, tmp_path / "a"))
+    other = create_app(settings(redis_url, tmp_path / "b"))
+    with TestClient(maker) as a, TestClient(other) as b:
+        a.put("/v1/profiles/c9", json={"visits": 1}, headers=ADMIN)
+        log = a.app.state.arbiter.log  # type: ignore[attr-defined]
+        real_write = log._write_batch
+        gate = threading.Event()
+
+        async def stalled_write() -> None:
+            while not gate.is_set():
+                await asyncio.sleep(0.002)
+            await real_write()
+
+        log._write_batch = stalled_write
+        d = decide(a, "c9")
+        assert d["decision_id"] in log.pending  # not in Redis yet
+        threading.Timer(0.1, gate.set).start()
+        fb = {"decision_id": d["decision_id"], "action": d["actions"][0]["action"], "reward": 1}
+        r = b.post("/v1/feedback", json=fb)
+        assert r.status_code == 202, r.text
+        assert r.json() == {"accepted": True, "duplicate": False}
+    got = rewards(redis_url)
+    assert [f[b"decision_id"] for f in got] == [d["decision_id"].encode()]
+
+
+def test_feedback_for_a_recent_id_that_was_never_made_is_still_404(client: TestClient) -> None:
+    made = new_decision_id(time.time())  # well formed and recent, but no decision has it
+    r = client.post("/v1/feedback", json={"decision_id": made, "action": "x", "reward": 1})
+    assert r.status_code == 404, r.text
+    assert r.json()["error"]["field"] == "decision_id"
