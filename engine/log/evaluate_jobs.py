@@ -116,6 +116,11 @@ def _ticking(
 _collector: _Collector | None = None  # in a worker: built there (spawn) or inherited (fork)
 
 
+def _forget() -> None:
+    global _collector
+    _collector = None
+
+
 def _build(setup: EvaluateSetup) -> None:
     global _collector
     _collector = _Collector(setup)
@@ -153,24 +158,13 @@ class EvaluatePool:
     """
 
     def __init__(self, setup: EvaluateSetup, jobs: int = 1, *, method: str | None = None) -> None:
-        global _collector
         self.jobs = max(1, jobs)
         self._pool: processes.WorkerPool | None = None
         self._local = _Collector(setup) if self.jobs == 1 else None
         self.start_method = "none"
         if self.jobs == 1:
             return
-        chosen = processes.start_method(method)
-        if chosen == "fork":
-            _collector = _Collector(setup)  # compiled once here, inherited by every worker
-            try:
-                self._pool = processes.WorkerPool(self.jobs, method="fork")
-            finally:
-                _collector = None
-        else:
-            self._pool = processes.WorkerPool(
-                self.jobs, initializer=_build, initargs=(setup,), method=chosen
-            )
+        self._pool = processes.open_pool(self.jobs, method, _build, setup, _forget)
         self.start_method = self._pool.start_method
 
     def __enter__(self) -> EvaluatePool:

@@ -146,6 +146,11 @@ def task_records(task: Task) -> Iterator[DecisionRecord]:
 _worker: _Worker | None = None  # in a worker process: built there (spawn) or inherited (fork)
 
 
+def _forget() -> None:
+    global _worker
+    _worker = None
+
+
 def _build(setup: ReplaySetup) -> None:
     global _worker
     _worker = _Worker(setup)
@@ -165,25 +170,13 @@ class ReplayPool:
     """
 
     def __init__(self, setup: ReplaySetup, jobs: int = 1, *, method: str | None = None) -> None:
-        global _worker
         self.jobs = max(1, jobs)
         self._pool: processes.WorkerPool | None = None
         self.start_method = "none"
         if self.jobs == 1:
             self._local = _Worker(setup)
             return
-        chosen = processes.start_method(method)
-        if chosen == "fork":
-            # Built here once; every forked worker inherits it.
-            _worker = _Worker(setup)
-            try:
-                self._pool = processes.WorkerPool(self.jobs, method="fork")
-            finally:
-                _worker = None
-        else:
-            self._pool = processes.WorkerPool(
-                self.jobs, initializer=_build, initargs=(setup,), method=chosen
-            )
+        self._pool = processes.open_pool(self.jobs, method, _build, setup, _forget)
         self.start_method = self._pool.start_method
 
     def __enter__(self) -> ReplayPool:

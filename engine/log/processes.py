@@ -31,10 +31,11 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from typing import Any, TypeVar
 
-__all__ = ["TICK", "Progress", "WorkerPool", "start_method"]
+__all__ = ["TICK", "Progress", "WorkerPool", "open_pool", "start_method"]
 
 T = TypeVar("T")
 R = TypeVar("R")
+S = TypeVar("S")
 
 #: Records between two progress ticks of a worker.
 TICK = 256
@@ -166,3 +167,25 @@ _END: Any = object()
 
 def _noop() -> None:
     return None
+
+
+def open_pool(
+    jobs: int,
+    method: str | None,
+    build: Callable[[S], None],
+    setup: S,
+    forget: Callable[[], None],
+) -> WorkerPool:
+    """`jobs` workers that each hold what `build(setup)` makes (in a module global).
+
+    When forking, `build` runs once here and every worker inherits its result;
+    `forget` then drops it from this process. Otherwise each worker runs `build`.
+    """
+    chosen = start_method(method)
+    if chosen == "fork":
+        build(setup)
+        try:
+            return WorkerPool(jobs, method="fork")
+        finally:
+            forget()
+    return WorkerPool(jobs, initializer=build, initargs=(setup,), method=chosen)

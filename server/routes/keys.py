@@ -8,7 +8,7 @@ never stored.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request
 from pydantic import AwareDatetime, BaseModel, Field
@@ -16,22 +16,12 @@ from redis.exceptions import RedisError
 
 from arbiter.server.errors import ApiError
 from arbiter.server.security.access import authorize
+from arbiter.server.security.auth import Scope
 from arbiter.server.security.keystore import AsyncKeyStore, KeyStoreError
 from arbiter.server.state import AppState
 
 router = APIRouter()
 Auth = Annotated[str | None, Header(alias="Authorization", include_in_schema=False)]
-Scope = Literal[
-    "decide",
-    "feedback",
-    "events",
-    "profiles:read",
-    "profiles:write",
-    "rulesets:read",
-    "rulesets:write",
-    "reports:read",
-    "admin",
-]
 NAME = r"^[A-Za-z0-9._-]{1,64}$"
 # Ten years: a longer grace is no rotation.
 MAX_GRACE_S = 10 * 365 * 86400

@@ -28,12 +28,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from arbiter.dsl.errors import ArbiterError
 from arbiter.server.errors import ApiError
 
-SCOPES = (
+Scope = Literal[
     "decide",
     "feedback",
     "events",
@@ -43,7 +43,8 @@ SCOPES = (
     "rulesets:write",
     "reports:read",
     "admin",
-)
+]
+SCOPES: tuple[Scope, ...] = get_args(Scope)
 # Scopes that may be public: what a browser needs on a page view. Reading or
 # writing profiles and rules never is.
 PUBLIC_ALLOWED = frozenset({"decide", "feedback", "events"})
