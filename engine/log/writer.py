@@ -1,11 +1,12 @@
 """The decision log: records written behind the response, in batches.
 
 `DecisionLog.submit` never blocks and never fails a decision: it puts the
-record on a bounded queue. A background task drains the queue into one Redis
-pipeline per batch: the record under `keys.decision(id)` (for joining
-feedback, with a TTL), an entry on the decision stream, the customer's
-contact-cap counters, an index entry per customer so that erasure can
-find their log entries, and the reward exposures the decision opened
+record on a bounded queue. A background task drains the queue in batches,
+two round trips of plain commands a batch (`engine.store.raw_commands`): the
+record under `keys.decision(id)` (for joining feedback, with a TTL) and an
+entry on the decision stream, then the customer's contact-cap counters, an
+index entry per customer so that erasure can find their log entries, and
+the reward exposures the decision opened
 (`engine.learning.attribution`). When Redis fails the batch is retried with backoff;
 when the queue is full (the sink stalled) the *oldest* waiting record is
 dropped and counted, never one being written and never the decision itself.
