@@ -127,7 +127,8 @@ def redis_cpu(info: dict[str, Any]) -> float:
 async def one_run(
     cls: type[DecisionLog], url: str, items: list[Any], batch: int, tag: str
 ) -> tuple[float, float]:
-    client = connect(url, socket_timeout=30)
+    # As the server's log client: no per-reply socket timeout (the log bounds a batch).
+    client = connect(url, socket_timeout=None, connect_timeout=5)
     store = ProfileStore(client)
     await client.script_load(AFTER_DECISION_LUA)  # the old writer does not reload it
     log = cls(client, store)

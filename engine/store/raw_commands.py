@@ -1,14 +1,15 @@
-"""Send a batch of plain commands in one write and read the replies under one timer.
+"""Send a batch of plain commands in one write and read the replies straight back.
 
-redis-py's asyncio pipeline costs a worker far more per command than Redis
-spends on it: a command object per call, and for every reply its own
-`asyncio.timeout` (a timer scheduled and cancelled) around the parser. For
-the decision log, which sends four commands a decision behind every
-response, that was most of what logging cost the server
-(`python -m benchmarks.log_cost`). Here the commands are packed by hiredis
-into one buffer, written once, and their replies read back on the same
-connection with no timer of their own: the caller bounds the whole batch
-(the decision log does, with `asyncio.timeout`).
+redis-py's asyncio pipeline costs a worker more per command than Redis
+spends on it: a command object per call, its arguments packed by a pure
+Python loop over the commands, a response callback per reply, and the
+bookkeeping around them. For the decision log, which sends four commands
+a decision behind every response, that was most of what logging cost the
+server (`python -m benchmarks.log_cost`, `python -m benchmarks.log_onoff`).
+Here the commands are packed by hiredis into one buffer, written once, and
+their replies read back on the same connection, raw (no response
+callbacks). A client made with a socket timeout still bounds each reply by
+it; the server's clients have none, and bound a batch as a whole.
 
 A Redis Cluster client has no single connection to write to: there the
 commands go through redis-py's cluster pipeline, which routes each to its
@@ -17,7 +18,6 @@ shard (same replies, same order).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,8 +52,7 @@ async def send(client: Any, commands: Sequence[Command]) -> list[Any]:
         out: list[Any] = []
         for _ in commands:
             try:
-                # math.inf: no per-reply timer (the caller bounds the batch).
-                out.append(await conn.read_response(timeout=math.inf))
+                out.append(await conn.read_response())
             except ResponseError as exc:  # an error reply: the connection is fine
                 out.append(exc)
     except BaseException:
