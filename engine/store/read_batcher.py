@@ -22,6 +22,8 @@ from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from arbiter.engine.store import raw_commands
+
 Command = tuple[Any, ...]
 _Call = tuple[Sequence[Command], "asyncio.Future[list[Any]]"]
 
@@ -82,11 +84,9 @@ class ReadBatcher:
         raise AssertionError("unreachable")
 
     async def _execute(self, batch: list[_Call]) -> list[Any]:
-        pipe = self.redis.pipeline(transaction=False)
-        for commands, _ in batch:
-            for command in commands:
-                pipe.execute_command(*command)
-        flat: list[Any] = await pipe.execute(raise_on_error=False)
+        # One write, replies read without a timer each (`raw_commands`); `_send` bounds
+        # the batch as a whole.
+        flat = await raw_commands.send(self.redis, [c for commands, _ in batch for c in commands])
         out: list[Any] = []
         k = 0
         for commands, _ in batch:
