@@ -7,6 +7,12 @@ one parse loop, instead of one of each per decision. A lone decision still
 goes out at once (the flush is scheduled with `call_soon`, not a timer), so
 batching adds no latency.
 
+The batch is written and its replies read by `raw_commands` (one
+hiredis-packed write, replies read raw), not by redis-py's pipeline, whose
+per-command bookkeeping cost more worker CPU than the commands cost Redis
+(server CPU per decision 660 → 559 µs in one A/B run of
+`python -m benchmarks.ab_commits`, benchmarks/RESULTS.md).
+
 Plain commands, not a Lua script: Redis spends most of a small script's time
 entering and leaving Lua (20 µs against 5.5 µs for the same reads sent plainly,
 `python -m benchmarks.redis_cost`), and the reads need no atomicity: a cap is

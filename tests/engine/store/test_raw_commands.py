@@ -83,3 +83,22 @@ def test_empty_batch_sends_nothing(redis_url: str) -> None:
 
 def test_cluster_gets_the_same_replies(redis_cluster_url: str) -> None:
     _check(_run(redis_cluster_url, lambda c: raw_commands.send(c, BATCH)))
+
+
+def test_a_read_over_resp2_parses_as_over_resp3(redis_url: str) -> None:
+    """The read's replies come raw: HGETALL is a map in RESP3, a flat list in RESP2."""
+    from support.store import shop_plan
+
+    from arbiter.engine.store.profiles import ProfileStore
+
+    plan = shop_plan()
+
+    async def fetch(client: AsyncRedisClient) -> dict[str, Any]:
+        store = ProfileStore(client, read_deadline_s=5)
+        await store.put_profile("p", {"visits": 3, "consents": ["email"]})
+        return (await store.fetch("p", plan.needs, 1_700_000_000)).profile
+
+    sep = "&" if "?" in redis_url else "?"
+    resp2 = _run(redis_url + sep + "protocol=2", fetch)
+    resp3 = _run(redis_url + sep + "protocol=3", fetch)
+    assert resp2 == resp3 == {"visits": 3, "consents": ["email"]}
