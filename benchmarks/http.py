@@ -24,7 +24,8 @@ and stops by itself):
 5. p99 and p99.9 at half the measured saturation rate (each wrk connection
    paced by a delay, so the load is open-loop-like, not wrk's closed loop).
 6. `--workers 2` against 1, with wrk's CPU share; decision logging off
-   against on (no feedback in either, since feedback needs the log).
+   against on (no feedback in either, since feedback needs the log),
+   alternately for `--rounds` rounds, medians.
 
 Ratios are the point: the machine is shared, so absolute figures move from
 run to run while ratios measured side by side in one run hold.
@@ -47,7 +48,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -382,6 +383,20 @@ class Load:
     extra: dict[str, float] = field(default_factory=dict)
 
 
+def median_load(loads: Sequence[Load]) -> Load:
+    """Per figure, the median of the runs (throughput, latencies, server CPU per decision)."""
+    med = statistics.median
+    return replace(
+        loads[0],
+        rps=med(x.rps for x in loads),
+        p50=med(x.p50 for x in loads),
+        p99=med(x.p99 for x in loads),
+        p999=med(x.p999 for x in loads),
+        server_cpu_us=med(x.server_cpu_us for x in loads),
+        decisions=sum(x.decisions for x in loads),
+    )
+
+
 # Server process by port, so a wrk run can read the server's own CPU time. On a machine
 # shared with other work, throughput follows the CPU share a server gets; CPU time per
 # request does not, so it is reported next to every throughput.
@@ -614,12 +629,21 @@ def http_figures(
         out["paced"].extra["target_rps"] = rate
     out["redis_us"] = cpu_total / max(1, decisions_total) * 1e6
     del stats0
-    with arbiter(redis_port, tmp, args.server, log="off") as port_off:
-        warm(port_off, "/v1/decide", bodies)
-        out["log_off"] = run_wrk(port_off, "/v1/decide", bodies, s)
-    with arbiter(redis_port, tmp, args.server) as port_on:
-        warm(port_on, "/v1/decide", bodies)
-        out["log_on"] = run_wrk(port_on, "/v1/decide", bodies, s)
+    # Logging off and on, alternately for `--rounds` (a single run of each, one after
+    # the other, moved with the machine's load by more than the difference measured).
+    with (
+        arbiter(redis_port, tmp / "off", args.server, log="off") as port_off,
+        arbiter(redis_port, tmp / "on", args.server) as port_on,
+    ):
+        runs: dict[str, list[Load]] = {"log_off": [], "log_on": []}
+        for port in (port_off, port_on):
+            warm(port, "/v1/decide", bodies)
+        for round_ in range(args.rounds):
+            order = [("log_off", port_off), ("log_on", port_on)]
+            for name, port in order if round_ % 2 == 0 else order[::-1]:
+                runs[name].append(run_wrk(port, "/v1/decide", bodies, s))
+        for name, loads in runs.items():
+            out[name] = median_load(loads)
     with arbiter(redis_port, tmp, args.server, workers=2) as port2:
         warm(port2, "/v1/decide", bodies)
         out["two"] = run_wrk(port2, "/v1/decide", bodies, s, feedback_every=10)
@@ -803,7 +827,7 @@ def report(
             2 * one.server_cpu_us / two.server_cpu_us >= 1.6,
         ),
         (
-            "5a logging on / off throughput",
+            "5a logging on / off throughput (alternating rounds, medians)",
             f"{on.rps:,.0f} / {off.rps:,.0f} req/s",
             f"{on.rps / off.rps:.2f}x",
             on.rps / off.rps >= 0.95,

@@ -91,6 +91,7 @@ __all__ = [
     "Attributor",
     "AttributorStats",
     "Exposure",
+    "exposure_commands",
     "exposures_of",
     "outcome_types",
     "tracked_types",
@@ -185,13 +186,21 @@ def write_exposures(pipe: Any, exposures: Iterable[Exposure], key_ttl: int) -> N
 
     Idempotent: a retried batch writes the same members again.
     """
+    for command in exposure_commands(exposures, key_ttl):
+        pipe.execute_command(*command)
+
+
+def exposure_commands(exposures: Iterable[Exposure], key_ttl: int) -> list[tuple[Any, ...]]:
+    """The plain Redis commands that open ``exposures`` (what `write_exposures` queues)."""
+    out: list[tuple[Any, ...]] = []
     for exp in exposures:
         member = _ENCODE(exp)
         key = keys.exposures(exp.customer_id)
-        pipe.zadd(key, {member: exp.deadline})
+        out.append(("ZADD", key, exp.deadline, member))
         # The key outlives its last window by the decision TTL, then goes on its own.
-        pipe.expire(key, int(max(0.0, exp.deadline - exp.ts)) + key_ttl)
-        pipe.zadd(keys.EXPOSURES_DUE, {member: exp.deadline})
+        out.append(("EXPIRE", key, int(max(0.0, exp.deadline - exp.ts)) + key_ttl))
+        out.append(("ZADD", keys.EXPOSURES_DUE, exp.deadline, member))
+    return out
 
 
 @dataclass(slots=True)

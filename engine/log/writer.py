@@ -1,11 +1,12 @@
 """The decision log: records written behind the response, in batches.
 
 `DecisionLog.submit` never blocks and never fails a decision: it puts the
-record on a bounded queue. A background task drains the queue into one Redis
-pipeline per batch: the record under `keys.decision(id)` (for joining
-feedback, with a TTL), an entry on the decision stream, the customer's
-contact-cap counters, an index entry per customer so that erasure can
-find their log entries, and the reward exposures the decision opened
+record on a bounded queue. A background task drains the queue in batches,
+two round trips of plain commands a batch (`engine.store.raw_commands`): the
+record under `keys.decision(id)` (for joining feedback, with a TTL) and an
+entry on the decision stream, then the customer's contact-cap counters, an
+index entry per customer so that erasure can find their log entries, and
+the reward exposures the decision opened
 (`engine.learning.attribution`). When Redis fails the batch is retried with backoff;
 when the queue is full (the sink stalled) the *oldest* waiting record is
 dropped and counted, never one being written and never the decision itself.
@@ -30,10 +31,10 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
-from arbiter.engine.learning.attribution import Exposure, write_exposures
+from arbiter.engine.learning.attribution import Exposure, exposure_commands
 from arbiter.engine.log.files import RotatingFiles
 from arbiter.engine.records import ENCODER, DecisionRecord
-from arbiter.engine.store import keys
+from arbiter.engine.store import keys, raw_commands
 from arbiter.engine.store.identity import redirect_of
 from arbiter.engine.store.profiles import AFTER_DECISION_LUA, ProfileStore
 
@@ -42,6 +43,7 @@ log = logging.getLogger("arbiter.decision_log")
 BATCH_MAX = 256
 LINGER_SECONDS = 0.005
 WRITE_TIMEOUT_SECONDS = 5.0
+_STREAM = keys.DECISION_STREAM
 
 
 @dataclass(slots=True)
@@ -196,23 +198,28 @@ class DecisionLog:
         async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
             unwritten = [(e, b) for e, b in zip(batch, blobs, strict=True) if e.stream_id is None]
             if unwritten and self.records:
-                pipe = self.redis.pipeline(transaction=False)
+                # Plain commands in one write (`raw_commands`): redis-py's pipeline cost the
+                # worker more per command than the record's encoding.
+                ttl, maxlen = self.ttl, self.maxlen
+                commands: list[tuple[Any, ...]] = []
                 for entry, blob in unwritten:
-                    pipe.set(keys.decision(entry.record.decision_id), blob, ex=self.ttl)
-                    pipe.xadd(
-                        keys.DECISION_STREAM, {b"r": blob}, maxlen=self.maxlen, approximate=True
+                    commands.append(
+                        ("SET", keys.decision(entry.record.decision_id), blob, "EX", ttl)
                     )
-                results = await pipe.execute()
+                    commands.append(("XADD", _STREAM, "MAXLEN", "~", maxlen, "*", b"r", blob))
+                results = await raw_commands.send(self.redis, commands)
+                for r in results:
+                    if isinstance(r, Exception):
+                        raise r
                 # Stream ids are known only now; the customer-side writes need them for erasure.
                 for (entry, _), sid in zip(unwritten, results[1::2], strict=True):
                     entry.stream_id = sid
-            await self._customer_writes(batch, [e.stream_id or b"" for e in batch])
-            if any(e.exposures for e in batch):
-                # After the records: a reward attributed to an exposure must find its record.
-                pipe = self.redis.pipeline(transaction=False)
-                for entry in batch:
-                    write_exposures(pipe, entry.exposures, self.ttl)
-                await pipe.execute()
+            # After the records (a reward attributed to an exposure must find its record),
+            # with the customer writes' first round trip.
+            exposures = [
+                c for e in batch if e.exposures for c in exposure_commands(e.exposures, self.ttl)
+            ]
+            await self._customer_writes(batch, [e.stream_id or b"" for e in batch], exposures)
         if self.file_path is not None:
             try:
                 await asyncio.to_thread(self._append_file, blobs)
@@ -235,7 +242,12 @@ class DecisionLog:
                     exc,
                 )
 
-    async def _customer_writes(self, batch: Sequence[_Entry], stream_ids: Sequence[bytes]) -> None:
+    async def _customer_writes(
+        self,
+        batch: Sequence[_Entry],
+        stream_ids: Sequence[bytes],
+        extra: Sequence[tuple[Any, ...]] = (),
+    ) -> None:
         """Index entries and contact counters: one script call per decision that counted a
         contact, two plain commands for one that did not; scripts retried if unloaded.
 
@@ -244,33 +256,36 @@ class DecisionLog:
         plain `RPUSH`/`EXPIRE` (a fifth of the script's Redis time): if that id was linked
         since (a race of milliseconds), the entry stays on the linked id, where erasure of
         the person still finds it (it erases every linked id) and a repeated identify
-        moves it to the customer.
+        moves it to the customer. `extra` commands (the exposures) go with the first
+        round trip, after these.
         """
         # The customer a linked anonymous id resolved to when the decision read it.
         owners = [e.record.inputs.resolved_id or e.record.request.customer_id for e in batch]
         reloads = redirects = 0
+        sha = self.store.after_decision_sha
         while True:
-            pipe = self.redis.pipeline(transaction=False)
+            commands: list[tuple[Any, ...]] = []
             scripted: list[int] = []
             for i, (entry, sid, owner) in enumerate(zip(batch, stream_ids, owners, strict=True)):
                 rec = entry.record
                 if not entry.contacts:
                     if sid:  # nothing to write when the record was not logged
                         index = keys.decision_index(owner)
-                        pipe.rpush(index, b"s:" + sid, b"d:" + rec.decision_id.encode())
-                        pipe.expire(index, self.ttl)
+                        commands.append(
+                            ("RPUSH", index, b"s:" + sid, b"d:" + rec.decision_id.encode())
+                        )
+                        commands.append(("EXPIRE", index, self.ttl))
                     continue
                 key_list, args = self.store.after_decision_command(
                     owner, sid, rec.decision_id, self.ttl, entry.contacts, rec.ts
                 )
-                # Raw EVALSHA: redis-py blocks `pipe.evalsha` on cluster pipelines.
-                pipe.execute_command(
-                    "EVALSHA", self.store.after_decision_sha, len(key_list), *key_list, *args
-                )
+                commands.append(("EVALSHA", sha, len(key_list), *key_list, *args))
                 scripted.append(i)
-            if not len(pipe):
+            commands += extra
+            extra = ()
+            if not commands:
                 return
-            replies = await pipe.execute(raise_on_error=False)
+            replies = await raw_commands.send(self.redis, commands)
             for r in replies:
                 if isinstance(r, Exception) and not isinstance(r, NoScriptError):
                     raise r

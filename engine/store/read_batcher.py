@@ -7,6 +7,12 @@ one parse loop, instead of one of each per decision. A lone decision still
 goes out at once (the flush is scheduled with `call_soon`, not a timer), so
 batching adds no latency.
 
+The batch is written and its replies read by `raw_commands` (one
+hiredis-packed write, replies read raw), not by redis-py's pipeline, whose
+per-command bookkeeping cost more worker CPU than the commands cost Redis
+(server CPU per decision 660 → 559 µs in one A/B run of
+`python -m benchmarks.ab_commits`, benchmarks/RESULTS.md).
+
 Plain commands, not a Lua script: Redis spends most of a small script's time
 entering and leaving Lua (20 µs against 5.5 µs for the same reads sent plainly,
 `python -m benchmarks.redis_cost`), and the reads need no atomicity: a cap is
@@ -21,6 +27,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+
+from arbiter.engine.store import raw_commands
 
 Command = tuple[Any, ...]
 _Call = tuple[Sequence[Command], "asyncio.Future[list[Any]]"]
@@ -82,11 +90,9 @@ class ReadBatcher:
         raise AssertionError("unreachable")
 
     async def _execute(self, batch: list[_Call]) -> list[Any]:
-        pipe = self.redis.pipeline(transaction=False)
-        for commands, _ in batch:
-            for command in commands:
-                pipe.execute_command(*command)
-        flat: list[Any] = await pipe.execute(raise_on_error=False)
+        # One write, replies read without a timer each (`raw_commands`); `_send` bounds
+        # the batch as a whole.
+        flat = await raw_commands.send(self.redis, [c for commands, _ in batch for c in commands])
         out: list[Any] = []
         k = 0
         for commands, _ in batch:

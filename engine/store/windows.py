@@ -240,6 +240,8 @@ def parse_read(
     reads = _reads(needs)
     rest = iter(replies[2:])
     raw_profile = replies[1]
+    if isinstance(raw_profile, list):  # RESP2 (the read is sent raw: no reply callbacks)
+        raw_profile = dict(zip(raw_profile[::2], raw_profile[1::2], strict=True))
     last_vals = next(rest) if reads.last_fields else []
     blobs = next(rest) if reads.series_fields else []
     history = next(rest) if reads.history_fields else []

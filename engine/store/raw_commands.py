@@ -1,0 +1,64 @@
+"""Send a batch of plain commands in one write and read the replies straight back.
+
+redis-py's asyncio pipeline costs a worker more per command than Redis
+spends on it: a command object per call, its arguments packed by a pure
+Python loop over the commands, a response callback per reply, and the
+bookkeeping around them. For the decision log, which sends four commands
+a decision behind every response, that was most of what logging cost the
+server (`python -m benchmarks.log_cost`, `python -m benchmarks.log_onoff`).
+Here the commands are packed by hiredis into one buffer, written once, and
+their replies read back on the same connection, raw (no response
+callbacks). A client made with a socket timeout still bounds each reply by
+it; the server's clients have none, and bound a batch as a whole.
+
+A Redis Cluster client has no single connection to write to: there the
+commands go through redis-py's cluster pipeline, which routes each to its
+shard (same replies, same order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import hiredis
+import redis.asyncio
+from redis.exceptions import ResponseError
+
+Command = Sequence[Any]
+
+
+async def send(client: Any, commands: Sequence[Command]) -> list[Any]:
+    """Send ``commands`` (each a sequence of words: name, keys, arguments) and return their
+    replies in order; a command Redis refused gets its `ResponseError` in its place.
+
+    A failure of the connection (or a cancellation, as by the caller's timeout)
+    raises and closes the connection, so no reply of this batch is ever read
+    by another caller.
+    """
+    if not commands:
+        return []
+    if not isinstance(client, redis.asyncio.Redis):
+        pipe = client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return list(await pipe.execute(raise_on_error=False))
+    pool: Any = client.connection_pool
+    conn = await pool.get_connection()
+    try:
+        await conn.send_packed_command(
+            b"".join([hiredis.pack_command(tuple(c)) for c in commands]), check_health=False
+        )
+        out: list[Any] = []
+        for _ in commands:
+            try:
+                out.append(await conn.read_response())
+            except ResponseError as exc:  # an error reply: the connection is fine
+                out.append(exc)
+    except BaseException:
+        # Replies may still be on the way: nobody else may read them.
+        await conn.disconnect(nowait=True)
+        raise
+    finally:
+        await pool.release(conn)
+    return out
