@@ -150,7 +150,7 @@ def _resample(block: tuple[OffPolicyData, float | None, list[np.random.SeedSeque
     return bootstrap(*block)
 
 
-class EvaluatePool:
+class EvaluatePool(processes.PoolOwner):
     """Where an evaluation runs: this process (``jobs=1``) or ``jobs`` worker processes.
 
     Open it before starting threads of your own (a progress bar); ``method``
@@ -166,18 +166,6 @@ class EvaluatePool:
             return
         self._pool = processes.open_pool(self.jobs, method, _build, setup, _forget)
         self.start_method = self._pool.start_method
-
-    def __enter__(self) -> EvaluatePool:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Stop the workers."""
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
 
     def collect(
         self, tasks: Iterable[Task], progress: Callable[[int], None] | None = None

@@ -161,7 +161,7 @@ def _run(task: Task) -> ReplayReport:
     return _worker.run(task)
 
 
-class ReplayPool:
+class ReplayPool(processes.PoolOwner):
     """Where replay runs: this process (``jobs=1``) or ``jobs`` worker processes.
 
     Open it before starting threads of your own (see `engine.log.processes`); it
@@ -178,18 +178,6 @@ class ReplayPool:
             return
         self._pool = processes.open_pool(self.jobs, method, _build, setup, _forget)
         self.start_method = self._pool.start_method
-
-    def __enter__(self) -> ReplayPool:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Stop the workers."""
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
 
     def run(
         self, tasks: Iterable[Task], progress: Callable[[int], None] | None = None

@@ -29,9 +29,9 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, wait
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
-__all__ = ["TICK", "Progress", "WorkerPool", "open_pool", "start_method"]
+__all__ = ["TICK", "PoolOwner", "Progress", "WorkerPool", "open_pool", "start_method"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -189,3 +189,21 @@ def open_pool(
         finally:
             forget()
     return WorkerPool(jobs, initializer=build, initargs=(setup,), method=chosen)
+
+
+class PoolOwner:
+    """Something that may hold a `WorkerPool`: a context manager that stops its workers."""
+
+    _pool: WorkerPool | None = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the workers (if any)."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
