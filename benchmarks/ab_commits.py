@@ -17,17 +17,14 @@ the workload as loaded (true while `windows.LAYOUT_VERSION` is the same).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from benchmarks import reference
-from benchmarks._harness import ROOT
-from benchmarks.http import arbiter, cache_file, redis_cpu, redis_server, run_wrk, warm
+from benchmarks._harness import baseline_tree
+from benchmarks.http import arbiter, redis_cpu, redis_server, reference_inputs, run_wrk, warm
 
 
 def main() -> None:
@@ -37,30 +34,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--seconds", type=int, default=5)
     opts = ap.parse_args()
-    w = reference.Workload()
-    rdb = cache_file(w)
-    if not rdb.exists():
-        raise SystemExit(f"{rdb} missing: run `python -m benchmarks.http` once to build it")
-    bodies = reference.request_lines(w, 2000)
+    rdb, bodies = reference_inputs()
     got: dict[str, list[tuple[float, float, float]]] = {"base": [], "this": []}
     with tempfile.TemporaryDirectory() as tmp_name, ExitStack() as stack:
         tmp = Path(tmp_name)
-        base = tmp / "base"
-        base.mkdir()
-        archive = subprocess.run(
-            ["git", "archive", opts.base], cwd=ROOT, check=True, capture_output=True
-        ).stdout
-        subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
+        base = baseline_tree(opts.base, tmp / "base")
         redis_port = stack.enter_context(redis_server(tmp, rdb))
-        saved = os.environ.get("PYTHONPATH")
-        os.environ["PYTHONPATH"] = f"{base / '.ci' / 'typecheck'}:{base}"
-        try:
-            ports = {"base": stack.enter_context(arbiter(redis_port, tmp / "b", "uvicorn"))}
-        finally:
-            if saved is None:
-                del os.environ["PYTHONPATH"]
-            else:
-                os.environ["PYTHONPATH"] = saved
+        ports = {"base": stack.enter_context(arbiter(redis_port, tmp / "b", "uvicorn", code=base))}
         ports["this"] = stack.enter_context(arbiter(redis_port, tmp / "t", "uvicorn"))
         for port in ports.values():
             warm(port, "/v1/decide", bodies)

@@ -521,10 +521,26 @@ def serve_argv(server_kind: str, port: int, workers: int) -> list[str]:
     return argv
 
 
+def reference_inputs(lines: int = 2000) -> tuple[Path, list[str]]:
+    """The cached reference workload's Redis file and `lines` decide bodies (it must be built)."""
+    w = reference.Workload()
+    rdb = cache_file(w)
+    if not rdb.exists():
+        raise SystemExit(f"{rdb} missing: run `python -m benchmarks.http` once to build it")
+    return rdb, reference.request_lines(w, lines)
+
+
 @contextmanager
 def arbiter(
-    redis_port: int, tmp: Path, server_kind: str, workers: int = 1, log: str = "on"
+    redis_port: int,
+    tmp: Path,
+    server_kind: str,
+    workers: int = 1,
+    log: str = "on",
+    code: Path | None = None,
 ) -> Iterator[int]:
+    """`arbiter serve` on the reference workload's Redis; `code`: another version's
+    package tree (`_harness.baseline_tree`) to serve instead of this checkout's."""
     port = free_port()
     env = {
         "ARBITER_REDIS_URL": f"redis://{HOST}:{redis_port}",
@@ -534,6 +550,8 @@ def arbiter(
         # No access log, as the echo runs (`--no-access-log`): like is compared with like.
         "ARBITER_ACCESS_LOG_SAMPLE": "0",
     }
+    if code is not None:
+        env["PYTHONPATH"] = str(code)
     with server(serve_argv(server_kind, port, workers), port, env) as proc:
         SERVER_PIDS[port] = proc.pid
         yield port
