@@ -82,7 +82,8 @@ class _Bars:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Print (or write) the report; exit 1 on an unknown experiment or a bad goal."""
-    from arbiter.engine.log.experiments import load_report, render_html, render_text
+    from arbiter.engine.log.experiment_reads import load_report
+    from arbiter.engine.log.experiment_render import render_html, render_text
 
     checked_all = [dsl.load_checked(p) for p in rule_paths([args.rules])]
     candidates = [

@@ -115,7 +115,9 @@ async def get_experiment(
     before now such as ``7d``) count only the decisions made in that range,
     and read only that part of the logs."""
     # Imported here: the statistics pull in scipy, which would slow every worker's start.
-    from arbiter.engine.log.experiments import ReportError, load_report, render_html, render_text
+    from arbiter.engine.log.experiment_reads import load_report
+    from arbiter.engine.log.experiment_render import render_html, render_text
+    from arbiter.engine.log.experiments import ReportError
 
     st: AppState = request.app.state.arbiter
     # Results are business data: a read scope of their own (docs/operations.md).

@@ -1,4 +1,4 @@
-"""engine.log.experiments.load_report with since/until: only that part of the streams is read.
+"""engine.log.experiment_reads.load_report with since/until: only that part of the streams is read.
 
 Decisions are made by engine.decision.decide over three days and appended
 to the real decision stream (real Redis) under ids of their time, as the
@@ -17,7 +17,7 @@ from arbiter import dsl
 from arbiter.engine.codegen.compiler import compile_plan
 from arbiter.engine.decision.decide import assign_variant, decide
 from arbiter.engine.decision.oracle import LiveOracle
-from arbiter.engine.log.experiments import LOG_SLACK_S, load_report
+from arbiter.engine.log.experiment_reads import LOG_SLACK_S, load_report
 from arbiter.engine.plan import Plan
 from arbiter.engine.records import ENCODER, DecideRequest, Inputs
 from arbiter.engine.store import keys
