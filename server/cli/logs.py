@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import re
 import sys
 import time
 
 from arbiter.dsl.errors import ArbiterError
 from arbiter.server.cli.common import redis_url
+from arbiter.server.times import parse_instant
 
 __all__ = ["cmd_logs_export", "parse_time"]
-
-_RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?)([smhd])$")
-_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class TimeArgumentError(ArbiterError):
@@ -24,26 +20,12 @@ class TimeArgumentError(ArbiterError):
 
 
 def parse_time(text: str, now: float | None = None) -> float:
-    """Seconds since the epoch from ``1796000000``, ``2026-11-29``, ``2026-11-29T21:00``
-    (UTC unless an offset is given) or ``-24h`` (relative to now; s, m, h, d)."""
-    text = text.strip()
-    m = _RELATIVE.match(text)
-    if m:
-        return (time.time() if now is None else now) - float(m.group(1)) * _UNIT[m.group(2)]
+    """Seconds since the epoch from a --since/--until value (`server.times.parse_instant`;
+    a duration such as ``-24h`` counts back from now)."""
     try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise TimeArgumentError(
-            f"'{text}' is not a time: use seconds since the epoch, an ISO date or date-time "
-            "(2026-11-29T21:00, UTC unless an offset is given) or -24h"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return when.timestamp()
+        return parse_instant(text, time.time() if now is None else now)
+    except ValueError as exc:
+        raise TimeArgumentError(str(exc)) from None
 
 
 def cmd_logs_export(args: argparse.Namespace) -> int:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import math
 import re
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
@@ -16,6 +14,7 @@ from arbiter.dsl.checked import CheckedRuleset
 from arbiter.server.errors import ApiError
 from arbiter.server.security.access import authorize
 from arbiter.server.state import AppState
+from arbiter.server.times import parse_instant
 
 router = APIRouter()
 Auth = Annotated[str | None, Header(alias="Authorization", include_in_schema=False)]
@@ -46,44 +45,14 @@ def parse_goal(
     return n.Goal(event, seconds, value)
 
 
-def parse_time(text: str, now: float) -> float:
-    """An instant (epoch seconds) from query or command-line text; ValueError says what is taken.
-
-    Accepts epoch seconds (``1764547200``), an ISO 8601 date or time
-    (``2026-11-01``, ``2026-11-01T12:00:00+01:00``; UTC without an offset),
-    or a duration meaning that long before ``now`` (``7d``, ``12h``).
-    """
-    text = text.strip()
-    m = _DURATION.match(text)
-    if m is not None:
-        return now - int(m.group(1)) * _UNIT[m.group(2)]
-    try:
-        seconds = float(text)
-    except ValueError:
-        pass
-    else:
-        if math.isfinite(seconds):
-            return seconds
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(
-            f"'{text}' is not a time: give epoch seconds, an ISO date or time "
-            "(2026-11-01, 2026-11-01T12:00Z) or a duration before now (7d, 12h)"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp()
-
-
 def parse_range(
     since: str | None, until: str | None, now: float
 ) -> tuple[float | None, float | None]:
-    """``since`` and ``until`` parsed (see `parse_time`); ValueError as ``field: problem``."""
+    """``since`` and ``until`` parsed (`server.times.parse_instant`); ValueError as ``field: problem``."""
     bounds: list[float | None] = []
     for field, text in (("since", since), ("until", until)):
         try:
-            bounds.append(None if text is None else parse_time(text, now))
+            bounds.append(None if text is None else parse_instant(text, now))
         except ValueError as exc:
             raise ValueError(f"{field}: {exc}") from None
     low, high = bounds

@@ -14,8 +14,9 @@ from arbiter.engine.log.files import LogReadError, RotatingFiles, log_files, rea
 from arbiter.engine.store import keys
 from arbiter.engine.store.client import connect_sync
 from arbiter.server.app import create_app
-from arbiter.server.cli.logs import parse_time
+from arbiter.server.cli.logs import TimeArgumentError, parse_time
 from arbiter.server.cli.main import main
+from arbiter.server.routes.experiments import parse_range
 
 FIXTURE = CASES_DIR / "records" / "v1.jsonl"
 LINES = [line.rstrip(b"\n") for line in FIXTURE.read_bytes().splitlines()]
@@ -119,3 +120,15 @@ def test_time_arguments() -> None:
     assert parse_time("2026-11-29") == parse_time("2026-11-29T00:00:00+00:00")
     assert parse_time("-2h", now=10_000) == 10_000 - 7200
     assert main(["logs", "export", "--out", "x", "--since", "yesterday"]) == 1
+
+
+def test_logs_and_reports_read_a_time_the_same_way() -> None:
+    # One parser (server/times.py): `-24h` and `24h` both count back from now, in either command.
+    assert parse_time("24h", now=100_000) == parse_time("-24h", now=100_000) == 13_600
+    now = parse_time("2026-11-29")
+    assert parse_range("-1w", "2026-11-29T12:00", now=now) == (
+        now - 7 * 86400,
+        now + 12 * 3600,
+    )
+    with pytest.raises(TimeArgumentError, match="is not a time"):
+        parse_time("soon")
