@@ -346,7 +346,10 @@ function response(status, headers, body)
 end
 
 if pace_ms > 0 then
-  function delay() return pace_ms end
+  -- Exponential think times (mean pace_ms): arrivals from 32 such connections are
+  -- close to Poisson. A constant delay keeps connections that started together in
+  -- step, so they arrive in bursts of up to 32 at once (see RESULTS.md).
+  function delay() return math.floor(-math.log(1 - math.random()) * pace_ms + 0.5) end
 end
 
 function done(summary, latency, requests)
