@@ -487,6 +487,35 @@ def test_cached_action_lines_match_the_encoder() -> None:
         assert model._lines(shared, actions) == expected
 
 
+def _fresh_pmf(model: BanditModel, shared: Features, actions: list[Features]) -> list[float]:
+    """The pmf from examples parsed afresh, as before examples were reused."""
+    parser = vw.TextFormatParser(model._workspace)
+    scored = model._workspace.predict_one(
+        [parser.parse_line(x) for x in format_example(shared, actions)]
+    )
+    probabilities = [0.0] * len(actions)
+    for index, probability in scored:
+        probabilities[index] = probability
+    total = math.fsum(probabilities)
+    return [p / total for p in probabilities]
+
+
+@pytest.mark.parametrize("exploration", EXPLORATIONS, ids=lambda e: e.kind)
+def test_reused_action_examples_predict_as_fresh_ones(exploration: Exploration) -> None:
+    # pmf reuses parsed action examples across calls; VW must leave them as it
+    # found them, for every exploration kind, between learning steps too.
+    model = BanditModel("offers", exploration)
+    world = random.Random(3)
+    train(model, 100)
+    actions: list[Features] = [*ARMS, {"id": "arm1"}]  # a repeated action too
+    for round_ in range(300):
+        shared: Features = {"device": world.choice(["mobile", "desktop"]), "x": world.random()}
+        assert model.pmf(shared, actions) == _fresh_pmf(model, shared, actions)
+        if round_ % 3 == 0:
+            model.learn(shared, ARMS, round_ % 3, world.random(), 0.5)
+    assert len(model._action_examples) == 3
+
+
 def test_action_line_cache_is_bounded() -> None:
     model = BanditModel("offers", Exploration("epsilon", 0.1))
     for i in range(10_000):
