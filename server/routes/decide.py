@@ -120,7 +120,7 @@ async def handle_decide(
     oracle = TimedOracle(live.models, live.bandits)
     clock = StageClock(oracle)
     decide_started = clock._mark
-    metrics.stage.labels("redis_read").observe(decide_started - read_started)
+    metrics.stage_of["redis_read"].observe(decide_started - read_started)
     decision, record = decide(
         live.plan, req, inputs, decision_id=decision_id, now=now, oracle=oracle, lap=clock.lap
     )
@@ -142,16 +142,17 @@ async def handle_decide(
     clock.lap("log")
     encoded = ENCODER.encode(decision)
     clock.lap("encode")
+    stage_of = metrics.stage_of
     for stage, seconds in clock.finish().items():
-        metrics.stage.labels(stage).observe(seconds)
+        stage_of[stage].observe(seconds)
     if record.errors:
         metrics.rule_errors.labels(live.name).inc(len(record.errors))
-    metrics.decisions.labels(live.name, "true" if inputs.degraded else "false").inc()
+    metrics.decisions_of[live.name, "true" if inputs.degraded else "false"].inc()
     version = live.plan.version
     for out in decision.actions:
-        metrics.actions.labels(live.name, version, out.action).inc()
+        metrics.actions_of[live.name, version, out.action].inc()
     if not decision.actions:
-        metrics.actions.labels(live.name, version, "none").inc()
+        metrics.actions_of[live.name, version, "none"].inc()
     metrics.latency.observe(time.perf_counter() - started)
     return encoded
 

@@ -124,8 +124,9 @@ async def handle(
         if not access.route:
             access.route = route_of(scope, routes)
         if access.status:
-            state.metrics.requests.labels(access.route, scope["method"], str(access.status)).inc()
-            state.metrics.request_seconds.labels(access.route).observe(duration)
+            metrics = state.metrics
+            metrics.requests_of[access.route, scope["method"], str(access.status)].inc()
+            metrics.request_seconds_of[access.route].observe(duration)
         state.access_log.write(access, duration)
 
 

@@ -22,6 +22,25 @@ STAGES = ("redis_read", "rules", "models", "bandit", "arbitration", "log", "enco
 _FAST = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
 
 
+class Children(dict[Any, Any]):
+    """One labelled metric's children by label values, each made once.
+
+    `metric.labels(...)` costs ~1.5 µs a call (label values turned to str under
+    a lock); the decide path labels a dozen series per decision, which was
+    half of its ~34 µs of metrics. A dict hit costs ~50 ns. Keys are a label
+    value, or a tuple of them for a metric with several labels.
+    """
+
+    def __init__(self, metric: Any) -> None:
+        super().__init__()
+        self._metric = metric
+
+    def __missing__(self, key: Any) -> Any:
+        child = self._metric.labels(*key) if isinstance(key, tuple) else self._metric.labels(key)
+        self[key] = child
+        return child
+
+
 class Metrics:
     """The counters and histograms the server exports on `/metrics`."""
 
@@ -91,6 +110,12 @@ class Metrics:
             "arbiter_rule_errors", "Run-time errors inside rules", ["ruleset"], registry=r
         )
         self.learner_lag: dict[str, tuple[int, float]] = {}  # group -> (rewards, seconds)
+        # The hot path's series, by label values (see `Children`).
+        self.stage_of = Children(self.stage)
+        self.decisions_of = Children(self.decisions)
+        self.actions_of = Children(self.actions)
+        self.requests_of = Children(self.requests)
+        self.request_seconds_of = Children(self.request_seconds)
 
     def watch(self, read: Callable[[], dict[str, float]]) -> None:
         """Export the state gauges and counters `read()` returns at each scrape."""

@@ -177,3 +177,21 @@ def test_redis_errors_off_the_hot_path_are_counted(redis_url: str, tmp_path: Pat
             c.portal.call(dead.aclose)  # type: ignore[union-attr]
         found = samples(c)
     assert value(found, "arbiter_redis_errors_total", use="admin", kind="error") == 1
+
+
+def test_children_are_made_once_and_count_in_their_metric() -> None:
+    from arbiter.server.telemetry.metrics import Metrics
+
+    m = Metrics()
+    first = m.actions_of["retail", "v1", "welcome"]
+    assert m.actions_of["retail", "v1", "welcome"] is first
+    assert first is m.actions.labels("retail", "v1", "welcome")
+    for _ in range(3):
+        m.actions_of["retail", "v1", "welcome"].inc()
+        m.stage_of["rules"].observe(0.0001)
+    assert m.actions.labels("retail", "v1", "welcome")._value.get() == 3
+    text = m.render().decode()
+    assert (
+        'arbiter_decision_actions_total{action="welcome",ruleset="retail",version="v1"} 3.0' in text
+    )
+    assert 'arbiter_decide_stage_seconds_count{stage="rules"} 3.0' in text
