@@ -575,6 +575,8 @@ def profiled(pid: int, out: Path | None, seconds: int) -> Iterator[None]:
         yield
         return
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        sys.exit("--profile needs py-spy: pip install -e '.[bench]'")
     proc = subprocess.Popen(
         [
             spy,
