@@ -16,6 +16,7 @@ own channels when the request names none), on each of its tags, and as itself.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -85,30 +86,61 @@ def contacts_of(plan: Plan, spec: ActionSpec, channel: str | None) -> list[tuple
     return [(c.key, c.window_seconds) for c in counters(plan) if counts_for(c, spec, channels)]
 
 
+@dataclass(frozen=True, slots=True)
+class _Coverage:
+    """The policies covering one action on one request channel, with their counter names."""
+
+    limits: tuple[tuple[str, n.PolicyLimit], ...]  # (counter key, limit), in declared order
+    fatigue: tuple[tuple[str, n.PolicyFatigue], ...]  # (rejection set, policy), in order
+
+
+# Per plan (by id, dropped with the plan): (action, channel) -> _Coverage. Which policies
+# cover an action depends only on the plan, the action and the channel, and working it
+# out made ~2 ContactKeys and key strings per policy per candidate on every decision.
+_COVERAGE: dict[int, dict[tuple[str, str | None], _Coverage]] = {}
+_COVERAGE_PER_PLAN = 4096  # channels come from requests: bounded, cleared when full
+
+
+def _coverage(plan: Plan, spec: ActionSpec, channel: str | None) -> _Coverage:
+    table = _COVERAGE.get(id(plan))
+    if table is None:
+        table = _COVERAGE[id(plan)] = {}
+        weakref.finalize(plan, _COVERAGE.pop, id(plan), None)
+    found = table.get((spec.name, channel))
+    if found is None:
+        channels = contact_channels(spec, channel)
+        limits = []
+        for limit in plan.checked.policies:
+            counter = ContactKey(limit.scope, limit.name, limit.window_seconds)
+            if counts_for(counter, spec, channels):
+                limits.append((counter.key, limit))
+        fatigue = [
+            (fatigue_key(f.scope, f.name), f)
+            for f in plan.checked.fatigue_policies
+            if counts_for(ContactKey(f.scope, f.name, 0), spec, channels)
+        ]
+        found = _Coverage(tuple(limits), tuple(fatigue))
+        if len(table) >= _COVERAGE_PER_PLAN:
+            table.clear()
+        table[spec.name, channel] = found
+    return found
+
+
 def blocking_limit(
     plan: Plan, spec: ActionSpec, channel: str | None, caps: Mapping[str, int]
 ) -> tuple[n.PolicyLimit, int] | None:
     """The first policy limit this action would exceed, with the contacts counted, or None."""
-    channels = contact_channels(spec, channel)
-    for limit in plan.checked.policies:
-        counter = ContactKey(limit.scope, limit.name, limit.window_seconds)
-        if counts_for(counter, spec, channels):
-            seen = caps.get(counter.key, 0)
-            if seen >= limit.count:
-                return limit, seen
+    for key, limit in _coverage(plan, spec, channel).limits:
+        seen = caps.get(key, 0)
+        if seen >= limit.count:
+            return limit, seen
     return None
 
 
 def applies(plan: Plan, spec: ActionSpec, channel: str | None) -> bool:
     """Whether any policy covers this action (so an unknown history must stop it)."""
-    channels = contact_channels(spec, channel)
-    return any(
-        counts_for(ContactKey(p.scope, p.name, p.window_seconds), spec, channels)
-        for p in plan.checked.policies
-    ) or any(
-        counts_for(ContactKey(f.scope, f.name, 0), spec, channels)
-        for f in plan.checked.fatigue_policies
-    )
+    coverage = _coverage(plan, spec, channel)
+    return bool(coverage.limits or coverage.fatigue)
 
 
 # ------------------------------------------------------------------ fatigue across offers
@@ -148,9 +180,7 @@ def tiring_policy(
     plan: Plan, spec: ActionSpec, channel: str | None, rejections: Mapping[str, int]
 ) -> n.PolicyFatigue | None:
     """The first fatigue policy covering this action that is in force, or None."""
-    channels = contact_channels(spec, channel)
-    for f in plan.checked.fatigue_policies:
-        covered = counts_for(ContactKey(f.scope, f.name, 0), spec, channels)
-        if covered and rejections.get(fatigue_key(f.scope, f.name), 0) >= f.rejections:
+    for key, f in _coverage(plan, spec, channel).fatigue:
+        if rejections.get(key, 0) >= f.rejections:
             return f
     return None
