@@ -7,9 +7,9 @@ import gc
 from support.paths import CASES_DIR
 
 from arbiter import dsl
+from arbiter.engine import DecideRequest, Inputs, compile_plan, decide
 from arbiter.engine.codegen import compiler
 from arbiter.engine.decision import policies
-from arbiter.engine import DecideRequest, Inputs, compile_plan, decide
 from arbiter.engine.decision.oracle import LiveOracle
 
 RULES = """
