@@ -8,6 +8,7 @@ models are trained and exported by ``models/train.py``.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -28,6 +29,38 @@ _INPUT_DTYPES: Final[dict[str, type[np.floating[Any]]]] = {
 _PROBABILITY_TYPES: Final = frozenset(_INPUT_DTYPES)
 # skl2onnx names the class-probability output so; preferred when several outputs fit.
 _PREFERRED_OUTPUT: Final = "probabilities"
+# Batches up to this many rows are scored through a prepared binding (see `_Binding`).
+_BOUND_BATCH_MAX: Final = 16
+
+
+class _Binding:
+    """Input and output buffers for batches of one size, bound to a session once.
+
+    ``session.run`` builds an input tensor from the feed, allocates every output
+    and converts it back to numpy on each call: for the small models a decision
+    scores that was most of the call (7.1 -> 4.0 µs for one row of the
+    reference models, measured side by side). Here the rows are copied into a
+    buffer the input tensor already wraps, and the probabilities land in a
+    buffer read in place; other outputs (a classifier's labels) are still
+    allocated by onnxruntime.
+    """
+
+    __slots__ = ("binding", "inputs", "probabilities")
+
+    def __init__(self, model: OnnxModel, rows: int) -> None:
+        session = model._session
+        self.inputs = np.zeros((rows, model.n_inputs), dtype=model._dtype)
+        self.probabilities = np.zeros((rows, model._width), dtype=model._output_dtype)
+        self.binding = session.io_binding()
+        self.binding.bind_ortvalue_input(
+            model.input_name, ort.OrtValue.ortvalue_from_numpy(self.inputs)
+        )
+        self.binding.bind_ortvalue_output(
+            model.output_name, ort.OrtValue.ortvalue_from_numpy(self.probabilities)
+        )
+        for node in session.get_outputs():
+            if node.name != model.output_name:
+                self.binding.bind_output(node.name, "cpu")
 
 
 class ModelLoadError(ArbiterError):
@@ -78,8 +111,13 @@ class OnnxModel:
         self.output_name, probability_width = _find_probability_output(session, path)
         # Everything the per-call path needs is fixed here, once.
         self._dtype = _INPUT_DTYPES[self.input_type]
+        output_type = next(str(o.type) for o in session.get_outputs() if o.name == self.output_name)
+        self._output_dtype = _INPUT_DTYPES[output_type]
         self._output_names = [self.output_name]
+        self._width = probability_width
         self._column = probability_width - 1
+        # Buffers are per thread: a binding's buffers are written on every call.
+        self._local = threading.local()
 
     @classmethod
     def load(cls, path: str | Path) -> OnnxModel:
@@ -117,6 +155,23 @@ class OnnxModel:
         Each row holds ``n_inputs`` numbers in the model's input order. Raises
         ``ValueError`` if the rows are not ``[batch, n_inputs]``.
         """
+        count = len(rows)
+        width = self.n_inputs
+        # Widths checked first: numpy would broadcast a one-number row across the buffer.
+        if 0 < count <= _BOUND_BATCH_MAX and (
+            rows.shape[1:] == (width,)
+            if isinstance(rows, np.ndarray)
+            else all(len(row) == width for row in rows)
+        ):
+            bound = self._bound(count)
+            try:
+                bound.inputs[:] = rows
+            except (ValueError, TypeError):
+                pass  # not [count, n_inputs] numbers: the general path names the problem
+            else:
+                self._session.run_with_iobinding(bound.binding)
+                scores: list[float] = bound.probabilities[:, self._column].tolist()
+                return scores
         features = np.asarray(rows, dtype=self._dtype)
         if features.ndim != 2 or features.shape[1] != self.n_inputs:
             if features.size == 0:
@@ -128,8 +183,17 @@ class OnnxModel:
         if features.shape[0] == 0:
             return []
         probabilities = self._session.run(self._output_names, {self.input_name: features})[0]
-        scores: list[float] = probabilities[:, self._column].tolist()
+        scores = probabilities[:, self._column].tolist()
         return scores
+
+    def _bound(self, rows: int) -> _Binding:
+        bindings: dict[int, _Binding] | None = getattr(self._local, "bindings", None)
+        if bindings is None:
+            bindings = self._local.bindings = {}
+        bound = bindings.get(rows)
+        if bound is None:
+            bound = bindings[rows] = _Binding(self, rows)
+        return bound
 
     def score_one(self, row: Sequence[float]) -> float:
         """Return P(class 1) for a single row of ``n_inputs`` numbers."""
