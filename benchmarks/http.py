@@ -135,7 +135,8 @@ def commandstats(port: int) -> dict[str, tuple[int, int]]:
 
 def cache_file(w: reference.Workload) -> Path:
     version = windows.LAYOUT_VERSION
-    return CACHE / f"reference-v{version}-{w.customers}x{w.events_per_customer}-s{w.seed}.rdb"
+    sizes = f"{w.customers}x{w.events_per_customer}-s{w.seed}"
+    return CACHE / f"reference-v{version}-w{reference.VERSION}-{sizes}.rdb"
 
 
 def build(port: int, w: reference.Workload, rdb: Path, workdir: Path) -> dict[str, float]:
@@ -253,6 +254,31 @@ def engine_us(
     return statistics.median(samples[n // 5 :]) * 1e6
 
 
+def check_no_rule_errors(
+    plan: Plan, reqs: Sequence[DecideRequest], inputs: Sequence[Inputs]
+) -> None:
+    """Stop if a rule fails at run time on the workload: a failing rule is skipped, so
+    the figures would be of a cheaper decision than the ruleset describes."""
+    models = load_models(plan, ROOT / "rulesets")
+    bandits = {
+        name: BanditModel(name, exploration_of(spec)) for name, spec in plan.checked.bandits.items()
+    }
+    oracle = LiveOracle(models, bandits)
+    failed: dict[str, int] = {}
+    for i, (req, inp) in enumerate(zip(reqs, inputs, strict=True)):
+        _, record = decide(plan, req, inp, decision_id=f"c{i}", now=time.time(), oracle=oracle)
+        for error in record.errors:
+            failed[error] = failed.get(error, 0) + 1
+    if failed:
+        worst = sorted(failed.items(), key=lambda kv: -kv[1])[:3]
+        sys.exit(
+            f"the workload makes rules fail at run time ({sum(failed.values())} errors in "
+            f"{len(reqs)} decisions); first: "
+            + "; ".join(f"{n}x {e}" for e, n in worst)
+            + " (rebuild the workload with --rebuild after fixing benchmarks/reference.py)"
+        )
+
+
 def engine_figures(port: int, w: reference.Workload, tmp: Path) -> dict[str, float]:
     plan = retail_plan()
     bodies = list(reference.request_bodies(w, 500))
@@ -268,6 +294,7 @@ def engine_figures(port: int, w: reference.Workload, tmp: Path) -> dict[str, flo
             await client.aclose()
 
     inputs = asyncio.run(fetch_all())
+    check_no_rule_errors(plan, reqs, inputs)
     wide = tmp / "retail_bandit50.rules"
     wide.write_text(bandit50_rules())
     plan50 = compile_plan(dsl.load_checked(wide))

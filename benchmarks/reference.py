@@ -20,9 +20,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from arbiter import dsl
 from arbiter.engine.store.profiles import Event, ProfileStore
+from arbiter.engine.validate import normalize_all
 
 RULES = "rulesets/retail.rules"
+# Bumped whenever what `load` stores changes, so a cached copy is rebuilt (benchmarks.http).
+# 2: profiles stored as `PUT /v1/profiles` stores them (times as epoch seconds); version 1
+# stored `last_purchase_at` as an ISO string, so the rules reading it failed at run time
+# on most decisions and two of the three models were never scored.
+VERSION = 2
 DAY = 86400.0
 TIERS = ("none", "none", "none", "silver", "gold")
 CHANNELS = ("web", "web", "web", "app", "app", "email")
@@ -91,11 +98,16 @@ async def load(store: ProfileStore, w: Workload, now: float, batch: int = 25) ->
     `add_events` call (one pipeline), several calls in flight at once.
     """
     rng = random.Random(w.seed)
+    # Normalised against the ruleset's profile block, as the profiles route does it.
+    schema = dsl.load_checked(RULES).profile
     started = time.perf_counter()
     for start in range(0, w.customers, batch):
         ids = range(start, min(start + batch, w.customers))
         await asyncio.gather(
-            *(store.put_profile(customer_id(i), profile(i, now, rng)) for i in ids)
+            *(
+                store.put_profile(customer_id(i), normalize_all(schema, profile(i, now, rng)))
+                for i in ids
+            )
         )
         evs = [e for i in ids for e in events(i, w, now, rng)]
         await store.add_events(evs, now=now)
