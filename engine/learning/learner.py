@@ -265,16 +265,22 @@ class Learner:
         done: list[Any] = []
         if wanted:
             # One round trip: which rewards are already learned, and every record; sent
-            # raw (`raw_commands`), without a redis-py command object per record.
+            # raw (`raw_commands`), the records by one MGET (one reply to read, not one
+            # per reward) unless a Cluster spreads them over its shards.
             commands: list[tuple[Any, ...]] = [
                 ("ZMSCORE", self._keys.done, *[done_member(d, a) for d, a, _ in wanted])
             ]
-            commands += [("GET", keys.decision(d)) for d, _, _ in wanted]
+            records_key = [keys.decision(d) for d, _, _ in wanted]
+            one_read = raw_commands.single_node(self.redis)
+            if one_read:
+                commands.append(("MGET", *records_key))
+            else:
+                commands += [("GET", key) for key in records_key]
             replies = await raw_commands.send(self.redis, commands)
             for reply in replies:
                 if isinstance(reply, Exception):
                     raise reply
-            done, records = replies[0], replies[1:]
+            done, records = replies[0], replies[1] if one_read else replies[1:]
         results = iter(zip(done, records, strict=True))
         for entry_id, reward in parsed:
             self._inflight.append(entry_id)

@@ -86,3 +86,9 @@ async def send_scripted(
 
 def _word(word: Any) -> Any:
     return word.decode() if isinstance(word, bytes) else word
+
+
+def single_node(client: Any) -> bool:
+    """Whether ``client`` talks to one Redis, where a multi-key command (``MGET``) may name
+    keys of any slot; a Cluster client needs one command per slot instead."""
+    return isinstance(client, redis.asyncio.Redis)
