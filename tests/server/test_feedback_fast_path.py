@@ -301,6 +301,8 @@ def test_feedback_on_a_redis_cluster(redis_cluster_url: str, tmp_path: Path) -> 
         c.put("/v1/profiles/v", json=VIP, headers=ADMIN)
         d = decide(c, "v")
         assert d["actions"][0]["action"] == "vip_lounge"
+        # Every shard forgets its scripts: the reward and the rejection load theirs again.
+        assert run_with_client(redis_cluster_url, lambda redis: redis.script_flush())
         fb = {"decision_id": d["decision_id"], "action": "vip_lounge", "reward": 0}
         assert c.post("/v1/feedback", json=fb).json() == {"accepted": True, "duplicate": False}
         assert c.post("/v1/feedback", json=fb).json() == {"accepted": False, "duplicate": True}
