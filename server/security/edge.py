@@ -73,7 +73,7 @@ def methods_for(path: str, routes: list[Any]) -> list[str]:
 async def handle(
     state: Any, routes: list[Any], scope: Scope, receive: Receive, send: Send, inner: ASGI
 ) -> None:
-    """Serve one HTTP request through `inner` (the app or the decide fast path)."""
+    """Serve one HTTP request through `inner` (the app, or the decide or feedback fast path)."""
     access = Access(scope["method"], scope["path"] if scope["path"] in FAST_PATHS else "")
     scope[SCOPE_KEY] = access
     origin = header(scope, b"origin")
