@@ -31,10 +31,11 @@ from arbiter.server.background.intake import start_intake
 from arbiter.server.background.keys import start_key_store_watch
 from arbiter.server.background.learning import LearnerSupervisor, attributor_for
 from arbiter.server.background.triggers import start_trigger_runner
-from arbiter.server.fast_path import decide_asgi
+from arbiter.server.fast_path import decide_asgi, feedback_asgi
 from arbiter.server.routes.admin import router as admin_router
-from arbiter.server.routes.decide import decide_endpoint, feedback_endpoint
+from arbiter.server.routes.decide import decide_endpoint
 from arbiter.server.routes.experiments import router as experiments_router
+from arbiter.server.routes.feedback import feedback_endpoint
 from arbiter.server.routes.identity import router as identity_router
 from arbiter.server.routes.keys import router as keys_router
 from arbiter.server.rulesets import Resources, RulesetManager
@@ -61,7 +62,8 @@ def default_resources(plan: Plan, base_dir: Path) -> Mapping[str, Any]:
 
 
 class ArbiterApp(FastAPI):
-    """FastAPI, with `POST /v1/decide` answered before the middleware stack (see fast_path)."""
+    """FastAPI, with `POST /v1/decide` and `POST /v1/feedback` answered before the
+    middleware stack (see fast_path)."""
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         state = getattr(self.state, "arbiter", None)
@@ -71,6 +73,8 @@ class ArbiterApp(FastAPI):
         inner = super().__call__
         if scope["path"] == "/v1/decide" and scope["method"] == "POST":
             inner = partial(decide_asgi, state)
+        elif scope["path"] == "/v1/feedback" and scope["method"] == "POST":
+            inner = partial(feedback_asgi, state)
         await edge.handle(state, self.router.routes, scope, receive, send, inner)
 
 

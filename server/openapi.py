@@ -31,7 +31,7 @@ from fastapi.openapi.utils import get_openapi
 from arbiter.dsl.types import Type
 from arbiter.engine.records import DecideRequest, Decision
 from arbiter.engine.validate import MAX_LIMIT
-from arbiter.server.routes.decide import FeedbackIn
+from arbiter.server.routes.feedback import FeedbackIn
 from arbiter.server.security import limits
 
 _REF = "#/components/schemas/{name}"

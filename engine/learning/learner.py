@@ -79,7 +79,7 @@ from arbiter.engine.learning.bandit_store import (
 from arbiter.engine.learning.lease import LeaderLease
 from arbiter.engine.learning.reward_stream import RewardGroup, StreamEntry, parse_reward
 from arbiter.engine.records import RECORD_DECODER, DecisionRecord
-from arbiter.engine.store import keys
+from arbiter.engine.store import keys, raw_commands
 from arbiter.engine.store.client import AsyncRedisClient, connect
 
 __all__ = ["Learner", "LearnerConfig", "LearnerStats", "learn_main", "run_learners"]
@@ -264,13 +264,23 @@ class Learner:
         records: list[Any] = []
         done: list[Any] = []
         if wanted:
-            # One round trip: which rewards are already learned, and every record.
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.zmscore(self._keys.done, [done_member(d, a) for d, a, _ in wanted])
-            for decision_id, _, _ in wanted:
-                pipe.get(keys.decision(decision_id))
-            replies = await pipe.execute()
-            done, records = replies[0], replies[1:]
+            # One round trip: which rewards are already learned, and every record; sent
+            # raw (`raw_commands`), the records by one MGET (one reply to read, not one
+            # per reward) unless a Cluster spreads them over its shards.
+            commands: list[tuple[Any, ...]] = [
+                ("ZMSCORE", self._keys.done, *[done_member(d, a) for d, a, _ in wanted])
+            ]
+            records_key = [keys.decision(d) for d, _, _ in wanted]
+            one_read = raw_commands.single_node(self.redis)
+            if one_read:
+                commands.append(("MGET", *records_key))
+            else:
+                commands += [("GET", key) for key in records_key]
+            replies = await raw_commands.send(self.redis, commands)
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+            done, records = replies[0], replies[1] if one_read else replies[1:]
         results = iter(zip(done, records, strict=True))
         for entry_id, reward in parsed:
             self._inflight.append(entry_id)
@@ -372,7 +382,11 @@ class Learner:
         return True
 
     async def _ack(self, entry_ids: Sequence[bytes]) -> None:
-        await self.redis.xack(keys.REWARD_STREAM, self._keys.group, *entry_ids)
+        (reply,) = await raw_commands.send(
+            self.redis, [("XACK", keys.REWARD_STREAM, self._keys.group, *entry_ids)]
+        )
+        if isinstance(reply, Exception):
+            raise reply
 
     # --- driving ----------------------------------------------------------------
 

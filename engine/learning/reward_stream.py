@@ -19,10 +19,10 @@ from typing import Any, Final, cast
 
 from redis.exceptions import ResponseError
 
-from arbiter.engine.store import keys
+from arbiter.engine.store import keys, raw_commands
 from arbiter.engine.store.client import AsyncRedisClient
 
-__all__ = ["RewardGroup", "StreamEntry", "parse_reward"]
+__all__ = ["RewardGroup", "StreamEntry", "parse_reward", "stream_entries"]
 
 _FORGET_CONSUMER_LUA: Final = """
 if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
@@ -104,17 +104,16 @@ class RewardGroup:
             await self._forget_idle_consumers()
             if claimed:
                 return claimed
-        reply = await cast(
-            Awaitable[Any],
-            self.redis.xreadgroup(
-                self.group,
-                self.consumer,
-                {self.stream: ">"},
-                count=self.batch,
-            ),
-        )
-        # [[stream, entries]] (RESP2, what engine.store.client speaks), or None.
-        return [e for _, entries in reply or () for e in entries]
+        # Sent raw (`raw_commands`): redis-py's XREADGROUP parsing (a dict per entry,
+        # through its response callbacks) was most of what reading a reward cost.
+        (reply,) = await raw_commands.send(
+            self.redis,
+            [("XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", self.batch, "STREAMS",
+              self.stream, ">")],
+        )  # fmt: skip
+        if isinstance(reply, Exception):
+            raise reply
+        return stream_entries(reply)
 
     async def _claim(self, min_idle_ms: int, inflight: Container[bytes]) -> list[StreamEntry]:
         """Take over entries pending with any consumer for at least ``min_idle_ms``."""
@@ -154,6 +153,29 @@ class RewardGroup:
                 Awaitable[Any],
                 self._forget_script(keys=[self.stream], args=[self.group, name]),
             )
+
+
+def stream_entries(reply: Any) -> list[StreamEntry]:
+    """The entries of an XREAD/XREADGROUP reply: ``{stream: [[id, fields], ...]}`` (RESP3,
+    what redis-py speaks by default), ``[[stream, [[id, fields], ...]], ...]`` (RESP2),
+    or None.
+
+    ``fields`` is the flat ``[name, value, ...]`` list Redis sends (a raw
+    reply), or the dict redis-py's parser made of it (the reply of a Cluster
+    pipeline), or None for an entry trimmed while pending.
+    """
+    if not reply:
+        return []
+    streams = reply.values() if isinstance(reply, dict) else (entries for _, entries in reply)
+    out: list[StreamEntry] = []
+    for entries in streams:
+        for entry_id, fields in entries:
+            if fields is None or isinstance(fields, dict):
+                out.append((entry_id, fields))
+            else:
+                pairs = iter(fields)
+                out.append((entry_id, dict(zip(pairs, pairs, strict=True))))
+    return out
 
 
 def parse_reward(fields: dict[bytes, bytes] | None) -> tuple[str, str, float] | None:

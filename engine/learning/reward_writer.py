@@ -13,7 +13,8 @@ append one reward: the first script to run. The marker holds the accepted
 reward, so a retry can redo the idempotent follow-ups (counting a
 rejection) that a failure may have cut short.
 
-:func:`append_reward` writes one (the feedback route); :func:`append_rewards`
+:func:`append_reward` writes one; :func:`append_command` is that write as a
+command to send with others (the feedback route); :func:`append_rewards`
 writes a batch in one pipelined round trip (the attributor).
 
 On Redis Cluster a script's keys must live in one slot: the marker's name
@@ -23,15 +24,24 @@ every call lands on the stream's shard.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final, cast
+from typing import Any, Final
 
-from arbiter.engine.store import keys
+from arbiter.engine.store import keys, raw_commands
 from arbiter.engine.store.client import AsyncRedisClient
 from arbiter.engine.store.scripts import eval_pipelined, script_sha
 
-__all__ = ["APPEND_LUA", "Reward", "RewardOutcome", "append_reward", "append_rewards"]
+__all__ = [
+    "APPEND_LUA",
+    "SCRIPTS",
+    "Reward",
+    "RewardOutcome",
+    "append_command",
+    "append_reward",
+    "append_rewards",
+    "outcome_of",
+]
 
 # KEYS: marker, stream. ARGV: maxlen, decision id, action, reward, ts, marker ttl, source.
 # XADD first: if it fails (out of memory, a wrong type), the script stops
@@ -48,6 +58,8 @@ redis.call('SET', KEYS[1], ARGV[4], 'EX', ARGV[6])
 return {1, ARGV[4]}
 """
 _APPEND_SHA: Final = script_sha(APPEND_LUA)
+#: The scripts :func:`append_command`'s commands call, for `raw_commands.send_scripted`.
+SCRIPTS: Final = {_APPEND_SHA: APPEND_LUA}
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +104,21 @@ def _outcome(reply: Any) -> RewardOutcome:
     return RewardOutcome(appended=int(appended) == 1, reward=float(recorded))
 
 
+def append_command(r: Reward, *, marker_ttl_s: int, stream_maxlen: int) -> tuple[Any, ...]:
+    """The ``EVALSHA`` of :data:`APPEND_LUA` for one reward, to send with other commands
+    (`raw_commands.send_scripted` with :data:`SCRIPTS`); :func:`outcome_of` reads its reply.
+    """
+    key_list, args = _call(r, marker_ttl_s, stream_maxlen)
+    return ("EVALSHA", _APPEND_SHA, len(key_list), *key_list, *args)
+
+
+def outcome_of(reply: Any) -> RewardOutcome:
+    """The outcome in the reply to an :func:`append_command`; raises an error reply."""
+    if isinstance(reply, Exception):
+        raise reply
+    return _outcome(reply)
+
+
 async def append_reward(
     redis: AsyncRedisClient,
     decision_id: str,
@@ -109,11 +136,15 @@ async def append_reward(
     nothing was written or everything was (a lost reply), and calling again
     is safe.
     """
-    script = redis.register_script(APPEND_LUA)  # hashes the text; no I/O
-    key_list, args = _call(
-        Reward(decision_id, action, reward, ts, source), marker_ttl_s, stream_maxlen
+    # EVALSHA, and the script loaded only when Redis answers NOSCRIPT; sent raw
+    # (`raw_commands`), without redis-py's per-command machinery.
+    command = append_command(
+        Reward(decision_id, action, reward, ts, source),
+        marker_ttl_s=marker_ttl_s,
+        stream_maxlen=stream_maxlen,
     )
-    return _outcome(await cast(Awaitable[Any], script(keys=key_list, args=args)))
+    (reply,) = await raw_commands.send_scripted(redis, [command], SCRIPTS)
+    return outcome_of(reply)
 
 
 async def append_rewards(

@@ -23,7 +23,7 @@ from typing import Any
 
 import hiredis
 import redis.asyncio
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 Command = Sequence[Any]
 
@@ -62,3 +62,33 @@ async def send(client: Any, commands: Sequence[Command]) -> list[Any]:
     finally:
         await pool.release(conn)
     return out
+
+
+async def send_scripted(
+    client: Any, commands: Sequence[Command], scripts: dict[str, str]
+) -> list[Any]:
+    """`send`, where an ``EVALSHA`` of a script in ``scripts`` (sha → text) that Redis
+    does not know yet (a new or restarted Redis: NOSCRIPT) is loaded and sent again.
+
+    Only the calls answered NOSCRIPT are resent: they did not run. Replies in
+    order, error replies in their place, as `send`.
+    """
+    replies = await send(client, commands)
+    missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+    if missing:
+        for sha in {str(_word(commands[i][1])) for i in missing}:
+            await client.script_load(scripts[sha])
+        again = await send(client, [commands[i] for i in missing])
+        for i, reply in zip(missing, again, strict=True):
+            replies[i] = reply
+    return replies
+
+
+def _word(word: Any) -> Any:
+    return word.decode() if isinstance(word, bytes) else word
+
+
+def single_node(client: Any) -> bool:
+    """Whether ``client`` talks to one Redis, where a multi-key command (``MGET``) may name
+    keys of any slot; a Cluster client needs one command per slot instead."""
+    return isinstance(client, redis.asyncio.Redis)

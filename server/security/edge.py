@@ -26,6 +26,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGI = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _JSON = (b"content-type", b"application/json")
+# Served by `server.fast_path`, which checks its own bodies' nesting.
+FAST_PATHS = ("/v1/decide", "/v1/feedback")
 
 
 async def answer(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
@@ -71,8 +73,8 @@ def methods_for(path: str, routes: list[Any]) -> list[str]:
 async def handle(
     state: Any, routes: list[Any], scope: Scope, receive: Receive, send: Send, inner: ASGI
 ) -> None:
-    """Serve one HTTP request through `inner` (the app or the decide fast path)."""
-    access = Access(scope["method"], scope["path"] if scope["path"] == "/v1/decide" else "")
+    """Serve one HTTP request through `inner` (the app, or the decide or feedback fast path)."""
+    access = Access(scope["method"], scope["path"] if scope["path"] in FAST_PATHS else "")
     scope[SCOPE_KEY] = access
     origin = header(scope, b"origin")
     cors_headers: list[tuple[bytes, bytes]] = []
@@ -131,8 +133,8 @@ async def handle(
 
 
 def inner_reads_json(scope: Scope) -> bool:
-    """A JSON body for a framework route (decide's fast path checks its own)."""
-    if scope["method"] not in ("POST", "PUT", "PATCH") or scope["path"] == "/v1/decide":
+    """A JSON body for a framework route (the fast paths check their own)."""
+    if scope["method"] not in ("POST", "PUT", "PATCH") or scope["path"] in FAST_PATHS:
         return False
     content_type = header(scope, b"content-type") or ""
     return "json" in content_type

@@ -1,8 +1,9 @@
 """`POST /v1/feedback` never loses an accepted reward, on real Redis.
 
-The faults are injected by wrapping the app's real Redis client: the first
-command that would put the reward on the stream fails, either before Redis ran
-it (the request never left) or after (the reply was lost). Either way the
+The faults are injected by wrapping how the app's real Redis client sends
+commands (`raw_commands.send`, which the feedback's writes go through): the
+first batch that would put the reward on the stream fails, either before Redis
+ran it (the request never left) or after (the reply was lost). Either way the
 client gets a 503 with `Retry-After`, its retry is answered 202, and the reward
 stream holds the reward exactly once.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from fastapi.testclient import TestClient
 from redis.exceptions import ConnectionError as RedisConnectionError
 from support.server import ADMIN, settings
 
-from arbiter.engine.store import contact_history, keys
+from arbiter.engine.store import contact_history, keys, raw_commands
 from arbiter.engine.store.client import connect_sync
 from arbiter.server.app import create_app
 from arbiter.server.state import new_decision_id
@@ -43,22 +44,36 @@ def _writes_reward(args: tuple[Any, ...]) -> bool:
     return touches and name in {"XADD", "EVALSHA", "EVAL"}
 
 
-def fail_first_reward_write(client: TestClient, *, after_running: bool) -> list[str]:
-    """Make the app's next reward-stream write raise a connection error; returns a log."""
+def fail_first_batch(
+    client: TestClient,
+    monkeypatch: pytest.MonkeyPatch,
+    matches: Callable[[tuple[Any, ...]], bool],
+    *,
+    after_running: bool,
+) -> list[str]:
+    """Make the app's next batch with a command that `matches` raise a connection error
+    (after Redis ran it if `after_running`: the reply is lost); returns a log."""
     redis = client.app.state.arbiter.admin_redis  # type: ignore[attr-defined]
-    real = redis.execute_command
+    real = raw_commands.send
     failed: list[str] = []
 
-    async def execute_command(*args: Any, **kwargs: Any) -> Any:
-        if not failed and _writes_reward(args):
-            failed.append(str(args[0]))
+    async def send(target: Any, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        if target is redis and not failed and any(matches(tuple(c)) for c in commands):
+            failed.append(str(commands[0][0]))
             if after_running:  # Redis ran it; the reply is lost on the way back
-                await real(*args, **kwargs)
+                await real(target, commands)
             raise RedisConnectionError("injected: connection reset by peer")
-        return await real(*args, **kwargs)
+        return await real(target, commands)
 
-    redis.execute_command = execute_command
+    monkeypatch.setattr(raw_commands, "send", send)
     return failed
+
+
+def fail_first_reward_write(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, *, after_running: bool
+) -> list[str]:
+    """Make the app's next reward-stream write raise a connection error; returns a log."""
+    return fail_first_batch(client, monkeypatch, _writes_reward, after_running=after_running)
 
 
 def rewards(redis_url: str) -> list[dict[bytes, bytes]]:
@@ -78,12 +93,12 @@ def decide(client: TestClient, customer: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("after_running", [False, True], ids=["before-redis-ran-it", "reply-lost"])
 def test_a_failed_reward_write_is_503_and_the_retry_records_it_once(
-    client: TestClient, redis_url: str, after_running: bool
+    client: TestClient, redis_url: str, after_running: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client.put("/v1/profiles/c1", json={"visits": 1}, headers=ADMIN)
     d = decide(client, "c1")
     fb = {"decision_id": d["decision_id"], "action": d["actions"][0]["action"], "reward": 1}
-    failed = fail_first_reward_write(client, after_running=after_running)
+    failed = fail_first_reward_write(client, monkeypatch, after_running=after_running)
 
     first = client.post("/v1/feedback", json=fb)
     assert failed, "the fault was never injected"
@@ -105,7 +120,7 @@ def test_a_failed_reward_write_is_503_and_the_retry_records_it_once(
 
 
 def test_a_failed_rejection_count_is_made_good_by_the_retry(
-    client: TestClient, redis_url: str
+    client: TestClient, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The reward reached the stream, then counting the rejection (fatigue) failed:
     # the retry is a duplicate, but the rejection is still counted, once.
@@ -114,18 +129,14 @@ def test_a_failed_rejection_count_is_made_good_by_the_retry(
     d = decide(client, "v")
     assert d["actions"][0]["action"] == "vip_lounge"
     fb = {"decision_id": d["decision_id"], "action": "vip_lounge", "reward": 0}
-    redis = client.app.state.arbiter.admin_redis  # type: ignore[attr-defined]
-    real_evalsha = redis.evalsha
-    failed: list[bool] = []
 
-    async def evalsha(*args: Any, **kwargs: Any) -> Any:
-        # The rejection's write (the customer's contact history), the first time only.
-        if not failed and keys.contact_history("v") in map(str, args):
-            failed.append(True)
-            raise RedisConnectionError("injected: connection reset by peer")
-        return await real_evalsha(*args, **kwargs)
+    def counts_rejection(command: tuple[Any, ...]) -> bool:
+        # The rejection's write (the customer's contact history).
+        return str(command[0]).upper() == "EVALSHA" and keys.contact_history("v") in map(
+            str, command
+        )
 
-    redis.evalsha = evalsha
+    failed = fail_first_batch(client, monkeypatch, counts_rejection, after_running=False)
     first = client.post("/v1/feedback", json=fb)
     assert failed, "the fault was never injected"
     assert first.status_code == 503 and "retry-after" in first.headers, first.text
