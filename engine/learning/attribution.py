@@ -39,7 +39,7 @@ The attribution rule:
   behind the response, so a decision's exposure may be stored a few
   milliseconds after an event that follows it. A window is closed ``grace``
   seconds after it ends; if by then the customer's newest event of the type
-  (``keys.last_seen``) is inside the window, no attributor matched it (it
+  (``windows.last_seen_field``) is inside the window, no attributor matched it (it
   was behind, or the exposure was stored after both passes): a reward
   without ``value`` is then 1 at once; one with ``value`` waits for the
   attributors, up to ``max_defer`` seconds after a closer first found it
@@ -83,7 +83,7 @@ from arbiter.dsl import nodes as n
 from arbiter.dsl.checked import CheckedRuleset
 from arbiter.engine.learning.reward_stream import RewardGroup, StreamEntry
 from arbiter.engine.learning.reward_writer import Reward, append_rewards
-from arbiter.engine.store import keys
+from arbiter.engine.store import keys, windows
 from arbiter.engine.store.client import AsyncRedisClient
 
 __all__ = [
@@ -403,7 +403,7 @@ class Attributor:
         pipe = self.redis.pipeline(transaction=False)
         for member, exp in exposures:
             pipe.zscore(keys.exposures(exp.customer_id), member)
-            pipe.hget(keys.last_seen(exp.customer_id), exp.event)
+            pipe.hget(keys.windows(exp.customer_id), windows.last_seen_field(exp.event))
         pipe.hmget(keys.EXPOSURES_DEFERRED, [member for member, _ in exposures])
         replies = await pipe.execute()
         since = replies.pop()

@@ -166,8 +166,9 @@ class ProfileStore:
 
     async def event_summary(self, customer_id: str) -> dict[str, float]:
         """Last-seen time of every event type the customer has."""
-        raw = await self.redis.hgetall(keys.last_seen(customer_id))
-        return {k.decode(): float(v) for k, v in raw.items()}
+        raw = await self.redis.hgetall(keys.windows(customer_id))
+        prefix = windows.LAST_SEEN_PREFIX.encode()
+        return {k[len(prefix) :].decode(): float(v) for k, v in raw.items() if k.startswith(prefix)}
 
     # --------------------------------------------------------------- writes
 

@@ -6,9 +6,15 @@ maximum. All buckets of one customer live in one hash (`keys.windows`), one
 field per series, each a compact run of fixed-size records sorted by bucket
 (`engine.store.series`). Hourly records are kept while a window of up to 7
 days can read them, daily ones for `MAX_WINDOW` = 400 days: each write drops
-what has aged out of its series, and the hash as a whole expires when its
-newest daily bucket is older than `MAX_WINDOW`. An event so late that no
-window could read its bucket is counted only in last-seen.
+what has aged out of its series. An event so late that no window could read
+its bucket is counted only in last-seen.
+
+Last-seen times are fields of the same hash (`l:<event type>`: epoch seconds
+of the newest event of that type), kept `LAST_SEEN_TTL` (the longest window
+and a month) after the last event arrived. The hash as a whole expires when
+both have passed: its newest daily bucket has left `MAX_WINDOW` (field `x`
+holds that moment; a late event never brings it forward) and its last-seen
+times have aged out.
 
 A window of W at time `now` uses hourly buckets when W ≤ 7 days, else daily
 ones, and covers every bucket from the one containing `now - W` to the one
@@ -25,8 +31,9 @@ The read. `read_commands` lists, for one customer, the plain commands that
 fetch everything a plan's `Needs` ask for, sent in one pipeline with other
 decisions' (`engine.store.read_batcher`): the id's alias key (identity
 stitching: set, the read is repeated for its customer), the profile hash,
-last-seen times, the series its windows read (one HMGET, a few hundred bytes
-to a few KB; its cost does not grow with the windows' lengths), and the
+the series its windows read and its last-seen times (one HMGET of the window
+hash, a few hundred bytes to a few KB; its cost does not grow with the
+windows' lengths), and the
 contact-cap and rejection records of its caps and fatigue rules (one HMGET of
 the customer's contact history, `engine.store.contact_history`), whatever
 their number. The worker sums the records inside each window
@@ -35,7 +42,11 @@ with workers, instead of Redis doing bucket arithmetic for every decision.
 
 Layout history: version 1 kept one hash per customer per day (hourly) and
 per 32-day block (daily) with a field per bucket, summed in Lua by the read;
-`arbiter migrate` (`engine.store.window_migration`) converts it.
+`arbiter migrate` (`engine.store.window_migration`) converts it. Version 2
+kept last-seen times in a hash of their own (`keys.last_seen`), one more key
+for every event and one more command for every decision's read (a fifth of
+the read's commands); `arbiter migrate` (`engine.store.last_seen_migration`)
+moves them into the window hash.
 """
 
 from __future__ import annotations
@@ -50,7 +61,7 @@ from arbiter.engine.plan import Needs
 from arbiter.engine.store import contact_history, keys, series
 
 # Bumped whenever what is stored for event windows changes shape (benchmarks cache by it).
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 #: Aggregates read from a grouped series (a string property counted per value).
 GROUPED_FNS = frozenset({"max_count", "distinct"})
 # What a window's figure means, as the performance table reports it.
@@ -63,24 +74,31 @@ MAX_WINDOW = 400 * DAY
 EVENT_ID_TTL = 2 * DAY
 # Last-seen times outlive the longest window by a month, then go with the customer.
 LAST_SEEN_TTL = MAX_WINDOW + 32 * DAY
+#: Window-hash fields of last-seen times: `l:<event type>` (series are `h:`/`d:`, expiry `x`).
+LAST_SEEN_PREFIX = "l:"
+
+
+def last_seen_field(event_type: str) -> str:
+    """The window-hash field holding the newest time of `event_type`."""
+    return LAST_SEEN_PREFIX + event_type
+
 
 INGEST_LUA = (
     """
--- KEYS: window hash, last-seen hash, event-id zset (one customer: one slot)
+-- KEYS: window hash, event-id zset (one customer: one slot)
 -- ARGV: event id ('' = none), ts, type, hour bucket ('' = too old to be read: skip),
 --       day bucket (same), oldest hour and oldest day still readable, EXPIREAT of the
---       hash, id ttl, arrival time, last-seen ttl, n grouped, [prop, key]... (grouped
---       string properties), [prop, value]... (numbers)
+--       hash for the day bucket, id ttl, arrival time, last-seen ttl, n grouped, [prop, key]... (grouped string properties), [prop, value]... (numbers)
 local eid = ARGV[1]
 if eid ~= '' then
   -- Duplicates are recognised by arrival time, not event time: a retry comes soon
   -- after the first delivery even when the event itself is days old.
   local arrived, keep = tonumber(ARGV[10]), tonumber(ARGV[9])
-  local first = redis.call('ZSCORE', KEYS[3], eid)
+  local first = redis.call('ZSCORE', KEYS[2], eid)
   if first and tonumber(first) > arrived - keep then return 0 end
-  redis.call('ZADD', KEYS[3], arrived, eid)
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', arrived - keep)
-  redis.call('EXPIRE', KEYS[3], ARGV[9])
+  redis.call('ZADD', KEYS[2], arrived, eid)
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', arrived - keep)
+  redis.call('EXPIRE', KEYS[2], ARGV[9])
 end
 """
     + series.LUA_SERIES
@@ -112,19 +130,20 @@ local function bump(prefix, bucket, keep)
 end
 bump('h:', ARGV[4], ARGV[6])
 bump('d:', ARGV[5], ARGV[7])
-if ARGV[5] ~= '' then
-  -- The hash goes when its newest daily bucket has left the longest window; a late
-  -- event never brings that moment forward.
-  local at = tonumber(ARGV[8])
-  local was = tonumber(redis.call('HGET', KEYS[1], 'x') or '0')
-  if at > was then
-    redis.call('HSET', KEYS[1], 'x', ARGV[8])
-    redis.call('EXPIREAT', KEYS[1], ARGV[8])
-  end
+local seen_field = 'l:' .. etype
+local seen = tonumber(redis.call('HGET', KEYS[1], seen_field) or '-1')
+if tonumber(ARGV[2]) > seen then redis.call('HSET', KEYS[1], seen_field, ARGV[2]) end
+-- `x`: when the newest daily bucket leaves the longest window (a late event never
+-- brings it forward). The hash lives until then, and until its last-seen times have aged
+-- out: a ttl from this write, by Redis' clock, as layout 2's last-seen hash had. Both
+-- only ever grow, so this never shortens the expiry.
+local x = tonumber(redis.call('HGET', KEYS[1], 'x') or '0')
+if ARGV[5] ~= '' and tonumber(ARGV[8]) > x then
+  x = tonumber(ARGV[8])
+  redis.call('HSET', KEYS[1], 'x', ARGV[8])
 end
-local seen = tonumber(redis.call('HGET', KEYS[2], etype) or '-1')
-if tonumber(ARGV[2]) > seen then redis.call('HSET', KEYS[2], etype, ARGV[2]) end
-redis.call('EXPIRE', KEYS[2], ARGV[11])
+local seen_until = tonumber(redis.call('TIME')[1]) + tonumber(ARGV[11])
+redis.call('EXPIREAT', KEYS[1], math.max(x, seen_until))
 return 1
 """
 )
@@ -154,8 +173,9 @@ class _Reads:
 
     windows: tuple[_Window, ...]
     last_keys: tuple[str, ...]
-    last_fields: tuple[str, ...]  # event types of last-seen times read
+    last_fields: tuple[str, ...]  # window-hash fields of the last-seen times read
     series_fields: tuple[str, ...]
+    hash_fields: tuple[str, ...]  # what the window HMGET reads: series, then last-seen
     history_fields: tuple[str, ...]  # caps first, then fatigue
     cap_windows: tuple[int, ...]
     cap_actions: tuple[str, ...]
@@ -200,11 +220,13 @@ def _prepare(needs: Needs) -> _Reads:
         *(contact_history.cap_field(action) for action, _ in needs.capped_actions),
         *(contact_history.rejection_field(action) for action, *_ in needs.fatigued_actions),
     )
+    last_fields = tuple(dict.fromkeys(last_seen_field(s.event) for s in last))
     return _Reads(
         tuple(windows),
         tuple(s.key for s in last),
-        tuple(s.event for s in last),
+        tuple(last_seen_field(s.event) for s in last),
         tuple(fields),
+        (*fields, *last_fields),
         history,
         tuple(window for _, window in needs.capped_actions),
         tuple(action for action, _ in needs.capped_actions),
@@ -224,10 +246,8 @@ def read_commands(customer_id: str, needs: Needs) -> list[tuple[Any, ...]]:
         ("GET", tag + keys.ALIAS_SUFFIX),
         ("HGETALL", tag + keys.PROFILE_SUFFIX),
     ]
-    if reads.last_fields:
-        commands.append(("HMGET", tag + keys.LAST_SEEN_SUFFIX, *reads.last_fields))
-    if reads.series_fields:
-        commands.append(("HMGET", tag + keys.WINDOWS_SUFFIX, *reads.series_fields))
+    if reads.hash_fields:
+        commands.append(("HMGET", tag + keys.WINDOWS_SUFFIX, *reads.hash_fields))
     if reads.history_fields:
         commands.append(("HMGET", tag + keys.HISTORY_SUFFIX, *reads.history_fields))
     return commands
@@ -242,9 +262,10 @@ def parse_read(
     raw_profile = replies[1]
     if isinstance(raw_profile, list):  # RESP2 (the read is sent raw: no reply callbacks)
         raw_profile = dict(zip(raw_profile[::2], raw_profile[1::2], strict=True))
-    last_vals = next(rest) if reads.last_fields else []
-    blobs = next(rest) if reads.series_fields else []
+    blobs = next(rest) if reads.hash_fields else []
     history = next(rest) if reads.history_fields else []
+    n_series = len(reads.series_fields)
+    seen = dict(zip(reads.hash_fields[n_series:], blobs[n_series:], strict=True))
     aggregates: dict[str, Any] = {}
     for w in reads.windows:
         _, first, last = bucket_range(w.window_seconds, now)
@@ -253,7 +274,8 @@ def parse_read(
             continue
         value = series.aggregate(w.fn, blobs[w.series], first, last)
         aggregates[w.key] = None if value is None else float(value)
-    for key, raw in zip(reads.last_keys, last_vals, strict=True):
+    for key, name in zip(reads.last_keys, reads.last_fields, strict=True):
+        raw = seen[name]
         aggregates[key] = float(raw) if raw is not None else None
     n_caps = len(reads.cap_actions)
     caps = {
@@ -296,7 +318,7 @@ def ingest_command(
     # from now on: older records are dropped as the series is rewritten.
     oldest_hour = int((now - HOURLY_MAX_WINDOW) // HOUR)
     oldest_day = int((now - MAX_WINDOW) // DAY)
-    key_list = [keys.windows(customer_id), keys.last_seen(customer_id), keys.event_ids(customer_id)]
+    key_list = [keys.windows(customer_id), keys.event_ids(customer_id)]
     args: list[Any] = [
         event_id or "",
         repr(float(ts)),
