@@ -42,7 +42,7 @@ def windows(customer_id: str) -> str:
 
 
 # Window layout 2 kept last-seen times in a hash of their own; layout 3 keeps them in the
-# window hash (`windows.last_seen_field`). Only `arbiter migrate`
+# window hash (`windows.LAST_SEEN_FIELD`). Only `arbiter migrate`
 # (engine.store.last_seen_migration) and the identity merge of unconverted ids read it.
 LAST_SEEN_SUFFIX = ":seen"
 

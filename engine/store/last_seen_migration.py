@@ -2,7 +2,7 @@
 
 Window layout 2 kept each customer's last-seen times in a hash of their own
 (`keys.last_seen`: event type -> epoch seconds). Layout 3 keeps them as
-`l:<event type>` fields of the window hash (`engine.store.windows`), so a
+the `l` field of the window hash (`engine.store.windows`), so a
 decision reads them with the series in one `HMGET` and an event writes one
 key less.
 
@@ -35,20 +35,20 @@ from arbiter.engine.store.scripts import Call, eval_pipelined, script_sha
 
 # The guard returns the customer of a linked id instead of running (engine.store.identity).
 MIGRATE_SEEN_LUA = guarded(
-    f"""
-local PREFIX, LAST_SEEN_TTL = '{windows.LAST_SEEN_PREFIX}', {windows.LAST_SEEN_TTL}
+    windows.LUA_LAST_SEEN
+    + f"""
+local LAST_SEEN_TTL = {windows.LAST_SEEN_TTL}
 """
     + """
 -- KEYS: the window hash, the layout-2 last-seen hash (then the alias key, see the guard)
 local flat = redis.call('HGETALL', KEYS[2])
 if #flat == 0 then return 0 end
+local blob, changed = redis.call('HGET', KEYS[1], 'l') or '', false
 for i = 1, #flat, 2 do
-  local f = PREFIX .. flat[i]
-  local cur = redis.call('HGET', KEYS[1], f)
-  if not cur or tonumber(flat[i + 1]) > tonumber(cur) then
-    redis.call('HSET', KEYS[1], f, flat[i + 1])
-  end
+  local put = seen_put(blob, flat[i], tonumber(flat[i + 1]))
+  if put then blob, changed = put, true end
 end
+if changed then redis.call('HSET', KEYS[1], 'l', blob) end
 -- The window hash lives at least as long as the old hash would have (its `x`, the
 -- newest daily bucket's expiry, is left as it is; see engine.store.windows).
 local ttl = redis.call('TTL', KEYS[2])

@@ -20,9 +20,9 @@ How each kind adds up:
 
 | key | rule | retried twice |
 |---|---|---|
-| window hash (`w`, layouts 2 and 3) | every series merged record by record (`window_merge.LUA_MERGE_SERIES`: counts and sums added, the smaller minimum, the larger maximum); the newer last-seen time per event type (`l:` fields); the later expiry (`x`) | counted once: a mark per source key, set in the same script |
+| window hash (`w`, layouts 2 and 3) | every series merged record by record (`window_merge.LUA_MERGE_SERIES`: counts and sums added, the smaller minimum, the larger maximum); the newer last-seen time per event type (field `l`); the later expiry (`x`) | counted once: a mark per source key, set in the same script |
 | layout-1 hash (`eh:`, `ed:`) | converted and merged into the customer's window hash the same way | counted once: marked under the name layout 1's merge used, so a merge interrupted before the upgrade and retried after it skips what it had added |
-| last-seen hash (layout 2) | the newer time per event type, into the window hash's `l:` fields; the later expiry | the same result |
+| last-seen hash (layout 2) | the newer time per event type, into the window hash's `l` field; the later expiry | the same result |
 | event ids | union, the later arrival kept | the same result |
 
 The mark set (`keys.merge_marks(customer, anonymous)`) expires no earlier
@@ -58,6 +58,7 @@ end
 
 MERGE_WINDOWS_LUA = (
     series.LUA_SERIES
+    + windows.LUA_LAST_SEEN
     + LUA_MERGE_SERIES
     + layout1.LUA_ADD_LAYOUT1
     + f"""
@@ -69,10 +70,6 @@ local DAY, MAX_WINDOW = {windows.DAY}, {windows.MAX_WINDOW}
 --       -1 none), now (ms), then field/member, value/score pairs
 local kind, mark, expire_at = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now_ms = tonumber(ARGV[4])
-local function keep_newer(key, f, t)
-  local cur = redis.call('HGET', key, f)
-  if not cur or tonumber(t) > tonumber(cur) then redis.call('HSET', key, f, t) end
-end
 """
     + LUA_KEEP_LATER_EXPIRY
     + """if kind == 'series' or kind == 'h' or kind == 'd' then
@@ -80,8 +77,8 @@ end
   if kind == 'series' then
     for i = 5, #ARGV, 2 do
       -- The window hash's own expiry field is not a series: the later one is kept below.
-      -- Last-seen times (`l:`) keep the newer.
-      if string.sub(ARGV[i], 1, 2) == 'l:' then keep_newer(KEYS[1], ARGV[i], ARGV[i + 1])
+      -- Last-seen times (`l`) keep the newer per event type.
+      if ARGV[i] == 'l' then seen_merge(KEYS[1], ARGV[i + 1])
       elseif ARGV[i] ~= 'x' then merge_series(KEYS[1], ARGV[i], ARGV[i + 1]) end
     end
     for i = 5, #ARGV, 2 do
@@ -101,9 +98,14 @@ end
   if expire_at < 0 then redis.call('PERSIST', KEYS[2]) else later(2, expire_at + 86400000) end
   return 1
 elseif kind == 'seen' then
-  -- Window layout 2's last-seen hash, into the customer's window hash (`l:` fields);
+  -- Window layout 2's last-seen hash, into the customer's window hash (field `l`);
   -- the hash lives at least as long as the old one would have (below).
-  for i = 5, #ARGV, 2 do keep_newer(KEYS[1], 'l:' .. ARGV[i], ARGV[i + 1]) end
+  local blob, changed = redis.call('HGET', KEYS[1], 'l') or '', false
+  for i = 5, #ARGV, 2 do
+    local put = seen_put(blob, ARGV[i], tonumber(ARGV[i + 1]))
+    if put then blob, changed = put, true end
+  end
+  if changed then redis.call('HSET', KEYS[1], 'l', blob) end
 elseif kind == 'eids' then
   for i = 5, #ARGV, 2 do
     redis.call('ZADD', KEYS[1], 'GT', ARGV[i + 1], ARGV[i])

@@ -3,7 +3,7 @@
 `merge_customer_windows(redis, source, target)` adds every bucket of the
 source customer's series to the target's, bucket by bucket (counts and sums
 add, minima and maxima combine), and keeps the newer last-seen time of each
-event type (fields of the same hash). The target's side runs as one Lua
+event type (the same hash's `l` field). The target's side runs as one Lua
 script on the target's hash, so concurrent ingestion into the target is
 never lost and the merge works on Redis Cluster; the source is read first
 with one HGETALL and left as it is (deleting it is the caller's decision, e.g.
@@ -55,21 +55,18 @@ end
 
 MERGE_LUA = (
     series.LUA_SERIES
+    + windows.LUA_LAST_SEEN
     + LUA_MERGE_SERIES
     + """
 -- KEYS: target window hash
 -- ARGV: expiry of the source's buckets ('' = none), the source's ttl (-1 none),
---       n series, (field, records)..., (last-seen field, time)...
-local a = 4
-for i = 1, tonumber(ARGV[3]) do
+--       the source's last-seen times (field `l`, '' none), n series, (field, records)...
+local a = 5
+for i = 1, tonumber(ARGV[4]) do
   merge_series(KEYS[1], ARGV[a], ARGV[a + 1])
   a = a + 2
 end
-while a <= #ARGV do
-  local was = tonumber(redis.call('HGET', KEYS[1], ARGV[a]) or '-1')
-  if tonumber(ARGV[a + 1]) > was then redis.call('HSET', KEYS[1], ARGV[a], ARGV[a + 1]) end
-  a = a + 2
-end
+seen_merge(KEYS[1], ARGV[3])
 if ARGV[1] ~= '' then extend_expiry(KEYS[1], tonumber(ARGV[1])) end
 -- And as long as the source's last-seen times (its ttl may outlast its x).
 local ttl = tonumber(ARGV[2])
@@ -88,15 +85,12 @@ async def merge_customer_windows(redis: Any, source_id: str, target_id: str) -> 
     raw = await redis.hgetall(keys.windows(source_id))
     ttl = await redis.ttl(keys.windows(source_id))
     fields = series.fields_of(raw)
-    prefix = windows.LAST_SEEN_PREFIX.encode()
-    seen = [(k, v) for k, v in raw.items() if k.startswith(prefix)]
+    seen = raw.get(windows.LAST_SEEN_FIELD.encode(), b"")
     if not fields and not seen:
         return 0
     expiry = raw.get(b"x", b"")
-    args: list[Any] = [expiry, ttl, len(fields)]
+    args: list[Any] = [expiry, ttl, seen, len(fields)]
     for f in fields:
         args += [f, raw[f.encode()]]
-    for name, ts in seen:
-        args += [name, ts]
     await redis.eval(MERGE_LUA, 1, keys.windows(target_id), *args)
     return len(fields)

@@ -9,9 +9,12 @@ days can read them, daily ones for `MAX_WINDOW` = 400 days: each write drops
 what has aged out of its series. An event so late that no window could read
 its bucket is counted only in last-seen.
 
-Last-seen times are fields of the same hash (`l:<event type>`: epoch seconds
-of the newest event of that type), kept `LAST_SEEN_TTL` (the longest window
-and a month) after the last event arrived. The hash as a whole expires when
+Last-seen times live in the same hash: one field `l`, a run of records
+`<time f64><name length u16><event type>` (little-endian; the newest time of
+each type, sorted by type), kept `LAST_SEEN_TTL` (the longest window and a month) after the
+last event arrived. One field, not one per type: the hash is a plain hash
+table (its series exceed 64 bytes), where every field costs Redis ~70 bytes
+of its own. The hash as a whole expires when
 both have passed: its newest daily bucket has left `MAX_WINDOW` (field `x`
 holds that moment; a late event never brings it forward) and its last-seen
 times have aged out.
@@ -52,6 +55,7 @@ moves them into the window hash.
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -74,13 +78,68 @@ MAX_WINDOW = 400 * DAY
 EVENT_ID_TTL = 2 * DAY
 # Last-seen times outlive the longest window by a month, then go with the customer.
 LAST_SEEN_TTL = MAX_WINDOW + 32 * DAY
-#: Window-hash fields of last-seen times: `l:<event type>` (series are `h:`/`d:`, expiry `x`).
-LAST_SEEN_PREFIX = "l:"
+#: The window-hash field of last-seen times (series are `h:`/`d:`, the expiry `x`).
+LAST_SEEN_FIELD = "l"
+_SEEN_HEAD = struct.Struct("<dH")
+
+# `seen_put(blob, name, t)`: the blob with `name` at `t` if that is newer, or nil when
+# nothing changes (shared by ingestion, the merges and the migration).
+LUA_LAST_SEEN = """
+local function seen_put(blob, name, t)
+  local p = 1
+  while p + 9 <= #blob do
+    local n = struct.unpack('<H', blob, p + 8)
+    local here = string.sub(blob, p + 10, p + 9 + n)
+    if here == name then
+      if t > struct.unpack('<d', blob, p) then
+        return string.sub(blob, 1, p - 1) .. struct.pack('<d', t) .. string.sub(blob, p + 8)
+      end
+      return nil
+    end
+    if name < here then break end  -- sorted by name: the same times, the same bytes
+    p = p + 10 + n
+  end
+  return string.sub(blob, 1, p - 1) .. struct.pack('<dH', t, #name) .. name .. string.sub(blob, p)
+end
+local function seen_merge(key, src)
+  local blob = redis.call('HGET', key, 'l') or ''
+  local changed, p = false, 1
+  while p + 9 <= #src do
+    local t, n = struct.unpack('<dH', src, p)
+    local put = seen_put(blob, string.sub(src, p + 10, p + 9 + n), t)
+    if put then blob, changed = put, true end
+    p = p + 10 + n
+  end
+  if changed then redis.call('HSET', key, 'l', blob) end
+end
+"""
 
 
-def last_seen_field(event_type: str) -> str:
-    """The window-hash field holding the newest time of `event_type`."""
-    return LAST_SEEN_PREFIX + event_type
+def last_seen_times(blob: bytes | None) -> dict[str, float]:
+    """Event type -> newest time, from the window hash's `l` field."""
+    out: dict[str, float] = {}
+    if not blob:
+        return out
+    p = 0
+    while p + _SEEN_HEAD.size <= len(blob):
+        t, n = _SEEN_HEAD.unpack_from(blob, p)
+        p += _SEEN_HEAD.size
+        out[blob[p : p + n].decode()] = t
+        p += n
+    return out
+
+
+def last_seen_of(blob: bytes | None, event_type: str) -> float | None:
+    """The newest time of `event_type` in the window hash's `l` field, if any."""
+    return last_seen_times(blob).get(event_type)
+
+
+def pack_last_seen(times: Mapping[str, float]) -> bytes:
+    """The `l` field holding `times` (migration and tests)."""
+    out = b""
+    for raw, t in sorted((name.encode(), t) for name, t in times.items()):
+        out += _SEEN_HEAD.pack(t, len(raw)) + raw
+    return out
 
 
 INGEST_LUA = (
@@ -102,6 +161,7 @@ if eid ~= '' then
 end
 """
     + series.LUA_SERIES
+    + LUA_LAST_SEEN
     + """
 local etype = ARGV[3]
 local function bump(prefix, bucket, keep)
@@ -130,9 +190,8 @@ local function bump(prefix, bucket, keep)
 end
 bump('h:', ARGV[4], ARGV[6])
 bump('d:', ARGV[5], ARGV[7])
-local seen_field = 'l:' .. etype
-local seen = tonumber(redis.call('HGET', KEYS[1], seen_field) or '-1')
-if tonumber(ARGV[2]) > seen then redis.call('HSET', KEYS[1], seen_field, ARGV[2]) end
+local seen = seen_put(redis.call('HGET', KEYS[1], 'l') or '', etype, tonumber(ARGV[2]))
+if seen then redis.call('HSET', KEYS[1], 'l', seen) end
 -- `x`: when the newest daily bucket leaves the longest window (a late event never
 -- brings it forward). The hash lives until then, and until its last-seen times have aged
 -- out: a ttl from this write, by Redis' clock, as layout 2's last-seen hash had. Both
@@ -173,7 +232,7 @@ class _Reads:
 
     windows: tuple[_Window, ...]
     last_keys: tuple[str, ...]
-    last_fields: tuple[str, ...]  # window-hash fields of the last-seen times read
+    last_fields: tuple[str, ...]  # event types of the last-seen times read
     series_fields: tuple[str, ...]
     hash_fields: tuple[str, ...]  # what the window HMGET reads: series, then last-seen
     history_fields: tuple[str, ...]  # caps first, then fatigue
@@ -220,13 +279,12 @@ def _prepare(needs: Needs) -> _Reads:
         *(contact_history.cap_field(action) for action, _ in needs.capped_actions),
         *(contact_history.rejection_field(action) for action, *_ in needs.fatigued_actions),
     )
-    last_fields = tuple(dict.fromkeys(last_seen_field(s.event) for s in last))
     return _Reads(
         tuple(windows),
         tuple(s.key for s in last),
-        tuple(last_seen_field(s.event) for s in last),
+        tuple(s.event for s in last),
         tuple(fields),
-        (*fields, *last_fields),
+        (*fields, LAST_SEEN_FIELD) if last else tuple(fields),
         history,
         tuple(window for _, window in needs.capped_actions),
         tuple(action for action, _ in needs.capped_actions),
@@ -264,8 +322,7 @@ def parse_read(
         raw_profile = dict(zip(raw_profile[::2], raw_profile[1::2], strict=True))
     blobs = next(rest) if reads.hash_fields else []
     history = next(rest) if reads.history_fields else []
-    n_series = len(reads.series_fields)
-    seen = dict(zip(reads.hash_fields[n_series:], blobs[n_series:], strict=True))
+    seen = last_seen_times(blobs[-1]) if reads.last_fields else {}
     aggregates: dict[str, Any] = {}
     for w in reads.windows:
         _, first, last = bucket_range(w.window_seconds, now)
@@ -274,9 +331,8 @@ def parse_read(
             continue
         value = series.aggregate(w.fn, blobs[w.series], first, last)
         aggregates[w.key] = None if value is None else float(value)
-    for key, name in zip(reads.last_keys, reads.last_fields, strict=True):
-        raw = seen[name]
-        aggregates[key] = float(raw) if raw is not None else None
+    for key, event in zip(reads.last_keys, reads.last_fields, strict=True):
+        aggregates[key] = seen.get(event)
     n_caps = len(reads.cap_actions)
     caps = {
         action: contact_history.count_after(blob, window_start(window, now))

@@ -10,7 +10,7 @@ Every server worker runs a :class:`TriggerRunner`. Each pass:
 2. **Check**: the firing is still in the customer's schedule (erasure
    removes it: nothing is sent to an erased customer), and, for ``unless
    EVENT``, the customer has no such event since the triggering one
-   (its last-seen time, ``windows.last_seen_field``).
+   (its last-seen time, ``windows.last_seen_of``).
 3. **Decide** in the trigger's channel (``context.channel``) with the live
    plan: rules, consent, caps, fatigue and holdout all apply exactly as for
    ``POST /v1/decide``. The decision id is derived from the firing, and a
@@ -200,14 +200,14 @@ class TriggerRunner:
         pipe = self.redis.pipeline(transaction=False)
         pipe.zscore(keys.triggers(firing.customer_id), member)
         if decl.unless is not None:
-            pipe.hget(keys.windows(firing.customer_id), windows.last_seen_field(decl.unless))
+            pipe.hget(keys.windows(firing.customer_id), windows.LAST_SEEN_FIELD)
         replies = await pipe.execute()
         if replies[0] is None:
             self.stats.erased += 1
             await self._done(member, firing)
             return
-        since = replies[1] if decl.unless is not None else None
-        if since is not None and float(since) >= firing.event_ts:
+        since = windows.last_seen_of(replies[1], decl.unless) if decl.unless is not None else None
+        if since is not None and since >= firing.event_ts:
             self.stats.cancelled += 1
             await self._done(member, firing)
             return

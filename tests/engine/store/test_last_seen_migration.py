@@ -1,6 +1,6 @@
 """`arbiter migrate` from window layout 2 (a last-seen hash per customer) to layout 3.
 
-Layout 3 keeps last-seen times as `l:<type>` fields of the window hash, so a
+Layout 3 keeps last-seen times in the window hash (field `l`), so a
 decision reads them with its series (one HMGET less). The migration moves
 each old hash in, keeps the newer time where layout 3 already wrote one, keeps
 the longer expiry, deletes the old hash, and does it once.
@@ -39,9 +39,9 @@ def as_layout_2(client: redis.Redis, customer: str) -> None:
     """What window layout 2 stored for the same events: last-seen times in a hash of
     their own, kept `LAST_SEEN_TTL`, and the window hash expiring at its `x`."""
     w = keys.windows(customer)
-    seen = {k[2:]: v for k, v in client.hgetall(w).items() if k.startswith(b"l:")}
-    client.hdel(w, *(b"l:" + k for k in seen))
-    client.hset(keys.last_seen(customer), mapping=seen)
+    seen = windows.last_seen_times(client.hget(w, windows.LAST_SEEN_FIELD))
+    client.hdel(w, windows.LAST_SEEN_FIELD)
+    client.hset(keys.last_seen(customer), mapping={k: repr(t) for k, t in seen.items()})
     client.expire(keys.last_seen(customer), windows.LAST_SEEN_TTL)
     client.expireat(w, int(client.hget(w, "x") or 0))
 

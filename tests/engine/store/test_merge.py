@@ -136,8 +136,7 @@ def test_layout_1_hashes_are_converted_on_the_way_in_once(redis_url: str) -> Non
 
 
 def last_seen_of(client: redis.Redis, customer: str) -> dict[str, float]:
-    raw = client.hgetall(keys.windows(customer))
-    return {k.decode()[2:]: float(v) for k, v in raw.items() if k.startswith(b"l:")}
+    return windows.last_seen_times(client.hget(keys.windows(customer), windows.LAST_SEEN_FIELD))
 
 
 def test_a_layout_2_last_seen_hash_goes_into_the_window_hash_keeping_the_newer(
@@ -175,7 +174,7 @@ def test_last_seen_keeps_the_newer_and_event_ids_unite(redis_url: str) -> None:
     )
     client = sync(redis_url)
     try:
-        # Last-seen times are fields of the window hash (layout 3): merged with its series.
+        # Last-seen times are a field of the window hash (layout 3): merged with its series.
         assert apply(client, keys.windows("a"), "series", now) == 1
         assert apply(client, keys.event_ids("a"), "eids", now) == 1
         assert last_seen_of(client, "c") == {"buy": now - HOUR, "view": now - 3 * DAY}

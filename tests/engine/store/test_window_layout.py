@@ -184,9 +184,9 @@ def test_merge_adds_one_customers_windows_to_anothers(
     got = aggregates(redis_url, "known", SPECS, now)
     assert got == pytest.approx(aggregates(redis_url, "both", SPECS, now))
     assert sync_redis.hgetall(keys.windows("known")) == sync_redis.hgetall(keys.windows("both"))
-    # Last-seen times are fields of the window hash (layout 3): compared with it above.
-    seen = {f for f in sync_redis.hkeys(keys.windows("known")) if f.startswith(b"l:")}
-    assert seen == {b"l:view", b"l:buy"}
+    # Last-seen times are a field of the window hash (layout 3): compared with it above.
+    seen = windows.last_seen_times(sync_redis.hget(keys.windows("known"), "l"))
+    assert set(seen) == {"view", "buy"}
     assert sync_redis.ttl(keys.windows("known")) > 0
     # The source is left as it was; merging nothing is nothing.
     assert sync_redis.hgetall(keys.windows("anon")) == source
@@ -224,8 +224,8 @@ def test_migrate_converts_layout_1_exactly_once(redis_url: str, sync_redis: redi
     left = [k for k in sync_redis.scan_iter(match=keys.customer_pattern("old"))]
     assert [k.decode().rsplit(":", 1)[1] for k in left] == ["w"]
 
-    def seen_of(who: str) -> dict[bytes, bytes]:
-        return {k: v for k, v in sync_redis.hgetall(keys.windows(who)).items() if k[:2] == b"l:"}
+    def seen_of(who: str) -> dict[str, float]:
+        return windows.last_seen_times(sync_redis.hget(keys.windows(who), "l"))
 
     assert seen_of("old") == seen_of("new") != {}
     assert aggregates(redis_url, "old", SPECS, now) == pytest.approx(
@@ -257,3 +257,25 @@ def test_arbiter_migrate_command(
     assert "converted the event windows of 2 customers" in capsys.readouterr().out
     assert main(["migrate"]) == 0
     assert "of 0 customers" in capsys.readouterr().out
+
+
+def test_last_seen_times_are_one_field_newest_per_type_sorted(
+    redis_url: str, sync_redis: redis.Redis
+) -> None:
+    """Layout 3: every type's newest time in the window hash's `l` field, in name order
+    whatever the arrival order, so equal histories are equal bytes."""
+    now = time.time()
+    long_name = "e" * 300  # longer than a byte can count
+    events = [
+        ev("c", "view", now - 50),
+        ev("c", "buy", now - 10),
+        ev("c", "view", now - 100),  # older: ignored
+        ev("c", long_name, now - 5),
+        ev("c", "add", now - 500 * DAY),  # too old for any bucket: last-seen only
+    ]
+    ingest(redis_url, events, now)
+    blob = sync_redis.hget(keys.windows("c"), windows.LAST_SEEN_FIELD)
+    expected = {"view": now - 50, "buy": now - 10, long_name: now - 5, "add": now - 500 * DAY}
+    assert blob == windows.pack_last_seen(expected)
+    assert windows.last_seen_times(blob) == expected
+    assert list(windows.last_seen_times(blob)) == sorted(expected)
