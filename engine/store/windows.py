@@ -86,20 +86,26 @@ _SEEN_HEAD = struct.Struct("<dH")
 # nothing changes (shared by ingestion, the merges and the migration).
 LUA_LAST_SEEN = """
 local function seen_put(blob, name, t)
-  local p = 1
-  while p + 9 <= #blob do
-    local n = struct.unpack('<H', blob, p + 8)
-    local here = string.sub(blob, p + 10, p + 9 + n)
-    if here == name then
+  -- An event of a type already there (nearly every event): found by its name's length
+  -- first, two bytes read per record; only a new type pays for the ordered insert.
+  local p, len, size = 1, #name, #blob
+  while p + 9 <= size do
+    local n = string.byte(blob, p + 8) + 256 * string.byte(blob, p + 9)
+    if n == len and string.sub(blob, p + 10, p + 9 + n) == name then
       if t > struct.unpack('<d', blob, p) then
         return string.sub(blob, 1, p - 1) .. struct.pack('<d', t) .. string.sub(blob, p + 8)
       end
       return nil
     end
-    if name < here then break end  -- sorted by name: the same times, the same bytes
     p = p + 10 + n
   end
-  return string.sub(blob, 1, p - 1) .. struct.pack('<dH', t, #name) .. name .. string.sub(blob, p)
+  p = 1
+  while p + 9 <= size do  -- sorted by name: the same times, the same bytes
+    local n = string.byte(blob, p + 8) + 256 * string.byte(blob, p + 9)
+    if name < string.sub(blob, p + 10, p + 9 + n) then break end
+    p = p + 10 + n
+  end
+  return string.sub(blob, 1, p - 1) .. struct.pack('<dH', t, len) .. name .. string.sub(blob, p)
 end
 local function seen_merge(key, src)
   local blob = redis.call('HGET', key, 'l') or ''
@@ -194,15 +200,19 @@ local seen = seen_put(redis.call('HGET', KEYS[1], 'l') or '', etype, tonumber(AR
 if seen then redis.call('HSET', KEYS[1], 'l', seen) end
 -- `x`: when the newest daily bucket leaves the longest window (a late event never
 -- brings it forward). The hash lives until then, and until its last-seen times have aged
--- out: a ttl from this write, by Redis' clock, as layout 2's last-seen hash had. Both
--- only ever grow, so this never shortens the expiry.
+-- out: a ttl from this write, by Redis' clock, as layout 2's last-seen hash had (an
+-- EXPIRE, without a TIME call: x is compared with the arrival time the caller gives).
+-- Both only ever grow, so this never shortens the expiry.
 local x = tonumber(redis.call('HGET', KEYS[1], 'x') or '0')
 if ARGV[5] ~= '' and tonumber(ARGV[8]) > x then
   x = tonumber(ARGV[8])
   redis.call('HSET', KEYS[1], 'x', ARGV[8])
 end
-local seen_until = tonumber(redis.call('TIME')[1]) + tonumber(ARGV[11])
-redis.call('EXPIREAT', KEYS[1], math.max(x, seen_until))
+if x > tonumber(ARGV[10]) + tonumber(ARGV[11]) then  -- (only for events far ahead)
+  redis.call('EXPIREAT', KEYS[1], x)
+else
+  redis.call('EXPIRE', KEYS[1], ARGV[11])
+end
 return 1
 """
 )
