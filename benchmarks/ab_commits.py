@@ -1,13 +1,14 @@
 """Decide on the reference workload: another commit's server against this one, alternately.
 
-    python -m benchmarks.ab_commits [--base 088a09d] [--rounds 4] [--seconds 5]
+    python -m benchmarks.ab_commits [--base 088a09d] [--rounds 4] [--seconds 5] [--feedback 10]
 
 Exports `--base` with `git archive` into a temporary directory and starts its
 `arbiter serve` from there (its `.ci/typecheck/arbiter` link makes the
 exported tree importable as `arbiter`, ahead of this checkout's editable
 install), next to this checkout's server, against the same `redis-server`
 loaded with the reference workload (`benchmarks.http`'s cached RDB). Both
-get the same `wrk` load (feedback for 10% of decisions), alternately, and it
+get the same `wrk` load (feedback for 10% of decisions, or `--feedback N`: for one
+in N, 0 none), alternately, and it
 prints per server the Redis CPU per decision (`INFO cpu` deltas over its
 runs: reads, write-behind, feedback, learner), the server's CPU per
 decision, and the throughput, medians of the rounds.
@@ -66,6 +67,9 @@ def main() -> None:
     ap.add_argument("--base", default="088a09d", help="the commit to compare against")
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument(
+        "--feedback", type=int, default=10, help="feedback for 1 decision in N (0: none)"
+    )
     opts = ap.parse_args()
     rdb, bodies = reference_inputs()
     got: dict[str, list[tuple[float, float, float]]] = {"base": [], "this": []}
@@ -92,7 +96,9 @@ def main() -> None:
             order = list(ports.items()) if r % 2 == 0 else list(ports.items())[::-1]
             for name, port in order:
                 cpu0 = redis_cpu(redis_ports[name])
-                load = run_wrk(port, "/v1/decide", bodies, opts.seconds, feedback_every=10)
+                load = run_wrk(
+                    port, "/v1/decide", bodies, opts.seconds, feedback_every=opts.feedback
+                )
                 time.sleep(0.6)  # the write-behind lingers: let it land
                 redis_us = (redis_cpu(redis_ports[name]) - cpu0) / max(1, load.decisions) * 1e6
                 got[name].append((redis_us, load.server_cpu_us, load.rps))
