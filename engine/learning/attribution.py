@@ -39,7 +39,7 @@ The attribution rule:
   behind the response, so a decision's exposure may be stored a few
   milliseconds after an event that follows it. A window is closed ``grace``
   seconds after it ends; if by then the customer's newest event of the type
-  (``keys.last_seen``) is inside the window, no attributor matched it (it
+  (its last-seen time, ``windows.last_seen_of``) is inside the window, no attributor matched it (it
   was behind, or the exposure was stored after both passes): a reward
   without ``value`` is then 1 at once; one with ``value`` waits for the
   attributors, up to ``max_defer`` seconds after a closer first found it
@@ -83,7 +83,7 @@ from arbiter.dsl import nodes as n
 from arbiter.dsl.checked import CheckedRuleset
 from arbiter.engine.learning.reward_stream import RewardGroup, StreamEntry
 from arbiter.engine.learning.reward_writer import Reward, append_rewards
-from arbiter.engine.store import keys
+from arbiter.engine.store import keys, windows
 from arbiter.engine.store.client import AsyncRedisClient
 
 __all__ = [
@@ -403,7 +403,7 @@ class Attributor:
         pipe = self.redis.pipeline(transaction=False)
         for member, exp in exposures:
             pipe.zscore(keys.exposures(exp.customer_id), member)
-            pipe.hget(keys.last_seen(exp.customer_id), exp.event)
+            pipe.hget(keys.windows(exp.customer_id), windows.LAST_SEEN_FIELD)
         pipe.hmget(keys.EXPOSURES_DEFERRED, [member for member, _ in exposures])
         replies = await pipe.execute()
         since = replies.pop()
@@ -412,7 +412,7 @@ class Attributor:
         defer: dict[bytes, float] = {}
         gone: list[tuple[bytes, Exposure]] = []
         for i, (member, exp) in enumerate(exposures):
-            is_open, last = replies[2 * i], replies[2 * i + 1]
+            is_open, last = replies[2 * i], windows.last_seen_of(replies[2 * i + 1], exp.event)
             waiting_since = now if since[i] is None else float(since[i])
             if is_open is None:
                 # Rewarded already (its process died before tidying up), or erased.
@@ -420,11 +420,12 @@ class Attributor:
                 continue
             # An event in the window that no attributor has handled yet (they are behind):
             # wait for it rather than reward 0, up to `max_defer` after first finding it.
-            pending = last is not None and exp.ts <= float(last) <= exp.deadline
+            pending = last is not None and exp.ts <= last <= exp.deadline
             if pending and exp.value is None:
                 # The customer's newest such event is in the window: worth 1, whoever
                 # handles it (the exposure was stored after the attributors' passes).
-                found.append((member, exp, 1.0, float(last)))
+                assert last is not None
+                found.append((member, exp, 1.0, last))
             elif pending and now < waiting_since + self.max_defer:
                 # Looked at again a grace (at least a poll) later, not at once: a closer
                 # must not spin on windows waiting for the attributors.

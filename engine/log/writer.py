@@ -1,13 +1,17 @@
 """The decision log: records written behind the response, in batches.
 
 `DecisionLog.submit` never blocks and never fails a decision: it puts the
-record on a bounded queue. A background task drains the queue in batches,
-two round trips of plain commands a batch (`engine.store.raw_commands`): the
-record under `keys.decision(id)` (for joining feedback, with a TTL) and an
-entry on the decision stream, then the customer's contact-cap counters, an
-index entry per customer so that erasure can find their log entries, and
-the reward exposures the decision opened
-(`engine.learning.attribution`). When Redis fails the batch is retried with backoff;
+record on a bounded queue. A background task drains the queue in batches of
+plain commands (`engine.store.raw_commands`): the record under
+`keys.decision(id)` (for joining feedback, with a TTL) and an entry on the
+decision stream; then, once the stream ids are known, the customer's
+contact-cap counters, an index entry per customer so that erasure can find
+their log entries, and the reward exposures the decision opened
+(`engine.learning.attribution`). Those customer writes ride on the next
+batch's round trip (one round trip a batch instead of two: every round trip
+costs Redis more than the commands in it, `benchmarks/RESULTS.md`, "Where
+Redis CPU goes"), or go alone one linger later when no batch follows;
+`flush` and `flush_through` write them too. When Redis fails the batch is retried with backoff;
 when the queue is full (the sink stalled) the *oldest* waiting record is
 dropped and counted, never one being written and never the decision itself.
 A failing file sink (a full disk) is counted and logged, and does not hold
@@ -24,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +58,18 @@ class _Entry:
     # Set once the record is on the stream: a retry of the batch must not append it
     # again, or erasure (which follows the index to this id) would miss the copy.
     stream_id: bytes | None = None
+
+
+@dataclass(slots=True)
+class _Owed:
+    """Customer writes of a batch whose records are stored, sent with the next round trip."""
+
+    entries: list[_Entry]
+    stream_ids: list[bytes]
+    exposures: list[tuple[Any, ...]]
+
+
+_NOTHING_OWED = _Owed([], [], [])
 
 
 class DecisionLog:
@@ -89,6 +105,7 @@ class DecisionLog:
         self.file_failures = 0
         # The first `_in_flight` queue entries are being written: never dropped.
         self._in_flight = 0
+        self._owed = _NOTHING_OWED
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         # flush() from a request (erasure) and the background task must not write one batch twice.
@@ -125,7 +142,7 @@ class DecisionLog:
 
     async def flush(self) -> None:
         """Write everything queued now (used by tests, shutdown and the CLI)."""
-        while self._queue:
+        while self._queue or self._owed.entries:
             await self._write_batch()
 
     async def flush_through(self, decision_id: str) -> None:
@@ -137,6 +154,8 @@ class DecisionLog:
         """
         while decision_id in self.pending:
             await self._write_batch()
+        if any(e.record.decision_id == decision_id for e in self._owed.entries):
+            await self._write_batch()  # its contacts and index entry too
 
     async def close(self) -> None:
         """Flush what can be flushed and stop the writer."""
@@ -159,7 +178,7 @@ class DecisionLog:
     async def _run(self) -> None:
         backoff = 0.05
         while not self._closing:
-            if not self._queue:
+            if not self._queue and not self._owed.entries:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
@@ -177,7 +196,7 @@ class DecisionLog:
 
     async def _write_batch(self) -> None:
         async with self._lock:
-            if self._queue:
+            if self._queue or self._owed.entries:
                 await self._write_locked()
 
     async def _write_locked(self) -> None:
@@ -197,29 +216,41 @@ class DecisionLog:
         blobs = [ENCODER.encode(e.record) for e in batch]
         async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
             unwritten = [(e, b) for e, b in zip(batch, blobs, strict=True) if e.stream_id is None]
-            if unwritten and self.records:
-                # Plain commands in one write (`raw_commands`): redis-py's pipeline cost the
-                # worker more per command than the record's encoding.
+            # Plain commands in one write (`raw_commands`): redis-py's pipeline cost the
+            # worker more per command than the record's encoding.
+            commands: list[tuple[Any, ...]] = []
+            if self.records:
                 ttl, maxlen = self.ttl, self.maxlen
-                commands: list[tuple[Any, ...]] = []
                 for entry, blob in unwritten:
                     commands.append(
                         ("SET", keys.decision(entry.record.decision_id), blob, "EX", ttl)
                     )
                     commands.append(("XADD", _STREAM, "MAXLEN", "~", maxlen, "*", b"r", blob))
-                results = await raw_commands.send(self.redis, commands)
+            else:
+                unwritten = []
+
+            def stored(results: Sequence[Any]) -> None:
                 for r in results:
                     if isinstance(r, Exception):
                         raise r
                 # Stream ids are known only now; the customer-side writes need them for erasure.
                 for (entry, _), sid in zip(unwritten, results[1::2], strict=True):
                     entry.stream_id = sid
-            # After the records (a reward attributed to an exposure must find its record),
-            # with the customer writes' first round trip.
-            exposures = [
-                c for e in batch if e.exposures for c in exposure_commands(e.exposures, self.ttl)
-            ]
-            await self._customer_writes(batch, [e.stream_id or b"" for e in batch], exposures)
+
+            # The previous batch's customer writes, then these records, in one round trip.
+            owed = self._owed
+            await self._customer_writes(
+                owed.entries, owed.stream_ids, owed.exposures, ride=commands, on_ride=stored
+            )
+            # This batch's customer writes are owed to the next round trip. They come after
+            # its records (a reward attributed to an exposure must find its record).
+            self._owed = _Owed(
+                list(batch),
+                [e.stream_id or b"" for e in batch],
+                [c for e in batch if e.exposures for c in exposure_commands(e.exposures, self.ttl)],
+            )
+        if not blobs:
+            return
         if self.file_path is not None:
             try:
                 await asyncio.to_thread(self._append_file, blobs)
@@ -247,9 +278,14 @@ class DecisionLog:
         batch: Sequence[_Entry],
         stream_ids: Sequence[bytes],
         extra: Sequence[tuple[Any, ...]] = (),
+        *,
+        ride: Sequence[tuple[Any, ...]] = (),
+        on_ride: Callable[[Sequence[Any]], None] | None = None,
     ) -> None:
         """Index entries and contact counters: one script call per decision that counted a
         contact, two plain commands for one that did not; scripts retried if unloaded.
+        `ride` commands (the next batch's records) go last in the first round trip, and
+        `on_ride` gets their replies before these are looked at.
 
         Only contacts need the script: caps must be counted on the customer an id is
         linked to, atomically. An index entry alone goes to the id the decision read with
@@ -283,9 +319,14 @@ class DecisionLog:
                 scripted.append(i)
             commands += extra
             extra = ()
-            if not commands:
+            if not commands and not ride:
                 return
-            replies = await raw_commands.send(self.redis, commands)
+            replies = await raw_commands.send(self.redis, [*commands, *ride])
+            if ride:
+                ridden, replies = replies[len(commands) :], replies[: len(commands)]
+                ride = ()
+                if on_ride is not None:
+                    on_ride(ridden)
             for r in replies:
                 if isinstance(r, Exception) and not isinstance(r, NoScriptError):
                     raise r

@@ -26,7 +26,6 @@ def tag(customer_id: str) -> str:
 
 # Suffixes after `tag(c)` of the keys a decision reads (see the functions below).
 PROFILE_SUFFIX = ":p"
-LAST_SEEN_SUFFIX = ":seen"
 WINDOWS_SUFFIX = ":w"
 HISTORY_SUFFIX = ":ch"
 ALIAS_SUFFIX = ":alias"
@@ -42,8 +41,14 @@ def windows(customer_id: str) -> str:
     return _tag(customer_id) + WINDOWS_SUFFIX
 
 
+# Window layout 2 kept last-seen times in a hash of their own; layout 3 keeps them in the
+# window hash (`windows.LAST_SEEN_FIELD`). Only `arbiter migrate`
+# (engine.store.last_seen_migration) and the identity merge of unconverted ids read it.
+LAST_SEEN_SUFFIX = ":seen"
+
+
 def last_seen(customer_id: str) -> str:
-    """Hash: event type -> epoch seconds of the newest event."""
+    """Window layout 2: hash of event type -> epoch seconds of the newest event."""
     return _tag(customer_id) + LAST_SEEN_SUFFIX
 
 

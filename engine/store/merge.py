@@ -7,9 +7,10 @@ this module and its tests, and nothing else of the stitching:
 
 - `window_sources(anonymous_id, now)`: the names of the anonymous id's keys
   that may hold window data at `now`: its window hash (layout 2, one per
-  id), any layout-1 bucket hashes not yet converted by `arbiter migrate`
-  (`engine.store.layout1`: computed names, not scanned: a SCAN walks a
-  node's whole keyspace, too slow for every login), last-seen times, recent
+  id; last-seen times are fields of it since layout 3), any layout-1 bucket
+  hashes not yet converted by `arbiter migrate` (`engine.store.layout1`:
+  computed names, not scanned: a SCAN walks a node's whole keyspace, too
+  slow for every login), a layout-2 last-seen hash not yet converted, recent
   event ids.
 - `MERGE_WINDOWS_LUA` and `merge_command(...)`: add one source key's content
   (read by the caller from the anonymous id's slot) into the customer's
@@ -19,9 +20,9 @@ How each kind adds up:
 
 | key | rule | retried twice |
 |---|---|---|
-| window hash (`w`, layout 2) | every series merged record by record (`window_merge.LUA_MERGE_SERIES`: counts and sums added, the smaller minimum, the larger maximum); the later expiry (`x`) | counted once: a mark per source key, set in the same script |
+| window hash (`w`, layouts 2 and 3) | every series merged record by record (`window_merge.LUA_MERGE_SERIES`: counts and sums added, the smaller minimum, the larger maximum); the newer last-seen time per event type (field `l`); the later expiry (`x`) | counted once: a mark per source key, set in the same script |
 | layout-1 hash (`eh:`, `ed:`) | converted and merged into the customer's window hash the same way | counted once: marked under the name layout 1's merge used, so a merge interrupted before the upgrade and retried after it skips what it had added |
-| last-seen hash | the newer time per event type | the same result |
+| last-seen hash (layout 2) | the newer time per event type, into the window hash's `l` field; the later expiry | the same result |
 | event ids | union, the later arrival kept | the same result |
 
 The mark set (`keys.merge_marks(customer, anonymous)`) expires no earlier
@@ -57,6 +58,7 @@ end
 
 MERGE_WINDOWS_LUA = (
     series.LUA_SERIES
+    + windows.LUA_LAST_SEEN
     + LUA_MERGE_SERIES
     + layout1.LUA_ADD_LAYOUT1
     + f"""
@@ -75,11 +77,15 @@ local now_ms = tonumber(ARGV[4])
   if kind == 'series' then
     for i = 5, #ARGV, 2 do
       -- The window hash's own expiry field is not a series: the later one is kept below.
-      if ARGV[i] ~= 'x' then merge_series(KEYS[1], ARGV[i], ARGV[i + 1]) end
+      -- Last-seen times (`l`) keep the newer per event type.
+      if ARGV[i] == 'l' then seen_merge(KEYS[1], ARGV[i + 1])
+      elseif ARGV[i] ~= 'x' then merge_series(KEYS[1], ARGV[i], ARGV[i + 1]) end
     end
     for i = 5, #ARGV, 2 do
       if ARGV[i] == 'x' then extend_expiry(KEYS[1], tonumber(ARGV[i + 1])) end
     end
+    -- And as long as the source's last-seen times (its expiry may be later than its x).
+    if expire_at >= 0 then later(1, expire_at) end
   else
     local flat = {}
     for i = 5, #ARGV do flat[#flat + 1] = ARGV[i] end
@@ -92,12 +98,14 @@ local now_ms = tonumber(ARGV[4])
   if expire_at < 0 then redis.call('PERSIST', KEYS[2]) else later(2, expire_at + 86400000) end
   return 1
 elseif kind == 'seen' then
+  -- Window layout 2's last-seen hash, into the customer's window hash (field `l`);
+  -- the hash lives at least as long as the old one would have (below).
+  local blob, changed = redis.call('HGET', KEYS[1], 'l') or '', false
   for i = 5, #ARGV, 2 do
-    local cur = redis.call('HGET', KEYS[1], ARGV[i])
-    if not cur or tonumber(ARGV[i + 1]) > tonumber(cur) then
-      redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-    end
+    local put = seen_put(blob, ARGV[i], tonumber(ARGV[i + 1]))
+    if put then blob, changed = put, true end
   end
+  if changed then redis.call('HSET', KEYS[1], 'l', blob) end
 elseif kind == 'eids' then
   for i = 5, #ARGV, 2 do
     redis.call('ZADD', KEYS[1], 'GT', ARGV[i + 1], ARGV[i])
@@ -152,8 +160,9 @@ def merge_command(
     now_ms: int,
 ) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of `MERGE_WINDOWS_LUA` adding one source key into the customer's."""
-    if kind in ("h", "d"):
-        dest = keys.windows(customer_id)  # layout 1 is converted on the way in
+    if kind in ("h", "d", "seen"):
+        # Layout 1's buckets and layout 2's last-seen hash are converted on the way in.
+        dest = keys.windows(customer_id)
     else:
         dest = keys.rekey(source_key, anonymous_id, customer_id)
     marks = keys.merge_marks(customer_id, anonymous_id)

@@ -166,8 +166,8 @@ class ProfileStore:
 
     async def event_summary(self, customer_id: str) -> dict[str, float]:
         """Last-seen time of every event type the customer has."""
-        raw = await self.redis.hgetall(keys.last_seen(customer_id))
-        return {k.decode(): float(v) for k, v in raw.items()}
+        blob = await self.redis.hget(keys.windows(customer_id), windows.LAST_SEEN_FIELD)
+        return windows.last_seen_times(blob)
 
     # --------------------------------------------------------------- writes
 

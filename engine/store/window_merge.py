@@ -3,10 +3,10 @@
 `merge_customer_windows(redis, source, target)` adds every bucket of the
 source customer's series to the target's, bucket by bucket (counts and sums
 add, minima and maxima combine), and keeps the newer last-seen time of each
-event type. The target's side runs as one Lua script on the target's keys
-(one slot), so concurrent ingestion into the target is never lost and the
-merge works on Redis Cluster; the source is read first with one HGETALL per
-hash and left as it is (deleting it is the caller's decision, e.g.
+event type (the same hash's `l` field). The target's side runs as one Lua
+script on the target's hash, so concurrent ingestion into the target is
+never lost and the merge works on Redis Cluster; the source is read first
+with one HGETALL and left as it is (deleting it is the caller's decision, e.g.
 `ProfileStore.erase`).
 
 Merging the same source twice counts it twice. Identity stitching therefore
@@ -55,25 +55,22 @@ end
 
 MERGE_LUA = (
     series.LUA_SERIES
+    + windows.LUA_LAST_SEEN
     + LUA_MERGE_SERIES
     + """
--- KEYS: target window hash, target last-seen hash
--- ARGV: expiry of the source ('' = none), last-seen ttl, n series, (field, records)...,
---       (event type, last seen)...
-local a = 4
-for i = 1, tonumber(ARGV[3]) do
+-- KEYS: target window hash
+-- ARGV: expiry of the source's buckets ('' = none), the source's ttl (-1 none),
+--       the source's last-seen times (field `l`, '' none), n series, (field, records)...
+local a = 5
+for i = 1, tonumber(ARGV[4]) do
   merge_series(KEYS[1], ARGV[a], ARGV[a + 1])
   a = a + 2
 end
+seen_merge(KEYS[1], ARGV[3])
 if ARGV[1] ~= '' then extend_expiry(KEYS[1], tonumber(ARGV[1])) end
-local seen = false
-while a <= #ARGV do
-  local was = tonumber(redis.call('HGET', KEYS[2], ARGV[a]) or '-1')
-  if tonumber(ARGV[a + 1]) > was then redis.call('HSET', KEYS[2], ARGV[a], ARGV[a + 1]) end
-  seen = true
-  a = a + 2
-end
-if seen then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
+-- And as long as the source's last-seen times (its ttl may outlast its x).
+local ttl = tonumber(ARGV[2])
+if ttl > 0 and redis.call('TTL', KEYS[1]) < ttl then redis.call('EXPIRE', KEYS[1], ttl) end
 return 1
 """
 )
@@ -86,16 +83,14 @@ async def merge_customer_windows(redis: Any, source_id: str, target_id: str) -> 
     profile are not windows and are not merged here.
     """
     raw = await redis.hgetall(keys.windows(source_id))
-    seen = await redis.hgetall(keys.last_seen(source_id))
+    ttl = await redis.ttl(keys.windows(source_id))
     fields = series.fields_of(raw)
+    seen = raw.get(windows.LAST_SEEN_FIELD.encode(), b"")
     if not fields and not seen:
         return 0
     expiry = raw.get(b"x", b"")
-    args: list[Any] = [expiry, windows.LAST_SEEN_TTL, len(fields)]
+    args: list[Any] = [expiry, ttl, seen, len(fields)]
     for f in fields:
         args += [f, raw[f.encode()]]
-    for event, ts in seen.items():
-        args += [event, ts]
-    key_list = [keys.windows(target_id), keys.last_seen(target_id)]
-    await redis.eval(MERGE_LUA, len(key_list), *key_list, *args)
+    await redis.eval(MERGE_LUA, 1, keys.windows(target_id), *args)
     return len(fields)

@@ -6,9 +6,18 @@ maximum. All buckets of one customer live in one hash (`keys.windows`), one
 field per series, each a compact run of fixed-size records sorted by bucket
 (`engine.store.series`). Hourly records are kept while a window of up to 7
 days can read them, daily ones for `MAX_WINDOW` = 400 days: each write drops
-what has aged out of its series, and the hash as a whole expires when its
-newest daily bucket is older than `MAX_WINDOW`. An event so late that no
-window could read its bucket is counted only in last-seen.
+what has aged out of its series. An event so late that no window could read
+its bucket is counted only in last-seen.
+
+Last-seen times live in the same hash: one field `l`, a run of records
+`<time f64><name length u16><event type>` (little-endian; the newest time of
+each type, sorted by type), kept `LAST_SEEN_TTL` (the longest window and a month) after the
+last event arrived. One field, not one per type: the hash is a plain hash
+table (its series exceed 64 bytes), where every field costs Redis ~70 bytes
+of its own. The hash as a whole expires when
+both have passed: its newest daily bucket has left `MAX_WINDOW` (field `x`
+holds that moment; a late event never brings it forward) and its last-seen
+times have aged out.
 
 A window of W at time `now` uses hourly buckets when W ≤ 7 days, else daily
 ones, and covers every bucket from the one containing `now - W` to the one
@@ -25,8 +34,9 @@ The read. `read_commands` lists, for one customer, the plain commands that
 fetch everything a plan's `Needs` ask for, sent in one pipeline with other
 decisions' (`engine.store.read_batcher`): the id's alias key (identity
 stitching: set, the read is repeated for its customer), the profile hash,
-last-seen times, the series its windows read (one HMGET, a few hundred bytes
-to a few KB; its cost does not grow with the windows' lengths), and the
+the series its windows read and its last-seen times (one HMGET of the window
+hash, a few hundred bytes to a few KB; its cost does not grow with the
+windows' lengths), and the
 contact-cap and rejection records of its caps and fatigue rules (one HMGET of
 the customer's contact history, `engine.store.contact_history`), whatever
 their number. The worker sums the records inside each window
@@ -35,12 +45,17 @@ with workers, instead of Redis doing bucket arithmetic for every decision.
 
 Layout history: version 1 kept one hash per customer per day (hourly) and
 per 32-day block (daily) with a field per bucket, summed in Lua by the read;
-`arbiter migrate` (`engine.store.window_migration`) converts it.
+`arbiter migrate` (`engine.store.window_migration`) converts it. Version 2
+kept last-seen times in a hash of their own (`keys.last_seen`), one more key
+for every event and one more command for every decision's read (a fifth of
+the read's commands); `arbiter migrate` (`engine.store.last_seen_migration`)
+moves them into the window hash.
 """
 
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +65,7 @@ from arbiter.engine.plan import Needs
 from arbiter.engine.store import contact_history, keys, series
 
 # Bumped whenever what is stored for event windows changes shape (benchmarks cache by it).
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 #: Aggregates read from a grouped series (a string property counted per value).
 GROUPED_FNS = frozenset({"max_count", "distinct"})
 # What a window's figure means, as the performance table reports it.
@@ -63,27 +78,96 @@ MAX_WINDOW = 400 * DAY
 EVENT_ID_TTL = 2 * DAY
 # Last-seen times outlive the longest window by a month, then go with the customer.
 LAST_SEEN_TTL = MAX_WINDOW + 32 * DAY
+#: The window-hash field of last-seen times (series are `h:`/`d:`, the expiry `x`).
+LAST_SEEN_FIELD = "l"
+_SEEN_HEAD = struct.Struct("<dH")
+
+# `seen_put(blob, name, t)`: the blob with `name` at `t` if that is newer, or nil when
+# nothing changes (shared by ingestion, the merges and the migration).
+LUA_LAST_SEEN = """
+local function seen_put(blob, name, t)
+  -- An event of a type already there (nearly every event): found by its name's length
+  -- first, two bytes read per record; only a new type pays for the ordered insert.
+  local p, len, size = 1, #name, #blob
+  while p + 9 <= size do
+    local n = string.byte(blob, p + 8) + 256 * string.byte(blob, p + 9)
+    if n == len and string.sub(blob, p + 10, p + 9 + n) == name then
+      if t > struct.unpack('<d', blob, p) then
+        return string.sub(blob, 1, p - 1) .. struct.pack('<d', t) .. string.sub(blob, p + 8)
+      end
+      return nil
+    end
+    p = p + 10 + n
+  end
+  p = 1
+  while p + 9 <= size do  -- sorted by name: the same times, the same bytes
+    local n = string.byte(blob, p + 8) + 256 * string.byte(blob, p + 9)
+    if name < string.sub(blob, p + 10, p + 9 + n) then break end
+    p = p + 10 + n
+  end
+  return string.sub(blob, 1, p - 1) .. struct.pack('<dH', t, len) .. name .. string.sub(blob, p)
+end
+local function seen_merge(key, src)
+  local blob = redis.call('HGET', key, 'l') or ''
+  local changed, p = false, 1
+  while p + 9 <= #src do
+    local t, n = struct.unpack('<dH', src, p)
+    local put = seen_put(blob, string.sub(src, p + 10, p + 9 + n), t)
+    if put then blob, changed = put, true end
+    p = p + 10 + n
+  end
+  if changed then redis.call('HSET', key, 'l', blob) end
+end
+"""
+
+
+def last_seen_times(blob: bytes | None) -> dict[str, float]:
+    """Event type -> newest time, from the window hash's `l` field."""
+    out: dict[str, float] = {}
+    if not blob:
+        return out
+    p = 0
+    while p + _SEEN_HEAD.size <= len(blob):
+        t, n = _SEEN_HEAD.unpack_from(blob, p)
+        p += _SEEN_HEAD.size
+        out[blob[p : p + n].decode()] = t
+        p += n
+    return out
+
+
+def last_seen_of(blob: bytes | None, event_type: str) -> float | None:
+    """The newest time of `event_type` in the window hash's `l` field, if any."""
+    return last_seen_times(blob).get(event_type)
+
+
+def pack_last_seen(times: Mapping[str, float]) -> bytes:
+    """The `l` field holding `times` (migration and tests)."""
+    out = b""
+    for raw, t in sorted((name.encode(), t) for name, t in times.items()):
+        out += _SEEN_HEAD.pack(t, len(raw)) + raw
+    return out
+
 
 INGEST_LUA = (
     """
--- KEYS: window hash, last-seen hash, event-id zset (one customer: one slot)
+-- KEYS: window hash, event-id zset (one customer: one slot)
 -- ARGV: event id ('' = none), ts, type, hour bucket ('' = too old to be read: skip),
 --       day bucket (same), oldest hour and oldest day still readable, EXPIREAT of the
---       hash, id ttl, arrival time, last-seen ttl, n grouped, [prop, key]... (grouped
---       string properties), [prop, value]... (numbers)
+--       hash for the day bucket, id ttl, arrival time, last-seen ttl, n grouped, [prop, key]... (grouped string properties), [prop, value]... (numbers)
 local eid = ARGV[1]
 if eid ~= '' then
   -- Duplicates are recognised by arrival time, not event time: a retry comes soon
   -- after the first delivery even when the event itself is days old.
   local arrived, keep = tonumber(ARGV[10]), tonumber(ARGV[9])
-  local first = redis.call('ZSCORE', KEYS[3], eid)
+  local first = redis.call('ZSCORE', KEYS[2], eid)
   if first and tonumber(first) > arrived - keep then return 0 end
-  redis.call('ZADD', KEYS[3], arrived, eid)
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', arrived - keep)
-  redis.call('EXPIRE', KEYS[3], ARGV[9])
+  redis.call('ZADD', KEYS[2], arrived, eid)
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', arrived - keep)
+  redis.call('EXPIRE', KEYS[2], ARGV[9])
 end
 """
     + series.LUA_SERIES
+    + LUA_LAST_SEEN
     + """
 local etype = ARGV[3]
 local function bump(prefix, bucket, keep)
@@ -112,19 +196,23 @@ local function bump(prefix, bucket, keep)
 end
 bump('h:', ARGV[4], ARGV[6])
 bump('d:', ARGV[5], ARGV[7])
-if ARGV[5] ~= '' then
-  -- The hash goes when its newest daily bucket has left the longest window; a late
-  -- event never brings that moment forward.
-  local at = tonumber(ARGV[8])
-  local was = tonumber(redis.call('HGET', KEYS[1], 'x') or '0')
-  if at > was then
-    redis.call('HSET', KEYS[1], 'x', ARGV[8])
-    redis.call('EXPIREAT', KEYS[1], ARGV[8])
-  end
+local seen = seen_put(redis.call('HGET', KEYS[1], 'l') or '', etype, tonumber(ARGV[2]))
+if seen then redis.call('HSET', KEYS[1], 'l', seen) end
+-- `x`: when the newest daily bucket leaves the longest window (a late event never
+-- brings it forward). The hash lives until then, and until its last-seen times have aged
+-- out: a ttl from this write, by Redis' clock, as layout 2's last-seen hash had (an
+-- EXPIRE, without a TIME call: x is compared with the arrival time the caller gives).
+-- Both only ever grow, so this never shortens the expiry.
+local x = tonumber(redis.call('HGET', KEYS[1], 'x') or '0')
+if ARGV[5] ~= '' and tonumber(ARGV[8]) > x then
+  x = tonumber(ARGV[8])
+  redis.call('HSET', KEYS[1], 'x', ARGV[8])
 end
-local seen = tonumber(redis.call('HGET', KEYS[2], etype) or '-1')
-if tonumber(ARGV[2]) > seen then redis.call('HSET', KEYS[2], etype, ARGV[2]) end
-redis.call('EXPIRE', KEYS[2], ARGV[11])
+if x > tonumber(ARGV[10]) + tonumber(ARGV[11]) then  -- (only for events far ahead)
+  redis.call('EXPIREAT', KEYS[1], x)
+else
+  redis.call('EXPIRE', KEYS[1], ARGV[11])
+end
 return 1
 """
 )
@@ -154,8 +242,9 @@ class _Reads:
 
     windows: tuple[_Window, ...]
     last_keys: tuple[str, ...]
-    last_fields: tuple[str, ...]  # event types of last-seen times read
+    last_fields: tuple[str, ...]  # event types of the last-seen times read
     series_fields: tuple[str, ...]
+    hash_fields: tuple[str, ...]  # what the window HMGET reads: series, then last-seen
     history_fields: tuple[str, ...]  # caps first, then fatigue
     cap_windows: tuple[int, ...]
     cap_actions: tuple[str, ...]
@@ -205,6 +294,7 @@ def _prepare(needs: Needs) -> _Reads:
         tuple(s.key for s in last),
         tuple(s.event for s in last),
         tuple(fields),
+        (*fields, LAST_SEEN_FIELD) if last else tuple(fields),
         history,
         tuple(window for _, window in needs.capped_actions),
         tuple(action for action, _ in needs.capped_actions),
@@ -224,10 +314,8 @@ def read_commands(customer_id: str, needs: Needs) -> list[tuple[Any, ...]]:
         ("GET", tag + keys.ALIAS_SUFFIX),
         ("HGETALL", tag + keys.PROFILE_SUFFIX),
     ]
-    if reads.last_fields:
-        commands.append(("HMGET", tag + keys.LAST_SEEN_SUFFIX, *reads.last_fields))
-    if reads.series_fields:
-        commands.append(("HMGET", tag + keys.WINDOWS_SUFFIX, *reads.series_fields))
+    if reads.hash_fields:
+        commands.append(("HMGET", tag + keys.WINDOWS_SUFFIX, *reads.hash_fields))
     if reads.history_fields:
         commands.append(("HMGET", tag + keys.HISTORY_SUFFIX, *reads.history_fields))
     return commands
@@ -242,9 +330,9 @@ def parse_read(
     raw_profile = replies[1]
     if isinstance(raw_profile, list):  # RESP2 (the read is sent raw: no reply callbacks)
         raw_profile = dict(zip(raw_profile[::2], raw_profile[1::2], strict=True))
-    last_vals = next(rest) if reads.last_fields else []
-    blobs = next(rest) if reads.series_fields else []
+    blobs = next(rest) if reads.hash_fields else []
     history = next(rest) if reads.history_fields else []
+    seen = last_seen_times(blobs[-1]) if reads.last_fields else {}
     aggregates: dict[str, Any] = {}
     for w in reads.windows:
         _, first, last = bucket_range(w.window_seconds, now)
@@ -253,8 +341,8 @@ def parse_read(
             continue
         value = series.aggregate(w.fn, blobs[w.series], first, last)
         aggregates[w.key] = None if value is None else float(value)
-    for key, raw in zip(reads.last_keys, last_vals, strict=True):
-        aggregates[key] = float(raw) if raw is not None else None
+    for key, event in zip(reads.last_keys, reads.last_fields, strict=True):
+        aggregates[key] = seen.get(event)
     n_caps = len(reads.cap_actions)
     caps = {
         action: contact_history.count_after(blob, window_start(window, now))
@@ -296,7 +384,7 @@ def ingest_command(
     # from now on: older records are dropped as the series is rewritten.
     oldest_hour = int((now - HOURLY_MAX_WINDOW) // HOUR)
     oldest_day = int((now - MAX_WINDOW) // DAY)
-    key_list = [keys.windows(customer_id), keys.last_seen(customer_id), keys.event_ids(customer_id)]
+    key_list = [keys.windows(customer_id), keys.event_ids(customer_id)]
     args: list[Any] = [
         event_id or "",
         repr(float(ts)),

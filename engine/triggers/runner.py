@@ -10,7 +10,7 @@ Every server worker runs a :class:`TriggerRunner`. Each pass:
 2. **Check**: the firing is still in the customer's schedule (erasure
    removes it: nothing is sent to an erased customer), and, for ``unless
    EVENT``, the customer has no such event since the triggering one
-   (``keys.last_seen``).
+   (its last-seen time, ``windows.last_seen_of``).
 3. **Decide** in the trigger's channel (``context.channel``) with the live
    plan: rules, consent, caps, fatigue and holdout all apply exactly as for
    ``POST /v1/decide``. The decision id is derived from the firing, and a
@@ -49,7 +49,7 @@ from arbiter.engine.decision.oracle import LiveOracle
 from arbiter.engine.log.writer import DecisionLog
 from arbiter.engine.plan import Plan
 from arbiter.engine.records import RECORD_DECODER, DecideRequest, DecisionRecord
-from arbiter.engine.store import keys
+from arbiter.engine.store import keys, windows
 from arbiter.engine.store.profiles import ProfileStore
 from arbiter.engine.store.scripts import eval_pipelined, script_sha
 from arbiter.engine.triggers.schedule import Firing, decode_firing, shard_of
@@ -200,14 +200,14 @@ class TriggerRunner:
         pipe = self.redis.pipeline(transaction=False)
         pipe.zscore(keys.triggers(firing.customer_id), member)
         if decl.unless is not None:
-            pipe.hget(keys.last_seen(firing.customer_id), decl.unless)
+            pipe.hget(keys.windows(firing.customer_id), windows.LAST_SEEN_FIELD)
         replies = await pipe.execute()
         if replies[0] is None:
             self.stats.erased += 1
             await self._done(member, firing)
             return
-        since = replies[1] if decl.unless is not None else None
-        if since is not None and float(since) >= firing.event_ts:
+        since = windows.last_seen_of(replies[1], decl.unless) if decl.unless is not None else None
+        if since is not None and since >= firing.event_ts:
             self.stats.cancelled += 1
             await self._done(member, firing)
             return

@@ -50,6 +50,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     layouts."""
     from arbiter.engine.store.client import connect
     from arbiter.engine.store.history_migration import migrate_history
+    from arbiter.engine.store.last_seen_migration import migrate_last_seen
     from arbiter.engine.store.window_migration import migrate_windows
 
     url, embedded = redis_url()
@@ -58,6 +59,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         client = connect(url, socket_timeout=30.0)
         try:
             report = await migrate_windows(client, dry_run=args.dry_run)
+            # After the windows: layout 1 kept last-seen times in the same hash as layout 2.
+            seen = await migrate_last_seen(client, dry_run=args.dry_run)
             history = await migrate_history(client, dry_run=args.dry_run)
         finally:
             await client.aclose()
@@ -70,6 +73,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         return (
             f"arbiter: {verb} the event windows of {report.customers} customers "
             f"({report.old_keys} old keys, {report.series} series){linked}; "
+            f"the last-seen times of {seen.customers} customers ({seen.times} times); "
             f"the contact caps and rejections of {history.customers} customers "
             f"({history.old_keys} old keys, {history.records} records)"
         )

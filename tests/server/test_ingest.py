@@ -13,7 +13,7 @@ from support.server import CASES
 from support.store import DAY, aggregates
 
 from arbiter.engine.plan import AggregateSpec
-from arbiter.engine.store import keys
+from arbiter.engine.store import keys, windows
 from arbiter.engine.store.client import connect_sync
 from arbiter.server.cli.ingest import ingest_main
 from arbiter.server.cli.main import main
@@ -64,7 +64,8 @@ def test_ingest_counts_and_reports(
     assert total == sum(1 for i in range(1200) if (i % 48) * 1800 <= DAY)
     client = connect_sync(env)
     try:
-        seen = client.hget(keys.last_seen("c0"), "page_view")
+        blob = client.hget(keys.windows("c0"), windows.LAST_SEEN_FIELD)
+        seen = windows.last_seen_of(blob, "page_view")
     finally:
         client.close()
     assert seen is not None and float(seen) == pytest.approx(now - 3600, abs=1)
@@ -191,7 +192,8 @@ def test_embedded_redis_when_no_url_is_set(
     with EmbeddedRedis(tmp_path / "data" / "redis") as server:
         client = connect_sync(server.url)
         try:
-            assert client.hget(keys.last_seen("c"), "view") is not None
+            blob = client.hget(keys.windows("c"), windows.LAST_SEEN_FIELD)
+            assert windows.last_seen_of(blob, "view") is not None
         finally:
             client.close()
 

@@ -53,3 +53,48 @@ def test_mixed_batch_after_a_script_flush_writes_each_entry_once(redis_url: str)
     assert caps["welcome_offer"] == 1
     assert 0 < ttl <= 7 * DAY
     assert not run(redis_url, lambda s: s.redis.exists(keys.contact_history("plain")))
+
+
+def test_a_batchs_customer_writes_ride_on_the_next_batchs_round_trip(redis_url: str) -> None:
+    """Index entries and contacts need the records' stream ids, so they follow the records:
+    with the next batch's records, in its round trip, not in one of their own."""
+    plan = shop_plan()
+    now = time.time()
+
+    async def body(s: ProfileStore) -> None:
+        log = DecisionLog(s.redis, s)
+
+        async def submit(customer: str) -> str:
+            inputs = await s.fetch(customer, plan.needs, now)
+            _, record = decide(
+                plan,
+                DecideRequest(customer, {"channel": "web"}),
+                inputs,
+                decision_id=f"d-{customer}",
+                now=now,
+                oracle=LiveOracle({}, {}),
+            )
+            log.submit(record, [("welcome_offer", 7 * DAY)])
+            return record.decision_id
+
+        async def state(customer: str) -> tuple[bool, int, int]:
+            stored = bool(await s.redis.exists(keys.decision(f"d-{customer}")))
+            index = await s.redis.llen(keys.decision_index(customer))
+            cap = (await s.fetch(customer, plan.needs, now + 1)).caps["welcome_offer"]
+            return stored, index, cap
+
+        await submit("a")
+        await log._write_batch()
+        assert await state("a") == (True, 0, 0)  # the record; its customer writes owed
+        await submit("b")
+        await log._write_batch()  # one round trip: a's customer writes, b's record
+        assert await state("a") == (True, 2, 1)
+        assert await state("b") == (True, 0, 0)
+        await log.flush()  # what is owed is written too
+        assert await state("b") == (True, 2, 1)
+        # Waiting for one decision waits for its contacts as well (triggers rely on it).
+        decision_id = await submit("c")
+        await log.flush_through(decision_id)
+        assert await state("c") == (True, 2, 1)
+
+    run(redis_url, body)

@@ -8,6 +8,7 @@ identity merge convert sorted sets left by the old layout.
 
 from __future__ import annotations
 
+import struct
 import time
 from typing import Any
 
@@ -80,6 +81,29 @@ def test_a_write_drops_what_no_window_sees_and_never_shortens_the_expiry(redis_u
     assert contact_history.times(blob) == [now]  # the old record is gone, the new one kept
     # The rejection's 30 days (+60 s) win over the caps' 7 days written after it.
     assert client.ttl(keys.contact_history("c")) > 29 * DAY
+    client.close()
+
+
+def test_an_id_is_only_matched_where_a_record_keeps_its_id(redis_url: str) -> None:
+    """The write looks for the record's id with a byte search: 8 bytes that straddle
+    two records (the end of one id, the start of the next time) are not that id."""
+    now = time.time()
+    client = connect_sync(redis_url)
+    assert isinstance(client, redis.Redis)
+    field = contact_history.cap_field("promo")
+    old = contact_history.encode([(now - 2 * HOUR, "d-a"), (now - HOUR, "d-b")])
+    straddle = old[12:20]  # last 4 bytes of d-a's id, first 4 of d-b's time
+    key_list, args = ProfileStore(client).after_decision_command(
+        "c", b"1-0", "d-new", WEEK, [("promo", WEEK)], now - 60
+    )
+    args[4] = straddle  # a record id that happens to be those 8 bytes
+    client.hset(keys.contact_history("c"), field, old)
+    client.eval(AFTER_DECISION_LUA, len(key_list), *key_list, *args)
+    blob = client.hget(keys.contact_history("c"), field)
+    assert blob == old + struct.pack("<d", now - 60) + straddle  # added, the others untouched
+    # The same write again finds it, now where an id is: counted once.
+    client.eval(AFTER_DECISION_LUA, len(key_list), *key_list, *args)
+    assert client.hget(keys.contact_history("c"), field) == blob
     client.close()
 
 

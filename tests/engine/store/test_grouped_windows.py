@@ -127,7 +127,7 @@ def test_random_histories_agree_with_the_scenario_runner(redis_url: str) -> None
 def test_only_grouped_properties_are_stored(redis_url: str) -> None:
     run(redis_url, lambda s: s.add_events(views("n", ("shoes", HOUR)), now=NOW))
     fields = run(redis_url, lambda s: s.redis.hkeys(keys.windows("n")))
-    assert sorted(fields) == [b"d:view", b"h:view", b"x"]
+    assert sorted(fields) == [b"d:view", b"h:view", b"l", b"x"]  # l: its last-seen time
     assert read(redis_url, "n")[0] == 0.0
 
 

@@ -19,7 +19,7 @@ from support.legacy_windows import legacy_ingest
 from support.store import DAY, HOUR, aggregates, count, ev, ingest
 
 from arbiter.engine.plan import AggregateSpec
-from arbiter.engine.store import keys, merge, series
+from arbiter.engine.store import keys, merge, series, windows
 from arbiter.engine.store.client import connect_sync
 
 
@@ -135,6 +135,31 @@ def test_layout_1_hashes_are_converted_on_the_way_in_once(redis_url: str) -> Non
     assert got[1] == 7  # purchases within 7 days: six anonymous (layout 1), one known
 
 
+def last_seen_of(client: redis.Redis, customer: str) -> dict[str, float]:
+    return windows.last_seen_times(client.hget(keys.windows(customer), windows.LAST_SEEN_FIELD))
+
+
+def test_a_layout_2_last_seen_hash_goes_into_the_window_hash_keeping_the_newer(
+    redis_url: str,
+) -> None:
+    """An anonymous id not yet converted by `arbiter migrate` (window layout 2) still has its
+    own last-seen hash: the merge moves it into the customer's window hash."""
+    now = time.time()
+    ingest(redis_url, [ev("c", "buy", now - DAY), ev("c", "view", now - 10 * DAY)], now)
+    client = sync(redis_url)
+    try:
+        old = keys.last_seen("a")
+        client.hset(old, mapping={"buy": repr(now - HOUR), "view": repr(now - 30 * DAY)})
+        client.expire(old, windows.LAST_SEEN_TTL + DAY)  # later than the customer's hash
+        assert apply(client, old, "seen", now) == 1
+        assert last_seen_of(client, "c") == {"buy": now - HOUR, "view": now - 10 * DAY}
+        assert client.ttl(keys.windows("c")) == pytest.approx(windows.LAST_SEEN_TTL + DAY, abs=2)
+        assert apply(client, old, "seen", now) == 1  # again: the same state
+        assert last_seen_of(client, "c") == {"buy": now - HOUR, "view": now - 10 * DAY}
+    finally:
+        client.close()
+
+
 def test_last_seen_keeps_the_newer_and_event_ids_unite(redis_url: str) -> None:
     now = time.time()
     ingest(
@@ -149,10 +174,10 @@ def test_last_seen_keeps_the_newer_and_event_ids_unite(redis_url: str) -> None:
     )
     client = sync(redis_url)
     try:
-        assert apply(client, keys.last_seen("a"), "seen", now) == 1
+        # Last-seen times are a field of the window hash (layout 3): merged with its series.
+        assert apply(client, keys.windows("a"), "series", now) == 1
         assert apply(client, keys.event_ids("a"), "eids", now) == 1
-        seen = {k.decode(): float(v) for k, v in client.hgetall(keys.last_seen("c")).items()}
-        assert seen == {"buy": now - HOUR, "view": now - 3 * DAY}
+        assert last_seen_of(client, "c") == {"buy": now - HOUR, "view": now - 3 * DAY}
         ids = client.zrange(keys.event_ids("c"), 0, -1)
         assert sorted(ids) == [b"x", b"y", b"z"]
         # Applied again: the same state (max and union are idempotent).

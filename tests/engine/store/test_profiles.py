@@ -217,8 +217,9 @@ def test_every_key_but_the_profile_expires(redis_url: str, sync_redis: redis.Red
     assert ttls.pop(profile) == -1  # attributes are kept until erased
     assert ttls and all(t > 0 for t in ttls.values()), ttls
     buckets = keys.windows("c").encode()
-    # The buckets live until the longest window that reads them has passed the newest.
-    expected = windows.expire_at(int((now - DAY) // DAY)) - now
+    # The buckets live until the longest window that reads them has passed the newest, and
+    # the last-seen times (fields of the same hash) a month past the longest window.
+    expected = max(windows.expire_at(int((now - DAY) // DAY)) - now, windows.LAST_SEEN_TTL)
     assert abs(ttls[buckets] - expected) <= 2
 
 
@@ -226,7 +227,10 @@ def test_events_too_old_to_read_write_no_buckets(redis_url: str, sync_redis: red
     now = time.time()
     assert ingest(redis_url, [ev("c", "view", now - 500 * DAY)], now) == 1
     names = sorted(k.decode() for k in sync_redis.scan_iter(match=keys.customer_pattern("c")))
-    assert names == [keys.last_seen("c")]
+    assert names == [keys.windows("c")]
+    # Only its last-seen time (the hash lives as long as that is kept): no series.
+    assert sync_redis.hkeys(keys.windows("c")) == [b"l"]
+    assert sync_redis.ttl(keys.windows("c")) == pytest.approx(windows.LAST_SEEN_TTL, abs=2)
 
 
 def test_fetch_is_one_command(redis_url: str) -> None:

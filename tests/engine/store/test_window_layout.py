@@ -22,6 +22,7 @@ from support.store import DAY, HOUR, aggregates, count, ev, hour_floor, ingest, 
 from arbiter.engine.plan import AggregateSpec, Needs
 from arbiter.engine.store import keys, series, windows
 from arbiter.engine.store.client import connect_sync
+from arbiter.engine.store.last_seen_migration import migrate_last_seen
 from arbiter.engine.store.profiles import ProfileStore
 from arbiter.engine.store.window_merge import merge_customer_windows
 from arbiter.engine.store.window_migration import migrate_windows
@@ -183,7 +184,9 @@ def test_merge_adds_one_customers_windows_to_anothers(
     got = aggregates(redis_url, "known", SPECS, now)
     assert got == pytest.approx(aggregates(redis_url, "both", SPECS, now))
     assert sync_redis.hgetall(keys.windows("known")) == sync_redis.hgetall(keys.windows("both"))
-    assert sync_redis.hgetall(keys.last_seen("known")) == sync_redis.hgetall(keys.last_seen("both"))
+    # Last-seen times are a field of the window hash (layout 3): compared with it above.
+    seen = windows.last_seen_times(sync_redis.hget(keys.windows("known"), "l"))
+    assert set(seen) == {"view", "buy"}
     assert sync_redis.ttl(keys.windows("known")) > 0
     # The source is left as it was; merging nothing is nothing.
     assert sync_redis.hgetall(keys.windows("anon")) == source
@@ -214,6 +217,17 @@ def test_migrate_converts_layout_1_exactly_once(redis_url: str, sync_redis: redi
     assert report.old_keys >= 10
     left = [k for k in sync_redis.scan_iter(match=keys.customer_pattern("old"))]
     assert sorted(k.decode().rsplit(":", 1)[1] for k in left) == ["seen", "w"]
+    # Layout 1 kept last-seen times in a hash of their own, as layout 2 did: `arbiter
+    # migrate` moves them next (engine.store.last_seen_migration).
+    seen = run_with_client(redis_url, migrate_last_seen)
+    assert (seen.customers, seen.times) == (1, 2)
+    left = [k for k in sync_redis.scan_iter(match=keys.customer_pattern("old"))]
+    assert [k.decode().rsplit(":", 1)[1] for k in left] == ["w"]
+
+    def seen_of(who: str) -> dict[str, float]:
+        return windows.last_seen_times(sync_redis.hget(keys.windows(who), "l"))
+
+    assert seen_of("old") == seen_of("new") != {}
     assert aggregates(redis_url, "old", SPECS, now) == pytest.approx(
         aggregates(redis_url, "new", SPECS, now)
     )
@@ -243,3 +257,25 @@ def test_arbiter_migrate_command(
     assert "converted the event windows of 2 customers" in capsys.readouterr().out
     assert main(["migrate"]) == 0
     assert "of 0 customers" in capsys.readouterr().out
+
+
+def test_last_seen_times_are_one_field_newest_per_type_sorted(
+    redis_url: str, sync_redis: redis.Redis
+) -> None:
+    """Layout 3: every type's newest time in the window hash's `l` field, in name order
+    whatever the arrival order, so equal histories are equal bytes."""
+    now = time.time()
+    long_name = "e" * 300  # longer than a byte can count
+    events = [
+        ev("c", "view", now - 50),
+        ev("c", "buy", now - 10),
+        ev("c", "view", now - 100),  # older: ignored
+        ev("c", long_name, now - 5),
+        ev("c", "add", now - 500 * DAY),  # too old for any bucket: last-seen only
+    ]
+    ingest(redis_url, events, now)
+    blob = sync_redis.hget(keys.windows("c"), windows.LAST_SEEN_FIELD)
+    expected = {"view": now - 50, "buy": now - 10, long_name: now - 5, "add": now - 500 * DAY}
+    assert blob == windows.pack_last_seen(expected)
+    assert windows.last_seen_times(blob) == expected
+    assert list(windows.last_seen_times(blob)) == sorted(expected)
