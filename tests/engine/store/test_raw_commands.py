@@ -102,3 +102,30 @@ def test_a_read_over_resp2_parses_as_over_resp3(redis_url: str) -> None:
     resp2 = _run(redis_url + sep + "protocol=2", fetch)
     resp3 = _run(redis_url + sep + "protocol=3", fetch)
     assert resp2 == resp3 == {"visits": 3, "consents": ["email"]}
+
+
+def test_connections_come_from_the_pool_and_go_back(redis_url: str) -> None:
+    # The checkout skips redis-py's argument-inspecting wrapper; the pool must still
+    # hand out and take back its connections, for plain and blocking pools alike.
+    import redis.asyncio as aioredis
+
+    async def body(client: AsyncRedisClient) -> tuple[int, int]:
+        results = await asyncio.gather(*(raw_commands.send(client, [("PING",)]) for _ in range(8)))
+        assert results == [[b"PONG"]] * 8
+        pool: Any = client.connection_pool
+        return len(pool._in_use_connections), len(pool._available_connections)
+
+    in_use, available = _run(redis_url, body)
+    assert in_use == 0 and 1 <= available <= 8
+
+    async def blocking() -> list[Any]:
+        pool = aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=2, timeout=5)
+        client = aioredis.Redis(connection_pool=pool)
+        try:
+            batches = [raw_commands.send(client, [("PING",), ("ECHO", b"x")]) for _ in range(6)]
+            return await asyncio.gather(*batches)
+        finally:
+            await client.aclose()
+            await pool.disconnect()  # a pool handed to the client is not closed by it
+
+    assert asyncio.run(blocking()) == [[b"PONG", b"x"]] * 6
