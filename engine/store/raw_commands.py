@@ -18,12 +18,15 @@ shard (same replies, same order).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import hiredis
 import redis.asyncio
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 Command = Sequence[Any]
 
@@ -64,12 +67,7 @@ async def send(client: Any, commands: Sequence[Command]) -> list[Any]:
         await conn.send_packed_command(
             b"".join([hiredis.pack_command(tuple(c)) for c in commands]), check_health=False
         )
-        out: list[Any] = []
-        for _ in commands:
-            try:
-                out.append(await conn.read_response())
-            except ResponseError as exc:  # an error reply: the connection is fine
-                out.append(exc)
+        out = await _replies(conn, len(commands))
     except BaseException:
         # Replies may still be on the way: nobody else may read them.
         await conn.disconnect(nowait=True)
@@ -77,6 +75,36 @@ async def send(client: Any, commands: Sequence[Command]) -> list[Any]:
     finally:
         await pool.release(conn)
     return out
+
+
+async def _replies(conn: Any, count: int) -> list[Any]:
+    """``count`` replies, an error reply as its `ResponseError` in its place.
+
+    Read from the connection's reply parser: `Connection.read_response` wraps
+    each reply in a timeout of its own when the client has a socket timeout
+    (5.6 µs a reply on the feedback's client, against 1.9 µs read here) and
+    raises error replies, which cost an exception each. The client's socket
+    timeout bounds the batch as a whole instead, and socket errors and
+    timeouts surface as redis-py's, as `read_response` raises them.
+    """
+    parser = getattr(conn, "_parser", None)
+    read = getattr(parser, "read_response", None)
+    if read is None or conn.health_check_interval:
+        return [await _reply(conn) for _ in range(count)]
+    try:
+        async with asyncio.timeout(conn.socket_timeout):
+            return [await read() for _ in range(count)]
+    except TimeoutError:
+        raise RedisTimeoutError("Timeout reading a batch's replies from Redis") from None
+    except OSError as exc:
+        raise RedisConnectionError(f"Error while reading a batch's replies: {exc}") from exc
+
+
+async def _reply(conn: Any) -> Any:
+    try:
+        return await conn.read_response()
+    except ResponseError as exc:  # an error reply: the connection is fine
+        return exc
 
 
 async def send_scripted(

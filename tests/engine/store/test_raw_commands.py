@@ -129,3 +129,20 @@ def test_connections_come_from_the_pool_and_go_back(redis_url: str) -> None:
             await pool.disconnect()  # a pool handed to the client is not closed by it
 
     assert asyncio.run(blocking()) == [[b"PONG", b"x"]] * 6
+
+
+def test_the_client_socket_timeout_bounds_a_batch(redis_url: str) -> None:
+    # Replies are read from the parser, so the client's socket timeout bounds the batch
+    # as a whole; it surfaces as redis-py's TimeoutError, and the connection is dropped.
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    async def main() -> list[Any]:
+        client = connect(redis_url, socket_timeout=0.1)
+        try:
+            with pytest.raises(RedisTimeoutError):
+                await raw_commands.send(client, [("PING",), ("BLPOP", "{c}:empty", 1)])
+            return await raw_commands.send(client, [("PING",), ("ECHO", b"after")])
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(main()) == [b"PONG", b"after"]
