@@ -28,7 +28,7 @@ def parse_instant(text: str, now: float) -> float:
     try:
         seconds = float(text)
     except ValueError:
-        pass
+        pass  # not epoch seconds: an ISO time is tried next
     else:
         if math.isfinite(seconds):
             return seconds

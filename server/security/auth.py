@@ -177,7 +177,7 @@ def parse_expires(expires: object, where: str) -> float | None:
         try:
             return datetime.fromisoformat(expires).timestamp()
         except ValueError:
-            pass
+            pass  # not ISO 8601: refused below, with the field named
     raise KeyFileError(f"{where}: 'expires' must be an RFC 3339 time")
 
 
