@@ -837,6 +837,39 @@ def main() -> None:
     report(args, w, built, engine, http, time.perf_counter() - started)
 
 
+def what_bounds(
+    engine: dict[str, float], http: dict[str, Any], dec_cpu: float, ech_cpu: float
+) -> dict[str, str]:
+    """By target number, what this run measured that a not-met figure is made of."""
+    on, off, two = http["log_on"], http["log_off"], http["two"]
+    inside = sum(u for c, u in http["commands"].values())
+    top = sorted(http["commands"].items(), key=lambda kv: -kv[1][1])[:3]
+    log_us = on.server_cpu_us - off.server_cpu_us
+    cores = os.cpu_count() or 1
+    others = two.wrk_cpu_share * cores + http["redis_us"] * two.rps / 1e6
+    return {
+        "1": (
+            f"{inside:.0f} µs inside commands ("
+            + ", ".join(f"{k} {u:.1f}" for k, (_, u) in top)
+            + f"), {http['redis_us'] - inside:.0f} µs outside them (round trips: "
+            "`python -m benchmarks.redis_anatomy`)"
+        ),
+        "2": (
+            f"a decision costs the server {dec_cpu:.0f} µs: the engine {engine['engine_us']:.0f}, "
+            f"the decision log ~{log_us:.0f}, and the HTTP request the echo also answers "
+            f"({ech_cpu:.0f} µs for the echo, FastAPI included); the rest is the Redis read, "
+            "metrics and the feedback requests (`--profile` draws it)"
+        ),
+        "3": "queueing behind whatever holds the event loop (see the flame graph)",
+        "4": (
+            f"wrk and Redis took {others:.2f} of the {cores} cores during the two-worker "
+            "run; 4' is the scaling by CPU per decision"
+        ),
+        "5": f"the decision log costs ~{log_us:.0f} µs of server CPU a decision",
+        "6": "the engine's own work (`python -m benchmarks.engine_ab --base REV`)",
+    }
+
+
 def report(
     args: argparse.Namespace,
     w: reference.Workload,
@@ -939,6 +972,16 @@ def report(
     print("|---|---|---|---|")
     for name, fig, ratio, ok in rows:
         print(f"| {name} | {fig} | {ratio} | {verdict(ok)} |")
+    bounds = what_bounds(engine, http, dec_cpu, ech_cpu)
+    unmet: dict[str, str] = {}  # target number -> the first row not met, named
+    for name, _, _, ok in rows:
+        if not ok and name[0] in bounds:
+            unmet.setdefault(name[0], name.split(" (")[0])
+    if unmet:
+        print()
+        print("What bounds the targets not met, from this run's own figures:")
+        for number, name in unmet.items():
+            print(f"- {name}: {bounds[number]}")
     print()
     print(
         "decide runs req/s: "
