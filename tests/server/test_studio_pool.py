@@ -31,7 +31,7 @@ def test_a_job_runs_in_another_process_and_a_second_request_is_refused_while_bus
                 assert await slot.run(os.getpid) != os.getpid()
                 with pytest.raises(ApiError) as busy:
                     async with pool.slot():
-                        pass
+                        pass  # never entered: the one worker is taken, so slot() refuses
                 assert (busy.value.status, busy.value.code) == (503, "studio_busy")
                 assert busy.value.headers["Retry-After"]
             async with pool.slot() as slot:  # free again once the first request is done

@@ -15,9 +15,32 @@ from support.store import DAY, run, shop_plan
 from arbiter.engine.decision.decide import decide
 from arbiter.engine.decision.oracle import LiveOracle
 from arbiter.engine.log.writer import DecisionLog
+from arbiter.engine.plan import Plan
 from arbiter.engine.records import DecideRequest
 from arbiter.engine.store import keys
 from arbiter.engine.store.profiles import ProfileStore
+
+
+async def _decide_and_submit(
+    s: ProfileStore,
+    log: DecisionLog,
+    plan: Plan,
+    customer: str,
+    now: float,
+    contacts: list[tuple[str, int]],
+) -> str:
+    """One web decision for ``customer``, queued on ``log`` with ``contacts``; its id."""
+    inputs = await s.fetch(customer, plan.needs, now)
+    _, record = decide(
+        plan,
+        DecideRequest(customer, {"channel": "web"}),
+        inputs,
+        decision_id=f"d-{customer}",
+        now=now,
+        oracle=LiveOracle({}, {}),
+    )
+    log.submit(record, contacts)
+    return record.decision_id
 
 
 def test_mixed_batch_after_a_script_flush_writes_each_entry_once(redis_url: str) -> None:
@@ -28,17 +51,8 @@ def test_mixed_batch_after_a_script_flush_writes_each_entry_once(redis_url: str)
         await s.redis.script_flush()
         log = DecisionLog(s.redis, s)
         for customer in ("plain", "capped"):
-            inputs = await s.fetch(customer, plan.needs, now)
-            _, record = decide(
-                plan,
-                DecideRequest(customer, {"channel": "web"}),
-                inputs,
-                decision_id=f"d-{customer}",
-                now=now,
-                oracle=LiveOracle({}, {}),
-            )
             contacts = [("welcome_offer", 7 * DAY)] if customer == "capped" else []
-            log.submit(record, contacts)
+            await _decide_and_submit(s, log, plan, customer, now, contacts)
         await s.redis.script_flush()  # the read loaded the scripts: gone again
         await log.flush()
         plain = await s.redis.lrange(keys.decision_index("plain"), 0, -1)
@@ -65,17 +79,9 @@ def test_a_batchs_customer_writes_ride_on_the_next_batchs_round_trip(redis_url: 
         log = DecisionLog(s.redis, s)
 
         async def submit(customer: str) -> str:
-            inputs = await s.fetch(customer, plan.needs, now)
-            _, record = decide(
-                plan,
-                DecideRequest(customer, {"channel": "web"}),
-                inputs,
-                decision_id=f"d-{customer}",
-                now=now,
-                oracle=LiveOracle({}, {}),
+            return await _decide_and_submit(
+                s, log, plan, customer, now, [("welcome_offer", 7 * DAY)]
             )
-            log.submit(record, [("welcome_offer", 7 * DAY)])
-            return record.decision_id
 
         async def state(customer: str) -> tuple[bool, int, int]:
             stored = bool(await s.redis.exists(keys.decision(f"d-{customer}")))
