@@ -132,7 +132,7 @@ async def _start(settings: Settings, resources: Resources) -> AppState:
         url = embedded.url
     deadline = settings.redis_timeout_ms / 1000
     # The hot-path and log clients have no per-reply socket timeout: the decision's read
-    # is bounded as a whole batch (ReadBatcher) and log writes per batch, which costs one
+    # is bounded as a whole batch (engine.store.batcher) and log writes per batch, which costs one
     # timer per batch instead of one per reply.
     redis = connect(url, socket_timeout=None, connect_timeout=deadline)
     admin_redis = connect(url, socket_timeout=ADMIN_TIMEOUT_S)

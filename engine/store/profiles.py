@@ -23,8 +23,8 @@ from arbiter.engine.decision.window_span import keep_seconds
 from arbiter.engine.plan import AggregateSpec, Needs
 from arbiter.engine.records import RECORD_DECODER, Inputs
 from arbiter.engine.store import contact_history, keys, windows
+from arbiter.engine.store.batcher import Batcher
 from arbiter.engine.store.identity import Identities, guarded, redirect_of
-from arbiter.engine.store.read_batcher import ReadBatcher
 from arbiter.engine.store.scripts import eval_pipelined
 
 # One command per decision for everything written under the customer's hash tag:
@@ -119,7 +119,7 @@ class ProfileStore:
         self._ingest_sha = hashlib.sha1(INGEST_LUA.encode()).hexdigest()
         self._profile = redis.register_script(windows.PROFILE_LUA)
         self._record_rejection = redis.register_script(contact_history.RECORD_REJECTION_LUA)
-        self.reads = ReadBatcher(redis, read_deadline_s)
+        self.round_trips = Batcher(redis, read_deadline_s)
         self.after_decision_sha = hashlib.sha1(AFTER_DECISION_LUA.encode()).hexdigest()
 
     # ---------------------------------------------------------------- reads
@@ -132,11 +132,11 @@ class ProfileStore:
         read with the rest), the second reads the customer (and
         `Inputs.resolved_id` says so).
         """
-        replies = await self.reads.call(windows.read_commands(customer_id, needs))
+        replies = await self.round_trips.read(windows.read_commands(customer_id, needs))
         resolved = None
         if replies[0] is not None:
             resolved = replies[0].decode()
-            replies = await self.reads.call(windows.read_commands(resolved, needs))
+            replies = await self.round_trips.read(windows.read_commands(resolved, needs))
             if replies[0] is not None:
                 raise RuntimeError(f"'{customer_id}' links to a linked id; links are one level")
         raw_profile, aggregates, caps, rejection_times = windows.parse_read(replies, needs, now)

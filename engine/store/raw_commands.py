@@ -29,6 +29,8 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 Command = Sequence[Any]
+#: Sends commands and returns their replies in order, error replies in their place.
+Sender = Callable[[Sequence[Command]], Awaitable[list[Any]]]
 
 _Checkout = Callable[[Any], Awaitable[Any]]
 _CHECKOUTS: dict[type, _Checkout] = {}
@@ -108,20 +110,30 @@ async def _reply(conn: Any) -> Any:
 
 
 async def send_scripted(
-    client: Any, commands: Sequence[Command], scripts: dict[str, str]
+    client: Any,
+    commands: Sequence[Command],
+    scripts: dict[str, str],
+    via: Sender | None = None,
 ) -> list[Any]:
     """`send`, where an ``EVALSHA`` of a script in ``scripts`` (sha → text) that Redis
     does not know yet (a new or restarted Redis: NOSCRIPT) is loaded and sent again.
 
     Only the calls answered NOSCRIPT are resent: they did not run. Replies in
-    order, error replies in their place, as `send`.
+    order, error replies in their place, as `send`. ``via`` sends instead of
+    `send` on ``client`` (a `Batcher.write`, to share other calls' round trip);
+    scripts are loaded through ``client`` either way.
     """
-    replies = await send(client, commands)
+
+    async def direct(batch: Sequence[Command]) -> list[Any]:
+        return await send(client, batch)
+
+    run = via or direct
+    replies = await run(commands)
     missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
     if missing:
         for sha in {str(_word(commands[i][1])) for i in missing}:
             await client.script_load(scripts[sha])
-        again = await send(client, [commands[i] for i in missing])
+        again = await run([commands[i] for i in missing])
         for i, reply in zip(missing, again, strict=True):
             replies[i] = reply
     return replies

@@ -32,7 +32,7 @@ per value in grouped series, capped per bucket (`series.GROUP_CAP`).
 
 The read. `read_commands` lists, for one customer, the plain commands that
 fetch everything a plan's `Needs` ask for, sent in one pipeline with other
-decisions' (`engine.store.read_batcher`): the id's alias key (identity
+decisions' (`engine.store.batcher`): the id's alias key (identity
 stitching: set, the read is repeated for its customer), the profile hash,
 the series its windows read and its last-seen times (one HMGET of the window
 hash, a few hundred bytes to a few KB; its cost does not grow with the

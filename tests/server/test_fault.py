@@ -34,7 +34,7 @@ DEADLINE_MS = 50
 # `asyncio.sleep` of the deadline started with it on the same event loop: both wait
 # for the same timer tick, and their ratio stays near 1.0 (1.004-1.014 measured, at
 # load average 11-13). A read that lasts twice the deadline is a ratio near 2
-# (1.86-2.05 with the deadline doubled in ReadBatcher), so 1.5 tells them apart.
+# (1.86-2.05 with the deadline doubled in engine.store.batcher), so 1.5 tells them apart.
 # docs/profiles.md ("Deadlines and degraded mode") states the same.
 MAX_RATIO = 1.5
 VIP = {"visits": 40, "lifetime_value": 5000, "orders_90d": 4}

@@ -53,7 +53,8 @@ def fail_first_batch(
 ) -> list[str]:
     """Make the app's next batch with a command that `matches` raise a connection error
     (after Redis ran it if `after_running`: the reply is lost); returns a log."""
-    redis = client.app.state.arbiter.admin_redis  # type: ignore[attr-defined]
+    # Feedback's commands ride the decisions' round trips, on the hot path's client.
+    redis = client.app.state.arbiter.store.redis  # type: ignore[attr-defined]
     real = raw_commands.send
     failed: list[str] = []
 

@@ -226,11 +226,11 @@ def test_http_app_end_to_end(
                 )
             return [(r.status_code, r.json()["degraded"]) for r in rs]
 
-        batches, calls = state.store.reads.batches, state.store.reads.calls
+        batches, calls = state.store.round_trips.batches, state.store.round_trips.calls
         assert client.portal.call(many) == [(200, False)] * 60  # type: ignore[union-attr]
         # Really coalesced: 60 reads went out in fewer pipelines than reads.
-        assert state.store.reads.calls - calls == 60
-        assert state.store.reads.batches - batches < 60
+        assert state.store.round_trips.calls - calls == 60
+        assert state.store.round_trips.batches - batches < 60
 
         d = decide("u5", "web")
         fb = {"decision_id": d["decision_id"], "action": d["actions"][0]["action"], "reward": 0}

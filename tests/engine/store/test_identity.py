@@ -385,9 +385,9 @@ def test_a_linked_id_costs_one_more_command_and_an_ordinary_one_none(redis_url: 
 
     async def calls(s: ProfileStore, who: str) -> int:
         # Round trips of the read (each one pipeline of the read's commands).
-        before = s.reads.batches
+        before = s.round_trips.batches
         await s.fetch(who, plan.needs, now)
-        return s.reads.batches - before
+        return s.round_trips.batches - before
 
     async def body(s: ProfileStore) -> tuple[int, int]:
         await s.identities.identify("anon-6", "cust-6", ACTIONS, now)

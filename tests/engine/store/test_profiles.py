@@ -239,7 +239,7 @@ def test_fetch_is_one_command(redis_url: str) -> None:
 
     async def body(s: ProfileStore) -> tuple[dict[str, int], int]:
         await s.fetch("warm", plan.needs, now)  # connects
-        before, batches = await s.redis.info("commandstats"), s.reads.batches
+        before, batches = await s.redis.info("commandstats"), s.round_trips.batches
         await s.fetch("c", plan.needs, now)
         after = await s.redis.info("commandstats")
         delta = {
@@ -247,7 +247,7 @@ def test_fetch_is_one_command(redis_url: str) -> None:
             for name in after
             if name != "cmdstat_info"
         }
-        return delta, s.reads.batches - batches
+        return delta, s.round_trips.batches - batches
 
     delta, round_trips = run(redis_url, body)
     delta = {k: v for k, v in delta.items() if v}
