@@ -44,14 +44,12 @@ from arbiter.server.security.access import AccessLog
 from arbiter.server.security.cors import CorsPolicy
 from arbiter.server.security.ratelimit import RateLimiter
 from arbiter.server.settings import Settings
-from arbiter.server.state import AppState
+from arbiter.server.state import ADMIN_TIMEOUT_S, AppState
 from arbiter.server.studio.routes import mount as mount_studio
 from arbiter.server.studio.routes import router as studio_router
 from arbiter.server.telemetry.metrics import Metrics
 
 log = logging.getLogger("arbiter.server")
-
-ADMIN_TIMEOUT_S = 5.0
 
 
 def default_resources(plan: Plan, base_dir: Path) -> Mapping[str, Any]:

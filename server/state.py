@@ -19,6 +19,10 @@ from arbiter.server.security.ratelimit import RateLimiter
 from arbiter.server.settings import Settings
 from arbiter.server.telemetry.metrics import Metrics
 
+#: How long an admin call, or a feedback, may wait on Redis (the decisions wait far less:
+#: `Settings.redis_timeout_ms`).
+ADMIN_TIMEOUT_S = 5.0
+
 
 @dataclass
 class AppState:

@@ -55,13 +55,15 @@ class _Call:
     commands: Sequence[Command]
     future: asyncio.Future[list[Any]]
     resend: bool  # a read: sent again after a dropped connection; its first error fails it
+    deadline_s: float | None  # from when the batch is sent; None: no limit
 
 
 class Batcher:
     """Sends the queued commands of concurrent calls together, on the running loop."""
 
     def __init__(self, redis: Any, deadline_s: float | None = None) -> None:
-        """`deadline_s` bounds each batch as a whole (one timer per batch, not per reply)."""
+        """`deadline_s` bounds a call (from when its batch is sent) unless the call names its
+        own: one timer per batch and deadline, not one per call or reply."""
         self.redis = redis
         self.deadline_s = deadline_s
         self._pending: list[_Call] = []
@@ -69,20 +71,27 @@ class Batcher:
         self.batches = 0
         self.calls = 0
 
-    def read(self, commands: Sequence[Command]) -> asyncio.Future[list[Any]]:
+    def read(
+        self, commands: Sequence[Command], deadline_s: float | None = None
+    ) -> asyncio.Future[list[Any]]:
         """Queue idempotent commands; the future resolves to their replies, in order, or
-        to the first error among them."""
-        return self._queue(commands, resend=True)
+        to the first error among them (`TimeoutError` past the deadline)."""
+        return self._queue(commands, True, deadline_s)
 
-    def write(self, commands: Sequence[Command]) -> asyncio.Future[list[Any]]:
+    def write(
+        self, commands: Sequence[Command], deadline_s: float | None = None
+    ) -> asyncio.Future[list[Any]]:
         """Queue commands that must not run twice; the future resolves to their replies
         in order, an error reply in its place, or fails if the batch did."""
-        return self._queue(commands, resend=False)
+        return self._queue(commands, False, deadline_s)
 
-    def _queue(self, commands: Sequence[Command], *, resend: bool) -> asyncio.Future[list[Any]]:
+    def _queue(
+        self, commands: Sequence[Command], resend: bool, deadline_s: float | None
+    ) -> asyncio.Future[list[Any]]:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[list[Any]] = loop.create_future()
-        self._pending.append(_Call(commands, fut, resend))
+        deadline = self.deadline_s if deadline_s is None else deadline_s
+        self._pending.append(_Call(commands, fut, resend, deadline))
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
@@ -91,19 +100,48 @@ class Batcher:
     def _flush(self) -> None:
         self._scheduled = False
         batch, self._pending = self._pending, []
-        if batch:
-            asyncio.get_running_loop().create_task(self._send(batch))
+        if not batch:
+            return
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self._send(batch))
+        deadlines = {call.deadline_s for call in batch if call.deadline_s is not None}
+        if deadlines:
+            now = loop.time()
+            timers = [loop.call_at(now + d, self._expire, batch, task, d) for d in deadlines]
+
+            def sent(_: asyncio.Task[None]) -> None:
+                for timer in timers:
+                    timer.cancel()
+
+            task.add_done_callback(sent)
+
+    @staticmethod
+    def _expire(batch: list[_Call], task: asyncio.Task[None], deadline: float) -> None:
+        """Fail the calls whose deadline this is; stop the batch when none is left waiting
+        (its connection is then closed, so no reply of it is read by another caller)."""
+        waiting = False
+        for call in batch:
+            if call.future.done():
+                continue
+            if call.deadline_s is not None and call.deadline_s <= deadline:
+                call.future.set_exception(TimeoutError())
+            else:
+                waiting = True
+        if not waiting:
+            task.cancel()
 
     async def _send(self, batch: list[_Call]) -> None:
         self.batches += 1
         self.calls += len(batch)
         try:
-            async with asyncio.timeout(self.deadline_s):
-                await self._send_with_recovery(batch)
-        except Exception as exc:  # handed to every call still waiting
+            await self._send_with_recovery(batch)
+        except BaseException as exc:  # handed to every call still waiting
+            failure = TimeoutError() if isinstance(exc, asyncio.CancelledError) else exc
             for call in batch:
                 if not call.future.done():
-                    call.future.set_exception(exc)
+                    call.future.set_exception(failure)
+            if not isinstance(exc, Exception):
+                raise
 
     async def _send_with_recovery(self, batch: list[_Call]) -> None:
         attempt = 1
@@ -121,11 +159,11 @@ class Batcher:
                 for call in batch:
                     if not call.resend and not call.future.done():
                         call.future.set_exception(exc)
-                batch = [call for call in batch if call.resend]
+                batch = [call for call in batch if call.resend and not call.future.done()]
                 if not batch:
                     return
         for call, reply in zip(batch, replies, strict=True):
-            if call.future.done():  # its caller gave up (cancelled)
+            if call.future.done():  # past its deadline, or its caller gave up
                 continue
             if isinstance(reply, BaseException):
                 call.future.set_exception(reply)
@@ -133,8 +171,8 @@ class Batcher:
                 call.future.set_result(reply)
 
     async def _execute(self, batch: list[_Call]) -> list[Any]:
-        # One write, replies read without a timer each (`raw_commands`); `_send` bounds
-        # the batch as a whole.
+        # One write, replies read without a timer each (`raw_commands`); `_flush`'s
+        # timers bound the calls.
         flat = await raw_commands.send(self.redis, [c for call in batch for c in call.commands])
         out: list[Any] = []
         k = 0

@@ -8,9 +8,10 @@ Its Redis work is a few small batches that ride the round trips of the
 decisions being read at the same moment (`engine.store.batcher`: a round trip
 costs Redis more than the commands in it, and feedback's own were a quarter
 of Redis' CPU per decision at one feedback in ten decisions). Scripts go by
-``EVALSHA`` and are loaded only on NOSCRIPT. The batches share the decisions'
-deadline (``ARBITER_REDIS_TIMEOUT_MS``): a Redis slower than that answers 503,
-and the retry is answered as a duplicate if the first attempt had run.
+``EVALSHA`` and are loaded only on NOSCRIPT. They keep their own deadline (the
+admin client's 5 s), not the decisions' 50 ms: a loaded worker's event loop
+alone can hold a batch that long, and a decision then degrades while a reward
+should still be recorded.
 
 1. the decision's record (``GET``), unless this worker still holds it;
 2. the reward (`engine.learning.reward_writer`: marker and stream entry in one
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import msgspec
@@ -40,7 +42,7 @@ from arbiter.engine.store import keys, raw_commands
 from arbiter.server.errors import ApiError, from_msgspec
 from arbiter.server.security.access import authorize
 from arbiter.server.security.limits import check_depth
-from arbiter.server.state import AppState, decision_time
+from arbiter.server.state import ADMIN_TIMEOUT_S, AppState, decision_time
 
 FEEDBACK_RETRY_AFTER_S = 1
 _REDIS_DOWN = (RedisError, OSError, TimeoutError)
@@ -65,7 +67,7 @@ async def find_decision(st: AppState, decision_id: str) -> DecisionRecord | None
     pending = st.log.pending.get(decision_id)
     if pending is not None:
         return pending
-    (raw,) = await st.store.round_trips.read([("GET", keys.decision(decision_id))])
+    (raw,) = await st.store.round_trips.read([("GET", keys.decision(decision_id))], ADMIN_TIMEOUT_S)
     return RECORD_DECODER.decode(raw) if raw is not None else None
 
 
@@ -151,6 +153,10 @@ async def _record(
     """
     redis = st.admin_redis  # loads the scripts; the commands ride `round_trips`
     round_trips = st.store.round_trips
+
+    def write(commands: Sequence[raw_commands.Command]) -> Awaitable[list[Any]]:
+        return round_trips.write(commands, ADMIN_TIMEOUT_S)
+
     append = reward_writer.append_command(
         Reward(fb.decision_id, fb.action, fb.reward, now),
         marker_ttl_s=st.settings.decision_ttl_s,
@@ -163,16 +169,14 @@ async def _record(
     commands: list[tuple[Any, ...]] = [append]
     if targets and fb.reward <= 0:
         commands.append(("GET", keys.alias(owner)))
-    replies = await raw_commands.send_scripted(
-        redis, commands, reward_writer.SCRIPTS, via=round_trips.write
-    )
+    replies = await raw_commands.send_scripted(redis, commands, reward_writer.SCRIPTS, via=write)
     outcome = reward_writer.outcome_of(replies[0])
     if outcome.reward > 0 or not targets:
         return outcome
     if len(replies) > 1:
         link = replies[1]
     else:  # a duplicate of an earlier rejection, sent now with a positive reward
-        (link,) = await round_trips.read([("GET", keys.alias(owner))])
+        (link,) = await round_trips.read([("GET", keys.alias(owner))], ADMIN_TIMEOUT_S)
     if isinstance(link, Exception):
         raise link
     if link is not None:
@@ -182,9 +186,7 @@ async def _record(
     counted = rejections.rejection_commands(
         owner, targets, now, once_as=f"fb:{fb.decision_id}:{fb.action}"
     )
-    counts = await raw_commands.send_scripted(
-        redis, counted, rejections.SCRIPTS, via=round_trips.write
-    )
+    counts = await raw_commands.send_scripted(redis, counted, rejections.SCRIPTS, via=write)
     for reply in counts:
         if isinstance(reply, Exception):
             raise reply

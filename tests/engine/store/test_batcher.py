@@ -118,3 +118,28 @@ def test_a_batch_past_its_deadline_fails_every_call(redis_url: str) -> None:
     errors = asyncio.run(main())
     assert len(errors) == 2
     assert all(isinstance(e, TimeoutError) for e in errors)
+
+
+def test_a_call_with_a_longer_deadline_outlives_the_batch_s_shorter_one(redis_url: str) -> None:
+    # A decision's read gives up at its deadline; a feedback's write in the same batch
+    # waits for its reply (and its reply is the one of its own command).
+    async def main() -> tuple[BaseException | list[Any], BaseException | list[Any], bytes | None]:
+        client = connect(redis_url, socket_timeout=None)
+        blocker = connect(redis_url, socket_timeout=None)
+        try:
+            batcher = Batcher(client, deadline_s=0.05)
+            busy = asyncio.create_task(blocker.eval(BUSY_300_MS, 0))
+            await asyncio.sleep(0.02)
+            read = batcher.read([("GET", "{b}:x")])
+            write = batcher.write([("INCR", "{b}:z")], deadline_s=5)
+            got = await asyncio.gather(read, write, return_exceptions=True)
+            await busy
+            return got[0], got[1], await client.get("{b}:z")
+        finally:
+            await client.aclose()
+            await blocker.aclose()
+
+    read, write, counter = asyncio.run(main())
+    assert isinstance(read, TimeoutError)
+    assert write == [1]
+    assert counter == b"1"
