@@ -71,6 +71,7 @@ from arbiter.engine.plan import Plan
 from arbiter.engine.records import RECORD_DECODER, DecideRequest, Inputs
 from arbiter.engine.store import keys
 from arbiter.engine.store.client import connect_sync
+from arbiter.engine.store.compression import plain_records_sync
 from arbiter.engine.store.embedded import EmbeddedRedis
 from benchmarks._harness import Client, arbiter_argv, free_port, server
 
@@ -398,7 +399,7 @@ def loop_stats(redis_url: str, served: Served, threads: int) -> LoopStats:
         pipe = client.pipeline(transaction=False)
         for i in done:
             pipe.get(keys.decision(str(served.decision_ids[i])))
-        raw = pipe.execute()
+        raw = plain_records_sync(client, pipe.execute())
     finally:
         client.close()
     lags: list[float] = []

@@ -24,6 +24,7 @@ from arbiter.engine.log.files import RotatingFiles
 from arbiter.engine.log.writer import DecisionLog
 from arbiter.engine.plan import Plan
 from arbiter.engine.store.client import connect
+from arbiter.engine.store.compression import RecordCompressor
 from arbiter.engine.store.embedded import EmbeddedRedis
 from arbiter.engine.store.profiles import ProfileStore
 from arbiter.server import errors, openapi
@@ -146,6 +147,7 @@ async def _start(settings: Settings, resources: Resources) -> AppState:
         file_path=settings.decision_log_file,
         files=decision_log_files(settings),
         records=settings.decision_log == "on",
+        compression=RecordCompressor(enabled=settings.decision_log_compression == "zstd"),
     )
     registry = BanditRegistry(admin_redis, check_interval_ms=settings.reload_interval_ms)
     # Publishing more often than workers poll for new versions is wasted work;

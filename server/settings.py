@@ -55,6 +55,10 @@ class Settings:
     log_queue_max: int = field(default=50_000, metadata={"env": "ARBITER_LOG_QUEUE_MAX"})
     # "off" keeps no decision records (feedback cannot be joined): for measuring what logging costs.
     decision_log: str = field(default="on", metadata={"env": "ARBITER_DECISION_LOG"})
+    # The record copy kept for feedback: "zstd" (a dictionary shared through Redis) or "off".
+    decision_log_compression: str = field(
+        default="zstd", metadata={"env": "ARBITER_DECISION_LOG_COMPRESSION"}
+    )
     reload_interval_ms: int = field(default=1000, metadata={"env": "ARBITER_RELOAD_INTERVAL_MS"})
     learner: str = field(default="inproc", metadata={"env": "ARBITER_LEARNER"})
     #: How long after arrival an outcome event is attributed (engine.learning.attribution).
@@ -127,6 +131,8 @@ class Settings:
             )
         if self.decision_log not in ("on", "off"):
             raise SettingsError("ARBITER_DECISION_LOG must be 'on' or 'off'")
+        if self.decision_log_compression not in ("zstd", "off"):
+            raise SettingsError("ARBITER_DECISION_LOG_COMPRESSION must be 'zstd' or 'off'")
         if self.trigger_webhook_url is not None:
             if not self.trigger_webhook_url.startswith(("http://", "https://")):
                 raise SettingsError(

@@ -81,6 +81,7 @@ from arbiter.engine.learning.reward_stream import RewardGroup, StreamEntry, pars
 from arbiter.engine.records import RECORD_DECODER, DecisionRecord
 from arbiter.engine.store import keys, raw_commands
 from arbiter.engine.store.client import AsyncRedisClient, connect
+from arbiter.engine.store.compression import plain_records
 
 __all__ = ["Learner", "LearnerConfig", "LearnerStats", "learn_main", "run_learners"]
 
@@ -281,6 +282,7 @@ class Learner:
                 if isinstance(reply, Exception):
                     raise reply
             done, records = replies[0], replies[1] if one_read else replies[1:]
+            records = await plain_records(self.redis, records)
         results = iter(zip(done, records, strict=True))
         for entry_id, reward in parsed:
             self._inflight.append(entry_id)

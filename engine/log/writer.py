@@ -17,6 +17,8 @@ dropped and counted, never one being written and never the decision itself.
 A failing file sink (a full disk) is counted and logged, and does not hold
 back the Redis writes: the stream is the log of record.
 
+The copy kept for feedback is compressed with a zstd dictionary shared through
+Redis (`engine.store.compression`: about ten times smaller); the stream's copy stays JSON.
 The stream is capped (``stream_maxlen``, trimmed approximately, oldest first).
 Records also go, after Redis took them, to a single JSON-lines file
 (``file_path``) and/or to rotating files (``files``, see `engine.log.files`);
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,6 +42,7 @@ from arbiter.engine.learning.attribution import Exposure, exposure_commands
 from arbiter.engine.log.files import RotatingFiles
 from arbiter.engine.records import ENCODER, DecisionRecord
 from arbiter.engine.store import keys, raw_commands
+from arbiter.engine.store.compression import RecordCompressor
 from arbiter.engine.store.identity import redirect_of
 from arbiter.engine.store.profiles import AFTER_DECISION_LUA, ProfileStore
 
@@ -47,6 +51,7 @@ log = logging.getLogger("arbiter.decision_log")
 BATCH_MAX = 256
 LINGER_SECONDS = 0.005
 WRITE_TIMEOUT_SECONDS = 5.0
+COMPRESSION_RETRY_SECONDS = 5
 _STREAM = keys.DECISION_STREAM
 
 
@@ -86,8 +91,11 @@ class DecisionLog:
         file_path: str | Path | None = None,
         files: RotatingFiles | None = None,
         records: bool = True,
+        compression: RecordCompressor | None = None,
     ) -> None:
-        """`records=False` writes no decision records (stream, record key, index): caps only."""
+        """`records=False` writes no decision records (stream, record key, index): caps only.
+        `compression` shrinks the copy kept for feedback (`engine.store.compression`; by
+        default with a dictionary shared through Redis)."""
         self.redis = redis
         self.store = store
         self.ttl = ttl_seconds
@@ -96,6 +104,8 @@ class DecisionLog:
         self.file_path = Path(file_path) if file_path else None
         self.files = files
         self.records = records
+        self.compression = compression if compression is not None else RecordCompressor()
+        self._compression_retry_at = 0.0
         self._queue: deque[_Entry] = deque()
         self._wake = asyncio.Event()
         self.pending: dict[str, DecisionRecord] = {}
@@ -185,6 +195,8 @@ class DecisionLog:
             if len(self._queue) < BATCH_MAX:
                 # Linger briefly so that one pipeline carries many records.
                 await asyncio.sleep(LINGER_SECONDS)
+            if self.compression.due and time.monotonic() >= self._compression_retry_at:
+                await self._settle_compression()
             try:
                 await self._write_batch()
                 backoff = 0.05
@@ -193,6 +205,19 @@ class DecisionLog:
                 log.warning("decision log write failed (%s); retrying in %.2fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
+
+    async def _settle_compression(self) -> None:
+        """A first look for the deployment's dictionary, or training one (~30 ms in a
+        thread) once enough records went by plainly; retried next batch if Redis fails."""
+        try:
+            await self.compression.settle(self.redis)
+        except Exception as exc:
+            self._compression_retry_at = time.monotonic() + COMPRESSION_RETRY_SECONDS
+            log.warning(
+                "decision log: record compression not set up yet (%s); next try in %d s",
+                exc,
+                COMPRESSION_RETRY_SECONDS,
+            )
 
     async def _write_batch(self) -> None:
         async with self._lock:
@@ -222,8 +247,9 @@ class DecisionLog:
             if self.records:
                 ttl, maxlen = self.ttl, self.maxlen
                 for entry, blob in unwritten:
+                    kept = self.compression.compress(blob)
                     commands.append(
-                        ("SET", keys.decision(entry.record.decision_id), blob, "EX", ttl)
+                        ("SET", keys.decision(entry.record.decision_id), kept, "EX", ttl)
                     )
                     commands.append(("XADD", _STREAM, "MAXLEN", "~", maxlen, "*", b"r", blob))
             else:

@@ -134,6 +134,15 @@ def decision(decision_id: str) -> str:
 
 
 DECISION_STREAM = f"{PREFIX}:decisions"
+#: The id of the zstd dictionary the decision log compresses records with (engine.store.compression).
+LOG_DICTIONARY = f"{PREFIX}:log:dict"
+
+
+def log_dictionary(dictionary_id: int) -> str:
+    """A zstd dictionary of the decision log, by id (kept: records name it)."""
+    return f"{PREFIX}:log:dict:{dictionary_id}"
+
+
 INTAKE_DEAD_LETTERS = f"{PREFIX}:in:dead"
 
 

@@ -24,6 +24,7 @@ from arbiter.engine.plan import AggregateSpec, Needs
 from arbiter.engine.records import RECORD_DECODER, Inputs
 from arbiter.engine.store import contact_history, keys, windows
 from arbiter.engine.store.batcher import Batcher
+from arbiter.engine.store.compression import plain_records
 from arbiter.engine.store.identity import Identities, guarded, redirect_of
 from arbiter.engine.store.scripts import eval_pipelined
 
@@ -342,7 +343,7 @@ class ProfileStore:
             pipe = self.redis.pipeline(transaction=False)
             for decision_id in decision_ids:
                 pipe.get(keys.decision(decision_id))
-            blobs = await pipe.execute()
+            blobs = await plain_records(self.redis, await pipe.execute())
             pipe = self.redis.pipeline(transaction=False)
             for decision_id, blob in zip(decision_ids, blobs, strict=True):
                 pipe.delete(keys.decision(decision_id))

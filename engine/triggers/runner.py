@@ -50,6 +50,7 @@ from arbiter.engine.log.writer import DecisionLog
 from arbiter.engine.plan import Plan
 from arbiter.engine.records import RECORD_DECODER, DecideRequest, DecisionRecord
 from arbiter.engine.store import keys, windows
+from arbiter.engine.store.compression import plain_record
 from arbiter.engine.store.profiles import ProfileStore
 from arbiter.engine.store.scripts import eval_pipelined, script_sha
 from arbiter.engine.triggers.schedule import Firing, decode_firing, shard_of
@@ -241,7 +242,7 @@ class TriggerRunner:
     ) -> DecisionRecord | None:
         """The firing's decision: the one logged under its id, or a new one (logged now)."""
         decision_id = self._new_id(firing)
-        raw = await self.redis.get(keys.decision(decision_id))
+        raw = await plain_record(self.redis, await self.redis.get(keys.decision(decision_id)))
         if raw is not None:
             return RECORD_DECODER.decode(raw)
         plan = live.plan

@@ -39,6 +39,7 @@ from arbiter.engine.learning import rejections, reward_writer
 from arbiter.engine.learning.reward_writer import Reward, RewardOutcome
 from arbiter.engine.records import ENCODER, RECORD_DECODER, DecisionRecord
 from arbiter.engine.store import keys, raw_commands
+from arbiter.engine.store.compression import plain_record
 from arbiter.server.errors import ApiError, from_msgspec
 from arbiter.server.security.access import authorize
 from arbiter.server.security.limits import check_depth
@@ -68,7 +69,8 @@ async def find_decision(st: AppState, decision_id: str) -> DecisionRecord | None
     if pending is not None:
         return pending
     (raw,) = await st.store.round_trips.read([("GET", keys.decision(decision_id))], ADMIN_TIMEOUT_S)
-    return RECORD_DECODER.decode(raw) if raw is not None else None
+    plain = await plain_record(st.admin_redis, raw)
+    return RECORD_DECODER.decode(plain) if plain is not None else None
 
 
 # Feedback may reach another worker (or machine) before the decision's record

@@ -37,6 +37,7 @@ from arbiter.engine.log.replay import replay
 from arbiter.engine.records import RECORD_DECODER, DecideRequest, DecisionRecord, Inputs
 from arbiter.engine.store import keys
 from arbiter.engine.store.client import connect, connect_sync
+from arbiter.engine.store.compression import plain_records
 from arbiter.server.app import create_app
 from arbiter.server.cli.main import main as cli_main
 from arbiter.server.state import AppState
@@ -129,11 +130,16 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
 def records(client: TestClient, redis_url: str, ids: list[str]) -> list[DecisionRecord]:
     """The stored decision records of ``ids`` (the app's log flushed first)."""
     client.portal.call(app_state(client).log.flush)  # type: ignore[union-attr]
-    redis = connect_sync(redis_url)
-    try:
-        raw = [redis.get(keys.decision(i)) for i in ids]
-    finally:
-        redis.close()
+
+    async def read() -> list[bytes | None]:
+        # Stored compressed once the log has trained its dictionary (engine.store.compression).
+        redis = connect(redis_url)
+        try:
+            return await plain_records(redis, [await redis.get(keys.decision(i)) for i in ids])
+        finally:
+            await redis.aclose()
+
+    raw = asyncio.run(read())
     out = []
     for blob in raw:
         assert isinstance(blob, bytes), "a decision record is missing"

@@ -1,0 +1,191 @@
+"""The record copy kept for feedback, compressed with a dictionary shared through Redis.
+
+Records are stored plainly until the writer has seen enough of them to train
+a dictionary; then compressed with it, naming it, and read back to the same
+bytes by anyone who fetches the dictionary. Workers that train at the same
+time end on one dictionary. Dictionaries hold no value about a customer.
+A record whose dictionary is gone reads as expired. Through the server:
+feedback joins a compressed record, and erasure removes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from support.server import ADMIN, settings
+from support.store import run, shop_plan
+
+from arbiter.engine.decision.decide import decide
+from arbiter.engine.decision.oracle import LiveOracle
+from arbiter.engine.log.writer import DecisionLog
+from arbiter.engine.records import ENCODER, DecideRequest, DecisionRecord
+from arbiter.engine.store import compression, keys
+from arbiter.engine.store.client import connect_sync
+from arbiter.engine.store.compression import (
+    ZSTD_MAGIC,
+    RecordCompressor,
+    dictionary_of,
+    plain_records,
+)
+from arbiter.engine.store.profiles import ProfileStore
+from arbiter.server.app import create_app
+
+SECRET = "person-4711@mail.example"
+
+
+async def _records(s: ProfileStore, n: int, first: int = 0) -> list[DecisionRecord]:
+    """``n`` web decisions of the shop ruleset, for customers with telling ids and visits."""
+    plan = shop_plan()
+    now = time.time()
+    out = []
+    for i in range(first, first + n):
+        customer = f"{SECRET}-{i}"
+        await s.put_profile(customer, {"visits": 700_000 + i})
+        inputs = await s.fetch(customer, plan.needs, now)
+        _, record = decide(
+            plan,
+            DecideRequest(customer, {"channel": "web"}),
+            inputs,
+            decision_id=f"d-{i}",
+            now=now,
+            oracle=LiveOracle({}, {}),
+        )
+        out.append(record)
+    return out
+
+
+def test_plain_until_trained_then_compressed_and_read_back_the_same(redis_url: str) -> None:
+    async def body(s: ProfileStore) -> tuple[list[bytes], list[bytes | None], bytes, list[bytes]]:
+        log = DecisionLog(s.redis, s, compression=RecordCompressor(train_on=20))
+        await log.compression.settle(s.redis)  # nothing offered yet: it will train
+        records = await _records(s, 30)
+        for record in records[:20]:
+            log.submit(record)
+        await log.flush()
+        await log.compression.settle(s.redis)
+        for record in records[20:]:
+            log.submit(record)
+        await log.flush()
+        stored = [await s.redis.get(keys.decision(r.decision_id)) for r in records]
+        dict_id = int(await s.redis.get(keys.LOG_DICTIONARY))
+        dictionary = await s.redis.get(keys.log_dictionary(dict_id))
+        return (
+            stored,
+            await plain_records(s.redis, stored),
+            dictionary,
+            [ENCODER.encode(r) for r in records],
+        )
+
+    stored, plain, dictionary, expected = run(redis_url, body)
+    assert all(not b.startswith(ZSTD_MAGIC) for b in stored[:20])
+    assert all(b.startswith(ZSTD_MAGIC) for b in stored[20:])
+    assert plain == expected
+    # Several times smaller, even for these short records of the shop ruleset.
+    assert sum(map(len, stored[20:])) * 3 < sum(map(len, expected[20:]))
+    # The dictionary holds names, not the customers' ids or profile values.
+    assert b"mail.example" not in dictionary and b"person-" not in dictionary
+    assert b"7000" not in dictionary
+    assert b"customer_id" in dictionary
+
+
+def test_workers_training_at_once_end_on_one_dictionary(redis_url: str) -> None:
+    async def body(s: ProfileStore) -> tuple[list[int | None], int, list[bytes]]:
+        records = [ENCODER.encode(r) for r in await _records(s, 12)]
+        workers = [RecordCompressor(train_on=12) for _ in range(3)]
+        for w in workers:
+            await w.settle(s.redis)  # each looks first: nothing is offered yet
+            for blob in records:
+                w.compress(blob)
+        await asyncio.gather(*(w.settle(s.redis) for w in workers))
+        offered = int(await s.redis.get(keys.LOG_DICTIONARY))
+        kept = [k async for k in s.redis.scan_iter(match=keys.log_dictionary(0)[:-1] + "*")]
+        return [w.dictionary_id for w in workers], offered, kept
+
+    ids, offered, kept = run(redis_url, body)
+    assert ids == [offered] * 3
+    assert kept == [keys.log_dictionary(offered).encode()]
+
+
+def test_a_later_worker_adopts_the_dictionary_without_training(redis_url: str) -> None:
+    async def body(s: ProfileStore) -> tuple[int | None, int | None, bytes]:
+        blobs = [ENCODER.encode(r) for r in await _records(s, 10)]
+        first = RecordCompressor(train_on=10)
+        await first.settle(s.redis)
+        for blob in blobs:
+            first.compress(blob)
+        await first.settle(s.redis)
+        later = RecordCompressor(train_on=10_000)
+        await later.settle(s.redis)
+        return first.dictionary_id, later.dictionary_id, later.compress(blobs[0])
+
+    first, later, blob = run(redis_url, body)
+    assert first is not None and later == first
+    assert dictionary_of(blob) == first
+
+
+def test_off_keeps_records_plain(redis_url: str) -> None:
+    async def body(s: ProfileStore) -> tuple[bool, bytes | None]:
+        off = RecordCompressor(enabled=False, train_on=1)
+        blob = ENCODER.encode((await _records(s, 1))[0])
+        for _ in range(3):
+            assert off.compress(blob) == blob
+        due = off.due
+        await off.settle(s.redis)
+        return due, await s.redis.get(keys.LOG_DICTIONARY)
+
+    assert run(redis_url, body) == (False, None)
+
+
+def test_a_record_whose_dictionary_is_gone_reads_as_expired(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def body(s: ProfileStore) -> tuple[list[bytes], list[bytes | None]]:
+        blobs = [ENCODER.encode(r) for r in await _records(s, 8)]
+        w = RecordCompressor(train_on=8)
+        await w.settle(s.redis)
+        for blob in blobs:
+            w.compress(blob)
+        await w.settle(s.redis)
+        assert w.dictionary_id is not None
+        packed = w.compress(blobs[0])
+        await s.redis.delete(keys.log_dictionary(w.dictionary_id))
+        # A fresh process: no dictionary in memory either.
+        monkeypatch.setattr(compression, "_DECOMPRESSORS", {})
+        junk = ZSTD_MAGIC + b" not a frame"
+        return blobs, await plain_records(s.redis, [packed, blobs[1], None, junk])
+
+    blobs, got = run(redis_url, body)
+    assert got == [None, blobs[1], None, None]
+    assert "not in Redis" in caplog.text and "treated as expired" in caplog.text
+
+
+def test_feedback_joins_a_compressed_record_and_erasure_removes_it(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(compression, "TRAIN_ON", 5)
+    redis = connect_sync(redis_url)
+    with TestClient(create_app(settings(redis_url, tmp_path))) as client:
+        client.put("/v1/profiles/c1", json={"visits": 3}, headers=ADMIN)
+        give_up = time.monotonic() + 30
+        stored = b""
+        while not stored.startswith(ZSTD_MAGIC):
+            assert time.monotonic() < give_up, "records were never compressed"
+            r = client.post("/v1/decide", json={"customer_id": "c1", "context": {"channel": "web"}})
+            decision = r.json()
+            time.sleep(0.05)  # the write-behind's linger
+            stored = redis.get(keys.decision(decision["decision_id"])) or b""
+        action = decision["actions"][0]["action"]
+        fb = {"decision_id": decision["decision_id"], "action": action, "reward": 1}
+        assert client.post("/v1/feedback", json=fb).json() == {"accepted": True, "duplicate": False}
+        bad = {**fb, "action": "not_offered"}
+        assert client.post("/v1/feedback", json=bad).status_code == 409
+        assert client.delete("/v1/profiles/c1", headers=ADMIN).status_code == 200
+    try:
+        assert redis.get(keys.decision(decision["decision_id"])) is None
+        assert redis.get(keys.feedback_seen(decision["decision_id"], action)) is None
+    finally:
+        redis.close()
