@@ -1,17 +1,23 @@
-"""What the decision log's write-behind costs per record: the worker's CPU and Redis', old and new.
+"""What the decision log's write-behind costs per record: the worker's CPU, Redis' CPU and memory.
 
 With the log on, a decision costs the server more CPU than with it off
-(target 5 of issue 11). This runs `DecisionLog` against a real Redis (the
-embedded one) with records made by `decide` on retail.rules (its models and
-a trained bandit, 60 customers of the reference workload), and sends the
-same records through the writer as it was before this change (one redis-py
-pipeline of `SET`/`XADD` per batch, then one of `RPUSH`/`EXPIRE` or the
-contact script per record, each record encoded in the writer) and as it is
-now, alternately, in batches of ``--batch`` records (the server's batches
-are what arrives in 5 ms: a dozen at 2,000 decisions a second). It prints
-per record the worker's CPU (`time.process_time`: encoding, packing,
-parsing replies, the event loop) and Redis' (`INFO cpu`), medians of the
-rounds.
+(target 5 of issue 11), and Redis more CPU and memory (target 1). This runs
+`DecisionLog` against a real Redis (the embedded one) with records made by
+`decide` on retail.rules (its models and a trained bandit, 60 customers of the
+reference workload), in batches of ``--batch`` records (the server's batches
+are what arrives in 5 ms: a dozen at 2,000 decisions a second), three ways,
+alternately:
+
+- ``before (8282fc7)``: one redis-py pipeline of `SET`/`XADD` per batch, then
+  one of `RPUSH`/`EXPIRE` or the contact script per record;
+- ``now, JSON``: the writer today with ``ARBITER_DECISION_LOG_COMPRESSION=off``;
+- ``now, zstd``: the writer today, records compressed with the dictionary it
+  trains on the first 500 (`engine.store.compression`).
+
+It prints per record the worker's CPU (`time.process_time`: encoding,
+compressing, packing, parsing replies, the event loop), Redis' CPU (`INFO
+cpu`) and the growth of Redis' `used_memory` (both copies of the record, the
+customer's index entry, contacts), medians of the rounds.
 
     python -m benchmarks.log_cost [--records 3000] [--batch 12] [--rounds 7]
 """
@@ -23,6 +29,7 @@ import asyncio
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -36,6 +43,7 @@ from arbiter.engine.records import ENCODER, DecideRequest, DecisionRecord
 from arbiter.engine.scoring.loading import load_models
 from arbiter.engine.store import keys
 from arbiter.engine.store.client import connect
+from arbiter.engine.store.compression import TRAIN_ON, RecordCompressor
 from arbiter.engine.store.embedded import EmbeddedRedis
 from arbiter.engine.store.profiles import AFTER_DECISION_LUA, ProfileStore
 from benchmarks import reference
@@ -124,19 +132,24 @@ def redis_cpu(info: dict[str, Any]) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
+Writer = Callable[[Any, ProfileStore], DecisionLog]
+
+
 async def one_run(
-    cls: type[DecisionLog], url: str, items: list[Any], batch: int, tag: str
-) -> tuple[float, float]:
+    make: Writer, url: str, items: list[Any], batch: int, tag: str
+) -> tuple[float, float, float]:
+    """Worker CPU, Redis CPU (µs) and Redis memory (bytes) per record of one writer."""
     # As the server's log client: no per-reply socket timeout (the log bounds a batch).
     client = connect(url, socket_timeout=None, connect_timeout=5)
     store = ProfileStore(client)
     await client.script_load(AFTER_DECISION_LUA)  # the old writer does not reload it
-    log = cls(client, store)
+    log = make(client, store)
     # Fresh ids each run: a run must not find the previous run's records.
     recs = [
         (msgspec.structs.replace(r, decision_id=f"{tag}{r.decision_id}"), c, e) for r, c, e in items
     ]
     await log.flush()
+    memory0 = int((await client.info("memory"))["used_memory"])
     cpu0 = redis_cpu(await client.info("cpu"))
     t0 = time.process_time()
     for start in range(0, len(recs), batch):
@@ -145,18 +158,38 @@ async def one_run(
         await log.flush()
     worker = time.process_time() - t0
     red = redis_cpu(await client.info("cpu")) - cpu0
+    memory = int((await client.info("memory"))["used_memory"]) - memory0
     await client.aclose()
-    return worker / len(recs) * 1e6, red / len(recs) * 1e6
+    n = len(recs)
+    return worker / n * 1e6, red / n * 1e6, memory / n
+
+
+async def shared_compressor(url: str, items: list[Any]) -> RecordCompressor:
+    """A compressor with the dictionary the server would train on these records."""
+    client = connect(url, socket_timeout=None)
+    compressor = RecordCompressor(train_on=min(TRAIN_ON, len(items)))
+    await compressor.settle(client)
+    for record, _, _ in items[: compressor.train_on]:
+        compressor.compress(ENCODER.encode(record))
+    await compressor.settle(client)
+    await client.aclose()
+    return compressor
 
 
 async def measure(
     url: str, n: int, batch: int, rounds: int
-) -> dict[str, list[tuple[float, float]]]:
+) -> dict[str, list[tuple[float, float, float]]]:
     items = await made(url, n)
-    out: dict[str, list[tuple[float, float]]] = {"before": [], "now": []}
+    zstd = await shared_compressor(url, items)
+    writers: dict[str, Writer] = {
+        "before (8282fc7)": OldLog,
+        "now, JSON": lambda c, s: DecisionLog(c, s, compression=RecordCompressor(enabled=False)),
+        "now, zstd": lambda c, s: DecisionLog(c, s, compression=zstd),
+    }
+    out: dict[str, list[tuple[float, float, float]]] = {name: [] for name in writers}
     for k in range(rounds + 1):
-        for name, cls in (("before", OldLog), ("now", DecisionLog)):
-            got = await one_run(cls, url, items, batch, f"{name}{k}-")
+        for i, (name, make) in enumerate(writers.items()):
+            got = await one_run(make, url, items, batch, f"{i}-{k}-")
             if k:  # the first round warms up
                 out[name].append(got)
     return out
@@ -173,16 +206,21 @@ def main() -> None:
         result = asyncio.run(measure(redis.url, opts.records, opts.batch, opts.rounds))
     print(
         f"Per record, medians of {opts.rounds} rounds of {opts.records} records "
-        f"in batches of {opts.batch} (µs):"
+        f"in batches of {opts.batch}:"
     )
-    print("| writer | worker CPU | Redis used_cpu |")
-    print("|---|---:|---:|")
+    print("| writer | worker CPU | Redis used_cpu | Redis used_memory |")
+    print("|---|---:|---:|---:|")
     med = {}
     for name, v in result.items():
-        med[name] = (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v))
-        print(f"| {name} | {med[name][0]:.1f} | {med[name][1]:.1f} |")
-    b, a = med["before"], med["now"]
-    print(f"now / before: worker {a[0] / b[0]:.2f}x, Redis {a[1] / b[1]:.2f}x")
+        med[name] = tuple(statistics.median(x[i] for x in v) for i in range(3))
+        print(f"| {name} | {med[name][0]:.1f} µs | {med[name][1]:.1f} µs | {med[name][2]:,.0f} B |")
+    base = med["now, JSON"]
+    for name in ("before (8282fc7)", "now, zstd"):
+        m = med[name]
+        print(
+            f"{name} / now, JSON: worker {m[0] / base[0]:.2f}x, Redis {m[1] / base[1]:.2f}x, "
+            f"memory {m[2] / base[2]:.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from arbiter.engine.log.experiments import (
 )
 from arbiter.engine.records import RECORD_DECODER, DecisionRecord
 from arbiter.engine.store import keys
+from arbiter.engine.store.compression import plain_record
 
 __all__ = [
     "LOG_SLACK_S",
@@ -112,7 +113,7 @@ async def read_decisions(
         progress=progress,
     )
     async for _, fields in entries:
-        blob = fields.get(b"r")
+        blob = await plain_record(redis, fields.get(b"r"))
         if blob is None or needle not in blob:
             continue  # cheap pre-filter before decoding
         record = RECORD_DECODER.decode(blob)

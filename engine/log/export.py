@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from arbiter.engine.log.files import RotatingFiles
+from arbiter.engine.store.compression import plain_records_sync
 
 __all__ = ["export_stream", "stream_count"]
 
@@ -50,10 +51,14 @@ def export_stream(
         batch = redis.xrange(stream, min=low, max=high, count=BATCH)
         if not batch:
             return written
-        files.write(
-            [fields[b"r"] for _entry_id, fields in batch],
-            [int(entry_id.split(b"-")[0]) / 1000 for entry_id, _fields in batch],
-        )
+        # JSON in the files, whatever the stream holds (engine.store.compression).
+        plain = plain_records_sync(redis, [fields[b"r"] for _entry_id, fields in batch])
+        readable = [
+            (blob, int(entry_id.split(b"-")[0]) / 1000)
+            for blob, (entry_id, _fields) in zip(plain, batch, strict=True)
+            if blob is not None
+        ]
+        files.write([blob for blob, _ in readable], [ts for _, ts in readable])
         written += len(batch)
         if progress is not None:
             progress(len(batch))

@@ -40,6 +40,7 @@ from arbiter.engine.log.replay import replay
 from arbiter.engine.log.whatif import ReplayReport
 from arbiter.engine.plan import Plan
 from arbiter.engine.records import DecisionRecord
+from arbiter.engine.store.compression import plain_records_sync
 
 __all__ = [
     "Chunk",
@@ -218,7 +219,8 @@ def chunks_from_stream(
         batch = redis.xrange(stream, min=start, max="+", count=count)
         if not batch:
             return
-        yield stream, [(0, fields[b"r"]) for _id, fields in batch]
+        plain = plain_records_sync(redis, [fields[b"r"] for _id, fields in batch])
+        yield stream, [(0, blob) for blob in plain if blob is not None]
         seen += len(batch)
         start = "(" + batch[-1][0].decode()
 

@@ -17,6 +17,7 @@ from arbiter.engine.decision.oracle import ReplayOracle, Scorer, WhatIfOracle
 from arbiter.engine.log.compare import first_difference
 from arbiter.engine.plan import Plan
 from arbiter.engine.records import ENCODER, RECORD_DECODER, ActionOut, DecisionRecord
+from arbiter.engine.store.compression import plain_records_sync
 
 
 @dataclass(frozen=True)
@@ -97,8 +98,10 @@ def read_stream(redis: Any, stream: str, count: int | None = None) -> Iterator[D
         batch = redis.xrange(stream, min=start, max="+", count=500)
         if not batch:
             return
-        for _entry_id, fields in batch:
-            yield RECORD_DECODER.decode(fields[b"r"])
+        for blob in plain_records_sync(redis, [fields[b"r"] for _entry_id, fields in batch]):
+            if blob is None:
+                continue  # its dictionary is gone (logged): unreadable
+            yield RECORD_DECODER.decode(blob)
             seen += 1
             if count is not None and seen >= count:
                 return

@@ -17,8 +17,8 @@ dropped and counted, never one being written and never the decision itself.
 A failing file sink (a full disk) is counted and logged, and does not hold
 back the Redis writes: the stream is the log of record.
 
-The copy kept for feedback is compressed with a zstd dictionary shared through
-Redis (`engine.store.compression`: about ten times smaller); the stream's copy stays JSON.
+Both copies in Redis are compressed with a zstd dictionary shared through Redis
+(`engine.store.compression`: about ten times smaller); the files get JSON.
 The stream is capped (``stream_maxlen``, trimmed approximately, oldest first).
 Records also go, after Redis took them, to a single JSON-lines file
 (``file_path``) and/or to rotating files (``files``, see `engine.log.files`);
@@ -94,7 +94,7 @@ class DecisionLog:
         compression: RecordCompressor | None = None,
     ) -> None:
         """`records=False` writes no decision records (stream, record key, index): caps only.
-        `compression` shrinks the copy kept for feedback (`engine.store.compression`; by
+        `compression` shrinks the records stored in Redis (`engine.store.compression`; by
         default with a dictionary shared through Redis)."""
         self.redis = redis
         self.store = store
@@ -251,7 +251,7 @@ class DecisionLog:
                     commands.append(
                         ("SET", keys.decision(entry.record.decision_id), kept, "EX", ttl)
                     )
-                    commands.append(("XADD", _STREAM, "MAXLEN", "~", maxlen, "*", b"r", blob))
+                    commands.append(("XADD", _STREAM, "MAXLEN", "~", maxlen, "*", b"r", kept))
             else:
                 unwritten = []
 

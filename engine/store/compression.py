@@ -1,15 +1,15 @@
-"""Decision records kept for feedback, compressed with a zstd dictionary shared through Redis.
+"""Decision records in Redis, compressed with a zstd dictionary shared through Redis.
 
 Every decision's record is stored twice: on the decision stream (the log,
-capped by count) and under ``keys.decision(id)`` for a week
-(``ARBITER_DECISION_TTL_S``) so that feedback, the learner and triggers can
-join it. The second copy is most of the log's Redis memory (a week of
-decisions against the stream's last million) and half of the bytes Redis
-reads per decision. Records of one deployment are alike (the same fields,
+capped by count, a million records by default) and under
+``keys.decision(id)`` for a week (``ARBITER_DECISION_TTL_S``) so that
+feedback, the learner and triggers can join it. Together they were most of
+the log's Redis memory and most of the bytes Redis reads per decision
+(2 × ~1.5 KB of JSON). Records of one deployment are alike (the same fields,
 actions, payloads and aggregate names), so a zstd dictionary trained on a few
-hundred of them shrinks one about ten times (1,492 → ~130 bytes on the reference
-workload's records) at ~2 µs to compress and ~1 µs to decompress, where
-zstd without a dictionary halves it at ~7 µs (`python -m benchmarks.log_cost`).
+hundred of them shrinks one about ten times (1,492 → ~130 bytes on the
+reference workload's records) at ~2 µs to compress and ~1 µs to decompress,
+where zstd without a dictionary halves it at ~7 µs.
 
 How the dictionary is shared:
 
@@ -29,8 +29,8 @@ How the dictionary is shared:
   and the ruleset's vocabulary, and no personal data that erasure could not
   reach.
 
-The stream's copy stays JSON: it is the log that `arbiter logs export`,
-replay and reports read, and its length is capped, not its age.
+Both copies hold the same compressed bytes; files (``ARBITER_DECISION_LOG_FILE``,
+``ARBITER_DECISION_LOG_DIR``, ``arbiter logs export``) always get JSON.
 """
 
 from __future__ import annotations

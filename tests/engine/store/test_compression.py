@@ -21,6 +21,11 @@ from support.store import run, shop_plan
 
 from arbiter.engine.decision.decide import decide
 from arbiter.engine.decision.oracle import LiveOracle
+from arbiter.engine.log.experiment_reads import read_decisions
+from arbiter.engine.log.export import export_stream
+from arbiter.engine.log.files import RotatingFiles
+from arbiter.engine.log.parallel import chunks_from_stream
+from arbiter.engine.log.replay import read_stream
 from arbiter.engine.log.writer import DecisionLog
 from arbiter.engine.records import ENCODER, DecideRequest, DecisionRecord
 from arbiter.engine.store import compression, keys
@@ -189,3 +194,46 @@ def test_feedback_joins_a_compressed_record_and_erasure_removes_it(
         assert redis.get(keys.feedback_seen(decision["decision_id"], action)) is None
     finally:
         redis.close()
+
+
+def test_every_reader_of_the_stream_gets_the_json_back(redis_url: str, tmp_path: Path) -> None:
+    """Replay, `arbiter logs export`, the parallel replay's chunks and experiment reports
+    read compressed stream entries as the JSON that was logged."""
+
+    async def body(s: ProfileStore) -> tuple[list[bytes], list[bytes], list[DecisionRecord]]:
+        log = DecisionLog(s.redis, s, compression=RecordCompressor(train_on=20))
+        await log.compression.settle(s.redis)
+        records = await _records(s, 30)
+        for record in records[:20]:
+            log.submit(record)
+        await log.flush()
+        await log.compression.settle(s.redis)
+        for record in records[20:]:
+            log.submit(record)
+        await log.flush()
+        stream = [f[b"r"] for _, f in await s.redis.xrange(keys.DECISION_STREAM)]
+        reported = await read_decisions(s.redis, records[0].ruleset.name)
+        return stream, [ENCODER.encode(r) for r in records], reported
+
+    stream, expected, reported = run(redis_url, body)
+    assert sum(b.startswith(ZSTD_MAGIC) for b in stream) == 10
+    redis = connect_sync(redis_url)
+    try:
+        replayed = [ENCODER.encode(r) for r in read_stream(redis, keys.DECISION_STREAM)]
+        chunked = [blob for _, chunk in chunks_from_stream(redis, keys.DECISION_STREAM)
+                   for _, blob in chunk]  # fmt: skip
+        files = RotatingFiles(tmp_path / "out")
+        exported = export_stream(redis, keys.DECISION_STREAM, files)
+        files.close()
+    finally:
+        redis.close()
+    assert replayed == expected
+    assert chunked == expected
+    assert [ENCODER.encode(r) for r in reported] == expected
+    assert exported == 30
+    lines = [
+        line.rstrip(b"\n")
+        for path in sorted((tmp_path / "out").iterdir())
+        for line in path.read_bytes().splitlines(keepends=True)
+    ]
+    assert lines == expected
