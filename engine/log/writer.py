@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +52,12 @@ BATCH_MAX = 256
 LINGER_SECONDS = 0.005
 WRITE_TIMEOUT_SECONDS = 5.0
 COMPRESSION_RETRY_SECONDS = 5
+#: A customer's index list outlives its newest entry's record by up to this much, and a
+#: worker refreshes its expiry at most this often: the `EXPIRE` after every index entry
+#: was one command in nine of a decision's Redis work.
+INDEX_REFRESH_SECONDS = 3600
+#: Index lists a worker remembers refreshing (least recently refreshed forgotten first).
+INDEX_REFRESH_REMEMBERED = 100_000
 _STREAM = keys.DECISION_STREAM
 
 
@@ -71,7 +77,12 @@ class _Owed:
 
     entries: list[_Entry]
     stream_ids: list[bytes]
-    exposures: list[tuple[Any, ...]]
+    extra: list[tuple[Any, ...]]  # exposures, and index expiries found missing
+
+    @property
+    def pending(self) -> bool:
+        """Whether anything is owed."""
+        return bool(self.entries or self.extra)
 
 
 _NOTHING_OWED = _Owed([], [], [])
@@ -116,6 +127,8 @@ class DecisionLog:
         # The first `_in_flight` queue entries are being written: never dropped.
         self._in_flight = 0
         self._owed = _NOTHING_OWED
+        # Index key -> when this worker last set its expiry (time.monotonic).
+        self._index_refreshed: OrderedDict[str, float] = OrderedDict()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         # flush() from a request (erasure) and the background task must not write one batch twice.
@@ -152,7 +165,7 @@ class DecisionLog:
 
     async def flush(self) -> None:
         """Write everything queued now (used by tests, shutdown and the CLI)."""
-        while self._queue or self._owed.entries:
+        while self._queue or self._owed.pending:
             await self._write_batch()
 
     async def flush_through(self, decision_id: str) -> None:
@@ -188,7 +201,7 @@ class DecisionLog:
     async def _run(self) -> None:
         backoff = 0.05
         while not self._closing:
-            if not self._queue and not self._owed.entries:
+            if not self._queue and not self._owed.pending:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
@@ -221,7 +234,7 @@ class DecisionLog:
 
     async def _write_batch(self) -> None:
         async with self._lock:
-            if self._queue or self._owed.entries:
+            if self._queue or self._owed.pending:
                 await self._write_locked()
 
     async def _write_locked(self) -> None:
@@ -265,15 +278,16 @@ class DecisionLog:
 
             # The previous batch's customer writes, then these records, in one round trip.
             owed = self._owed
-            await self._customer_writes(
-                owed.entries, owed.stream_ids, owed.exposures, ride=commands, on_ride=stored
+            expiries = await self._customer_writes(
+                owed.entries, owed.stream_ids, owed.extra, ride=commands, on_ride=stored
             )
             # This batch's customer writes are owed to the next round trip. They come after
             # its records (a reward attributed to an exposure must find its record).
             self._owed = _Owed(
                 list(batch),
                 [e.stream_id or b"" for e in batch],
-                [c for e in batch if e.exposures for c in exposure_commands(e.exposures, self.ttl)],
+                [c for e in batch if e.exposures for c in exposure_commands(e.exposures, self.ttl)]
+                + expiries,
             )
         if not blobs:
             return
@@ -307,9 +321,10 @@ class DecisionLog:
         *,
         ride: Sequence[tuple[Any, ...]] = (),
         on_ride: Callable[[Sequence[Any]], None] | None = None,
-    ) -> None:
+    ) -> list[tuple[Any, ...]]:
         """Index entries and contact counters: one script call per decision that counted a
-        contact, two plain commands for one that did not; scripts retried if unloaded.
+        contact, one or two plain commands for one that did not; scripts retried if
+        unloaded. Returns the `EXPIRE`s owed to index lists found new (see below).
         `ride` commands (the next batch's records) go last in the first round trip, and
         `on_ride` gets their replies before these are looked at.
 
@@ -320,33 +335,52 @@ class DecisionLog:
         the person still finds it (it erases every linked id) and a repeated identify
         moves it to the customer. `extra` commands (the exposures) go with the first
         round trip, after these.
+
+        An index list expires `INDEX_REFRESH_SECONDS` after its newest record would, and
+        this worker sets that expiry at most once per `INDEX_REFRESH_SECONDS` per list.
+        A list it skipped that turns out new (`RPUSH` answers 2: erased or expired
+        since) gets its `EXPIRE` with the next round trip, so no list is left to live
+        forever.
         """
         # The customer a linked anonymous id resolved to when the decision read it.
         owners = [e.record.inputs.resolved_id or e.record.request.customer_id for e in batch]
         reloads = redirects = 0
         sha = self.store.after_decision_sha
+        index_ttl = self.ttl + INDEX_REFRESH_SECONDS
+        owed: list[tuple[Any, ...]] = []
+        now = time.monotonic()
         while True:
             commands: list[tuple[Any, ...]] = []
-            scripted: list[int] = []
+            scripted: list[int] = []  # batch positions
+            script_at: list[int] = []  # their commands' positions
+            refreshed: list[str] = []  # index lists whose expiry these commands set
+            unexpired: list[tuple[int, str]] = []  # (RPUSH position, list) without EXPIRE
             for i, (entry, sid, owner) in enumerate(zip(batch, stream_ids, owners, strict=True)):
                 rec = entry.record
+                index = keys.decision_index(owner)
                 if not entry.contacts:
                     if sid:  # nothing to write when the record was not logged
-                        index = keys.decision_index(owner)
                         commands.append(
                             ("RPUSH", index, b"s:" + sid, b"d:" + rec.decision_id.encode())
                         )
-                        commands.append(("EXPIRE", index, self.ttl))
+                        if self._index_expiry_due(index, now):
+                            commands.append(("EXPIRE", index, index_ttl))
+                            refreshed.append(index)
+                        else:
+                            unexpired.append((len(commands) - 1, index))
                     continue
                 key_list, args = self.store.after_decision_command(
-                    owner, sid, rec.decision_id, self.ttl, entry.contacts, rec.ts
+                    owner, sid, rec.decision_id, index_ttl, entry.contacts, rec.ts
                 )
+                script_at.append(len(commands))
                 commands.append(("EVALSHA", sha, len(key_list), *key_list, *args))
                 scripted.append(i)
+                if sid:
+                    refreshed.append(index)
             commands += extra
             extra = ()
             if not commands and not ride:
-                return
+                return owed
             replies = await raw_commands.send(self.redis, [*commands, *ride])
             if ride:
                 ridden, replies = replies[len(commands) :], replies[: len(commands)]
@@ -356,7 +390,10 @@ class DecisionLog:
             for r in replies:
                 if isinstance(r, Exception) and not isinstance(r, NoScriptError):
                     raise r
-            results = _script_replies(batch, stream_ids, replies)
+            results = [replies[k] for k in script_at]
+            # Remembered only once written: a failed batch is sent again with its EXPIREs.
+            self._remember_refreshed(refreshed, now)
+            owed += [("EXPIRE", index, index_ttl) for k, index in unexpired if replies[k] == 2]
             if any(isinstance(r, NoScriptError) for r in results):
                 if reloads == 1:
                     raise NoScriptError("after-decision script could not be loaded")
@@ -371,28 +408,27 @@ class DecisionLog:
                 moved = {i: redirect_of(r) for i, r in zip(scripted, results, strict=True)}
                 redirected = {i: target for i, target in moved.items() if target is not None}
                 if not redirected or redirects == 1:  # links are one level deep
-                    return
+                    return owed
                 redirects += 1
                 again = list(redirected)
                 owners = [redirected[i] for i in again]
             batch = [batch[i] for i in again]
             stream_ids = [stream_ids[i] for i in again]
 
+    def _index_expiry_due(self, index: str, now: float) -> bool:
+        """Whether this worker has not set ``index``'s expiry in `INDEX_REFRESH_SECONDS`."""
+        last = self._index_refreshed.get(index)
+        return last is None or now - last >= INDEX_REFRESH_SECONDS
+
+    def _remember_refreshed(self, indexes: Sequence[str], now: float) -> None:
+        remembered = self._index_refreshed
+        for index in indexes:
+            remembered[index] = now
+            remembered.move_to_end(index)
+        while len(remembered) > INDEX_REFRESH_REMEMBERED:
+            remembered.popitem(last=False)
+
     def _append_file(self, blobs: list[bytes]) -> None:
         assert self.file_path is not None
         with self.file_path.open("ab") as fh:
             fh.write(b"".join(b + b"\n" for b in blobs))
-
-
-def _script_replies(
-    batch: Sequence[_Entry], stream_ids: Sequence[bytes], replies: Sequence[Any]
-) -> list[Any]:
-    """The replies of the scripted entries among a pipeline's (see `_customer_writes`)."""
-    out, k = [], 0
-    for entry, sid in zip(batch, stream_ids, strict=True):
-        if entry.contacts:
-            out.append(replies[k])
-            k += 1
-        elif sid:
-            k += 2
-    return out

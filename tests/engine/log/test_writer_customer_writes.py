@@ -9,15 +9,18 @@ sent again: the plain commands, which ran, are not repeated.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from typing import Any
 
+import pytest
 from support.store import DAY, run, shop_plan
 
 from arbiter.engine.decision.decide import decide
 from arbiter.engine.decision.oracle import LiveOracle
-from arbiter.engine.log.writer import DecisionLog
+from arbiter.engine.log.writer import INDEX_REFRESH_SECONDS, DecisionLog
 from arbiter.engine.plan import Plan
 from arbiter.engine.records import DecideRequest
-from arbiter.engine.store import keys
+from arbiter.engine.store import keys, raw_commands
 from arbiter.engine.store.profiles import ProfileStore
 
 
@@ -65,7 +68,8 @@ def test_mixed_batch_after_a_script_flush_writes_each_entry_once(redis_url: str)
     assert [e[:2] for e in plain] == [b"s:", b"d:"] and plain[1] == b"d:d-plain"
     assert [e[:2] for e in capped] == [b"s:", b"d:"] and capped[1] == b"d:d-capped"
     assert caps["welcome_offer"] == 1
-    assert 0 < ttl <= 7 * DAY
+    # The records' 7 days, and the slack that lets a worker refresh it once an hour.
+    assert 7 * DAY < ttl <= 7 * DAY + INDEX_REFRESH_SECONDS
     assert not run(redis_url, lambda s: s.redis.exists(keys.contact_history("plain")))
 
 
@@ -104,3 +108,52 @@ def test_a_batchs_customer_writes_ride_on_the_next_batchs_round_trip(redis_url: 
         assert await state("c") == (True, 2, 1)
 
     run(redis_url, body)
+
+
+def test_an_index_expiry_is_set_once_an_hour_and_again_on_a_list_found_new(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker sets an index list's expiry with its first entry, not with every entry;
+    a list it skipped that turned out new (erased since) gets it with the next round trip."""
+    plan = shop_plan()
+    now = time.time()
+    sent: list[tuple[Any, ...]] = []
+    real = raw_commands.send
+
+    async def send(client: Any, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        sent.extend(tuple(c) for c in commands)
+        return await real(client, commands)
+
+    monkeypatch.setattr(raw_commands, "send", send)
+    index = keys.decision_index("c")
+
+    def expiries() -> int:
+        return sum(1 for c in sent if c[0] == "EXPIRE" and c[1] == index)
+
+    async def body(s: ProfileStore) -> list[tuple[int, int]]:
+        log = DecisionLog(s.redis, s)
+        seen = []
+        for step in range(3):
+            inputs = await s.fetch("c", plan.needs, now)
+            _, record = decide(
+                plan,
+                DecideRequest("c", {"channel": "web"}),
+                inputs,
+                decision_id=f"d-{step}",
+                now=now,
+                oracle=LiveOracle({}, {}),
+            )
+            log.submit(record)
+            await log.flush()
+            seen.append((expiries(), await s.redis.ttl(index)))
+            if step == 1:
+                await s.redis.delete(index)  # as erasure does
+        seen.append((await s.redis.llen(index), 0))
+        return seen
+
+    first, second, third, length = run(redis_url, body)
+    assert first[0] == 1 and first[1] > 7 * DAY
+    assert second[0] == 1 and second[1] > 7 * DAY  # no second EXPIRE within the hour
+    # The third entry made a new list (the second step erased it): its EXPIRE followed.
+    assert third[0] == 2 and third[1] > 7 * DAY
+    assert length[0] == 2
