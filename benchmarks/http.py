@@ -853,6 +853,7 @@ def what_bounds(
         else f"within the noise (log on {on.server_cpu_us:.0f}, off {off.server_cpu_us:.0f} µs)"
     )
     cores = os.cpu_count() or 1
+    busy = two.server_cpu_us * two.rps / 1e6 / 2  # per worker, in cores
     others = two.wrk_cpu_share * cores + http["redis_us"] * two.rps / 1e6
     return {
         "1": (
@@ -870,7 +871,9 @@ def what_bounds(
         "3": "queueing behind whatever holds the event loop (see the flame graph)",
         "4": (
             f"wrk and Redis took {others:.2f} of the {cores} cores during the two-worker "
-            "run; 4' is the scaling by CPU per decision"
+            f"run, and each worker was busy {busy:.2f} of a core: neither is saturated; the "
+            "32 connections' requests wait for Redis and wrk, which need the same two cores. "
+            "4' is the scaling by CPU per decision"
         ),
         "5": f"the decision log costs {log_cost} of server CPU a decision",
         "6": "the engine's own work (`python -m benchmarks.engine_ab --base REV`)",
