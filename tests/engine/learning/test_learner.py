@@ -8,6 +8,9 @@ to keys.REWARD_STREAM), and learned by Learner.
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
+import sys
 import time
 from pathlib import Path
 from typing import TypeVar
@@ -31,7 +34,7 @@ from arbiter.engine.learning.learner import Learner, LearnerConfig, learn_main
 from arbiter.engine.plan import Plan
 from arbiter.engine.records import ENCODER, DecideRequest, DecisionRecord, Inputs
 from arbiter.engine.store import keys
-from arbiter.engine.store.client import AsyncRedisClient
+from arbiter.engine.store.client import AsyncRedisClient, connect_sync
 
 T = TypeVar("T")
 
@@ -350,6 +353,11 @@ def test_a_refused_publish_reloads_and_relearns_at_once(redis_url: str, plan: Pl
     run(redis_url, body)
 
 
+#: A hang guard for waits that take milliseconds on an idle machine, generous for a loaded
+#: one (2 cores shared with full test suites and benchmarks).
+HANG = 10.0
+
+
 def test_run_forever_two_workers_one_model(redis_url: str, plan: Plan) -> None:
     async def body(redis: AsyncRedisClient) -> None:
         config = {"lease_ms": 300, "poll_interval": 0.01, "publish_interval": 0.02}
@@ -383,6 +391,57 @@ def test_run_forever_two_workers_one_model(redis_url: str, plan: Plan) -> None:
         assert await redis.get(bandit_keys("shop", "home").leader) is None
 
     run(redis_url, body)
+
+
+def test_a_learner_a_failed_test_left_running_stops_before_the_client_closes(
+    redis_url: str,
+    plan: Plan,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`run` cancels what a failing body left running while its client is open.
+
+    Cancelled after the client closed (asyncio.run's own clean-up), the learner's
+    publish and release opened a connection that nothing closed; its ResourceWarning
+    came out at a later garbage collection and failed an unrelated test
+    (tests/engine/log/test_evaluate.py).
+    """
+
+    class Failed(Exception):
+        pass
+
+    # A captured warning would keep its Redis error alive, and through the error's
+    # traceback the connection, until pytest's report is written: past this test.
+    caplog.set_level(logging.ERROR, logger="arbiter.engine.learning.learner")
+    worker: list[Learner] = []
+    left_running: list[asyncio.Task[None]] = []
+
+    async def body(redis: AsyncRedisClient) -> None:
+        worker.append(learner(redis, lease_ms=3000, poll_interval=0.01))
+        left_running.append(asyncio.create_task(worker[0].run_forever(asyncio.Event())))
+        await serve(redis, plan, None, range(5))
+        deadline = time.monotonic() + HANG
+        while not worker[0].is_leader:  # the leader, in the middle of its work
+            assert time.monotonic() < deadline, "never the leader"
+            await asyncio.sleep(0.001)
+        raise Failed
+
+    with pytest.raises(Failed):
+        run(redis_url, body)
+    assert left_running[0].cancelled() and not worker[0].is_leader
+    # Let go of the learner (and the client it holds): whatever it left open is garbage now.
+    worker.clear()
+    left_running.clear()
+    unraisable: list[sys.UnraisableHookArgs] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    gc.collect()
+    assert not unraisable, [f"{u.object!r}: {u.exc_value!r}" for u in unraisable]
+    # Its clean-up ran: it released the lease (held for 3 s otherwise).
+    client = connect_sync(redis_url)
+    try:
+        assert client.get(bandit_keys("shop", "home").leader) is None
+    finally:
+        client.close()
 
 
 def test_learn_main_runs_a_rules_file(redis_url: str, plan: Plan, tmp_path: Path) -> None:
