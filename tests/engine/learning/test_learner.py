@@ -359,36 +359,55 @@ HANG = 10.0
 
 
 def test_run_forever_two_workers_one_model(redis_url: str, plan: Plan) -> None:
+    # A leader renews its lease every third of it, so only a stall of over 2 s (the
+    # process or Redis starved of CPU) could cost it the lease here; the standby would
+    # then rightly take over and relearn what the leader had not published, and the
+    # counts below would not hold. (A 300 ms lease was lost that way on a loaded machine.)
+    # The price: the standby tries for the lease every second, so the handover waits
+    # up to 1 s.
+    lease_ms = 3000
+    lease_key = bandit_keys("shop", "home").leader
+
     async def body(redis: AsyncRedisClient) -> None:
-        config = {"lease_ms": 300, "poll_interval": 0.01, "publish_interval": 0.02}
+        config = {"lease_ms": lease_ms, "poll_interval": 0.01, "publish_interval": 0.02}
         workers = [learner(redis, **config), learner(redis, **config)]
         stops = [asyncio.Event(), asyncio.Event()]
         tasks = [asyncio.create_task(w.run_forever(s)) for w, s in zip(workers, stops, strict=True)]
 
-        async def published_reaches(count: int) -> None:
-            deadline = time.monotonic() + 5.0
+        async def published_reaches(count: int, within: float) -> None:
+            deadline = time.monotonic() + within
             while await examples_published(redis) < count:
                 assert time.monotonic() < deadline, f"never published {count} examples"
                 await asyncio.sleep(0.01)
 
-        await serve(redis, plan, None, range(50))
-        await published_reaches(50)
-        [leader] = [i for i, w in enumerate(workers) if w.is_leader]
-        standby = 1 - leader
-        assert workers[standby].stats.published == 0
+        try:
+            await serve(redis, plan, None, range(50))
+            await published_reaches(50, HANG)
+            [leader] = [i for i, w in enumerate(workers) if w.is_leader]
+            standby = 1 - leader
+            assert workers[standby].stats.published == 0
+            holder = await redis.get(lease_key)
+            assert holder is not None
 
-        # The leader shuts down cleanly: it releases the lease, the standby takes over.
-        stops[leader].set()
-        await tasks[leader]
-        await serve(redis, plan, None, range(50, 60))
-        await published_reaches(60)
-        assert workers[standby].is_leader and workers[standby].stats.published >= 1
-        stops[standby].set()
-        await tasks[standby]
+            # The leader shuts down cleanly: it releases the lease (which would
+            # otherwise hold for seconds more), the standby takes over on its next try.
+            stops[leader].set()
+            await tasks[leader]
+            assert await redis.get(lease_key) != holder
+            await serve(redis, plan, None, range(50, 60))
+            await published_reaches(60, lease_ms / 3000 + HANG)
+            assert workers[standby].is_leader
+        finally:
+            for stop in stops:
+                stop.set()
+            await asyncio.gather(*tasks)
 
+        # Read once both have stopped: a learner counts a publish only after Redis
+        # answered it, so a test that sees the model in Redis can be ahead of the count.
+        assert workers[standby].stats.published >= 1
         assert sum(w.stats.learned for w in workers) == 60
         assert await examples_published(redis) == 60
-        assert await redis.get(bandit_keys("shop", "home").leader) is None
+        assert await redis.get(lease_key) is None
 
     run(redis_url, body)
 
