@@ -687,8 +687,10 @@ def http_figures(
         out["paced"].extra["target_rps"] = rate
     out["redis_us"] = cpu_total / max(1, decisions_total) * 1e6
     del stats0
-    # Logging off and on, alternately for `--rounds` (a single run of each, one after
-    # the other, moved with the machine's load by more than the difference measured).
+    # Logging off and on, alternately for twice `--rounds` (a single run of each, one
+    # after the other, moved with the machine's load by more than the difference
+    # measured; with three rounds the log's cost came out -11 and +34 µs in two runs
+    # of the same code, `benchmarks.log_onoff --rounds 8` measured 5).
     with (
         arbiter(redis_port, tmp / "off", args.server, log="off") as port_off,
         arbiter(redis_port, tmp / "on", args.server) as port_on,
@@ -696,7 +698,7 @@ def http_figures(
         runs: dict[str, list[Load]] = {"log_off": [], "log_on": []}
         for port in (port_off, port_on):
             warm(port, "/v1/decide", bodies)
-        for round_ in range(args.rounds):
+        for round_ in range(2 * args.rounds):
             order = [("log_off", port_off), ("log_on", port_on)]
             for name, port in order if round_ % 2 == 0 else order[::-1]:
                 runs[name].append(run_wrk(port, "/v1/decide", bodies, s))

@@ -5,7 +5,7 @@ capped by count, a million records by default) and under
 ``keys.decision(id)`` for a week (``ARBITER_DECISION_TTL_S``) so that
 feedback, the learner and triggers can join it. Together they were most of
 the log's Redis memory and most of the bytes Redis reads per decision
-(2 × ~1.5 KB of JSON). Records of one deployment are alike (the same fields,
+(two copies of ~1.5 KB of JSON). Records of one deployment are alike (the same fields,
 actions, payloads and aggregate names), so a zstd dictionary trained on a few
 hundred of them shrinks one about ten times (1,492 → ~130 bytes on the
 reference workload's records) at ~2 µs to compress and ~1 µs to decompress,
