@@ -63,7 +63,12 @@ async def _records(s: ProfileStore, n: int, first: int = 0) -> list[DecisionReco
     return out
 
 
-def test_plain_until_trained_then_compressed_and_read_back_the_same(redis_url: str) -> None:
+@pytest.mark.parametrize("where", ["redis_url", "redis_cluster_url"])
+def test_plain_until_trained_then_compressed_and_read_back_the_same(
+    where: str, request: pytest.FixtureRequest
+) -> None:
+    redis_url: str = request.getfixturevalue(where)
+
     async def body(s: ProfileStore) -> tuple[list[bytes], list[bytes | None], bytes, list[bytes]]:
         log = DecisionLog(s.redis, s, compression=RecordCompressor(train_on=20))
         await log.compression.settle(s.redis)  # nothing offered yet: it will train
