@@ -30,7 +30,12 @@ from arbiter.engine.learning.bandit_store import (
     load_published,
     publish,
 )
-from arbiter.engine.learning.learner import Learner, LearnerConfig, learn_main
+from arbiter.engine.learning.learner import (
+    LEARNED_BETWEEN_YIELDS,
+    Learner,
+    LearnerConfig,
+    learn_main,
+)
 from arbiter.engine.plan import Plan
 from arbiter.engine.records import ENCODER, DecideRequest, DecisionRecord, Inputs
 from arbiter.engine.store import keys
@@ -147,6 +152,32 @@ def test_learning_moves_the_pmf_toward_the_rewarded_arm(redis_url: str, plan: Pl
         assert record.bandits[0].chosen == "a3"
 
     run(redis_url, body)
+
+
+def test_requests_run_between_every_few_rewards_of_a_batch(redis_url: str, plan: Plan) -> None:
+    """In a serving worker the learner shares the event loop: a batch of 100 rewards lets
+    other tasks run every `LEARNED_BETWEEN_YIELDS` rewards, not only around its reads."""
+
+    async def body(redis: AsyncRedisClient) -> list[int]:
+        await serve(redis, plan, None, range(100))
+        one = learner(redis)
+        seen: list[int] = []
+        done = asyncio.Event()
+
+        async def other_requests() -> None:
+            while not done.is_set():
+                seen.append(one.stats.learned)
+                await asyncio.sleep(0)
+
+        watcher = asyncio.create_task(other_requests())
+        await one.run_once()
+        done.set()
+        await watcher
+        return seen
+
+    seen = run(redis_url, body)
+    between = sorted({n for n in seen if 0 < n < 100})
+    assert between == list(range(LEARNED_BETWEEN_YIELDS, 100, LEARNED_BETWEEN_YIELDS))
 
 
 def test_publishes_every_n_rewards_or_after_t_seconds(redis_url: str, plan: Plan) -> None:
