@@ -144,26 +144,33 @@ class RecordCompressor:
                 f"next try after {self.train_on}" if self.enabled else "records stay plain",
             )
             return
-        dict_id = data.dict_id()
-        await redis.set(keys.log_dictionary(dict_id), data.as_bytes())
-        if not await redis.set(keys.LOG_DICTIONARY, dict_id, nx=True):
-            # Another worker offered one first: everyone uses that one.
-            dict_id = int(await redis.get(keys.LOG_DICTIONARY))
-            await redis.delete(keys.log_dictionary(data.dict_id()))
-        await self._adopt(redis, dict_id)
+        ours = data.dict_id()
+        await redis.set(keys.log_dictionary(ours), data.as_bytes())
+        if not await redis.set(keys.LOG_DICTIONARY, ours, nx=True):
+            # Another worker offered one first: everyone uses that one, if it is there.
+            offered = await redis.get(keys.LOG_DICTIONARY)
+            if offered is not None and await self._adopt(redis, int(offered)):
+                await redis.delete(keys.log_dictionary(ours))
+                return
+            # The offered one was deleted: offer ours instead (a worker that adopted the
+            # old one keeps it; records name their dictionary, so both read back).
+            await redis.set(keys.LOG_DICTIONARY, ours)
+        await self._adopt(redis, ours)
 
-    async def _adopt(self, redis: Any, dict_id: int) -> None:
+    async def _adopt(self, redis: Any, dict_id: int) -> bool:
+        """Compress with dictionary ``dict_id`` from now on; False if it is not in Redis."""
         data = await redis.get(keys.log_dictionary(dict_id))
         if data is None:
-            log.warning("decision log: dictionary %d is missing; records stay plain", dict_id)
-            return
+            log.warning("decision log: dictionary %d is missing from Redis", dict_id)
+            return False
         dictionary = zstandard.ZstdCompressionDict(data)
         self._compressor = zstandard.ZstdCompressor(
             level=LEVEL, dict_data=dictionary, write_checksum=False, write_content_size=True
         )
         self.dictionary_id = dict_id
         self._samples = []
-        log.info("decision log: records kept for feedback compressed with dictionary %d", dict_id)
+        log.info("decision log: records in Redis compressed with dictionary %d", dict_id)
+        return True
 
 
 def dictionary_of(raw: bytes) -> int | None:

@@ -242,3 +242,25 @@ def test_every_reader_of_the_stream_gets_the_json_back(redis_url: str, tmp_path:
         for line in path.read_bytes().splitlines(keepends=True)
     ]
     assert lines == expected
+
+
+def test_a_deleted_dictionary_is_replaced_by_the_next_one_trained(redis_url: str) -> None:
+    async def body(s: ProfileStore) -> tuple[int | None, int, bytes | None]:
+        blobs = [ENCODER.encode(r) for r in await _records(s, 10)]
+        first = RecordCompressor(train_on=10)
+        await first.settle(s.redis)
+        for blob in blobs:
+            first.compress(blob)
+        await first.settle(s.redis)
+        assert first.dictionary_id is not None
+        await s.redis.delete(keys.log_dictionary(first.dictionary_id))  # by hand
+        later = RecordCompressor(train_on=10)
+        await later.settle(s.redis)  # finds the offered one gone: collects samples
+        for blob in blobs:
+            later.compress(blob)
+        await later.settle(s.redis)
+        offered = int(await s.redis.get(keys.LOG_DICTIONARY))
+        return later.dictionary_id, offered, await s.redis.get(keys.log_dictionary(offered))
+
+    adopted, offered, stored = run(redis_url, body)
+    assert adopted == offered and stored is not None
