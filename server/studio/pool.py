@@ -35,8 +35,9 @@ from arbiter.server.errors import ApiError
 #: Seconds a client is told to wait before retrying when every slot is busy.
 RETRY_AFTER_S = 2
 #: What the forkserver imports once for every studio process it forks (the checker's
-#: worker and these slots share it: whichever starts first starts it with both).
-PRELOAD = ["arbiter.server.studio.worker", "arbiter.server.studio.jobs"]
+#: worker and these slots share it: whichever starts first starts it): the checker, the
+#: jobs and the built `.rules` parser (`studio.preload`), so no process builds its own.
+PRELOAD = ["arbiter.server.studio.preload"]
 
 
 @dataclass(frozen=True)

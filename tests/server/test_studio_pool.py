@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -130,3 +132,37 @@ def test_while_a_simulation_runs_another_job_is_refused_and_decide_answers(
             slot.timeout_s = s.studio_job_timeout_s
         after = client.post("/v1/studio/scenarios", json={"text": text}, headers=ADMIN)
         assert after.status_code == 200, after.text  # a fresh worker took over
+
+
+_PREPARED = """
+import asyncio, os
+from arbiter.dsl import parser
+from arbiter.server.studio.pool import JobPool
+from arbiter.server.studio.worker import Worker
+
+async def main():
+    pool, checker = JobPool(1, timeout_s=60), Worker()
+    try:
+        async with pool.slot() as slot:
+            in_slot = await slot.run(parser.prepared)
+            other = await slot.run(os.getpid) != os.getpid()
+        print(in_slot, other, await checker.run(parser.prepared), parser.prepared())
+    finally:
+        pool.close()
+        checker.close()
+
+asyncio.run(main())
+"""
+
+
+def test_every_studio_process_starts_with_the_rules_parser_built() -> None:
+    # Building Lark's parser is a third of a second of CPU, which each new job process
+    # paid on its first try (many seconds on a loaded machine, past what a page waits):
+    # the forkserver builds it once and every process it forks starts with it. In a
+    # fresh interpreter, as `arbiter serve` is, so no forkserver started earlier counts.
+    run = subprocess.run(
+        [sys.executable, "-c", _PREPARED], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    # job slot, (in another process), checker worker, and the parent never parsed
+    assert run.stdout.split() == ["True", "True", "True", "False"]
