@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from arbiter.server.app import create_app
 from arbiter.server.errors import ApiError
 from arbiter.server.settings import Settings, SettingsError
 from arbiter.server.studio.pool import JobPool
+from arbiter.server.studio.worker import Worker
 
 RETAIL = ROOT_DIR / "rulesets" / "retail.rules"
 
@@ -166,3 +168,32 @@ def test_every_studio_process_starts_with_the_rules_parser_built() -> None:
     assert run.returncode == 0, run.stderr
     # job slot, (in another process), checker worker, and the parent never parsed
     assert run.stdout.split() == ["True", "True", "True", "False"]
+
+
+def test_worker_processes_are_started_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Submitting starts a process, which waits for the forkserver (on a server's first
+    # check, for it to load the studio: a second of CPU). On the event loop's thread
+    # that stalled every decision meanwhile (/readyz: 1,044 ms at worst, 22 ms since).
+    submitted_from: list[threading.Thread] = []
+    real_submit = ProcessPoolExecutor.submit
+
+    def spy(self: ProcessPoolExecutor, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        submitted_from.append(threading.current_thread())
+        return real_submit(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(ProcessPoolExecutor, "submit", spy)
+
+    async def scenario() -> None:
+        pool, checker = JobPool(2, timeout_s=60), Worker()
+        try:
+            pool.warm()
+            async with pool.slot() as slot:
+                assert await slot.run(abs, -1) == 1
+            assert await checker.run(abs, -2) == 2
+        finally:
+            pool.close()
+            checker.close()
+
+    asyncio.run(scenario())
+    assert len(submitted_from) >= 2  # the job and the check (and the warm-up, if it got there)
+    assert threading.current_thread() not in submitted_from
