@@ -223,7 +223,8 @@ def test_try_a_sample_shows_the_action_and_why_not_another(page: Any) -> None:
     page.fill("#try-events", "add_to_cart: 2 3h ago, page_view: 1 2h ago")
     page.click("#try-run")
     out = page.locator("#try-out")
-    out.locator(".action.big").wait_for()
+    out.locator(".action.big, .error-box").first.wait_for()  # the answer, or what went wrong
+    assert not out.locator(".error-box").count(), out.inner_text()
     assert out.locator(".action.big").inner_text() == "personal_recs"
     text = out.inner_text()
     assert "cart_abandoner" in text  # a true segment
