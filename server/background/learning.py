@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from contextlib import suppress
+from collections.abc import Mapping
 from typing import Any
 
 from arbiter.engine.learning.attribution import (
@@ -24,6 +24,12 @@ from arbiter.server.rulesets import LiveRuleset
 
 log = logging.getLogger("arbiter.learning")
 
+#: Seconds a learner or the attributor gets to stop on its own at shutdown (publish, release).
+STOP_TIMEOUT_S = 5.0
+#: Then seconds of repeated cancellations before it is abandoned, and their interval.
+CANCEL_TIMEOUT_S = 5.0
+CANCEL_INTERVAL_S = 0.1
+
 
 class LearnerSupervisor:
     """Starts, restarts and stops `run_learners` tasks as rulesets are activated."""
@@ -34,10 +40,14 @@ class LearnerSupervisor:
         config: LearnerConfig | None = None,
         *,
         attributor: Attributor | None = None,
+        stop_timeout: float = STOP_TIMEOUT_S,
+        cancel_timeout: float = CANCEL_TIMEOUT_S,
     ) -> None:
         self.redis = redis
         self.config = config
         self.attributor = attributor
+        self.stop_timeout = stop_timeout
+        self.cancel_timeout = cancel_timeout
         self._running: dict[str, tuple[Any, asyncio.Event, asyncio.Task[None]]] = {}
         self._attributing: tuple[asyncio.Event, asyncio.Task[None]] | None = None
         self._side_tasks: set[asyncio.Task[None]] = set()
@@ -90,19 +100,57 @@ class LearnerSupervisor:
             log.exception("learners of ruleset %s stopped", name)
 
     async def close(self) -> None:
-        """Stop every learner (they release their leases) and wait for them."""
+        """Stop every learner and the attributor (learners publish and release their
+        leases) and wait for them, in bounded time.
+
+        Each gets `stop_timeout` seconds to stop on its own, then is cancelled, again
+        and again for up to `cancel_timeout` seconds: one cancellation is not always
+        enough (a task cancelled while its `finally` publishes to a Redis that does not
+        answer, or one whose cancellation an `asyncio.wait_for` swallowed, CPython
+        gh-86296, keeps running). Whatever still runs then is logged and abandoned,
+        rather than hanging the server's shutdown.
+        """
+        tasks = {
+            task: f"learners of ruleset {name}" for name, (_, _, task) in self._running.items()
+        }
         for _, stop, _ in self._running.values():
             stop.set()
         if self._attributing is not None:
             stop, task = self._attributing
             stop.set()
-            with suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(task, timeout=5)
-            self._attributing = None
-        for _, _, task in self._running.values():
-            with suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(task, timeout=5)
+            tasks[task] = "reward attributor"
         self._running.clear()
+        self._attributing = None
+        pending = await _stopped(tasks, self.stop_timeout, self.cancel_timeout)
+        for task in pending:
+            log.error(
+                "%s did not stop within %g s nor %g s of cancellations; abandoned",
+                tasks[task],
+                self.stop_timeout,
+                self.cancel_timeout,
+            )
+
+
+async def _stopped(
+    tasks: Mapping[asyncio.Task[None], str], stop_timeout: float, cancel_timeout: float
+) -> set[asyncio.Task[None]]:
+    """Wait for `tasks` to end, cancelling the late ones repeatedly; the ones left running."""
+    loop = asyncio.get_running_loop()
+    # asyncio.wait neither cancels nor waits past its timeout (wait_for, on 3.11, waits
+    # for the cancelled task to end, however long that takes).
+    pending = {task for task in tasks if not task.done()}
+    if pending:
+        _, pending = await asyncio.wait(pending, timeout=stop_timeout)
+    deadline = loop.time() + cancel_timeout
+    while pending and loop.time() < deadline:
+        for task in pending:
+            task.cancel()
+        wait = min(CANCEL_INTERVAL_S, max(0.0, deadline - loop.time()))
+        _, pending = await asyncio.wait(pending, timeout=wait)
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log.warning("%s ended with an error: %r", tasks[task], task.exception())
+    return pending
 
 
 def attributor_for(settings: Any, redis: Any) -> Attributor:

@@ -35,8 +35,9 @@ from arbiter.server.errors import ApiError
 #: Seconds a client is told to wait before retrying when every slot is busy.
 RETRY_AFTER_S = 2
 #: What the forkserver imports once for every studio process it forks (the checker's
-#: worker and these slots share it: whichever starts first starts it with both).
-PRELOAD = ["arbiter.server.studio.worker", "arbiter.server.studio.jobs"]
+#: worker and these slots share it: whichever starts first starts it): the checker, the
+#: jobs and the built `.rules` parser (`studio.preload`), so no process builds its own.
+PRELOAD = ["arbiter.server.studio.preload"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,25 @@ class Refusal:
     def error(self) -> ApiError:
         """The HTTP error this refusal stands for."""
         return ApiError(self.status, self.code, self.message, self.field, extra=self.extra)
+
+
+async def submit(executor: ProcessPoolExecutor, fn: Callable[..., Any], *args: Any) -> Any:
+    """`fn(*args)` in the executor's process, awaited.
+
+    Submitting starts the process when it has none, and starting one waits for the
+    forkserver: the first, the server's first check, waits for it to load the studio
+    (about a second of CPU, many on a loaded machine). Submitted from a thread, so
+    the event loop serving decisions never waits for it (`loop.run_in_executor`
+    submits on the loop).
+    """
+    future = await asyncio.to_thread(executor.submit, fn, *args)
+    return await asyncio.wrap_future(future)
+
+
+def _seen(future: asyncio.Future[Any]) -> None:
+    """Retrieve a warm-up's outcome: a slot killed meanwhile refuses it, and that is fine."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _executor() -> ProcessPoolExecutor:
@@ -73,13 +93,11 @@ class Slot:
         A `Refusal` answer is raised as its `ApiError`; a crashed process is
         replaced and the job tried once more.
         """
-        loop = asyncio.get_running_loop()
         for attempt in (1, 2):
             if self._executor is None:
                 self._executor = _executor()
-            future = loop.run_in_executor(self._executor, fn, *args)
             try:
-                answer = await asyncio.wait_for(future, self.timeout_s)
+                answer = await asyncio.wait_for(submit(self._executor, fn, *args), self.timeout_s)
             except TimeoutError:
                 await asyncio.to_thread(self.kill)
                 raise ApiError(
@@ -104,7 +122,10 @@ class Slot:
         """Start this slot's process in the background, so the first job finds it ready."""
         if self._executor is None:
             self._executor = _executor()
-            self._executor.submit(abs, 0)
+            # Not waited for; submitted from a thread, as `submit` does, off the event loop.
+            loop = asyncio.get_running_loop()
+            warming = loop.run_in_executor(None, self._executor.submit, abs, 0)
+            warming.add_done_callback(_seen)
 
     def kill(self) -> None:
         """Stop this slot's process now, mid-job if need be; the next job starts a new one."""

@@ -25,7 +25,7 @@ from typing import Any
 from arbiter import dsl
 from arbiter.dsl.diagnose import diagnose
 from arbiter.dsl.reparse import Reparser
-from arbiter.server.studio.pool import PRELOAD
+from arbiter.server.studio.pool import PRELOAD, submit
 
 #: This worker process's memory of the declarations it parsed: a keystroke changes one
 #: declaration, and the others are not parsed again (`dsl.reparse`).
@@ -90,12 +90,11 @@ class Worker:
 
     async def run(self, fn: Any, *args: Any) -> Any:
         """`fn(*args)` in the worker process."""
-        loop = asyncio.get_running_loop()
         for attempt in (1, 2):
             if self._pool is None:
                 self._pool = self._start()
             try:
-                return await loop.run_in_executor(self._pool, fn, *args)
+                return await submit(self._pool, fn, *args)
             except BrokenProcessPool:
                 self.close()
                 if attempt == 2:

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ from arbiter.server.app import create_app
 from arbiter.server.errors import ApiError
 from arbiter.server.settings import Settings, SettingsError
 from arbiter.server.studio.pool import JobPool
+from arbiter.server.studio.worker import Worker
 
 RETAIL = ROOT_DIR / "rulesets" / "retail.rules"
 
@@ -130,3 +134,66 @@ def test_while_a_simulation_runs_another_job_is_refused_and_decide_answers(
             slot.timeout_s = s.studio_job_timeout_s
         after = client.post("/v1/studio/scenarios", json={"text": text}, headers=ADMIN)
         assert after.status_code == 200, after.text  # a fresh worker took over
+
+
+_PREPARED = """
+import asyncio, os
+from arbiter.dsl import parser
+from arbiter.server.studio.pool import JobPool
+from arbiter.server.studio.worker import Worker
+
+async def main():
+    pool, checker = JobPool(1, timeout_s=60), Worker()
+    try:
+        async with pool.slot() as slot:
+            in_slot = await slot.run(parser.prepared)
+            other = await slot.run(os.getpid) != os.getpid()
+        print(in_slot, other, await checker.run(parser.prepared), parser.prepared())
+    finally:
+        pool.close()
+        checker.close()
+
+asyncio.run(main())
+"""
+
+
+def test_every_studio_process_starts_with_the_rules_parser_built() -> None:
+    # Building Lark's parser is a third of a second of CPU, which each new job process
+    # paid on its first try (many seconds on a loaded machine, past what a page waits):
+    # the forkserver builds it once and every process it forks starts with it. In a
+    # fresh interpreter, as `arbiter serve` is, so no forkserver started earlier counts.
+    run = subprocess.run(
+        [sys.executable, "-c", _PREPARED], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    # job slot, (in another process), checker worker, and the parent never parsed
+    assert run.stdout.split() == ["True", "True", "True", "False"]
+
+
+def test_worker_processes_are_started_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Submitting starts a process, which waits for the forkserver (on a server's first
+    # check, for it to load the studio: a second of CPU). On the event loop's thread
+    # that stalled every decision meanwhile (/readyz: 1,044 ms at worst, 22 ms since).
+    submitted_from: list[threading.Thread] = []
+    real_submit = ProcessPoolExecutor.submit
+
+    def spy(self: ProcessPoolExecutor, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        submitted_from.append(threading.current_thread())
+        return real_submit(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(ProcessPoolExecutor, "submit", spy)
+
+    async def scenario() -> None:
+        pool, checker = JobPool(2, timeout_s=60), Worker()
+        try:
+            pool.warm()
+            async with pool.slot() as slot:
+                assert await slot.run(abs, -1) == 1
+            assert await checker.run(abs, -2) == 2
+        finally:
+            pool.close()
+            checker.close()
+
+    asyncio.run(scenario())
+    assert len(submitted_from) >= 2  # the job and the check (and the warm-up, if it got there)
+    assert threading.current_thread() not in submitted_from

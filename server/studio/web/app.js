@@ -12,7 +12,7 @@ import { rulesLanguage, rulesHighlight, completionSource, toEditorDiagnostics } 
 import { h, explanation, actionsCard, errorBox, barChart, value } from "./render.js";
 
 const $ = (id) => document.getElementById(id);
-const studio = { ruleset: null, symbols: [], report: null, lastTry: null };
+const studio = { ruleset: null, symbols: [], report: null, lastTry: null, prefill: false };
 window.studio = studio; // for tests and the curious: the last check report and try
 
 // ------------------------------------------------------------------ editor
@@ -30,8 +30,9 @@ async function lintSource(view) {
     return [];
   }
   if (view.state.doc.toString() !== text) return [];
-  studio.report = report;
   if (report.symbols) studio.symbols = report.symbols;
+  prefillForms(); // before the report, in the same turn: who waits for a report finds them filled
+  studio.report = report;
   const diagnostics = toEditorDiagnostics(view.state.doc, report);
   showProblems(view, report, diagnostics);
   return diagnostics;
@@ -140,7 +141,8 @@ async function loadRulesets() {
     } else {
       await loadLive();
     }
-    prefillForms();
+    studio.prefill = true;
+    prefillForms(); // now if a check already named the declarations, else when one does
     loadVersions();
     studio.loaded = true;
   } catch (err) {
@@ -216,17 +218,23 @@ function example(kind) {
   return out;
 }
 
+// Example profile and context in the empty forms, from the declarations, once the first
+// check has named them (the check calls this as its report arrives). Never into a field
+// being typed in: a value set between a user's (or a test's) selecting and typing would
+// have the typed text spliced onto the example.
 function prefillForms() {
-  const once = (id, v) => { if (!$(id).value.trim()) $(id).value = JSON.stringify(v, null, 0).replace(/,"/g, ', "'); };
-  const ready = () => {
-    if (!studio.symbols.length) { setTimeout(ready, 200); return; }
-    once("try-profile", example("profile"));
-    once("try-context", example("context"));
-    const ctx = example("context");
-    delete ctx.channel;
-    once("sim-context", ctx);
+  if (!studio.prefill || !studio.symbols.length) return;
+  studio.prefill = false;
+  const once = (id, v) => {
+    const field = $(id);
+    if (field.value.trim() || document.activeElement === field) return;
+    field.value = JSON.stringify(v, null, 0).replace(/,"/g, ', "');
   };
-  ready();
+  once("try-profile", example("profile"));
+  once("try-context", example("context"));
+  const ctx = example("context");
+  delete ctx.channel;
+  once("sim-context", ctx);
 }
 
 function readJson(id) {
