@@ -8,7 +8,7 @@ a write that may have run is reported as failed instead of run again.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -97,49 +97,47 @@ local stop = t[1] * 1000000 + t[2] + 300000
 repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] >= stop
 """
 
+Outcome = BaseException | list[Any]
 
-def test_a_batch_past_its_deadline_fails_every_call(redis_url: str) -> None:
-    async def main() -> list[BaseException]:
+
+def _while_redis_is_busy(
+    redis_url: str, calls: Callable[[Batcher], list[asyncio.Future[list[Any]]]]
+) -> tuple[list[Outcome], bytes | None]:
+    """The outcomes of ``calls`` made on a batcher with a 50 ms deadline while Redis runs a
+    300 ms script, and then the value of ``{b}:z``."""
+
+    async def main() -> tuple[list[Outcome], bytes | None]:
         client = connect(redis_url, socket_timeout=None)
         blocker = connect(redis_url, socket_timeout=None)
         try:
             batcher = Batcher(client, deadline_s=0.05)
-            # Redis busy for 300 ms (a slow script): the batch cannot finish in 50 ms.
             busy = asyncio.create_task(blocker.eval(BUSY_300_MS, 0))
             await asyncio.sleep(0.02)
-            calls = [batcher.read([("GET", "{b}:x")]), batcher.write([("INCR", "{b}:y")])]
-            outcomes = await asyncio.gather(*calls, return_exceptions=True)
+            outcomes = await asyncio.gather(*calls(batcher), return_exceptions=True)
             await busy
-            return [o for o in outcomes if isinstance(o, BaseException)]
+            return list(outcomes), await client.get("{b}:z")
         finally:
             await client.aclose()
             await blocker.aclose()
 
-    errors = asyncio.run(main())
-    assert len(errors) == 2
-    assert all(isinstance(e, TimeoutError) for e in errors)
+    return asyncio.run(main())
+
+
+def test_a_batch_past_its_deadline_fails_every_call(redis_url: str) -> None:
+    outcomes, _ = _while_redis_is_busy(
+        redis_url, lambda b: [b.read([("GET", "{b}:x")]), b.write([("INCR", "{b}:y")])]
+    )
+    assert len(outcomes) == 2
+    assert all(isinstance(o, TimeoutError) for o in outcomes)
 
 
 def test_a_call_with_a_longer_deadline_outlives_the_batch_s_shorter_one(redis_url: str) -> None:
     # A decision's read gives up at its deadline; a feedback's write in the same batch
     # waits for its reply (and its reply is the one of its own command).
-    async def main() -> tuple[BaseException | list[Any], BaseException | list[Any], bytes | None]:
-        client = connect(redis_url, socket_timeout=None)
-        blocker = connect(redis_url, socket_timeout=None)
-        try:
-            batcher = Batcher(client, deadline_s=0.05)
-            busy = asyncio.create_task(blocker.eval(BUSY_300_MS, 0))
-            await asyncio.sleep(0.02)
-            read = batcher.read([("GET", "{b}:x")])
-            write = batcher.write([("INCR", "{b}:z")], deadline_s=5)
-            got = await asyncio.gather(read, write, return_exceptions=True)
-            await busy
-            return got[0], got[1], await client.get("{b}:z")
-        finally:
-            await client.aclose()
-            await blocker.aclose()
-
-    read, write, counter = asyncio.run(main())
+    (read, write), counter = _while_redis_is_busy(
+        redis_url,
+        lambda b: [b.read([("GET", "{b}:x")]), b.write([("INCR", "{b}:z")], deadline_s=5)],
+    )
     assert isinstance(read, TimeoutError)
     assert write == [1]
     assert counter == b"1"

@@ -63,6 +63,30 @@ async def _records(s: ProfileStore, n: int, first: int = 0) -> list[DecisionReco
     return out
 
 
+async def _logged(s: ProfileStore) -> list[DecisionRecord]:
+    """30 records through a `DecisionLog`: the first 20 plainly, the dictionary trained on
+    them, the last 10 compressed."""
+    log = DecisionLog(s.redis, s, compression=RecordCompressor(train_on=20))
+    await log.compression.settle(s.redis)  # nothing offered yet: it will train
+    records = await _records(s, 30)
+    for part in (records[:20], records[20:]):
+        for record in part:
+            log.submit(record)
+        await log.flush()
+        await log.compression.settle(s.redis)
+    return records
+
+
+async def _trained(s: ProfileStore, blobs: list[bytes]) -> RecordCompressor:
+    """A compressor that looked for a dictionary, saw ``blobs`` and trained on them."""
+    compressor = RecordCompressor(train_on=len(blobs))
+    await compressor.settle(s.redis)
+    for blob in blobs:
+        compressor.compress(blob)
+    await compressor.settle(s.redis)
+    return compressor
+
+
 @pytest.mark.parametrize("where", ["redis_url", "redis_cluster_url"])
 def test_plain_until_trained_then_compressed_and_read_back_the_same(
     where: str, request: pytest.FixtureRequest
@@ -70,16 +94,7 @@ def test_plain_until_trained_then_compressed_and_read_back_the_same(
     redis_url: str = request.getfixturevalue(where)
 
     async def body(s: ProfileStore) -> tuple[list[bytes], list[bytes | None], bytes, list[bytes]]:
-        log = DecisionLog(s.redis, s, compression=RecordCompressor(train_on=20))
-        await log.compression.settle(s.redis)  # nothing offered yet: it will train
-        records = await _records(s, 30)
-        for record in records[:20]:
-            log.submit(record)
-        await log.flush()
-        await log.compression.settle(s.redis)
-        for record in records[20:]:
-            log.submit(record)
-        await log.flush()
+        records = await _logged(s)
         stored = [await s.redis.get(keys.decision(r.decision_id)) for r in records]
         dict_id = int(await s.redis.get(keys.LOG_DICTIONARY))
         dictionary = await s.redis.get(keys.log_dictionary(dict_id))
@@ -123,11 +138,7 @@ def test_workers_training_at_once_end_on_one_dictionary(redis_url: str) -> None:
 def test_a_later_worker_adopts_the_dictionary_without_training(redis_url: str) -> None:
     async def body(s: ProfileStore) -> tuple[int | None, int | None, bytes]:
         blobs = [ENCODER.encode(r) for r in await _records(s, 10)]
-        first = RecordCompressor(train_on=10)
-        await first.settle(s.redis)
-        for blob in blobs:
-            first.compress(blob)
-        await first.settle(s.redis)
+        first = await _trained(s, blobs)
         later = RecordCompressor(train_on=10_000)
         await later.settle(s.redis)
         return first.dictionary_id, later.dictionary_id, later.compress(blobs[0])
@@ -155,11 +166,7 @@ def test_a_record_whose_dictionary_is_gone_reads_as_expired(
 ) -> None:
     async def body(s: ProfileStore) -> tuple[list[bytes], list[bytes | None]]:
         blobs = [ENCODER.encode(r) for r in await _records(s, 8)]
-        w = RecordCompressor(train_on=8)
-        await w.settle(s.redis)
-        for blob in blobs:
-            w.compress(blob)
-        await w.settle(s.redis)
+        w = await _trained(s, blobs)
         assert w.dictionary_id is not None
         packed = w.compress(blobs[0])
         await s.redis.delete(keys.log_dictionary(w.dictionary_id))
@@ -206,16 +213,7 @@ def test_every_reader_of_the_stream_gets_the_json_back(redis_url: str, tmp_path:
     read compressed stream entries as the JSON that was logged."""
 
     async def body(s: ProfileStore) -> tuple[list[bytes], list[bytes], list[DecisionRecord]]:
-        log = DecisionLog(s.redis, s, compression=RecordCompressor(train_on=20))
-        await log.compression.settle(s.redis)
-        records = await _records(s, 30)
-        for record in records[:20]:
-            log.submit(record)
-        await log.flush()
-        await log.compression.settle(s.redis)
-        for record in records[20:]:
-            log.submit(record)
-        await log.flush()
+        records = await _logged(s)
         stream = [f[b"r"] for _, f in await s.redis.xrange(keys.DECISION_STREAM)]
         reported = await read_decisions(s.redis, records[0].ruleset.name)
         return stream, [ENCODER.encode(r) for r in records], reported
@@ -247,18 +245,10 @@ def test_every_reader_of_the_stream_gets_the_json_back(redis_url: str, tmp_path:
 def test_a_deleted_dictionary_is_replaced_by_the_next_one_trained(redis_url: str) -> None:
     async def body(s: ProfileStore) -> tuple[int | None, int, bytes | None]:
         blobs = [ENCODER.encode(r) for r in await _records(s, 10)]
-        first = RecordCompressor(train_on=10)
-        await first.settle(s.redis)
-        for blob in blobs:
-            first.compress(blob)
-        await first.settle(s.redis)
+        first = await _trained(s, blobs)
         assert first.dictionary_id is not None
         await s.redis.delete(keys.log_dictionary(first.dictionary_id))  # by hand
-        later = RecordCompressor(train_on=10)
-        await later.settle(s.redis)  # finds the offered one gone: collects samples
-        for blob in blobs:
-            later.compress(blob)
-        await later.settle(s.redis)
+        later = await _trained(s, blobs)  # finds the offered one gone: trains its own
         offered = int(await s.redis.get(keys.LOG_DICTIONARY))
         return later.dictionary_id, offered, await s.redis.get(keys.log_dictionary(offered))
 
