@@ -38,6 +38,7 @@ from arbiter.engine.store.compression import (
 )
 from arbiter.engine.store.profiles import ProfileStore
 from arbiter.server.app import create_app
+from arbiter.server.settings import Settings, SettingsError
 
 SECRET = "person-4711@mail.example"
 
@@ -254,3 +255,33 @@ def test_a_deleted_dictionary_is_replaced_by_the_next_one_trained(redis_url: str
 
     adopted, offered, stored = run(redis_url, body)
     assert adopted == offered and stored is not None
+
+
+def test_the_setting_is_checked() -> None:
+    with pytest.raises(SettingsError, match="ARBITER_DECISION_LOG_COMPRESSION"):
+        Settings.from_env({"ARBITER_DECISION_LOG_COMPRESSION": "lz4"}, env_file=None)
+
+
+@pytest.mark.parametrize("setting", ["zstd", "off"])
+def test_the_server_compresses_unless_told_off(
+    setting: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(compression, "TRAIN_ON", 5)
+    redis = connect_sync(redis_url)
+    app = create_app(settings(redis_url, tmp_path, decision_log_compression=setting))
+    try:
+        with TestClient(app) as client:
+            ids = []
+            for i in range(40):
+                body = {"customer_id": f"c{i}", "context": {"channel": "web"}}
+                ids.append(client.post("/v1/decide", json=body).json()["decision_id"])
+                time.sleep(0.01)  # the write-behind's linger: the writer settles between
+            client.portal.call(app.state.arbiter.log.flush)  # type: ignore[attr-defined]
+        stored = [redis.get(keys.decision(i)) for i in ids]
+        compressed = [b is not None and b.startswith(ZSTD_MAGIC) for b in stored]
+        if setting == "off":
+            assert not any(compressed) and redis.get(keys.LOG_DICTIONARY) is None
+        else:
+            assert compressed[-1] and redis.get(keys.LOG_DICTIONARY) is not None
+    finally:
+        redis.close()
