@@ -18,7 +18,7 @@ A failing file sink (a full disk) is counted and logged, and does not hold
 back the Redis writes: the stream is the log of record.
 
 Both copies in Redis are compressed with a zstd dictionary shared through Redis
-(`engine.store.compression`: about ten times smaller); the files get JSON.
+(`engine.store.compression`: about six times smaller); the files get JSON.
 The stream is capped (``stream_maxlen``, trimmed approximately, oldest first).
 Records also go, after Redis took them, to a single JSON-lines file
 (``file_path``) and/or to rotating files (``files``, see `engine.log.files`);
