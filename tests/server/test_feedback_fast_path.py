@@ -257,12 +257,18 @@ def test_oversized_feedback_is_413_naming_the_body(redis_url: str, tmp_path: Pat
         }
 
 
+def vip_decision(client: TestClient, customer: str) -> dict[str, Any]:
+    """A decision for a VIP ``customer``, who is offered ``vip_lounge`` (fatigue counted)."""
+    client.put(f"/v1/profiles/{customer}", json=VIP, headers=ADMIN)
+    d = decide(client, customer)
+    assert d["actions"][0]["action"] == "vip_lounge"
+    return d
+
+
 def test_a_rejection_is_counted_once_after_redis_lost_its_scripts(
     client: TestClient, redis_url: str
 ) -> None:
-    client.put("/v1/profiles/v", json=VIP, headers=ADMIN)
-    d = decide(client, "v")
-    assert d["actions"][0]["action"] == "vip_lounge"
+    d = vip_decision(client, "v")
     sync = connect_sync(redis_url)
     try:
         sync.script_flush()  # a restarted Redis: EVALSHA answers NOSCRIPT
@@ -281,9 +287,7 @@ def test_a_rejection_of_a_linked_customer_counts_for_the_customer(
     client: TestClient, redis_url: str
 ) -> None:
     # The decision was made for an anonymous id, linked to a known customer since.
-    client.put("/v1/profiles/anon-7", json=VIP, headers=ADMIN)
-    d = decide(client, "anon-7")
-    assert d["actions"][0]["action"] == "vip_lounge"
+    d = vip_decision(client, "anon-7")
     r = client.post(
         "/v1/identify", json={"anonymous_id": "anon-7", "customer_id": "known-7"}, headers=ADMIN
     )

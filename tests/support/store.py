@@ -13,7 +13,7 @@ from arbiter.engine.decision.decide import decide
 from arbiter.engine.decision.oracle import LiveOracle
 from arbiter.engine.log.writer import DecisionLog
 from arbiter.engine.plan import AggregateSpec, Plan
-from arbiter.engine.records import DecideRequest
+from arbiter.engine.records import DecideRequest, DecisionRecord
 from arbiter.engine.store import windows
 from arbiter.engine.store.profiles import Event, ProfileStore
 from support.redis import run_with_client
@@ -28,6 +28,22 @@ T = TypeVar("T")
 def run(url: str, body: Callable[[ProfileStore], Awaitable[T]]) -> T:
     """Run `body(store)` on a fresh client of `url` in its own event loop."""
     return run_with_client(url, lambda client: body(ProfileStore(client)))
+
+
+async def web_record(
+    s: ProfileStore, plan: Plan, customer: str, decision_id: str, now: float
+) -> DecisionRecord:
+    """The record of one web decision for ``customer``, read from ``s``, no model or bandit."""
+    inputs = await s.fetch(customer, plan.needs, now)
+    _, record = decide(
+        plan,
+        DecideRequest(customer, {"channel": "web"}),
+        inputs,
+        decision_id=decision_id,
+        now=now,
+        oracle=LiveOracle({}, {}),
+    )
+    return record
 
 
 def hour_floor(t: float) -> int:

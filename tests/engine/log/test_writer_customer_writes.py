@@ -13,13 +13,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from support.store import DAY, run, shop_plan
+from support.store import DAY, run, shop_plan, web_record
 
-from arbiter.engine.decision.decide import decide
-from arbiter.engine.decision.oracle import LiveOracle
 from arbiter.engine.log.writer import INDEX_REFRESH_SECONDS, DecisionLog
 from arbiter.engine.plan import Plan
-from arbiter.engine.records import DecideRequest
 from arbiter.engine.store import keys, raw_commands
 from arbiter.engine.store.profiles import ProfileStore
 
@@ -33,15 +30,7 @@ async def _decide_and_submit(
     contacts: list[tuple[str, int]],
 ) -> str:
     """One web decision for ``customer``, queued on ``log`` with ``contacts``; its id."""
-    inputs = await s.fetch(customer, plan.needs, now)
-    _, record = decide(
-        plan,
-        DecideRequest(customer, {"channel": "web"}),
-        inputs,
-        decision_id=f"d-{customer}",
-        now=now,
-        oracle=LiveOracle({}, {}),
-    )
+    record = await web_record(s, plan, customer, f"d-{customer}", now)
     log.submit(record, contacts)
     return record.decision_id
 
@@ -134,16 +123,7 @@ def test_an_index_expiry_is_set_once_an_hour_and_again_on_a_list_found_new(
         log = DecisionLog(s.redis, s)
         seen = []
         for step in range(3):
-            inputs = await s.fetch("c", plan.needs, now)
-            _, record = decide(
-                plan,
-                DecideRequest("c", {"channel": "web"}),
-                inputs,
-                decision_id=f"d-{step}",
-                now=now,
-                oracle=LiveOracle({}, {}),
-            )
-            log.submit(record)
+            log.submit(await web_record(s, plan, "c", f"d-{step}", now))
             await log.flush()
             seen.append((expiries(), await s.redis.ttl(index)))
             if step == 1:

@@ -17,17 +17,15 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from support.server import ADMIN, settings
-from support.store import run, shop_plan
+from support.store import run, shop_plan, web_record
 
-from arbiter.engine.decision.decide import decide
-from arbiter.engine.decision.oracle import LiveOracle
 from arbiter.engine.log.experiment_reads import read_decisions
 from arbiter.engine.log.export import export_stream
 from arbiter.engine.log.files import RotatingFiles
 from arbiter.engine.log.parallel import chunks_from_stream
 from arbiter.engine.log.replay import read_stream
 from arbiter.engine.log.writer import DecisionLog
-from arbiter.engine.records import ENCODER, DecideRequest, DecisionRecord
+from arbiter.engine.records import ENCODER, DecisionRecord
 from arbiter.engine.store import compression, keys
 from arbiter.engine.store.client import connect_sync
 from arbiter.engine.store.compression import (
@@ -51,16 +49,7 @@ async def _records(s: ProfileStore, n: int, first: int = 0) -> list[DecisionReco
     for i in range(first, first + n):
         customer = f"{SECRET}-{i}"
         await s.put_profile(customer, {"visits": 700_000 + i})
-        inputs = await s.fetch(customer, plan.needs, now)
-        _, record = decide(
-            plan,
-            DecideRequest(customer, {"channel": "web"}),
-            inputs,
-            decision_id=f"d-{i}",
-            now=now,
-            oracle=LiveOracle({}, {}),
-        )
-        out.append(record)
+        out.append(await web_record(s, plan, customer, f"d-{i}", now))
     return out
 
 
