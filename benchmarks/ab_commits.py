@@ -1,6 +1,7 @@
 """Decide on the reference workload: another commit's server against this one, alternately.
 
     python -m benchmarks.ab_commits [--base 088a09d] [--rounds 4] [--seconds 5] [--feedback 10]
+                                    [--workers 1]
 
 Exports `--base` with `git archive` into a temporary directory and starts its
 `arbiter serve` from there (its `.ci/typecheck/arbiter` link makes the
@@ -11,7 +12,9 @@ get the same `wrk` load (feedback for 10% of decisions, or `--feedback N`: for o
 in N, 0 none), alternately, and it
 prints per server the Redis CPU per decision (`INFO cpu` deltas over its
 runs: reads, write-behind, feedback, learner), the server's CPU per
-decision, and the throughput, medians of the rounds.
+decision, and the throughput, medians of the rounds. `--workers 2` serves
+each with two workers (prometheus_client's multiprocess mode, as in
+production).
 
 When the base stores windows in another layout (its `windows.LAYOUT_VERSION`
 differs), each server gets a `redis-server` of its own, loaded with the
@@ -75,6 +78,7 @@ def main() -> None:
         default=10,
         help="feedback for 1 decision in N (0: none)",
     )
+    ap.add_argument("--workers", type=int, default=1, help="workers of each server")
     opts = ap.parse_args()
     rdb, bodies = reference_inputs()
     got: dict[str, list[tuple[float, float, float]]] = {"base": [], "this": []}
@@ -91,10 +95,12 @@ def main() -> None:
             print(f"base on window layout {layout_of(base)}: a redis-server of its own")
         ports = {
             "base": stack.enter_context(
-                arbiter(redis_ports["base"], tmp / "b", "uvicorn", code=base)
+                arbiter(redis_ports["base"], tmp / "b", "uvicorn", workers=opts.workers, code=base)
             )
         }
-        ports["this"] = stack.enter_context(arbiter(redis_port, tmp / "t", "uvicorn"))
+        ports["this"] = stack.enter_context(
+            arbiter(redis_port, tmp / "t", "uvicorn", workers=opts.workers)
+        )
         for port in ports.values():
             warm(port, "/v1/decide", bodies)
         for r in range(opts.rounds):
@@ -107,7 +113,10 @@ def main() -> None:
                 time.sleep(0.6)  # the write-behind lingers: let it land
                 redis_us = (redis_cpu(redis_ports[name]) - cpu0) / max(1, load.decisions) * 1e6
                 got[name].append((redis_us, load.server_cpu_us, load.rps))
-    print(f"{opts.base} (base) against this checkout, {opts.rounds} rounds alternating:")
+    print(
+        f"{opts.base} (base) against this checkout, {opts.workers} worker(s) each, "
+        f"{opts.rounds} rounds alternating:"
+    )
     print("| server | Redis CPU per decision | server CPU per decision | decide req/s |")
     print("|---|---:|---:|---:|")
     med = {}

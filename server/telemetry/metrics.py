@@ -9,6 +9,8 @@ alerts built on them.
 
 from __future__ import annotations
 
+import asyncio
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,23 +24,126 @@ STAGES = ("redis_read", "rules", "models", "bandit", "arbitration", "log", "enco
 _FAST = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
 
 
+class Flusher:
+    """Moves the hot path's tallies into their metrics once per event-loop iteration.
+
+    Updating a prometheus_client series takes a lock (and, in `serve --workers
+    N`, writes a memory-mapped file: 0.9 µs a counter increment, 1.9 µs a
+    histogram observation; 0.3 and 0.7 µs in one process), and a decision
+    updates twelve. Under load the decisions answered from one Redis round
+    trip finish in the same iteration of the event loop; their updates are
+    added up in tallies (0.1 to 0.25 µs each) and written once, by a callback
+    queued behind them (`loop.call_soon`). A scrape, or another worker's, sees
+    them as soon as that iteration ends, as it saw direct updates.
+    """
+
+    def __init__(self) -> None:
+        self.dirty: list[Tally | HistogramTally] = []
+
+    def mark(self, tally: Tally | HistogramTally) -> None:
+        """`tally` changed since the last flush: queue one (the first mark of an iteration)."""
+        self.dirty.append(tally)
+        if len(self.dirty) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no event loop here (a script, a test): write now
+                self.flush()
+
+    def flush(self) -> None:
+        """Write every tally changed since the last flush into its metric."""
+        dirty, self.dirty = self.dirty, []
+        for tally in dirty:
+            tally.flush()
+
+
+class Tally:
+    """A counter's increments since the last `Flusher.flush`, then moved into it."""
+
+    __slots__ = ("child", "flusher", "pending")
+
+    def __init__(self, child: Any, flusher: Flusher) -> None:
+        self.child = child
+        self.flusher = flusher
+        self.pending = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        """Count `amount` more (written to the counter at the end of this loop iteration)."""
+        first = not self.pending
+        self.pending += amount
+        if first:
+            self.flusher.mark(self)
+
+    def flush(self) -> None:
+        """Move what was counted since the last flush into the counter."""
+        pending, self.pending = self.pending, 0.0
+        if pending:
+            self.child.inc(pending)
+
+
+class HistogramTally:
+    """A histogram's observations since the last `Flusher.flush`, as bucket counts.
+
+    An observation is a `bisect` and two additions. The flush adds the counts
+    to the histogram's own buckets and sum: prometheus_client has no public
+    call that adds n observations at once, so this uses `_upper_bounds`,
+    `_buckets` and `_sum`, which `Histogram.observe` itself updates (pinned by
+    tests/server/test_metrics.py against `observe`).
+    """
+
+    __slots__ = ("bounds", "child", "counts", "flusher", "observed", "total")
+
+    def __init__(self, child: Any, flusher: Flusher) -> None:
+        self.child = child
+        self.flusher = flusher
+        self.bounds: list[float] = list(child._upper_bounds)  # ends with +Inf
+        self.counts = [0] * len(self.bounds)
+        self.total = 0.0
+        self.observed = False
+
+    def observe(self, amount: float) -> None:
+        """Observe `amount` (written to the histogram at the end of this loop iteration)."""
+        # The first bucket whose upper bound is >= amount, as `Histogram.observe` picks.
+        self.counts[bisect_left(self.bounds, amount)] += 1
+        self.total += amount
+        if not self.observed:
+            self.observed = True
+            self.flusher.mark(self)
+
+    def flush(self) -> None:
+        """Move the observations since the last flush into the histogram."""
+        if not self.observed:
+            return
+        counts, self.counts = self.counts, [0] * len(self.bounds)
+        total, self.total = self.total, 0.0
+        self.observed = False
+        child = self.child
+        child._sum.inc(total)
+        for bucket, n in zip(child._buckets, counts, strict=True):
+            if n:
+                bucket.inc(n)
+
+
 class Children(dict[Any, Any]):
-    """One labelled metric's children by label values, each made once.
+    """One labelled metric's hot-path series by label values, each made once.
 
     `metric.labels(...)` costs ~1.5 µs a call (label values turned to str under
     a lock); the decide path labels a dozen series per decision, which was
     half of its ~34 µs of metrics. A dict hit costs ~50 ns. Keys are a label
-    value, or a tuple of them for a metric with several labels.
+    value, or a tuple of them for a metric with several labels. Values are
+    the series' `Tally` (counters) or `HistogramTally` (histograms), which
+    the `Flusher` empties into the metric after each event-loop iteration.
     """
 
-    def __init__(self, metric: Any) -> None:
+    def __init__(self, metric: Any, flusher: Flusher) -> None:
         super().__init__()
         self._metric = metric
+        self._flusher = flusher
 
     def __missing__(self, key: Any) -> Any:
         child = self._metric.labels(*key) if isinstance(key, tuple) else self._metric.labels(key)
-        self[key] = child
-        return child
+        kind = HistogramTally if isinstance(self._metric, Histogram) else Tally
+        tally = self[key] = kind(child, self._flusher)
+        return tally
 
 
 class Metrics:
@@ -72,7 +177,9 @@ class Metrics:
             ["cause"],
             registry=r,
         )
-        self.latency = Histogram(
+        # What the hot path updates goes through tallies (see `Flusher`).
+        self.flusher = Flusher()
+        self.decide_seconds = Histogram(
             "arbiter_decide_seconds",
             "Time inside the decide handler",
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25),
@@ -111,11 +218,12 @@ class Metrics:
         )
         self.learner_lag: dict[str, tuple[int, float]] = {}  # group -> (rewards, seconds)
         # The hot path's series, by label values (see `Children`).
-        self.stage_of = Children(self.stage)
-        self.decisions_of = Children(self.decisions)
-        self.actions_of = Children(self.actions)
-        self.requests_of = Children(self.requests)
-        self.request_seconds_of = Children(self.request_seconds)
+        self.latency = HistogramTally(self.decide_seconds, self.flusher)
+        self.stage_of = Children(self.stage, self.flusher)
+        self.decisions_of = Children(self.decisions, self.flusher)
+        self.actions_of = Children(self.actions, self.flusher)
+        self.requests_of = Children(self.requests, self.flusher)
+        self.request_seconds_of = Children(self.request_seconds, self.flusher)
 
     def watch(self, read: Callable[[], dict[str, float]]) -> None:
         """Export the state gauges and counters `read()` returns at each scrape."""
@@ -163,6 +271,7 @@ class Metrics:
 
     def render(self) -> bytes:
         """The Prometheus text: this process's registry, or every worker's values summed."""
+        self.flusher.flush()
         if self.multiprocess_dir is None:
             return generate_latest(self.registry)
         if self.mirror is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 from collections.abc import Iterator
@@ -185,13 +186,57 @@ def test_children_are_made_once_and_count_in_their_metric() -> None:
     m = Metrics()
     first = m.actions_of["retail", "v1", "welcome"]
     assert m.actions_of["retail", "v1", "welcome"] is first
-    assert first is m.actions.labels("retail", "v1", "welcome")
+    assert first.child is m.actions.labels("retail", "v1", "welcome")
     for _ in range(3):
         m.actions_of["retail", "v1", "welcome"].inc()
         m.stage_of["rules"].observe(0.0001)
+    # Without an event loop to flush behind, every update is written at once.
     assert m.actions.labels("retail", "v1", "welcome")._value.get() == 3
     text = m.render().decode()
     assert (
         'arbiter_decision_actions_total{action="welcome",ruleset="retail",version="v1"} 3.0' in text
     )
     assert 'arbiter_decide_stage_seconds_count{stage="rules"} 3.0' in text
+    # Flushed once: a second scrape counts nothing twice.
+    assert 'arbiter_decide_stage_seconds_count{stage="rules"} 3.0' in m.render().decode()
+
+
+@pytest.mark.parametrize(
+    "amounts",
+    [
+        [0.0, 0.00005, 0.00006, 0.0001, 0.002, 0.0049, 0.25, 0.26, 7.0],
+        [1e-9, 0.1, 0.1, 0.3],
+        [],
+    ],
+)
+def test_a_histogram_tally_lands_in_the_buckets_observe_would_pick(amounts: list[float]) -> None:
+    """Bounds are inclusive (`le`), +Inf takes the rest, sums and counts agree."""
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from arbiter.server.telemetry.metrics import Flusher, HistogramTally
+
+    buckets = (0.00005, 0.0001, 0.00025, 0.002, 0.005, 0.1, 0.25)
+    direct = Histogram("direct", "d", ["stage"], buckets=buckets, registry=CollectorRegistry())
+    tallied = Histogram("tallied", "t", ["stage"], buckets=buckets, registry=CollectorRegistry())
+    tally = HistogramTally(tallied.labels("x"), Flusher())
+    child = direct.labels("x")
+
+    async def in_one_iteration() -> None:
+        for amount in amounts:
+            child.observe(amount)
+            tally.observe(amount)
+        # Nothing written until the loop runs the flush queued behind these.
+        assert tallied.labels("x")._sum.get() == 0
+        await asyncio.sleep(0)
+        tally.flush()  # nothing new: nothing added
+
+    asyncio.run(in_one_iteration())
+
+    def samples(h: Histogram) -> list[tuple[str, dict[str, str], float]]:
+        return [
+            (s.name.split("_", 1)[1], s.labels, s.value)
+            for s in next(iter(h.collect())).samples
+            if not s.name.endswith("_created")
+        ]
+
+    assert samples(tallied) == samples(direct)
