@@ -64,7 +64,7 @@ from arbiter.engine.scoring.loading import load_models
 from arbiter.engine.store import windows
 from arbiter.engine.store.client import connect, connect_sync
 from arbiter.engine.store.profiles import ProfileStore
-from benchmarks import reference
+from benchmarks import cpu_breakdown, reference
 from benchmarks._harness import HOST, ROOT, arbiter_argv, free_port, server
 from benchmarks._harness import echo_argv as uvicorn_echo_argv
 
@@ -596,39 +596,38 @@ def echo(server_kind: str) -> Iterator[int]:
 
 
 @contextmanager
-def profiled(pid: int, out: Path | None, seconds: int) -> Iterator[None]:
-    """py-spy recording the server (and its workers) while the block runs."""
+def profiled(pid: int, out: Path | None, seconds: int) -> Iterator[Path | None]:
+    """py-spy recording the server (and its workers) while the block runs: a flame
+    graph to `out`, and the same samples raw (yielded: read once the block is done)
+    for `cpu_breakdown`."""
     if out is None:
-        yield
+        yield None
         return
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
         sys.exit("--profile needs py-spy: pip install -e '.[bench]'")
-    proc = subprocess.Popen(
-        [
-            spy,
-            "record",
-            "--pid",
-            str(pid),
-            "--subprocesses",
-            "--rate",
-            "200",
-            "--format",
-            "flamegraph",
-            "--output",
-            str(out),
-            "--duration",
-            str(seconds + 2),
-            "--nonblocking",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    raw = Path(tempfile.mkdtemp()) / "samples.txt"
+    record = [spy, "record", "--pid", str(pid), "--subprocesses", "--duration", str(seconds + 2)]
+    # The flame graph samples without stopping the server (its stacks may come out cut
+    # short); the breakdown needs whole stacks, so its sampler stops the server for each
+    # sample, a hundred times a second (~1% of its time).
+    procs = [
+        subprocess.Popen(
+            [*record, *how, "--output", str(path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for how, path in (
+            (["--rate", "200", "--nonblocking", "--format", "flamegraph"], out),
+            (["--rate", "100", "--format", "raw"], raw),
+        )
+    ]
     time.sleep(1.0)
     try:
-        yield
+        yield raw
     finally:
-        proc.wait(timeout=seconds + 60)
+        for proc in procs:
+            proc.wait(timeout=seconds + 60)
 
 
 # ------------------------------------------------------------------ main
@@ -654,8 +653,10 @@ def http_figures(
             cpu0, stats_a = redis_cpu(redis_port), commandstats(redis_port)
             pid = _server_pid(port)
             target = args.profile if round_ == args.rounds - 1 else None
-            with profiled(pid, target, s):
+            with profiled(pid, target, s) as samples:
                 load = run_wrk(port, "/v1/decide", bodies, s, feedback_every=10)
+            if samples is not None and samples.exists():
+                out["breakdown"] = (cpu_breakdown.read(samples), load.server_cpu_us)
             time.sleep(0.5)  # the write-behind lingers: let it land before reading the CPU
             cpu_total += redis_cpu(redis_port) - cpu0
             decisions_total += load.decisions
@@ -868,7 +869,12 @@ def what_bounds(
             f"a decision costs the server {dec_cpu:.0f} µs: the engine {engine['engine_us']:.0f}, "
             f"the decision log {log_cost}, and the HTTP request the echo also answers "
             f"({ech_cpu:.0f} µs for the echo, FastAPI included); the rest is the Redis read, "
-            "metrics and the feedback requests (`--profile` draws it)"
+            "metrics and the feedback requests"
+            + (
+                ", the profiled round below"
+                if "breakdown" in http
+                else " (`--profile` draws it and breaks it down)"
+            )
         ),
         "3": "queueing behind whatever holds the event loop (see the flame graph)",
         "4": (
@@ -994,6 +1000,18 @@ def report(
         print("What bounds the targets not met, from this run's own figures:")
         for number, name in unmet.items():
             print(f"- {name}: {bounds[number]}")
+    if "breakdown" in http:
+        parts, server_us = http["breakdown"]
+        print()
+        print(
+            f"Where the server's CPU went in the profiled decide round ({server_us:.0f} µs a "
+            f"decision; py-spy samples, `python -m benchmarks.cpu_breakdown`; {args.profile}):"
+        )
+        print()
+        print("| part | share | µs a decision |")
+        print("|---|---:|---:|")
+        for part, share in parts.items():
+            print(f"| {part} | {share:.1%} | {share * server_us:.0f} |")
     print()
     print(
         "decide runs req/s: "
