@@ -15,7 +15,12 @@ reference workload runs):
    and the time Redis spent inside commands (`INFO commandstats`) by
    command. What is not command time is the event loop, the system calls
    and the kernel's TCP work on Redis' side.
-2. **A round trip alone.** One client sends pipelines of `k` `GET`s of a
+2. **Each command and script per call, under that load.** One more run
+   with Redis' SLOWLOG recording every command (threshold 0): the median
+   and mean time of a call by command, scripts by name, and of an
+   `EVALSHA` of `return 1` sent by a side client during the run (entering
+   Lua and nothing else). Not counted in part 1: the log costs a little.
+3. **A round trip alone.** One client sends pipelines of `k` `GET`s of a
    100-byte value, back to back or paced at 1,000 a second (Redis idle
    between them, as at a few thousand decisions a second), and the Redis
    CPU per round trip and per command is printed: what a round trip costs
@@ -29,7 +34,9 @@ import socket
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
+from collections import defaultdict
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -37,8 +44,11 @@ from typing import Any
 
 import hiredis
 
-from arbiter.engine.store import windows
+from arbiter.engine.learning import reward_writer
+from arbiter.engine.store import contact_history, windows
 from arbiter.engine.store.client import connect_sync
+from arbiter.engine.store.profiles import AFTER_DECISION_LUA
+from arbiter.engine.store.scripts import script_sha
 from benchmarks._harness import HOST, baseline_tree, free_port
 from benchmarks.ab_commits import layout_of, rdb_of
 from benchmarks.http import arbiter, redis_server, reference_inputs, run_wrk, warm
@@ -141,6 +151,68 @@ def under_load(opts: argparse.Namespace) -> None:
                 runs[name][-1]["rps"] = load.rps
         for name, got in runs.items():
             print_load(f"{name}, {statistics.median(x['rps'] for x in got):,.0f} decisions/s", got)
+        per_call(redis_port, port, bodies, opts.seconds)
+
+
+SCRIPT_NAMES = {
+    script_sha(AFTER_DECISION_LUA): "script: index + contacts (after a decision)",
+    script_sha(reward_writer.APPEND_LUA): "script: reward, exactly once (feedback)",
+    script_sha(contact_history.RECORD_REJECTION_LUA): "script: rejection counter (feedback)",
+}
+EMPTY_LUA = "return 1"
+
+
+def per_call(redis_port: int, port: int, bodies: Sequence[str], seconds: int) -> None:
+    """Part 2: µs per call by command and script under the load, from SLOWLOG."""
+    client = connect_sync(f"redis://{HOST}:{redis_port}")
+    empty = client.script_load(EMPTY_LUA)
+    client.config_set("slowlog-max-len", 1_000_000)
+    client.slowlog_reset()
+    client.config_set("slowlog-log-slower-than", 0)
+    stop = threading.Event()
+
+    def enter_lua() -> None:  # ~500 calls a second, beside the server's
+        side = connect_sync(f"redis://{HOST}:{redis_port}")
+        while not stop.wait(0.002):
+            side.evalsha(empty, 0)
+        side.close()
+
+    side = threading.Thread(target=enter_lua)
+    side.start()
+    try:
+        load = run_wrk(port, "/v1/decide", bodies, seconds, feedback_every=10)
+    finally:
+        stop.set()
+        side.join()
+        client.config_set("slowlog-log-slower-than", 10_000)
+    entries = client.slowlog_get(1_000_000)
+    client.slowlog_reset()
+    client.close()
+    times: dict[str, list[int]] = defaultdict(list)
+    for entry in entries:
+        words = entry["command"].split()
+        name = words[0].decode("latin-1").upper()
+        if name in ("SLOWLOG", "CONFIG"):
+            continue
+        if name == "EVALSHA" and len(words) > 1:
+            sha = words[1].decode("latin-1")
+            name = (
+                "EVALSHA of `return 1` (entering Lua)"
+                if sha == empty
+                else (SCRIPT_NAMES.get(sha, f"script {sha[:8]}"))
+            )
+        times[name].append(int(entry["duration"]))
+    d = max(1, load.decisions)
+    print(f"\nPer call under the same load ({load.rps:,.0f} decisions/s, SLOWLOG of every call):")
+    print("| command | calls per decision | median µs | mean µs | µs per decision |")
+    print("|---|---:|---:|---:|---:|")
+    for name, got in sorted(times.items(), key=lambda kv: -sum(kv[1])):
+        if len(got) / d < 0.001 and "return 1" not in name:
+            continue
+        print(
+            f"| {name} | {len(got) / d:.3f} | {statistics.median(got):.0f} "
+            f"| {statistics.mean(got):.1f} | {sum(got) / d:.2f} |"
+        )
 
 
 def round_trips(n: int = 3000) -> None:
