@@ -589,9 +589,11 @@ def arbiter(
     workers: int = 1,
     log: str = "on",
     code: Path | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[int]:
     """`arbiter serve` on the reference workload's Redis; `code`: another version's
-    package tree (`_harness.baseline_tree`) to serve instead of this checkout's."""
+    package tree (`_harness.baseline_tree`) to serve instead of this checkout's;
+    `extra_env`: settings of its own (`ARBITER_...`)."""
     port = free_port()
     env = {
         "ARBITER_REDIS_URL": f"redis://{HOST}:{redis_port}",
@@ -603,6 +605,7 @@ def arbiter(
     }
     if code is not None:
         env["PYTHONPATH"] = str(code)
+    env.update(extra_env or {})
     with server(serve_argv(server_kind, port, workers), port, env) as proc:
         SERVER_PIDS[port] = proc.pid
         yield port

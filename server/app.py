@@ -27,7 +27,7 @@ from arbiter.engine.store.client import connect
 from arbiter.engine.store.compression import RecordCompressor
 from arbiter.engine.store.embedded import EmbeddedRedis
 from arbiter.engine.store.profiles import ProfileStore
-from arbiter.server import errors, openapi
+from arbiter.server import errors, gc_pauses, openapi
 from arbiter.server.background.intake import start_intake
 from arbiter.server.background.keys import start_key_store_watch
 from arbiter.server.background.learning import LearnerSupervisor, attributor_for
@@ -39,7 +39,7 @@ from arbiter.server.routes.experiments import router as experiments_router
 from arbiter.server.routes.feedback import feedback_endpoint
 from arbiter.server.routes.identity import router as identity_router
 from arbiter.server.routes.keys import router as keys_router
-from arbiter.server.rulesets import Resources, RulesetManager
+from arbiter.server.rulesets import LiveRuleset, Resources, RulesetManager
 from arbiter.server.security import edge
 from arbiter.server.security.access import AccessLog
 from arbiter.server.security.cors import CorsPolicy
@@ -86,9 +86,16 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = await _start(settings, resources)
         app.state.arbiter = state
+        pauses = gc_pauses.PauseWatch(
+            lambda generation, seconds: state.metrics.gc_pause_of[generation].observe(seconds)
+        )
+        pauses.install()
+        if settings.gc_freeze:
+            gc_pauses.freeze()
         try:
             yield
         finally:
+            pauses.remove()
             await _stop(state)
 
     app = ArbiterApp(
@@ -161,12 +168,20 @@ async def _start(settings: Settings, resources: Resources) -> AppState:
         if settings.learner == "inproc"
         else None
     )
+
+    def activated(live: LiveRuleset) -> None:
+        if learners is not None:
+            learners.activated(live)
+        if settings.gc_freeze and gc_pauses.frozen():
+            # After the activation returns: the old version's cycles are garbage by then.
+            asyncio.get_running_loop().call_soon(gc_pauses.refreeze)
+
     rulesets = RulesetManager(
         admin_redis,
         Path(settings.rules_path),
         resources,
         bandits=registry,
-        on_activate=learners.activated if learners else None,
+        on_activate=activated,
     )
     await rulesets.start(settings.default_ruleset)
     state = AppState(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import time
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ class AppState:
             "arbiter_ruleset_reloads": self.rulesets.reloads,
             "arbiter_ruleset_load_failures": self.rulesets.load_failures,
             "arbiter_model_load_failures": self.rulesets.model_failures,
+            "arbiter_gc_frozen_objects": gc.get_freeze_count(),
         }
 
     def clock(self) -> float:

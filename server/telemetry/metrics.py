@@ -37,13 +37,16 @@ class Flusher:
     them as soon as that iteration ends, as it saw direct updates.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, on_loop: bool = True) -> None:
+        """`on_loop=False`: never queue a flush; the owner calls `flush` (for tallies
+        updated where nothing may be scheduled, as inside a garbage collector callback)."""
         self.dirty: list[Tally | HistogramTally] = []
+        self.on_loop = on_loop
 
     def mark(self, tally: Tally | HistogramTally) -> None:
         """`tally` changed since the last flush: queue one (the first mark of an iteration)."""
         self.dirty.append(tally)
-        if len(self.dirty) == 1:
+        if len(self.dirty) == 1 and self.on_loop:
             try:
                 asyncio.get_running_loop().call_soon(self.flush)
             except RuntimeError:  # no event loop here (a script, a test): write now
@@ -218,6 +221,20 @@ class Metrics:
         )
         self.learner_lag: dict[str, tuple[int, float]] = {}  # group -> (rewards, seconds)
         # The hot path's series, by label values (see `Children`).
+        self.gc_pause = Histogram(
+            "arbiter_gc_pause_seconds",
+            "Pauses of Python's garbage collector, by generation (2: a full collection)",
+            ["generation"],
+            buckets=(0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
+            registry=r,
+        )
+        # Observed inside the collector's callback, where taking prometheus_client's locks
+        # could deadlock and scheduling a callback is unsafe: tallied, written at each
+        # scrape and state sync (`flush_state`). Children made here, not in the callback.
+        self.gc_flusher = Flusher(on_loop=False)
+        self.gc_pause_of = Children(self.gc_pause, self.gc_flusher)
+        for generation in range(3):
+            _ = self.gc_pause_of[generation]  # made now, not in the callback
         self.latency = HistogramTally(self.decide_seconds, self.flusher)
         self.stage_of = Children(self.stage, self.flusher)
         self.decisions_of = Children(self.decisions, self.flusher)
@@ -231,7 +248,7 @@ class Metrics:
             self.registry.register(StateCollector(read, self))
         else:
             self.mirror = multiprocess.StateMirror(
-                read, self.learner_lag, STATE_METRICS, self.registry
+                read, self.learner_lag, STATE_METRICS, self.registry, before=self.flush_state
             )
 
         self.identifies = Counter(
@@ -269,9 +286,14 @@ class Metrics:
             registry=self.registry,
         )
 
+    def flush_state(self) -> None:
+        """Write the tallies nothing flushes by itself (the collector's pauses)."""
+        self.gc_flusher.flush()
+
     def render(self) -> bytes:
         """The Prometheus text: this process's registry, or every worker's values summed."""
         self.flusher.flush()
+        self.flush_state()
         if self.multiprocess_dir is None:
             return generate_latest(self.registry)
         if self.mirror is not None:
@@ -299,6 +321,10 @@ STATE_METRICS: dict[str, tuple[str, str]] = {
     "arbiter_ruleset_reloads": ("counter", "Ruleset versions made live in this worker"),
     "arbiter_ruleset_load_failures": ("counter", "Ruleset versions that did not load here"),
     "arbiter_model_load_failures": ("counter", "Model files that did not load"),
+    "arbiter_gc_frozen_objects": (
+        "gauge",
+        "Objects kept out of the garbage collector's full collections (server.gc_pauses)",
+    ),
 }
 
 

@@ -89,8 +89,11 @@ class StateMirror:
         learner_lag: dict[str, tuple[int, float]],
         state_metrics: dict[str, tuple[str, str]],
         registry: CollectorRegistry,
+        before: Callable[[], None] | None = None,
     ) -> None:
         self.read = read
+        # Run first at every sync: tallies kept off the event loop (`Metrics.flush_state`).
+        self.before = before
         self.learner_lag = learner_lag
         self.counters: dict[str, Counter] = {}
         self.gauges: dict[str, Gauge] = {}
@@ -119,6 +122,8 @@ class StateMirror:
 
     def sync(self) -> None:
         """Bring this worker's files up to date with its objects."""
+        if self.before is not None:
+            self.before()
         values = self.read()
         for name, gauge in self.gauges.items():
             gauge.set(float(values.get(name, 0.0)))
