@@ -1,16 +1,17 @@
-"""Full garbage collections in a serving worker, with start-up's objects frozen and without.
+"""A serving worker's garbage collector tuned (start-up frozen, young collections rarer) or not.
 
-    python -m benchmarks.gc_pauses [--rounds 3] [--seconds 10]
+    python -m benchmarks.gc_pauses [--rounds 4] [--seconds 10] [--learner]
 
 Two `arbiter serve` processes (one worker each) on the reference workload
-(`benchmarks.http`'s cached RDB, one `redis-server`): `ARBITER_GC_FREEZE=true`
+(`benchmarks.http`'s cached RDB, one `redis-server`): `ARBITER_GC_TUNING=true`
 (what `arbiter serve` does by default, `server.gc_pauses`) and `false`. Each
 gets, alternately for `--rounds` rounds, `wrk` at saturation (feedback for
 10% of decisions) and then the same load paced at half the rate the first
-round measured. The learner is off in both unless `--learner` (see its help). From `/metrics` (`arbiter_gc_pause_seconds`) it prints the
-full collections (generation 2) per second and their mean pause, the share
-of the worker's time spent in them, throughput, server CPU per decision,
-and the paced p99 and p99.9 (medians of the rounds).
+round measured. The learner is off in both unless `--learner` (see its
+help). From `/metrics` (`arbiter_gc_pause_seconds`) it prints, per second of
+saturated load, the young and full collections and their mean pauses, and
+the share of the worker's time spent collecting; then throughput, server
+CPU per decision, and the paced p99 and p99.9 (medians of the rounds).
 """
 
 from __future__ import annotations
@@ -35,26 +36,34 @@ from benchmarks.http import (
     warm,
 )
 
+GENERATIONS = ("0", "1", "2")
 
-def full_collections(port: int) -> tuple[float, float]:
-    """(count, seconds) of the worker's full collections so far."""
+
+def pauses(port: int) -> dict[str, tuple[float, float]]:
+    """(count, seconds) of the worker's collections so far, by generation."""
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
     )
     text = urllib.request.urlopen(request, timeout=10).read().decode()
     found = {
-        s.name: s.value
+        (s.name, s.labels.get("generation", "")): s.value
         for family in text_string_to_metric_families(text)
         for s in family.samples
-        if s.name.startswith("arbiter_gc_pause_seconds") and s.labels.get("generation") == "2"
+        if s.name.startswith("arbiter_gc_pause_seconds")
     }
-    return found["arbiter_gc_pause_seconds_count"], found["arbiter_gc_pause_seconds_sum"]
+    return {
+        g: (
+            found[("arbiter_gc_pause_seconds_count", g)],
+            found[("arbiter_gc_pause_seconds_sum", g)],
+        )
+        for g in GENERATIONS
+    }
 
 
 def main() -> None:
     """Run both servers alternately and print the comparison."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument(
         "--learner",
@@ -65,8 +74,8 @@ def main() -> None:
     opts = ap.parse_args()
     learner = {} if opts.learner else {"ARBITER_LEARNER": "off"}
     rdb, bodies = reference_inputs()
-    names = {"not frozen": "false", "frozen": "true"}
-    saturated: dict[str, list[tuple[Load, float, float]]] = {n: [] for n in names}
+    names = {"default collector": "false", "tuned (serve's default)": "true"}
+    saturated: dict[str, list[tuple[Load, dict[str, tuple[float, float]]]]] = {n: [] for n in names}
     paced: dict[str, list[Load]] = {n: [] for n in names}
     with tempfile.TemporaryDirectory() as tmp_name, ExitStack() as stack:
         tmp = Path(tmp_name)
@@ -77,7 +86,7 @@ def main() -> None:
                     redis_port,
                     tmp / flag,
                     "uvicorn",
-                    extra_env={**learner, "ARBITER_GC_FREEZE": flag},
+                    extra_env={**learner, "ARBITER_GC_TUNING": flag},
                 )
             )
             for name, flag in names.items()
@@ -88,10 +97,11 @@ def main() -> None:
         for r in range(opts.rounds):
             order = list(ports.items()) if r % 2 == 0 else list(ports.items())[::-1]
             for name, port in order:
-                count0, seconds0 = full_collections(port)
+                before = pauses(port)
                 load = run_wrk(port, "/v1/decide", bodies, opts.seconds, feedback_every=10)
-                count1, seconds1 = full_collections(port)
-                saturated[name].append((load, count1 - count0, seconds1 - seconds0))
+                after = pauses(port)
+                delta = {g: (after[g][0] - before[g][0], after[g][1] - before[g][1]) for g in after}
+                saturated[name].append((load, delta))
                 if not pace_ms:
                     pace_ms = round(CONNECTIONS / (load.rps / 2) * 1000)
                 paced[name].append(
@@ -100,23 +110,30 @@ def main() -> None:
                     )
                 )
     med = statistics.median
+    s = opts.seconds
     print(
-        f"reference workload, 1 worker, {opts.rounds} rounds of {opts.seconds} s alternating "
-        f"(medians); paced at {CONNECTIONS / pace_ms * 1000:,.0f} req/s"
+        f"reference workload, 1 worker, {opts.rounds} rounds of {s} s alternating (medians); "
+        f"paced at {CONNECTIONS / pace_ms * 1000:,.0f} req/s"
     )
     print(
-        "| gc | full collections / s | mean pause | share of the time | decide req/s "
-        "| server CPU / decision | paced p99 | paced p99.9 |"
+        "| collector | young (gen 0) / s, mean | full (gen 2) / s, mean | time collecting "
+        "| decide req/s | server CPU / decision | paced p99 | paced p99.9 |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name in names:
         runs = saturated[name]
-        per_s = med(n / opts.seconds for _, n, _ in runs)
-        pause = med(s / n * 1000 if n else 0.0 for _, n, s in runs)
-        share = med(s / opts.seconds for _, _, s in runs)
+
+        def rate_and_mean(
+            g: str, runs: list[tuple[Load, dict[str, tuple[float, float]]]] = runs
+        ) -> str:
+            per_s = med(d[g][0] / s for _, d in runs)
+            mean = med(d[g][1] / d[g][0] * 1000 if d[g][0] else 0.0 for _, d in runs)
+            return f"{per_s:.1f}, {mean:.2f} ms"
+
+        share = med(sum(sec for _, sec in d.values()) / s for _, d in runs)
         print(
-            f"| {name} | {per_s:.2f} | {pause:.1f} ms | {share:.1%} "
-            f"| {med(x.rps for x, _, _ in runs):,.0f} | {med(x.server_cpu_us for x, _, _ in runs):.0f} µs "
+            f"| {name} | {rate_and_mean('0')} | {rate_and_mean('2')} | {share:.1%} "
+            f"| {med(x.rps for x, _ in runs):,.0f} | {med(x.server_cpu_us for x, _ in runs):.0f} µs "
             f"| {med(x.p99 for x in paced[name]):.1f} ms | {med(x.p999 for x in paced[name]):.1f} ms |"
         )
 

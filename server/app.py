@@ -90,8 +90,8 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
             lambda generation, seconds: state.metrics.gc_pause_of[generation].observe(seconds)
         )
         pauses.install()
-        if settings.gc_freeze:
-            gc_pauses.freeze()
+        if settings.gc_tuning:
+            gc_pauses.tune()
         try:
             yield
         finally:
@@ -172,7 +172,7 @@ async def _start(settings: Settings, resources: Resources) -> AppState:
     def activated(live: LiveRuleset) -> None:
         if learners is not None:
             learners.activated(live)
-        if settings.gc_freeze and gc_pauses.frozen():
+        if settings.gc_tuning and gc_pauses.frozen():
             # After the activation returns: the old version's cycles are garbage by then.
             asyncio.get_running_loop().call_soon(gc_pauses.refreeze)
 

@@ -64,9 +64,9 @@ class Settings:
     #: How long after arrival an outcome event is attributed (engine.learning.attribution).
     attribution_grace_ms: int = field(default=500, metadata={"env": "ARBITER_ATTRIBUTION_GRACE_MS"})
     dev: bool = field(default=False, metadata={"env": "ARBITER_DEV"})
-    # Freeze start-up's objects out of the garbage collector's full collections
+    # A serving worker's garbage collector: start-up frozen, young collections rarer
     # (server.gc_pauses). `arbiter serve` turns it on; an app built in a test does not.
-    gc_freeze: bool = field(default=False, metadata={"env": "ARBITER_GC_FREEZE"})
+    gc_tuning: bool = field(default=False, metadata={"env": "ARBITER_GC_TUNING"})
     # The event intake on Redis Streams (docs/identity.md): shards, and whether to consume here.
     intake_shards: int = field(default=0, metadata={"env": "ARBITER_INTAKE_SHARDS"})
     intake_consume: bool = field(default=False, metadata={"env": "ARBITER_INTAKE_CONSUME"})

@@ -75,8 +75,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from arbiter.server.telemetry import multiprocess
 
     os.environ["ARBITER_RULES"] = args.rules
-    # A serving worker's start-up objects stay out of full GC collections (server.gc_pauses).
-    os.environ.setdefault("ARBITER_GC_FREEZE", "true")
+    # A serving worker's garbage collector tuned (server.gc_pauses).
+    os.environ.setdefault("ARBITER_GC_TUNING", "true")
     if args.dev:
         os.environ["ARBITER_DEV"] = "true"
         if not os.environ.get("ARBITER_ADMIN_KEY"):

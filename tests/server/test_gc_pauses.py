@@ -1,4 +1,5 @@
-"""Full garbage collections kept short: freezing start-up's objects, timing every pause."""
+"""The garbage collector of a serving worker: start-up frozen, young collections rarer,
+every pause timed."""
 
 from __future__ import annotations
 
@@ -25,12 +26,14 @@ class Node:
 
 @pytest.fixture
 def unfrozen() -> Iterator[None]:
-    """This test process's collector as it was: nothing stays frozen after the test."""
+    """This test process's collector as it was: nothing frozen, thresholds restored."""
     assert not gc_pauses.frozen()
+    thresholds = gc.get_threshold()
     try:
         yield
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
 
 
 def garbage_cycle() -> weakref.ref[Node]:
@@ -89,11 +92,12 @@ def full_collections(found: dict[tuple[str, tuple[tuple[str, str], ...]], float]
     return found[("arbiter_gc_pause_seconds_count", (("generation", "2"),))]
 
 
-def test_a_serving_app_freezes_and_refreezes_when_a_version_goes_live(
+def test_a_serving_app_tunes_freezes_and_refreezes_when_a_version_goes_live(
     redis_url: str, tmp_path: Path, unfrozen: None
 ) -> None:
-    app = create_app(settings(redis_url, tmp_path, gc_freeze=True))
+    app = create_app(settings(redis_url, tmp_path, gc_tuning=True))
     with TestClient(app) as client:
+        assert gc.get_threshold()[0] == gc_pauses.YOUNG_THRESHOLD
         found = samples(client)
         assert found[("arbiter_gc_frozen_objects", ())] > 0
         # The freeze's own full collection, timed.
@@ -111,8 +115,10 @@ def test_a_serving_app_freezes_and_refreezes_when_a_version_goes_live(
 def test_an_app_built_for_a_test_leaves_the_collector_alone(
     redis_url: str, tmp_path: Path, unfrozen: None
 ) -> None:
+    thresholds = gc.get_threshold()
     app = create_app(settings(redis_url, tmp_path))
     with TestClient(app) as client:
+        assert gc.get_threshold() == thresholds
         body = {"customer_id": "c1", "context": {"channel": "web", "page": "/"}}
         assert client.post("/v1/decide", json=body).status_code == 200
         assert not gc_pauses.frozen()
