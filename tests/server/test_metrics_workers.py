@@ -137,6 +137,8 @@ def test_metrics_total_every_worker(served: tuple[subprocess.Popen[bytes], int])
         assert total(found, "arbiter_decide_seconds_count") == N
         assert total(found, "arbiter_http_requests_total", route="/v1/decide") == N
         assert total(found, "arbiter_workers") == 2
+        # `arbiter serve` tunes each worker's garbage collector (server.gc_pauses).
+        assert total(found, "arbiter_gc_frozen_objects") > 0
     # State read from each worker's objects (the decision log's) is summed too.
     assert eventually(lambda: total(scrape(port), "arbiter_decision_log_written_total") == N)
 
