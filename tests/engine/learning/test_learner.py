@@ -458,7 +458,7 @@ def test_a_learner_a_failed_test_left_running_stops_before_the_client_closes(
     """
 
     class Failed(Exception):
-        pass
+        """The failure of the body under test."""
 
     # A captured warning would keep its Redis error alive, and through the error's
     # traceback the connection, until pytest's report is written: past this test.
